@@ -1,0 +1,372 @@
+"""FlowLens configuration: one YAML file shaped like the scaling model's §7.2, plus connections.
+
+Resolution order (later wins): built-in defaults, the YAML file (``--config``, ``$FLOWLENS_CONFIG``
+or ``flowlens.yaml`` in the working directory when present), then environment variables named
+``FLOWLENS_`` + the key path in upper case joined by ``__``, for example::
+
+    FLOWLENS_MODE=standard
+    FLOWLENS_POSTGRES__PORT=55432
+    FLOWLENS_BACKPRESSURE__INGESTION__SAMPLE_RATE=5
+    FLOWLENS_INGEST__ALLOWED_EXPORTERS='["10.0.0.0/8", "127.0.0.1"]'   # lists/maps as JSON or YAML
+
+Invalid configuration raises :class:`ConfigError` whose message names each bad key, the value
+given and what is allowed. ``flowlens.example.yaml`` at the project root documents every key.
+
+This module lives in ``ingest/`` because the ingest daemon (which never imports Dagster) needs it
+first; the pipeline and the CLI import it from here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "FLOWLENS_"
+Mode = Literal["minimal", "standard", "full", "auto"]
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot be used; the message says which key, which value, what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --- §7.2 thresholds -------------------------------------------------------------------------
+class KafkaThresholds(_Section):
+    enable_at_flows_per_sec: int = Field(10_000, ge=0)
+    disable_at_flows_per_sec: int = Field(5_000, ge=0)  # hysteresis
+    burst_threshold_flows_per_sec: int = Field(30_000, ge=0)
+    burst_duration_trigger_seconds: int = Field(30, ge=1)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> KafkaThresholds:
+        if self.disable_at_flows_per_sec > self.enable_at_flows_per_sec:
+            raise ValueError(
+                f"disable_at_flows_per_sec ({self.disable_at_flows_per_sec}) must not exceed "
+                f"enable_at_flows_per_sec ({self.enable_at_flows_per_sec})"
+            )
+        return self
+
+
+class RedisThresholds(_Section):
+    enable_at_flows_per_sec: int = Field(10_000, ge=0)
+    enable_at_concurrent_users: int = Field(20, ge=0)
+    enable_at_api_p99_ms: int = Field(200, ge=1)
+    enable_for_websocket: bool = True
+
+
+class PostgresThresholds(_Section):
+    enable_async_commit_at_flows_per_sec: int = Field(5_000, ge=0)
+    enable_batching_at_flows_per_sec: int = Field(1_000, ge=0)
+    batch_size_low: int = Field(100, ge=1)
+    batch_size_high: int = Field(1_000, ge=1)
+    batch_timeout_ms: int = Field(100, ge=1)
+
+
+class Thresholds(_Section):
+    kafka: KafkaThresholds = KafkaThresholds()
+    redis: RedisThresholds = RedisThresholds()
+    postgresql: PostgresThresholds = PostgresThresholds()
+
+
+# --- §7.2 backpressure -----------------------------------------------------------------------
+class IngestionBackpressure(_Section):
+    max_queue_depth: int = Field(100_000, ge=1)
+    sample_at_queue_depth: int = Field(50_000, ge=1)
+    sample_rate: int = Field(10, ge=1)  # keep 1 flow in N while sampling
+    drop_at_queue_depth: int = Field(100_000, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IngestionBackpressure:
+        if not self.sample_at_queue_depth <= self.drop_at_queue_depth <= self.max_queue_depth:
+            raise ValueError(
+                "need sample_at_queue_depth <= drop_at_queue_depth <= max_queue_depth, got "
+                f"{self.sample_at_queue_depth} / {self.drop_at_queue_depth} / {self.max_queue_depth}"
+            )
+        return self
+
+
+class KafkaBackpressure(_Section):
+    max_acceptable_lag_seconds: int = Field(300, ge=1)  # resume below this
+    pause_at_lag_seconds: int = Field(600, ge=1)
+    alert_at_lag_seconds: int = Field(180, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> KafkaBackpressure:
+        if not self.alert_at_lag_seconds <= self.pause_at_lag_seconds:
+            raise ValueError("alert_at_lag_seconds must be <= pause_at_lag_seconds")
+        if not self.max_acceptable_lag_seconds <= self.pause_at_lag_seconds:
+            raise ValueError("max_acceptable_lag_seconds must be <= pause_at_lag_seconds")
+        return self
+
+
+class PostgresPool(_Section):
+    pool_size: int = Field(50, ge=1)
+    pool_overflow: int = Field(20, ge=0)
+    pool_timeout_seconds: float = Field(30, gt=0)
+
+
+class Backpressure(_Section):
+    ingestion: IngestionBackpressure = IngestionBackpressure()
+    kafka: KafkaBackpressure = KafkaBackpressure()
+    postgresql: PostgresPool = PostgresPool()
+
+
+# --- §7.2 autoscaling (read by the future mode switcher / capacity planner) ------------------
+class ScaleRule(_Section):
+    min_instances: int = Field(2, ge=1)
+    max_instances: int = Field(16, ge=1)
+    scale_up_at_cpu_percent: int | None = Field(None, ge=1, le=100)
+    scale_down_at_cpu_percent: int | None = Field(None, ge=0, le=100)
+    scale_up_at_lag_seconds: int | None = Field(None, ge=1)
+    scale_down_at_lag_seconds: int | None = Field(None, ge=0)
+    scale_up_at_latency_p99_ms: int | None = Field(None, ge=1)
+    scale_down_at_latency_p99_ms: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ScaleRule:
+        if self.min_instances > self.max_instances:
+            raise ValueError(f"min_instances ({self.min_instances}) > max_instances ({self.max_instances})")
+        return self
+
+
+class Autoscaling(_Section):
+    ingestion: ScaleRule = ScaleRule(scale_up_at_cpu_percent=70, scale_down_at_cpu_percent=30)
+    enrichment: ScaleRule = ScaleRule(scale_up_at_lag_seconds=60, scale_down_at_lag_seconds=10)
+    api: ScaleRule = ScaleRule(
+        max_instances=8, scale_up_at_latency_p99_ms=500, scale_down_at_latency_p99_ms=100
+    )
+
+
+# --- connections -----------------------------------------------------------------------------
+class PostgresConn(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(55432, ge=1, le=65535)  # not 5432: never collide with a system PostgreSQL
+    database: str = "flowlens"
+    user: str = "flowlens"
+    password: str = "flowlens"
+
+    def dsn(self, database: str | None = None) -> str:
+        return (
+            f"host={self.host} port={self.port} dbname={database or self.database} "
+            f"user={self.user} password={self.password}"
+        )
+
+    def url(self, driver: str = "postgresql+psycopg", database: str | None = None) -> str:
+        return f"{driver}://{self.user}:{self.password}@{self.host}:{self.port}/{database or self.database}"
+
+
+class KafkaConn(_Section):
+    bootstrap_servers: str = "127.0.0.1:59092"
+    controller_port: int = Field(59093, ge=1, le=65535)
+    version: str = "4.1.1"  # org.apache.kafka:kafka_2.13 on Maven Central
+    raw_topic: str = "flows.raw"
+    enriched_topic: str = "flows.enriched"
+    changes_topic: str = "changes.detected"
+    raw_partitions: int = Field(6, ge=1)
+
+
+class RedisConn(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(56379, ge=1, le=65535)
+    db: int = Field(0, ge=0, le=15)  # §5.2 database 0: enrichment cache
+    maxmemory: str = "auto"  # 'auto' = a fraction of RAM chosen by the stack; or e.g. '4gb'
+
+    def url(self, db: int | None = None) -> str:
+        return f"redis://{self.host}:{self.port}/{self.db if db is None else db}"
+
+
+class GeoIPConfig(_Section):
+    city_db: Path | None = None  # GeoLite2/GeoIP2 City .mmdb
+    asn_db: Path | None = None  # GeoLite2/GeoIP2 ASN .mmdb
+
+
+class DNSConfig(_Section):
+    enabled: bool = True
+    nameservers: list[str] = []  # empty = /etc/resolv.conf
+    port: int = Field(53, ge=1, le=65535)
+    timeout_seconds: float = Field(1.0, gt=0)
+    concurrency: int = Field(64, ge=1)
+    lookups_per_second: int = Field(500, ge=1)  # budget for cache misses (seed: ~500/s)
+    positive_ttl_seconds: int = Field(3600, ge=1)
+    negative_ttl_seconds: int = Field(300, ge=1)
+
+
+class EnrichmentConfig(_Section):
+    inventory_file: Path | None = None  # CSV or YAML describing the estate
+    geo_ttl_seconds: int = Field(86_400, ge=1)
+    asset_ttl_seconds: int = Field(300, ge=1)
+
+
+class ListenAddress(_Section):
+    host: str = "0.0.0.0"
+    port: int = Field(ge=1, le=65535)
+
+
+class IngestConfig(_Section):
+    listen: list[ListenAddress] = [ListenAddress(port=2055), ListenAddress(port=4739)]
+    processes: int = Field(0, ge=0)  # receiving processes per port (SO_REUSEPORT); 0 = one per core
+    socket_receive_buffer_bytes: int = Field(64 * 1024 * 1024, ge=65536)
+    allowed_exporters: list[str] = ["0.0.0.0/0", "::/0"]  # addresses or CIDRs
+    default_sampling_rate: int = Field(1, ge=1)
+    sampling_rate_overrides: dict[str, int] = {}  # exporter address/CIDR -> rate when none is exported
+    timestamp_source: Literal["receive", "export"] = "receive"  # which clock assigns the window
+    batch_max_flows: int = Field(65_536, ge=1)
+    batch_max_seconds: float = Field(1.0, gt=0)
+    heartbeat_seconds: float = Field(5.0, gt=0)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9109, ge=0, le=65535)  # 0 = no metrics endpoint
+    instance_id: str = ""  # empty = hostname:pid
+
+    @field_validator("allowed_exporters", mode="before")
+    @classmethod
+    def _cidrs(cls, value: Any) -> Any:
+        for item in value or []:
+            try:
+                ipaddress.ip_network(str(item), strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not an IP address or CIDR") from exc
+        return value
+
+    @field_validator("sampling_rate_overrides", mode="before")
+    @classmethod
+    def _override_keys(cls, value: Any) -> Any:
+        for key in value or {}:
+            try:
+                ipaddress.ip_network(str(key), strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{key!r} is not an IP address or CIDR") from exc
+        return value
+
+
+class PipelineConfig(_Section):
+    partition_start: str = ""  # ISO date/time of the first 5-minute partition; empty = 2 days ago
+    window_minutes: Literal[5] = 5
+    grace_seconds: int = Field(30, ge=0)
+    instance_timeout_seconds: int = Field(120, ge=1)  # a silent ingest instance stops holding windows
+    max_runs_per_tick: int = Field(12, ge=1)
+    dependency_gone_after_windows: int = Field(12, ge=1)
+    lake_dir: Path | None = None  # default: <state_dir>/lake
+    retention_days: int = Field(30, ge=1)
+    produce_enriched: bool = False  # also produce enriched flows to flows.enriched (Kafka modes)
+
+
+class DagsterConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(53000, ge=1, le=65535)
+
+
+class FlowLensConfig(_Section):
+    mode: Mode = "minimal"
+    state_dir: Path = PROJECT_ROOT / ".flowlens"
+    thresholds: Thresholds = Thresholds()
+    backpressure: Backpressure = Backpressure()
+    autoscaling: Autoscaling = Autoscaling()
+    postgres: PostgresConn = PostgresConn()
+    kafka: KafkaConn = KafkaConn()
+    redis: RedisConn = RedisConn()
+    geoip: GeoIPConfig = GeoIPConfig()
+    dns: DNSConfig = DNSConfig()
+    enrichment: EnrichmentConfig = EnrichmentConfig()
+    ingest: IngestConfig = IngestConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    dagster: DagsterConfig = DagsterConfig()
+
+    @property
+    def uses_kafka(self) -> bool:
+        return self.mode in ("standard", "full")
+
+    @property
+    def uses_redis(self) -> bool:
+        return self.mode in ("standard", "full")
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.pipeline.lake_dir or self.state_dir / "lake"
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """FLOWLENS_A__B=v -> {"a": {"b": v}}; values are parsed as YAML so numbers, bools, lists work."""
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == "FLOWLENS_CONFIG":
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return tree
+
+
+def _describe(exc: ValidationError, origin: str) -> str:
+    lines = [f"invalid FlowLens configuration ({origin}):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        value = err.get("input")
+        shown = "(missing)" if err["type"] == "missing" else repr(value)
+        if isinstance(value, dict):
+            shown = "{...}"
+        allowed = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            allowed = "unknown key; see flowlens.example.yaml for the keys that exist"
+        env = ENV_PREFIX + "__".join(str(p).upper() for p in err["loc"] if not isinstance(p, int))
+        lines.append(f"  {key} = {shown}: {allowed} (file key flowlens.{key}, or env {env})")
+    return "\n".join(lines)
+
+
+def default_config_path() -> Path | None:
+    explicit = os.environ.get("FLOWLENS_CONFIG")
+    if explicit:
+        return Path(explicit)
+    local = Path.cwd() / "flowlens.yaml"
+    return local if local.exists() else None
+
+
+def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> FlowLensConfig:
+    """Load, merge and validate the configuration; raise ConfigError with an actionable message."""
+    environ = dict(os.environ if environ is None else environ)
+    file_path = Path(path) if path else default_config_path()
+    data: dict[str, Any] = {}
+    if file_path is not None:
+        if not file_path.exists():
+            raise ConfigError(
+                f"config file {file_path} does not exist (given by --config or FLOWLENS_CONFIG)"
+            )
+        try:
+            loaded = yaml.safe_load(file_path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {file_path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict) or not isinstance(loaded.get("flowlens", {}), dict):
+            raise ConfigError(
+                f"config file {file_path} must hold a mapping under the top-level key 'flowlens'"
+            )
+        data = loaded.get("flowlens", {}) or {}
+    data = _deep_merge(data, _env_overrides(environ))
+    try:
+        return FlowLensConfig.model_validate(data)
+    except ValidationError as exc:
+        origin = f"{file_path} + environment" if file_path else "defaults + environment"
+        raise ConfigError(_describe(exc, origin)) from None

@@ -1,0 +1,62 @@
+"""The one landing interface both backends implement (Kafka ``flows.raw``, PostgreSQL ``flow_raw``).
+
+Writers (the ingest daemon) call :meth:`Landing.write` and :meth:`Landing.heartbeat`; readers (the
+Dagster pipeline) call :meth:`Landing.read_window` and :meth:`Landing.watermarks`. Batches carry
+:data:`ingest.schema.FLOW_SCHEMA`; a written batch never straddles a 5-minute window boundary of
+``receive_time``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+WINDOW = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """How far one ingest instance has landed: every flow received before ``landed_through`` is durable."""
+
+    instance: str
+    landed_through: datetime
+    heartbeat_at: datetime
+    flows_landed: int = 0
+
+
+@dataclass
+class WindowRead:
+    """The flows received in [start, end), plus where they were read from (offsets or row range)."""
+
+    flows: pa.Table
+    source: str  # 'kafka:flows.raw' or 'postgres:flow_raw'
+    position: dict[str, Any] = field(default_factory=dict)  # e.g. {"0": [first, last], ...}
+
+
+class Landing(Protocol):
+    name: str
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Land one batch durably (raise after retries are exhausted; the caller keeps the batch)."""
+
+    def heartbeat(self, instance: str, landed_through: datetime, flows_landed: int) -> None:
+        """Publish that ``instance`` has landed every flow received before ``landed_through``."""
+
+    def read_window(self, start: datetime, end: datetime) -> WindowRead:
+        """Exactly the flows whose receive_time is in [start, end); the same rows on every call."""
+
+    def watermarks(self) -> list[Watermark]:
+        """The latest watermark of every ingest instance that ever published one."""
+
+    def newest_receive_time(self) -> datetime | None:
+        """Receive time of the newest landed flow (for lag in seconds, seed §8.2)."""
+
+    def close(self) -> None: ...
+
+
+def window_start(ts: datetime) -> datetime:
+    """The start of the 5-minute window holding ``ts`` (timezone preserved)."""
+    return ts - timedelta(minutes=ts.minute % 5, seconds=ts.second, microseconds=ts.microsecond)

@@ -1,0 +1,48 @@
+"""The normalized flow record: the one schema every decoder produces and everything downstream reads.
+
+Addresses (exporter, source, destination) are 16-byte big-endian values: IPv6 as is, IPv4 as
+IPv4-mapped IPv6 (``::ffff:a.b.c.d``). A fixed-size binary column keeps decoding, hashing and
+joining vectorized; conversion to text or PostgreSQL ``inet`` happens at the edges, once per
+distinct address where possible.
+
+Bytes and packets are already multiplied by ``sampling_rate`` (1 = unsampled); flow counts are not.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+ADDR = pa.binary(16)
+TS = pa.timestamp("us", tz="UTC")
+
+FLOW_SCHEMA = pa.schema(
+    [
+        pa.field("receive_time", TS, nullable=False),  # collector clock: assigns the 5-minute window
+        pa.field("exporter", ADDR, nullable=False),  # IP source address of the export packet
+        pa.field("observation_domain", pa.uint32(), nullable=False),  # v9 source id / IPFIX domain
+        pa.field("flow_version", pa.uint8(), nullable=False),  # 5, 9 or 10 (IPFIX)
+        pa.field("flow_start", TS),
+        pa.field("flow_end", TS),
+        pa.field("src_addr", ADDR, nullable=False),
+        pa.field("dst_addr", ADDR, nullable=False),
+        pa.field("src_port", pa.uint16(), nullable=False),
+        pa.field("dst_port", pa.uint16(), nullable=False),
+        pa.field("protocol", pa.uint8(), nullable=False),
+        pa.field("tcp_flags", pa.uint16(), nullable=False),
+        pa.field("bytes", pa.uint64(), nullable=False),  # sampling-scaled
+        pa.field("packets", pa.uint64(), nullable=False),  # sampling-scaled
+        pa.field("sampling_rate", pa.uint32(), nullable=False),  # 1 = unsampled
+        pa.field("input_if", pa.uint32()),
+        pa.field("output_if", pa.uint32()),
+        pa.field("src_as", pa.uint32()),
+        pa.field("dst_as", pa.uint32()),
+        pa.field("direction", pa.uint8()),  # IE 61: 0 ingress, 1 egress; null when not exported
+    ]
+)
+
+FLOW_COLUMNS: tuple[str, ...] = tuple(FLOW_SCHEMA.names)
+
+
+def empty_flows() -> pa.RecordBatch:
+    """A zero-row batch with the flow schema (what a decoder returns for a packet with no flows)."""
+    return pa.RecordBatch.from_pylist([], schema=FLOW_SCHEMA)
