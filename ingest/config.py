@@ -198,12 +198,16 @@ class DNSConfig(_Section):
     lookups_per_second: int = Field(500, ge=1)  # budget for cache misses (seed: ~500/s)
     positive_ttl_seconds: int = Field(3600, ge=1)
     negative_ttl_seconds: int = Field(300, ge=1)
+    # a window stops starting lookups after this long; the rest wait for later windows (counted)
+    max_seconds_per_window: float = Field(5.0, gt=0)
+    lookup_scopes: list[str] = ["private", "shared", "public"]  # address scopes worth a PTR query
 
 
 class EnrichmentConfig(_Section):
     inventory_file: Path | None = None  # CSV or YAML describing the estate
     geo_ttl_seconds: int = Field(86_400, ge=1)
     asset_ttl_seconds: int = Field(300, ge=1)
+    redis_retry_seconds: float = Field(30.0, gt=0)  # after a Redis failure, use memory this long
 
 
 class ListenAddress(_Section):
@@ -225,6 +229,14 @@ class IngestConfig(_Section):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9109, ge=0, le=65535)  # 0 = no metrics endpoint
     instance_id: str = ""  # empty = hostname:pid
+    # Daemon internals (issue 4): receive queue, landing, shutdown.
+    receive_queue_packets: int = Field(50_000, ge=16)  # fair per-exporter packet queue bound
+    decode_batch_packets: int = Field(512, ge=1)  # packets per decode_many call
+    kafka_message_max_flows: int = Field(4096, ge=1)  # flows per flows.raw message (broker limit 1 MB)
+    kafka_read_slack_seconds: float = Field(60.0, ge=0)  # read_window looks this far past the window end
+    landing_backoff_max_seconds: float = Field(30.0, gt=0)  # exponential backoff cap (seed §8.3)
+    drain_timeout_seconds: float = Field(120.0, gt=0)  # SIGTERM: how long to try landing what is queued
+    template_state_file: str = "templates-{worker}.state"  # under state_dir/ingest; {worker} = process index
 
     @field_validator("allowed_exporters", mode="before")
     @classmethod
@@ -257,6 +269,8 @@ class PipelineConfig(_Section):
     lake_dir: Path | None = None  # default: <state_dir>/lake
     retention_days: int = Field(30, ge=1)
     produce_enriched: bool = False  # also produce enriched flows to flows.enriched (Kafka modes)
+    sensor_interval_seconds: int = Field(30, ge=5)  # how often the watermark sensor ticks
+    sensor_lookback_minutes: int = Field(180, ge=5)  # first tick (no cursor): windows this far back
 
 
 class DagsterConfig(_Section):

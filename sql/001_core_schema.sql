@@ -5,8 +5,12 @@ CREATE SCHEMA IF NOT EXISTS flowlens;
 
 -- Day partitions are created ahead of time by the code that writes (never by hand):
 -- SELECT flowlens.ensure_day_partitions('flowlens.flow_raw', '2026-11-26', 2);
+-- SECURITY DEFINER: writers (role flowlens_writer, see 002) do not own the parent tables, which
+-- CREATE TABLE ... PARTITION OF requires; the function runs as the schema owner instead, and the
+-- new partitions inherit the owner's default privileges. search_path is pinned so a caller cannot
+-- redirect unqualified names.
 CREATE OR REPLACE FUNCTION flowlens.ensure_day_partitions(parent regclass, first_day date, days integer)
-RETURNS integer LANGUAGE plpgsql AS $$
+RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     d date;
     created integer := 0;

@@ -1,5 +1,23 @@
-"""Asset checks (Great Expectations suites and reconciliation) for every table FlowLens writes."""
+"""Asset checks for every table FlowLens writes: Great Expectations suites, reconciliation,
+freshness policies and schema-change checks (issue 7).
+
+For the code location (``flowlens_dagster.definitions``):
+
+- :data:`ALL_CHECKS`: every ``AssetChecksDefinition`` (GX suites and reconciliation per partition,
+  column-schema-change checks);
+- :func:`apply_freshness_policies`: ``defs = apply_freshness_policies(dg.Definitions(...))`` gives
+  the window and rollup assets their freshness policies;
+- :func:`run_window_checks`: evaluate one window's checks outside Dagster (the pipeline bench).
+
+Great Expectations is imported only when a check runs, so loading the code location stays fast.
+"""
 
 import dagster as dg
 
-ALL_CHECKS: list[dg.AssetChecksDefinition] = []
+from flowlens_dagster.checks.asset_checks import build_asset_checks
+from flowlens_dagster.checks.evaluate import run_window_checks
+from flowlens_dagster.checks.freshness import apply_freshness_policies, build_schema_change_checks
+
+ALL_CHECKS: list[dg.AssetChecksDefinition] = [*build_asset_checks(), *build_schema_change_checks()]
+
+__all__ = ["ALL_CHECKS", "apply_freshness_policies", "run_window_checks"]

@@ -1,0 +1,269 @@
+"""``flowlens bench pipeline [--json]``: one 5-minute window from the landing to PostgreSQL, timed by stage.
+
+Setup (not timed): a fresh database ``flowlens_bench`` (migrated) and, for ``--landing kafka``, a
+fresh topic; ``--flows`` synthetic flows (default 15 million = 50,000 flows/s for 300 s) landed in
+one window through the real landing API. A realistic mix: ``--pairs`` client/server/port pairs,
+half of the flows are the server's replies (so direction matters), a few thousand addresses.
+
+Timed, on the same code the Dagster assets run: read the window from the landing, enrich (no
+reverse DNS: the network is not what is measured), write the lake, aggregate ``flow_stats`` and
+replace the window in PostgreSQL (the upsert rate), merge network assets and dependencies, detect
+changes, then every asset check registered for these assets (``check_seconds``).
+
+Baseline: the seed's PostgreSQL write capacity, 35,000 upserts/s (labelled ``seed``).
+Targets on 2 cores: ``window_seconds`` < 60 and ``upsert_rows_per_s`` >= 300,000.
+"""
+
+import argparse
+import contextlib
+import resource
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+
+from assets import changes, enriched_flows, flow_stats, topology
+from ingest.benchmark import report
+from ingest.config import load_config
+from ingest.schema import FLOW_SCHEMA
+
+SEED_UPSERTS_PER_S = 35_000
+BENCH_DATABASE = "flowlens_bench"
+BATCH_ROWS = 1_000_000
+V4 = np.frombuffer(b"\x00" * 10 + b"\xff\xff", np.uint8)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="flowlens bench pipeline", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--flows", type=int, default=15_000_000, help="flows in the window (default 15M)")
+    parser.add_argument("--pairs", type=int, default=1_000_000, help="distinct client/server/port pairs")
+    parser.add_argument("--landing", choices=["postgres", "kafka"], default=None, help="default: the mode's")
+    parser.add_argument("--keep", action="store_true", help="keep the bench database/topic contents")
+    return parser.parse_args(argv)
+
+
+def _fixed16(raw: np.ndarray) -> pa.Array:
+    """An (n, 16) uint8 array as a 16-byte fixed-size binary Arrow array."""
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(raw), [None, pa.py_buffer(raw.tobytes())])
+
+
+def _addresses(ids: np.ndarray, net: int) -> np.ndarray:
+    """IPv4-mapped addresses 10.<net>.x.y from integer ids, as (n, 16) bytes."""
+    raw = np.zeros((len(ids), 16), np.uint8)
+    raw[:, :12] = V4
+    raw[:, 12] = 10
+    raw[:, 13] = net
+    raw[:, 14] = (ids >> 8) & 0xFF
+    raw[:, 15] = ids & 0xFF
+    return raw
+
+
+def _ts(micros: np.ndarray) -> pa.Array:
+    return pa.array(micros, pa.int64()).cast(FLOW_SCHEMA.field("receive_time").type)
+
+
+def synthetic_window(window: datetime, n: int, pairs: int, seed: int = 5) -> list[pa.RecordBatch]:
+    """``n`` flows received in ``window``: client -> server:port conversations and their replies."""
+    rng = np.random.default_rng(seed)
+    services = np.array([443, 80, 53, 22, 3306, 5432, 6379, 8080, 9092, 123], np.uint16)
+    protocols = np.where(np.isin(services, [53, 123]), 17, 6).astype(np.uint8)
+    pair_client = rng.integers(0, 60_000, pairs)
+    pair_server = rng.integers(0, 4_000, pairs)
+    pair_service = rng.integers(0, len(services), pairs)
+    start_us = int(window.timestamp() * 1e6)
+    batches = []
+    for offset in range(0, n, BATCH_ROWS):
+        m = min(BATCH_ROWS, n - offset)
+        pair = rng.integers(0, pairs, m)
+        reply = (rng.random(m) < 0.5)[:, None]
+        client, server = _addresses(pair_client[pair], 1), _addresses(pair_server[pair], 2)
+        service = services[pair_service[pair]]
+        proto = protocols[pair_service[pair]]
+        ephemeral = rng.integers(32768, 61000, m).astype(np.uint16)
+        lo, hi = offset * 300_000_000 // n, (offset + m) * 300_000_000 // n
+        receive = start_us + np.sort(rng.integers(lo, max(hi, lo + 1), m))
+        packets = rng.integers(1, 200, m).astype(np.uint64)
+        cols = {
+            "receive_time": _ts(receive),
+            "exporter": _fixed16(_addresses(np.zeros(m, np.int64), 0)),
+            "observation_domain": pa.array(np.zeros(m, np.uint32)),
+            "flow_version": pa.array(np.full(m, 10, np.uint8)),
+            "flow_start": _ts(receive - 20_000_000),
+            "flow_end": _ts(receive - 1_000_000),
+            "src_addr": _fixed16(np.where(reply, server, client)),
+            "dst_addr": _fixed16(np.where(reply, client, server)),
+            "src_port": pa.array(np.where(reply[:, 0], service, ephemeral)),
+            "dst_port": pa.array(np.where(reply[:, 0], ephemeral, service)),
+            "protocol": pa.array(proto),
+            "tcp_flags": pa.array(np.where(proto == 6, 0x1B, 0).astype(np.uint16)),
+            "bytes": pa.array(packets * rng.integers(60, 1400, m).astype(np.uint64)),
+            "packets": pa.array(packets),
+            "sampling_rate": pa.array(np.ones(m, np.uint32)),
+        }
+        arrays = [cols.get(f.name, pa.nulls(m, f.type)) for f in FLOW_SCHEMA]
+        batches.append(pa.RecordBatch.from_arrays(arrays, schema=FLOW_SCHEMA))
+    return batches
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def bench_config(args: argparse.Namespace):
+    """The config with the bench's own database, topic and lake; no reverse DNS."""
+    cfg = load_config()
+    landing = args.landing or ("kafka" if cfg.uses_kafka else "postgres")
+    return cfg.model_copy(
+        update={
+            "mode": "standard" if landing == "kafka" else "minimal",
+            "postgres": cfg.postgres.model_copy(update={"database": BENCH_DATABASE}),
+            "kafka": cfg.kafka.model_copy(update={"raw_topic": f"flows.raw.bench.{uuid.uuid4().hex[:8]}"}),
+            "dns": cfg.dns.model_copy(update={"enabled": False}),
+            "pipeline": cfg.pipeline.model_copy(update={"lake_dir": cfg.state_dir / "bench" / "lake"}),
+        }
+    )
+
+
+def prepare(cfg, batches: list[pa.RecordBatch], window: datetime) -> None:
+    """Migrate and empty the bench database, create the bench topic, land the window (not timed)."""
+    import psycopg
+
+    from flowlens_dagster.migrate import migrate
+    from flowlens_dagster.stack import postgres as pg_stack
+    from ingest.land import open_landing
+
+    pg_stack.ensure_database(cfg, BENCH_DATABASE)
+    migrate(cfg, log=lambda _message: None)
+    with psycopg.connect(cfg.postgres.dsn(), autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {', '.join('flowlens.' + t for t in BENCH_TABLES)}")
+    if cfg.uses_kafka:
+        _create_topic(cfg)
+    landing = open_landing(cfg)
+    try:
+        for batch in batches:
+            landing.write(batch)
+        landing.heartbeat("bench", window + timedelta(minutes=5), sum(b.num_rows for b in batches))
+    finally:
+        landing.close()
+
+
+BENCH_TABLES = ("flow_raw", "flow_stats", "assets", "dependencies", "changes", "window_loads")
+
+
+def _create_topic(cfg) -> None:
+    from confluent_kafka.admin import NewTopic
+
+    from flowlens_dagster.stack import kafka as kafka_stack
+
+    admin = kafka_stack.admin(cfg)
+    admin.create_topics([NewTopic(cfg.kafka.raw_topic, cfg.kafka.raw_partitions, 1)])[cfg.kafka.raw_topic].result(30)
+
+
+def _drop_topic(cfg) -> None:
+    from flowlens_dagster.stack import kafka as kafka_stack
+
+    admin = kafka_stack.admin(cfg)
+    for topic in (cfg.kafka.raw_topic, f"{cfg.kafka.raw_topic}.watermarks"):
+        with contextlib.suppress(Exception):  # the watermark topic may not exist: nothing to clean then
+            admin.delete_topics([topic])[topic].result(30)
+
+
+def run_checks(cfg, window: datetime) -> float | None:
+    """Seconds to run every registered asset check for the window, or None when there are none."""
+    import dagster as dg
+
+    from flowlens_dagster.checks import ALL_CHECKS
+    from flowlens_dagster.definitions import ALL_ASSETS
+    from flowlens_dagster.partitions import window_key
+    from flowlens_dagster.resources import build_resources
+
+    if not ALL_CHECKS:
+        return None
+    started = time.perf_counter()
+    dg.materialize(
+        [a for a in ALL_ASSETS if isinstance(a, dg.AssetsDefinition)] + list(ALL_CHECKS),
+        selection=dg.AssetSelection.all_asset_checks(),
+        partition_key=window_key(window),
+        resources=build_resources(cfg, use_env=False),
+        raise_on_error=False,
+    )
+    return round(time.perf_counter() - started, 3)
+
+
+def run_window(cfg, window: datetime) -> dict[str, float]:
+    """Every pipeline stage for the window, on the assets' own code; per-stage seconds and counts."""
+    from flowlens_dagster.resources import build_resources
+    from ingest.land import open_landing
+
+    res = build_resources(cfg, use_env=False)
+    lake, postgres, enrichment = res["lake"], res["postgres"], res["enrichment"]
+    inventory = enrichment.inventory()
+    enricher = enrichment.enricher(inventory)
+    landing = open_landing(cfg)
+    try:
+        enriched = enriched_flows.process_window(
+            window, landing, lake, None, postgres, None, "bench", inventory, enricher
+        )
+    finally:
+        landing.close()
+    stats = flow_stats.process_window(window, lake, postgres, "bench")
+    addresses = topology.process_assets_window(window, lake, postgres, "bench")
+    deps = topology.process_dependencies_window(window, postgres, "bench")
+    detected = changes.process_window(window, postgres, gone_after=cfg.pipeline.dependency_gone_after_windows)
+    stages = {
+        "read_seconds": enriched.seconds["read"],
+        "enrich_seconds": enriched.seconds["enrich"],
+        "write_lake_seconds": enriched.seconds["write_lake"],
+        "aggregate_seconds": stats.seconds["aggregate"],
+        "write_pg_seconds": stats.seconds["write_pg"],
+        "assets_seconds": sum(addresses.seconds.values()),
+        "dependencies_seconds": sum(deps.seconds.values()),
+        "changes_seconds": sum(detected.seconds.values()),
+    }
+    return {
+        "flows": enriched.rows_read,
+        "flow_stats_rows": stats.rows_written,
+        "assets": addresses.rows_read,
+        "dependencies": deps.rows_written,
+        "changes": detected.rows_written,
+        **stages,
+        "window_seconds": round(sum(stages.values()), 3),
+        "upsert_rows_per_s": round(stats.rows_written / max(stats.seconds["write_pg"], 1e-9), 1),
+    }
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    cfg = bench_config(args)
+    now = datetime.now(UTC)
+    window = (now - timedelta(hours=1)).replace(minute=now.minute - now.minute % 5, second=0, microsecond=0)
+    setup_started = time.perf_counter()
+    prepare(cfg, synthetic_window(window, args.flows, args.pairs), window)
+    setup_seconds = round(time.perf_counter() - setup_started, 1)
+    try:
+        figures = run_window(cfg, window)
+        figures["flows_per_s"] = round(figures["flows"] / figures["window_seconds"], 1)
+        figures["check_seconds"] = run_checks(cfg, window)
+        figures["peak_rss_mb"] = peak_rss_mb()
+    finally:
+        if cfg.uses_kafka and not args.keep:
+            _drop_topic(cfg)
+    report(
+        "pipeline",
+        figures,
+        {"upsert_rows_per_s": SEED_UPSERTS_PER_S},
+        {
+            "baseline": "seed §3: 35,000 PostgreSQL upserts/s (the scaling model's figure, not a run)",
+            "landing": cfg.kafka.raw_topic if cfg.uses_kafka else "postgres:flowlens.flow_raw",
+            "database": BENCH_DATABASE,
+            "pairs": args.pairs,
+            "window": window.isoformat(),
+            "setup_seconds_untimed": setup_seconds,
+            "target": "window_seconds < 60, upsert_rows_per_s >= 300000 (2 cores)",
+        },
+        args.json,
+    )
+    return 0

@@ -1,0 +1,164 @@
+"""``topology_changes``: new assets, new dependencies and dependencies gone, per window.
+
+For window W (one transaction that first deletes W's rows, so re-detecting is a no-op):
+
+- ``new_asset``: addresses whose first window is W;
+- ``new_dependency``: edges whose first window is W;
+- ``dependency_gone``: edges present in ``flow_stats`` in window W - N and in none of the N
+  windows after it, N = ``pipeline.dependency_gone_after_windows``. Counting windows in
+  ``flow_stats`` (not a moving last-seen time) gives the same answer whenever W is re-run.
+
+Each change detected is also published, when those services are part of the mode: to Kafka
+``changes.detected`` keyed ``kind|subject`` (a compacted topic keeps the latest per subject) and
+to the Redis pub/sub channel ``changes:topology`` (seed §5.2), as JSON.
+"""
+
+
+import json
+from datetime import datetime
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from assets.metadata import definition_metadata, markdown_table, materialization_metadata
+from assets.pg import record_window_load
+from assets.topology import DEPENDENCIES, NETWORK_ASSETS
+from assets.windows import WindowResult, run_id, run_windows, timed
+from flowlens_dagster.partitions import WINDOW, five_minute_partitions
+from flowlens_dagster.resources import KafkaResource, PostgresResource, RedisResource
+from ingest.config import load_config
+
+TOPOLOGY_CHANGES = "topology_changes"
+TABLE = "flowlens.changes"
+REDIS_CHANNEL = "changes:topology"
+COLUMNS = [
+    ("window_start", "timestamptz", "window in which the change was detected"),
+    ("kind", "text", "new_asset | new_dependency | dependency_gone"),
+    ("subject", "text", "'10.0.0.5' or '10.0.0.5 -> 10.0.1.9:443/6'"),
+    ("addr", "inet", "the asset (new_asset)"),
+    ("client_addr", "inet", "dependency client"),
+    ("server_addr", "inet", "dependency server"),
+    ("server_port", "integer", "dependency service port"),
+    ("protocol", "smallint", "dependency protocol"),
+    ("details", "jsonb", "first/last seen and the rule's parameters"),
+    ("detected_at", "timestamptz", "when the pipeline detected it"),
+]
+LINEAGE = {
+    "addr": [(NETWORK_ASSETS, "addr")],
+    "client_addr": [(DEPENDENCIES, "client_addr")],
+    "server_addr": [(DEPENDENCIES, "server_addr")],
+    "server_port": [(DEPENDENCIES, "server_port")],
+    "protocol": [(DEPENDENCIES, "protocol")],
+    "window_start": [(NETWORK_ASSETS, "first_window"), (DEPENDENCIES, "first_window"), ("flow_stats", "window_start")],
+}
+EDGE_SUBJECT = "host(d.client_addr) || ' -> ' || host(d.server_addr) || ':' || d.server_port || '/' || d.protocol"
+DETECT = f"""
+DELETE FROM flowlens.changes WHERE window_start = %(window)s;
+INSERT INTO flowlens.changes (window_start, kind, subject, addr, details)
+SELECT %(window)s, 'new_asset', host(a.addr), a.addr,
+       jsonb_build_object('first_seen', a.first_seen, 'name', a.name, 'known', a.known)
+FROM flowlens.assets a WHERE a.first_window = %(window)s;
+INSERT INTO flowlens.changes (window_start, kind, subject, client_addr, server_addr, server_port, protocol, details)
+SELECT %(window)s, 'new_dependency', {EDGE_SUBJECT}, d.client_addr, d.server_addr, d.server_port, d.protocol,
+       jsonb_build_object('first_seen', d.first_seen)
+FROM flowlens.dependencies d WHERE d.first_window = %(window)s;
+INSERT INTO flowlens.changes (window_start, kind, subject, client_addr, server_addr, server_port, protocol, details)
+SELECT %(window)s, 'dependency_gone', {EDGE_SUBJECT}, d.client_addr, d.server_addr, d.server_port, d.protocol,
+       jsonb_build_object('last_window', d.window_start, 'last_seen', d.last_seen, 'after_windows', %(n)s)
+FROM flowlens.flow_stats d
+WHERE d.window_start = %(last_window)s
+  AND NOT EXISTS (
+      SELECT 1 FROM flowlens.flow_stats s
+      WHERE s.window_start > %(last_window)s AND s.window_start <= %(window)s
+        AND (s.client_addr, s.server_addr, s.server_port, s.protocol)
+            = (d.client_addr, d.server_addr, d.server_port, d.protocol));
+"""
+SELECT_WINDOW = """
+SELECT kind, subject, host(addr) AS addr, host(client_addr) AS client, host(server_addr) AS server,
+       server_port, protocol, details
+FROM flowlens.changes WHERE window_start = %s ORDER BY kind, subject
+"""
+
+
+def _statements(script: str) -> list[str]:
+    """A parameterized script as single statements (a prepared statement holds one command)."""
+    return [part.strip() for part in script.split(";\n") if part.strip()]
+
+
+def detect_window(conn, window: datetime, gone_after: int) -> list[dict[str, Any]]:
+    """Replace window W's changes (inside the caller's transaction) and return them."""
+    cur = conn.cursor()
+    params = {"window": window, "n": gone_after, "last_window": window - gone_after * WINDOW}
+    for statement in _statements(DETECT):
+        cur.execute(statement, params)
+    cur.execute(SELECT_WINDOW, (window,))
+    names = [c.name for c in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def publish(changes: list[dict[str, Any]], window: datetime, kafka: KafkaResource, redis: RedisResource) -> int:
+    """Send the window's changes to Kafka ``changes.detected`` and Redis ``changes:topology`` when enabled."""
+    if not changes:
+        return 0
+    messages = [
+        (f"{c['kind']}|{c['subject']}", json.dumps({"window_start": window.isoformat(), **c}, default=str))
+        for c in changes
+    ]
+    producer = kafka.producer()
+    if producer is not None:
+        for key, value in messages:
+            producer.produce(kafka.changes_topic, value.encode(), key=key.encode())
+            producer.poll(0)
+        if producer.flush(30):
+            raise RuntimeError(f"Kafka did not acknowledge every message on {kafka.changes_topic}: is it up?")
+    client = redis.client()
+    if client is not None:
+        with client.pipeline(transaction=False) as pipe:
+            for _, value in messages:
+                pipe.publish(REDIS_CHANNEL, value)
+            pipe.execute()
+    return len(messages)
+
+
+def process_window(
+    window: datetime,
+    postgres: PostgresResource,
+    kafka: KafkaResource | None = None,
+    redis: RedisResource | None = None,
+    gone_after: int | None = None,
+    run: str | None = None,
+) -> WindowResult:
+    """Detect, store and publish window W's changes."""
+    gone_after = gone_after or load_config().pipeline.dependency_gone_after_windows
+    result = WindowResult(window, TOPOLOGY_CHANGES, source="postgres:assets,dependencies,flow_stats")
+    result.source_position = {"window_start": window.isoformat(), "dependency_gone_after_windows": gone_after}
+    with timed(result, "detect"), postgres.connect() as conn, conn.transaction():
+        changes = detect_window(conn, window, gone_after)
+        result.rows_read = result.rows_written = len(changes)
+        record_window_load(conn.cursor(), result.load_row(run))
+    if kafka is not None and redis is not None:
+        with timed(result, "publish"):
+            publish(changes, window, kafka, redis)
+    if changes:
+        frame = pl.DataFrame([{"kind": c["kind"], "subject": c["subject"]} for c in changes[:20]])
+        result.preview = markdown_table(frame, f"Changes ({len(changes)})")
+    return result
+
+
+@dg.asset(
+    key=TOPOLOGY_CHANGES,
+    deps=[NETWORK_ASSETS, DEPENDENCIES],
+    partitions_def=five_minute_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="topology",
+    kinds={"postgres", "kafka", "redis"},
+    description="New assets, new dependencies and dependencies gone, per window; published to Kafka and Redis.",
+    metadata=definition_metadata(TABLE, COLUMNS),
+)
+def topology_changes(
+    context: dg.AssetExecutionContext, postgres: PostgresResource, kafka: KafkaResource, redis: RedisResource
+) -> dg.MaterializeResult:
+    results = run_windows(context, lambda w: process_window(w, postgres, kafka, redis, run=run_id(context)))
+    meta = materialization_metadata(TABLE, COLUMNS, LINEAGE, results)
+    return dg.MaterializeResult(metadata=meta)

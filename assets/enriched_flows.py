@@ -1,0 +1,168 @@
+"""``enriched_flows``: each window's landed flows with direction and enrichment, in the Parquet lake.
+
+Per window: read exactly the flows received in it from the landing, ask the inventory which side
+is the server, run the enrichment hooks (GeoIP, reverse DNS, inventory; ``assets.enrich``), decide
+client/server (``assets.direction``) and write one Parquet file set, replacing any earlier one.
+Optionally also produce the rows to Kafka ``flows.enriched`` (``pipeline.produce_enriched``).
+"""
+
+
+from datetime import datetime
+
+import dagster as dg
+import polars as pl
+import pyarrow as pa
+
+from assets import lake as lake_files
+from assets.addresses import with_text
+from assets.direction import orient
+from assets.landing import FLOWS_LANDED, flows_frame, read_landed
+from assets.metadata import definition_metadata, markdown_table, materialization_metadata
+from assets.pg import record_window_load
+from assets.windows import WindowResult, run_id, run_windows, timed
+from flowlens_dagster.partitions import WINDOW, five_minute_partitions
+from flowlens_dagster.resources import (
+    EnrichmentResource,
+    KafkaResource,
+    LakeResource,
+    LandingResource,
+    PostgresResource,
+)
+from ingest.schema import FLOW_COLUMNS
+
+ENRICHED_FLOWS = "enriched_flows"
+SERVER_SIDE = "server_side"
+COLUMNS = [
+    *[(name, "flow", "as landed (ingest.schema.FLOW_SCHEMA)") for name in FLOW_COLUMNS],
+    ("src_ip", "text", "source address as text"),
+    ("dst_ip", "text", "destination address as text"),
+    ("client_addr", "binary(16)", "client side (assets.direction)"),
+    ("server_addr", "binary(16)", "server side"),
+    ("client_port", "int32", "client port (0 for protocols without ports)"),
+    ("server_port", "int32", "server (service) port"),
+    ("server_is_dst", "bool", "true when the destination is the server"),
+    ("direction_rule", "text", "inventory | syn | port | protocol: which rule decided"),
+    ("client_ip", "text", "client address as text"),
+    ("server_ip", "text", "server address as text"),
+    ("window_start", "timestamptz", "the 5-minute receive-time window"),
+]
+LINEAGE = {
+    **{name: [(FLOWS_LANDED, name)] for name in FLOW_COLUMNS},
+    "client_addr": [(FLOWS_LANDED, "src_addr"), (FLOWS_LANDED, "dst_addr")],
+    "server_addr": [(FLOWS_LANDED, "src_addr"), (FLOWS_LANDED, "dst_addr")],
+    "server_port": [(FLOWS_LANDED, "src_port"), (FLOWS_LANDED, "dst_port"), (FLOWS_LANDED, "tcp_flags")],
+}
+
+
+def enrich_window(flows: pa.Table | pl.DataFrame, window: datetime, enricher=None, inventory=None) -> pl.DataFrame:
+    """Direction and enrichment for one window's flows (pure: no I/O beyond the enricher's caches)."""
+    frame = flows_frame(flows) if isinstance(flows, pa.Table) else flows
+    server_side = None
+    if inventory is not None and frame.height:
+        frame = frame.with_columns(pl.Series(SERVER_SIDE, inventory.server_side(frame)).cast(pl.Int8))
+        server_side = SERVER_SIDE
+    if enricher is not None and frame.height:
+        frame = enricher.enrich(frame)
+    if "src_ip" not in frame.columns:
+        frame = with_text(frame, {"src_addr": "src_ip", "dst_addr": "dst_ip"})
+    frame = orient(frame, server_side)
+    d = pl.col("server_is_dst")
+    return frame.with_columns(
+        client_ip=pl.when(d).then(pl.col("src_ip")).otherwise(pl.col("dst_ip")),
+        server_ip=pl.when(d).then(pl.col("dst_ip")).otherwise(pl.col("src_ip")),
+        window_start=pl.lit(window).cast(pl.Datetime("us", "UTC")),
+    )
+
+
+def top_servers(frame: pl.DataFrame, n: int = 5) -> str:
+    """Markdown: the services that received the most bytes in the window."""
+    if frame.is_empty():
+        return "**Top services by bytes**: no flows"
+    top = (
+        frame.group_by("server_ip", "server_port", "protocol")
+        .agg(bytes=pl.col("bytes").sum(), flows=pl.len(), clients=pl.col("client_ip").n_unique())
+        .sort("bytes", "server_ip", descending=[True, False])
+        .head(n)
+    )
+    return markdown_table(top, "Top services by bytes")
+
+
+def process_window(
+    window: datetime,
+    landing,
+    lake: LakeResource,
+    enrichment: EnrichmentResource | None,
+    postgres: PostgresResource,
+    kafka: KafkaResource | None = None,
+    run: str | None = None,
+    inventory=None,
+    enricher=None,
+) -> WindowResult:
+    """Read, enrich and write one window to the lake; record the load in ``window_loads``."""
+    result = WindowResult(window, ENRICHED_FLOWS, source="")
+    with timed(result, "read"):
+        read = read_landed(landing, window, window + WINDOW)
+    result.source, result.source_position, result.rows_read = read.source, read.position, read.flows.num_rows
+    with timed(result, "enrich"):
+        frame = enrich_window(read.flows, window, enricher, inventory)
+    with timed(result, "write_lake"):
+        lake_files.write_window(frame, lake.window_dir(window))
+    if kafka is not None and kafka.enabled and enrichment is not None:
+        with timed(result, "produce"):
+            _produce(kafka, frame, window, enrichment)
+    totals = frame.select(pl.col("bytes").sum(), pl.col("packets").sum()).row(0) if frame.height else (0, 0)
+    result.rows_written, result.bytes_total, result.packets_total = frame.height, int(totals[0]), int(totals[1])
+    result.preview = top_servers(frame)
+    with postgres.connect() as conn:
+        record_window_load(conn.cursor(), result.load_row(run))
+    return result
+
+
+def _produce(kafka: KafkaResource, frame: pl.DataFrame, window: datetime, enrichment: EnrichmentResource) -> None:
+    """Produce the window to ``flows.enriched`` as Arrow IPC batches when the config asks for it."""
+    if not enrichment.flowlens_config().pipeline.produce_enriched:
+        return
+    producer = kafka.producer()
+    key = window.strftime("%Y%m%d%H%M").encode()
+    for batch in frame.to_arrow().to_batches(max_chunksize=65_536):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        producer.produce(kafka.enriched_topic, sink.getvalue().to_pybytes(), key=key)
+        producer.poll(0)
+    producer.flush(30)
+
+
+@dg.asset(
+    key=ENRICHED_FLOWS,
+    deps=[FLOWS_LANDED],
+    partitions_def=five_minute_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="flows",
+    kinds={"parquet", "polars"},
+    description=__doc__,
+    metadata=definition_metadata("lake/enriched_flows", COLUMNS),
+)
+def enriched_flows(
+    context: dg.AssetExecutionContext,
+    landing: LandingResource,
+    lake: LakeResource,
+    enrichment: EnrichmentResource,
+    postgres: PostgresResource,
+    kafka: KafkaResource,
+) -> dg.MaterializeResult:
+    inventory = enrichment.inventory(context.log)
+    enricher = enrichment.enricher(inventory)
+    opened = landing.open()
+    try:
+        results = run_windows(
+            context,
+            lambda w: process_window(
+                w, opened, lake, enrichment, postgres, kafka, run_id(context), inventory, enricher
+            ),
+        )
+    finally:
+        opened.close()
+    meta = materialization_metadata("lake/enriched_flows", COLUMNS, LINEAGE, results)
+    meta["lake_path"] = dg.MetadataValue.path(lake.window_glob(results[-1].window_start) if results else lake.root)
+    return dg.MaterializeResult(metadata=meta)

@@ -1,0 +1,132 @@
+"""``flow_stats``: per window, client, server, server port and protocol: bytes, packets, flows, first/last seen.
+
+Aggregated lazily from the window's Parquet file set (Polars streaming), then written in one
+transaction: delete the window's rows, binary COPY the new ones straight into the table (the
+window's rows are replaced whole, so there is nothing to merge and no staging table is needed),
+and record the load. Re-running a window leaves exactly the rows one clean run leaves.
+"""
+
+
+from datetime import datetime
+
+import dagster as dg
+import polars as pl
+
+from assets import lake as lake_files
+from assets.addresses import with_text
+from assets.enriched_flows import ENRICHED_FLOWS
+from assets.metadata import definition_metadata, markdown_table, materialization_metadata
+from assets.pg import copy_arrow, ensure_day_partitions, record_window_load
+from assets.windows import WindowResult, run_id, run_windows, timed
+from flowlens_dagster.partitions import five_minute_partitions
+from flowlens_dagster.resources import LakeResource, PostgresResource
+
+FLOW_STATS = "flow_stats"
+TABLE = "flowlens.flow_stats"
+KEY = ("client_addr", "server_addr", "server_port", "protocol")
+COLUMNS = [
+    ("window_start", "timestamptz", "start of the 5-minute receive-time window"),
+    ("client_addr", "inet", "client address"),
+    ("server_addr", "inet", "server address"),
+    ("server_port", "integer", "service port (0 for protocols without ports)"),
+    ("protocol", "smallint", "IP protocol number"),
+    ("bytes", "bigint", "sampling-scaled bytes"),
+    ("packets", "bigint", "sampling-scaled packets"),
+    ("flows", "bigint", "flow records"),
+    ("first_seen", "timestamptz", "earliest flow start (receive time when not exported)"),
+    ("last_seen", "timestamptz", "latest flow end (receive time when not exported)"),
+]
+PG_TYPES = ["timestamptz", "inet", "inet", "int4", "int2", "int8", "int8", "int8", "timestamptz", "timestamptz"]
+LINEAGE = {
+    "window_start": [(ENRICHED_FLOWS, "window_start")],
+    "client_addr": [(ENRICHED_FLOWS, "client_addr")],
+    "server_addr": [(ENRICHED_FLOWS, "server_addr")],
+    "server_port": [(ENRICHED_FLOWS, "server_port")],
+    "protocol": [(ENRICHED_FLOWS, "protocol")],
+    "bytes": [(ENRICHED_FLOWS, "bytes")],
+    "packets": [(ENRICHED_FLOWS, "packets")],
+    "flows": [(ENRICHED_FLOWS, "receive_time")],
+    "first_seen": [(ENRICHED_FLOWS, "flow_start"), (ENRICHED_FLOWS, "receive_time")],
+    "last_seen": [(ENRICHED_FLOWS, "flow_end"), (ENRICHED_FLOWS, "receive_time")],
+}
+
+
+def aggregate(flows: pl.LazyFrame, window: datetime) -> pl.DataFrame:
+    """The window's statistics rows, in table column order (Arrow-ready for binary COPY)."""
+    return (
+        flows.group_by(*KEY)
+        .agg(
+            bytes=pl.col("bytes").sum().cast(pl.Int64),
+            packets=pl.col("packets").sum().cast(pl.Int64),
+            flows=pl.len().cast(pl.Int64),
+            first_seen=pl.coalesce("flow_start", "receive_time").min(),
+            last_seen=pl.coalesce("flow_end", "receive_time").max(),
+        )
+        .with_columns(
+            window_start=pl.lit(window).cast(pl.Datetime("us", "UTC")),
+            server_port=pl.col("server_port").cast(pl.Int32),
+            protocol=pl.col("protocol").cast(pl.Int16),
+        )
+        .select([name for name, _, _ in COLUMNS])
+        .collect(engine="streaming")
+    )
+
+
+def top_talkers(stats: pl.DataFrame, n: int = 10) -> str:
+    """Markdown: the client -> server:port/protocol pairs with the most bytes."""
+    top = stats.sort("bytes", descending=True).head(n)
+    top = with_text(top, {"client_addr": "client", "server_addr": "server"})
+    return markdown_table(
+        top.select("client", "server", "server_port", "protocol", "bytes", "packets", "flows"), "Top talkers"
+    )
+
+
+def replace_window(conn, window: datetime, stats: pl.DataFrame, result: WindowResult, run: str | None) -> None:
+    """One transaction: delete the window's rows, COPY the new ones, record the load."""
+    with conn.transaction():
+        cur = conn.cursor()
+        ensure_day_partitions(cur, TABLE, window, window)
+        cur.execute(f"DELETE FROM {TABLE} WHERE window_start = %s", (window,))
+        copy_arrow(cur, TABLE, stats.to_arrow(), PG_TYPES)
+        record_window_load(cur, result.load_row(run))
+
+
+def process_window(
+    window: datetime, lake: LakeResource, postgres: PostgresResource, run: str | None = None
+) -> WindowResult:
+    """Aggregate one window from the lake and replace its rows in ``flow_stats``."""
+    result = WindowResult(window, FLOW_STATS, source=f"lake:{ENRICHED_FLOWS}")
+    directory = lake.window_dir(window)
+    result.source_position = {"path": str(directory)}
+    with timed(result, "aggregate"):
+        flows = lake_files.scan_window(directory)
+        stats = aggregate(flows, window)
+        result.rows_read = int(flows.select(pl.len()).collect().item())
+    result.rows_written = stats.height
+    result.bytes_total = int(stats["bytes"].sum() or 0)
+    result.packets_total = int(stats["packets"].sum() or 0)
+    with timed(result, "write_pg"), postgres.connect() as conn:
+        replace_window(conn, window, stats, result, run)
+    result.preview = top_talkers(stats)
+    return result
+
+
+@dg.asset(
+    key=FLOW_STATS,
+    deps=[ENRICHED_FLOWS],
+    partitions_def=five_minute_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="statistics",
+    kinds={"postgres", "polars"},
+    description=__doc__,
+    metadata=definition_metadata(TABLE, COLUMNS),
+)
+def flow_stats(
+    context: dg.AssetExecutionContext, lake: LakeResource, postgres: PostgresResource
+) -> dg.MaterializeResult:
+    results = run_windows(context, lambda w: process_window(w, lake, postgres, run_id(context)))
+    meta = materialization_metadata(TABLE, COLUMNS, LINEAGE, results)
+    write_s = sum(r.seconds.get("write_pg", 0.0) for r in results)
+    if write_s:
+        meta["upsert_rows_per_s"] = dg.MetadataValue.float(round(sum(r.rows_written for r in results) / write_s, 1))
+    return dg.MaterializeResult(metadata=meta)

@@ -1,0 +1,198 @@
+"""Every FlowLens check as plain data, and how to evaluate it for a span without Dagster.
+
+:data:`CHECKS` lists each check once: its name, the asset it guards, whether it blocks downstream
+assets, and the function that evaluates it for one span. :mod:`flowlens_dagster.checks.asset_checks`
+turns the list into Dagster asset checks; :func:`run_window_checks` evaluates a window's checks
+directly (the pipeline bench times it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from flowlens_dagster.checks import names, reconcile, suites
+from flowlens_dagster.checks.gx_runner import RUNNER
+from flowlens_dagster.checks.reconcile import Finding, Sources
+from flowlens_dagster.checks.suites import IP_MINIMUM, TableSuite
+from flowlens_dagster.checks.windows import Span
+
+HOUR, DAY = timedelta(hours=1), timedelta(days=1)
+LAKE_COLUMNS = [
+    *suites.FLOW_KEY, "flow_version", "tcp_flags", "sampling_rate", "client_addr", "server_addr", "server_port",
+    "window_start",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """One check: what it guards and how it is evaluated for one span."""
+
+    name: str
+    asset: str
+    blocking: bool
+    description: str
+    evaluate: Callable[[Sources, Span], Finding]
+    period: str = "window"  # window (5 minutes), hour or day: the partitions of ``asset``
+    reads: tuple[str, ...] = ()  # other assets the check reads: it runs after them in a run
+
+
+def suite_finding(check: str, suite: TableSuite, sources: Sources) -> Finding:
+    """Validate ``suite`` with GX in PostgreSQL and wrap the outcome as a finding."""
+    outcome = RUNNER.validate_sql(sources.url, suite)
+    return Finding(check, outcome.success, outcome.summary(), outcome.metadata())
+
+
+def _frame_finding(check: str, suite: TableSuite, frame: Any) -> Finding:
+    outcome = RUNNER.validate_frame(frame, suite)
+    return Finding(check, outcome.success, outcome.summary(), outcome.metadata())
+
+
+def landing_suite(sources: Sources, span: Span) -> Finding:
+    suite = suites.landing_suite(span)
+    if not sources.landing_is_kafka(span):
+        return suite_finding(names.LANDING_SUITE, suite, sources)
+    frame = sources.landed_frame(span)
+    frame[IP_MINIMUM] = frame["bytes"].astype("int64") - 20 * frame["packets"].astype("int64")
+    return _frame_finding(names.LANDING_SUITE, suite, frame)
+
+
+def enriched_suite(sources: Sources, span: Span) -> Finding:
+    frame = sources.lake_frame(span, LAKE_COLUMNS, f"bytes::BIGINT - 20 * packets::BIGINT AS {IP_MINIMUM}")
+    if frame is None:
+        return Finding(names.ENRICHED_SUITE, False, (
+            f"window {span}: no Parquet files in {sources.lake_dir(span.start)}. Materialize partition {span.key}"
+            f" ({reconcile.rematerialize(span)})."
+        ), {"window": span.key})  # fmt: skip
+    return _frame_finding(names.ENRICHED_SUITE, suites.enriched_suite(span), frame)
+
+
+def _sql_suite(check: str, build: Callable[[Span], TableSuite]) -> Callable[[Sources, Span], Finding]:
+    return lambda sources, span: suite_finding(check, build(span), sources)
+
+
+def _rollup_suite(check: str, table: str, column: str) -> Callable[[Sources, Span], Finding]:
+    return lambda sources, span: suite_finding(check, suites.rollup_suite(table, column, span), sources)
+
+
+def _rollup_conserves(check: str, rollup: tuple[str, str], source: tuple[str, str]) -> Callable[..., Finding]:
+    return lambda sources, span: reconcile.rollup_conserves(sources, span, rollup, source, check)
+
+
+N = names
+CHECKS: tuple[CheckSpec, ...] = (
+    CheckSpec(N.LANDING_SUITE, N.FLOWS_LANDED, False, "GX suite on the landing (flow_raw or flows.raw) of the window",
+              landing_suite),
+    CheckSpec(N.ENRICHED_SUITE, N.ENRICHED_FLOWS, True, "GX suite on the window's Parquet files", enriched_suite),
+    CheckSpec(N.LAKE_MATCHES_LOAD, N.ENRICHED_FLOWS, True,
+              "the lake holds exactly the flows enriched_flows read and wrote", reconcile.lake_matches_load),
+    CheckSpec(N.LANDING_MATCHES_LOAD, N.ENRICHED_FLOWS, False,
+              "the landing holds what was processed (late data / deleted flows)", reconcile.landing_matches_load),
+    CheckSpec(N.FLOW_STATS_SUITE, N.FLOW_STATS, True, "GX suite on flow_stats rows of the window",
+              _sql_suite(N.FLOW_STATS_SUITE, suites.flow_stats_suite)),
+    CheckSpec(N.STATS_CONSERVE_FLOWS, N.FLOW_STATS, True, "flows, bytes, packets: flow_stats == lake",
+              reconcile.stats_conserve_flows),
+    CheckSpec(N.NO_WINDOW_GAP, N.FLOW_STATS, False, "every earlier window was materialized", reconcile.no_window_gap),
+    CheckSpec(N.ASSETS_SUITE, N.NETWORK_ASSETS, True, "GX suite on the assets seen in the window",
+              _sql_suite(N.ASSETS_SUITE, suites.assets_suite), reads=(N.FLOW_STATS,)),
+    CheckSpec(N.ASSETS_COVER_STATS, N.NETWORK_ASSETS, True, "every address in flow_stats is an asset",
+              reconcile.assets_cover_stats, reads=(N.FLOW_STATS,)),
+    CheckSpec(N.DEPENDENCIES_SUITE, N.DEPENDENCIES, True, "GX suite on the dependencies seen in the window",
+              _sql_suite(N.DEPENDENCIES_SUITE, suites.dependencies_suite)),
+    CheckSpec(N.DEPENDENCIES_COVER_STATS, N.DEPENDENCIES, True, "every flow_stats key is a dependency",
+              reconcile.dependencies_cover_stats),
+    CheckSpec(N.CHANGES_SUITE, N.TOPOLOGY_CHANGES, False, "GX suite on the changes detected in the window",
+              _sql_suite(N.CHANGES_SUITE, suites.changes_suite)),
+    CheckSpec(N.HOURLY_SUITE, N.FLOW_STATS_HOURLY, True, "GX suite on the hour's rollup rows",
+              _rollup_suite(N.HOURLY_SUITE, "flow_stats_hourly", "hour_start"), period="hour"),
+    CheckSpec(N.HOURLY_CONSERVES_STATS, N.FLOW_STATS_HOURLY, True, "the hour's sums == its flow_stats windows",
+              _rollup_conserves(N.HOURLY_CONSERVES_STATS, ("flow_stats_hourly", "hour_start"),
+                                ("flow_stats", "window_start")), period="hour"),
+    CheckSpec(N.DAILY_SUITE, N.FLOW_STATS_DAILY, False, "GX suite on the day's rollup rows",
+              _rollup_suite(N.DAILY_SUITE, "flow_stats_daily", "day_start"), period="day"),
+    CheckSpec(N.DAILY_CONSERVES_STATS, N.FLOW_STATS_DAILY, False, "the day's sums == its hourly rows",
+              _rollup_conserves(N.DAILY_CONSERVES_STATS, ("flow_stats_daily", "day_start"),
+                                ("flow_stats_hourly", "hour_start")), period="day"),
+)  # fmt: skip
+BY_NAME: dict[str, CheckSpec] = {spec.name: spec for spec in CHECKS}
+
+
+def spans(period: str, start: datetime, end: datetime, key: Callable[[datetime], str]) -> list[Span]:
+    """The spans of ``period`` in [start, end) (one run may cover a range of partitions)."""
+    step = {"window": reconcile.WINDOW, "hour": HOUR, "day": DAY}[period]
+    out, current = [], start
+    while current < end:
+        out.append(Span.of(current, current + step, key(current)))
+        current += step
+    return out
+
+
+def evaluate(spec: CheckSpec, sources: Sources, over: list[Span]) -> Finding:
+    """Evaluate ``spec`` for every span; one finding that passes only when every span passes.
+
+    An unexpected error becomes a failed finding that says what broke, never a crash of the run.
+    """
+    findings = []
+    for span in over:
+        try:
+            findings.append(spec.evaluate(sources, span))
+        except Exception as exc:  # reported as the check's result, with its cause
+            findings.append(Finding(spec.name, False, (
+                f"{spec.name} could not be evaluated for {span}: {type(exc).__name__}: {exc}. Check that "
+                "PostgreSQL and the lake are reachable and migrated (flowlens migrate), then re-run the check."
+            ), {"window": span.key, "error": f"{type(exc).__name__}: {exc}"}))  # fmt: skip
+    if len(findings) == 1:
+        return findings[0]
+    failed = [f for f in findings if not f.passed]
+    if not failed:
+        return Finding(spec.name, True, f"{spec.name}: all {len(findings)} spans pass", {"spans": len(findings)})
+    return Finding(spec.name, False, "\n\n".join(f.message for f in failed), {
+        "spans": len(findings), "failed_spans": [f.metadata.get("window", f.metadata.get("span")) for f in failed],
+        "first_failure": failed[0].metadata,
+    })  # fmt: skip
+
+
+def sources_from(resources: Mapping[str, Any] | Any) -> Sources:
+    """:class:`Sources` from the Dagster resources ``postgres``, ``lake`` and ``landing`` (a mapping or
+    an object with those attributes, such as ``context.resources``)."""
+    get = resources.get if isinstance(resources, Mapping) else lambda k: getattr(resources, k, None)
+    postgres, lake, landing = get("postgres"), get("lake"), get("landing")
+    kafka = landing is not None and getattr(landing, "mode", "minimal") in ("standard", "full")
+    return Sources(postgres.dsn(), postgres.sqlalchemy_url(), lake.window_dir, landing.open if landing else None, kafka)
+
+
+def run_window_checks(window_start: datetime, resources: Mapping[str, Any]) -> dict[str, Any]:
+    """Evaluate every 5-minute check of one window; return timings and results (for the pipeline bench).
+
+    ``resources``: ``{"postgres": PostgresResource, "lake": LakeResource, "landing": LandingResource}``.
+    The one-off Great Expectations import is timed separately (``gx_import_seconds``): a long-running
+    Dagster process pays it once, not per window. Returns ``check_seconds`` (total),
+    ``per_check_seconds``, ``passed`` (all checks), ``failed`` ({name: message}).
+    """
+    started = time.perf_counter()
+    RUNNER.context()
+    gx_import = time.perf_counter() - started
+    sources = sources_from(resources)
+    span = Span.window(window_start)
+    per_check, failed = {}, {}
+    begin = time.perf_counter()
+    for spec in CHECKS:
+        if spec.period != "window":
+            continue
+        t0 = time.perf_counter()
+        finding = evaluate(spec, sources, [span])
+        per_check[spec.name] = round(time.perf_counter() - t0, 4)
+        if not finding.passed:
+            failed[spec.name] = finding.message
+    return {
+        "window": span.key,
+        "check_seconds": round(time.perf_counter() - begin, 4),
+        "gx_import_seconds": round(gx_import, 4),
+        "per_check_seconds": per_check,
+        "checks": len(per_check),
+        "passed": not failed,
+        "failed": failed,
+    }

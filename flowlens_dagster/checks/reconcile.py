@@ -1,0 +1,463 @@
+"""Reconciliation: the checks no off-the-shelf suite gives, in plain SQL and DuckDB.
+
+For a window W the pipeline reads the landing, writes the enriched lake, then aggregates into
+``flow_stats``; each step records what it read and wrote in ``flowlens.window_loads``. So:
+
+- the landing's flows for W now  == what ``enriched_flows`` read (more: late data, re-materialize;
+  fewer: landed flows were deleted or expired after processing);
+- the lake's flows for W        == what ``enriched_flows`` wrote;
+- flows, bytes and packets in ``flow_stats`` for W == the lake's (bytes and packets are already
+  sampling-scaled in the flow record, so they are conserved exactly by aggregation);
+- every earlier window (since this asset's first load, within a lookback) has a load: no gap;
+- every address and (client, server, port, protocol) key in ``flow_stats`` exists in ``assets``
+  and ``dependencies``; rollups hold exactly the sums of the windows they cover.
+
+Each function returns a :class:`Finding` whose message names the window and says what to do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from flowlens_dagster.checks import names
+from flowlens_dagster.checks.windows import Span
+from flowlens_dagster.partitions import WINDOW, window_key
+
+GAP_LOOKBACK = timedelta(days=1)  # older gaps were reported by the checks of the windows after them
+EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Flow count and sampling-scaled byte and packet sums of one source for one span."""
+
+    flows: int
+    bytes: int
+    packets: int
+
+    def differences(self, other: Totals) -> dict[str, int]:
+        """``{field: self - other}`` for every field that differs."""
+        out = {k: getattr(self, k) - getattr(other, k) for k in ("flows", "bytes", "packets")}
+        return {k: v for k, v in out.items() if v}
+
+    def as_dict(self) -> dict[str, int]:
+        return {"flows": self.flows, "bytes": self.bytes, "packets": self.packets}
+
+
+@dataclass
+class Finding:
+    """The outcome of one reconciliation for one span."""
+
+    check: str
+    passed: bool
+    message: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def rematerialize(span: Span, asset: str = names.ENRICHED_FLOWS) -> str:
+    """The command an operator runs to rebuild a window from ``asset`` downwards."""
+    return f"dagster asset materialize -m flowlens_dagster.definitions --select '{asset}*' --partition {span.key}"
+
+
+# --- reading the sources -----------------------------------------------------------------------
+class Sources:
+    """What the checks of one process read, with per-span caching so a step reads each source once.
+
+    ``dsn`` is a psycopg conninfo and ``url`` the same database as a SQLAlchemy URL (for GX);
+    ``lake_dir(window_start)`` gives the window's Parquet directory; ``open_landing()`` returns an
+    ``ingest.land.base.Landing`` (only needed when the landing is Kafka).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        url: str,
+        lake_dir: Callable[[datetime], Path],
+        open_landing: Callable[[], Any] | None = None,
+        kafka_landing: bool = False,
+    ) -> None:
+        self.kafka_landing = kafka_landing  # the mode's landing, when no load says where it read
+        self.dsn = dsn
+        self.url = url  # SQLAlchemy URL for Great Expectations
+        self.lake_dir = lake_dir
+        self.open_landing = open_landing
+        self._cache: dict[tuple[str, str], Any] = {}
+
+    def _cached(self, kind: str, span: Span, compute: Callable[[], Any]) -> Any:
+        key = (kind, span.key)
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.dsn, autocommit=True)
+
+    def load(self, span: Span, asset: str) -> dict[str, Any] | None:
+        """The ``window_loads`` row of (span, asset), or None when the window was never loaded."""
+        return self._cached(f"load:{asset}", span, lambda: _window_load(self, span, asset))
+
+    def landed(self, span: Span) -> Totals:
+        """What the landing holds for the span now (PostgreSQL ``flow_raw`` or Kafka ``flows.raw``)."""
+        return self._cached("landed", span, lambda: self._landed(span))
+
+    def _landed(self, span: Span) -> Totals:
+        if self.landing_is_kafka(span):
+            return _arrow_totals(self._read_landing(span))
+        start, end = span.sql()
+        return _sql_totals(
+            self,
+            f"SELECT count(*), sum(bytes), sum(packets) FROM flowlens.flow_raw WHERE receive_time >= {start} "
+            f"AND receive_time < {end}",
+        )
+
+    def lake_files(self, span: Span) -> list[Path]:
+        return sorted(self.lake_dir(span.start).glob("*.parquet"))
+
+    def lake(self, span: Span) -> Totals | None:
+        """Totals of the window's Parquet files, or None when the window has no files."""
+        return self._cached("lake", span, lambda: _lake_totals(self.lake_files(span)))
+
+    def lake_frame(self, span: Span, columns: list[str], extra: str = "") -> Any:
+        """The window's lake rows as pandas (only ``columns`` that exist, plus SQL ``extra``), or None."""
+        files = self.lake_files(span)
+        if not files:
+            return None
+        return self._cached("lake_frame", span, lambda: _lake_frame(files, columns, extra))
+
+    def landing_is_kafka(self, span: Span) -> bool:
+        if self.open_landing is None:
+            return False
+        load = self.load(span, names.ENRICHED_FLOWS)
+        return str(load["source"]).startswith("kafka") if load else self.kafka_landing
+
+    def landed_frame(self, span: Span) -> Any:
+        """The landing's rows for the window as pandas (Kafka mode, where there is no table to query)."""
+        return self._cached("landed_frame", span, lambda: self._read_landing(span).to_pandas())
+
+    def _read_landing(self, span: Span) -> Any:
+        landing = self.open_landing()
+        try:
+            return landing.read_window(span.start, span.end).flows
+        finally:
+            landing.close()
+
+    def stats(self, span: Span, table: str = "flowlens.flow_stats", column: str = "window_start") -> Totals:
+        """Sums over the rows of an aggregate table whose ``column`` lies in the span."""
+        start, end = span.sql()
+        return self._cached(
+            f"stats:{table}",
+            span,
+            lambda: _sql_totals(
+                self,
+                f"SELECT sum(flows), sum(bytes), sum(packets) FROM {table} "
+                f"WHERE {column} >= {start} AND {column} < {end}",
+            ),
+        )
+
+
+def _window_load(sources: Sources, span: Span, asset: str) -> dict[str, Any] | None:
+    with sources.connect() as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        cur.execute("SELECT * FROM flowlens.window_loads WHERE window_start = %s AND asset = %s", (span.start, asset))
+        return cur.fetchone()
+
+
+def _sql_totals(sources: Sources, query: str) -> Totals:
+    with sources.connect() as conn:
+        row = conn.execute(query).fetchone()
+    return Totals(*(int(v or 0) for v in row))
+
+
+def _arrow_totals(table: Any) -> Totals:
+    import pyarrow.compute as pc
+
+    def total(column: str) -> int:
+        return int(pc.sum(table.column(column)).as_py() or 0) if table.num_rows else 0
+
+    return Totals(table.num_rows, total("bytes"), total("packets"))
+
+
+def _parquet_list(files: list[Path]) -> str:
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in files) + "]"
+
+
+def _lake_frame(files: list[Path], columns: list[str], extra: str) -> Any:
+    import duckdb
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(files[0])
+    # Binary addresses arrive in pandas as bytearray, which GX cannot hash (uniqueness): select them as hex.
+    selected = ", ".join(
+        f'hex("{c}") AS "{c}"' if _is_binary(schema.field(c).type) else f'"{c}"' for c in columns if c in schema.names
+    )
+    with duckdb.connect() as con:
+        query = f"SELECT {selected}{', ' + extra if extra else ''} FROM read_parquet({_parquet_list(files)})"
+        return con.execute(query).df()
+
+
+def _is_binary(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    return any(
+        check(arrow_type) for check in (pa.types.is_binary, pa.types.is_fixed_size_binary, pa.types.is_large_binary)
+    )
+
+
+def _lake_totals(files: list[Path]) -> Totals | None:
+    if not files:
+        return None
+    import duckdb
+
+    with duckdb.connect() as con:
+        row = con.execute(
+            f"SELECT count(*), sum(bytes::HUGEINT), sum(packets::HUGEINT) FROM read_parquet({_parquet_list(files)})"
+        ).fetchone()
+    return Totals(*(int(v or 0) for v in row))
+
+
+# --- the reconciliations -----------------------------------------------------------------------
+def landing_matches_load(sources: Sources, span: Span) -> Finding:
+    """The landing still holds exactly the flows ``enriched_flows`` read for the window."""
+    check, load = names.LANDING_MATCHES_LOAD, sources.load(span, names.ENRICHED_FLOWS)
+    if load is None:
+        return _not_loaded(check, span, names.ENRICHED_FLOWS)
+    landed, read = sources.landed(span), int(load["rows_read"])
+    meta = {
+        "window": span.key,
+        "landed_flows": landed.flows,
+        "read_flows": read,
+        "source": load["source"],
+        "loaded_at": str(load["finished_at"]),
+    }
+    if landed.flows > read:
+        return Finding(
+            check,
+            False,
+            (
+                f"late data in window {span}: the landing ({load['source']}) now holds {landed.flows} flows but "
+                f"enriched_flows read {read} at {load['finished_at']:%H:%M:%S}; {landed.flows - read} flows arrived "
+                f"after the window was processed. Re-materialize partition {span.key}: {rematerialize(span)}"
+            ),
+            {**meta, "late_flows": landed.flows - read, "rematerialize": span.key},
+        )
+    if landed.flows < read:
+        return Finding(
+            check,
+            False,
+            (
+                f"window {span}: the landing ({load['source']}) holds {landed.flows} flows but enriched_flows read "
+                f"{read}: {read - landed.flows} landed flows were deleted (or expired) after processing, so the "
+                f"landing can no longer reproduce this window. If the deletion was intended, re-materialize "
+                f"partition {span.key} ({rematerialize(span)}); otherwise restore the rows before retention drops more."
+            ),
+            {**meta, "missing_flows": read - landed.flows},
+        )
+    return Finding(check, True, f"window {span}: landing and load agree on {read} flows", meta)
+
+
+def lake_matches_load(sources: Sources, span: Span) -> Finding:
+    """The window's Parquet files hold what ``enriched_flows`` read and wrote, with totals intact."""
+    check, load = names.LAKE_MATCHES_LOAD, sources.load(span, names.ENRICHED_FLOWS)
+    if load is None:
+        return _not_loaded(check, span, names.ENRICHED_FLOWS)
+    lake = sources.lake(span) or Totals(0, 0, 0)
+    read, written = int(load["rows_read"]), int(load["rows_written"])
+    meta: dict[str, Any] = {
+        "window": span.key,
+        "lake": lake.as_dict(),
+        "rows_read": read,
+        "rows_written": written,
+        "files": [str(p) for p in sources.lake_files(span)],
+    }
+    problems = []
+    if written != read:
+        problems.append(f"enriched_flows read {read} flows but wrote {written}")
+    if lake.flows != written:
+        problems.append(f"the lake's files hold {lake.flows} flows but enriched_flows wrote {written}")
+    for total in ("bytes", "packets"):
+        recorded = load.get(f"{total}_total")
+        if recorded is not None and int(recorded) != getattr(lake, total):
+            problems.append(f"the lake's {total} sum to {getattr(lake, total)} but the load recorded {int(recorded)}")
+    if problems:
+        return Finding(
+            check,
+            False,
+            (
+                f"window {span}: " + "; ".join(problems) + ". The lake no longer matches what was processed "
+                f"(a file duplicated, edited or removed?): re-materialize partition {span.key} ({rematerialize(span)})."
+            ),
+            meta,
+        )
+    return Finding(check, True, f"window {span}: the lake holds the {written} flows enriched_flows wrote", meta)
+
+
+def stats_conserve_flows(sources: Sources, span: Span) -> Finding:
+    """Flows, bytes and packets in ``flow_stats`` for the window equal the lake's."""
+    check = names.STATS_CONSERVE_FLOWS
+    lake, stats = sources.lake(span), sources.stats(span)
+    if lake is None:
+        lake = Totals(0, 0, 0)
+    meta = {"window": span.key, "lake": lake.as_dict(), "flow_stats": stats.as_dict()}
+    diff = stats.differences(lake)
+    if diff:
+        detail = ", ".join(f"{k} {getattr(stats, k)} in flow_stats vs {getattr(lake, k)} in the lake" for k in diff)
+        return Finding(
+            check,
+            False,
+            (
+                f"window {span}: flow_stats does not conserve the enriched flows: {detail}. Re-materialize "
+                f"partition {span.key} of flow_stats ({rematerialize(span, names.FLOW_STATS)})."
+            ),
+            {**meta, "difference": diff},
+        )
+    return Finding(check, True, f"window {span}: {stats.flows} flows, {stats.bytes} bytes conserved", meta)
+
+
+def no_window_gap(
+    sources: Sources, span: Span, asset: str = names.FLOW_STATS, lookback: timedelta = GAP_LOOKBACK
+) -> Finding:
+    """Every window between this asset's first load (within ``lookback``) and ``span`` was loaded."""
+    check = names.NO_WINDOW_GAP
+    with sources.connect() as conn:
+        rows = conn.execute(
+            """
+            WITH bounds AS (
+                SELECT min(window_start) AS first FROM flowlens.window_loads
+                WHERE asset = %(asset)s AND window_start >= %(floor)s AND window_start < %(start)s
+            )
+            SELECT w FROM bounds, generate_series(bounds.first, %(start)s - %(step)s, %(step)s) AS w
+            WHERE bounds.first IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM flowlens.window_loads l WHERE l.asset = %(asset)s AND l.window_start = w)
+            ORDER BY w
+            """,
+            {"floor": span.start - lookback, "start": span.start, "asset": asset, "step": WINDOW},
+        ).fetchall()
+    missing = [window_key(r[0]) for r in rows]
+    hours = lookback / timedelta(hours=1)
+    meta = {"window": span.key, "asset": asset, "missing_windows": missing, "lookback_hours": hours}
+    if missing:
+        more = len(missing) - EXAMPLES
+        shown = ", ".join(missing[:EXAMPLES]) + (f" and {more} more" if more > 0 else "")
+        return Finding(
+            check,
+            False,
+            (
+                f"{len(missing)} window(s) before {span} were never materialized for {asset}: {shown}. "
+                f"Materialize those partitions (e.g. dagster asset materialize -m flowlens_dagster.definitions "
+                f"--select '{names.ENRICHED_FLOWS}*' --partition {missing[0]}); check that the watermark sensor "
+                "and the daemon are running."
+            ),
+            meta,
+        )
+    return Finding(check, True, f"no gap in the windows of {asset} before {span}", meta)
+
+
+def assets_cover_stats(sources: Sources, span: Span) -> Finding:
+    """Every address in the window's flow_stats has an ``assets`` row whose windows include it."""
+    start, _ = span.sql()
+    query = f"""
+        WITH seen AS (SELECT client_addr AS addr FROM flowlens.flow_stats WHERE window_start = {start}
+                      UNION SELECT server_addr FROM flowlens.flow_stats WHERE window_start = {start})
+        SELECT seen.addr::text, a.addr IS NULL AS absent FROM seen LEFT JOIN flowlens.assets a USING (addr)
+        WHERE a.addr IS NULL OR a.first_window > {start} OR a.last_window < {start}
+        ORDER BY 1 LIMIT 1000"""
+    return _coverage(sources, span, names.ASSETS_COVER_STATS, query, "address(es)", "assets", names.NETWORK_ASSETS)
+
+
+def dependencies_cover_stats(sources: Sources, span: Span) -> Finding:
+    """Every (client, server, port, protocol) of the window's flow_stats has a ``dependencies`` row."""
+    start, _ = span.sql()
+    query = f"""
+        SELECT s.client_addr::text || ' -> ' || s.server_addr::text || ':' || s.server_port || '/' || s.protocol,
+               d.client_addr IS NULL AS absent
+        FROM flowlens.flow_stats s
+        LEFT JOIN flowlens.dependencies d USING (client_addr, server_addr, server_port, protocol)
+        WHERE s.window_start = {start}
+          AND (d.client_addr IS NULL OR d.first_window > {start} OR d.last_window < {start})
+        ORDER BY 1 LIMIT 1000"""
+    return _coverage(
+        sources, span, names.DEPENDENCIES_COVER_STATS, query, "dependency key(s)", "dependencies", names.DEPENDENCIES
+    )
+
+
+def _coverage(sources: Sources, span: Span, check: str, query: str, what: str, table: str, asset: str) -> Finding:
+    with sources.connect() as conn:
+        rows = conn.execute(query).fetchall()
+    absent = [r[0] for r in rows if r[1]]
+    outside = [r[0] for r in rows if not r[1]]
+    meta = {
+        "window": span.key,
+        "absent": absent[:EXAMPLES],
+        "absent_count": len(absent),
+        "window_range_wrong": outside[:EXAMPLES],
+        "window_range_wrong_count": len(outside),
+    }
+    if not rows:
+        return Finding(check, True, f"window {span}: every {what} in flow_stats is in {table}", meta)
+    parts = []
+    if absent:
+        shown = ", ".join(absent[:EXAMPLES])
+        parts.append(f"{len(absent)} {what} from flow_stats are missing in {table} (e.g. {shown})")
+    if outside:
+        parts.append(
+            f"{len(outside)} {what} have first_window/last_window not covering the window "
+            f"(e.g. {', '.join(outside[:EXAMPLES])})"
+        )
+    return Finding(
+        check,
+        False,
+        (
+            f"window {span}: " + "; ".join(parts) + f". Re-materialize partition {span.key} of {asset} "
+            f"({rematerialize(span, asset)})."
+        ),
+        meta,
+    )
+
+
+def rollup_conserves(
+    sources: Sources, span: Span, rollup: tuple[str, str], source: tuple[str, str], check: str
+) -> Finding:
+    """A rollup's sums for an hour/day equal the sums of the finer table's rows inside it.
+
+    ``rollup`` and ``source`` are (table, time column), e.g. ("flow_stats_hourly", "hour_start").
+    """
+    (table, _), (source_table, _) = rollup, source
+    mine = sources.stats(span, f"flowlens.{table}", rollup[1])
+    finer = sources.stats(span, f"flowlens.{source_table}", source[1])
+    meta = {"span": span.key, table: mine.as_dict(), source_table: finer.as_dict()}
+    diff = mine.differences(finer)
+    if diff:
+        detail = ", ".join(f"{k} {getattr(mine, k)} in {table} vs {getattr(finer, k)} in {source_table}" for k in diff)
+        return Finding(
+            check,
+            False,
+            (
+                f"{table} {span}: {detail}. {source_table} changed after the rollup ran (a late window?) or the rollup "
+                f"lost rows: re-materialize partition {span.key} of {table}."
+            ),
+            {**meta, "difference": diff},
+        )
+    return Finding(check, True, f"{table} {span}: {mine.flows} flows match {source_table}", meta)
+
+
+def _not_loaded(check: str, span: Span, asset: str) -> Finding:
+    return Finding(
+        check,
+        False,
+        (
+            f"window {span} has no {asset} load in flowlens.window_loads: it was never materialized (or its "
+            f"write failed). Materialize partition {span.key} ({rematerialize(span, asset)})."
+        ),
+        {"window": span.key},
+    )
+
+
+def jsonable(value: Any) -> Any:
+    """Metadata values as JSON-compatible types (datetimes and Decimals as text/numbers)."""
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,209 @@
+"""Dagster resources: connections to PostgreSQL, the Parquet lake, the landing, enrichment, Kafka, Redis.
+
+Each resource is a ``dg.ConfigurableResource`` whose fields come from the FlowLens config
+(``ingest.config.load_config``); a field whose ``FLOWLENS_*`` environment variable is set is
+bound through ``dg.EnvVar`` so the Dagster UI shows where the value came from. Connections are
+opened in methods, never at import or construction, so loading the code location needs no service.
+
+Resource keys (fixed; assets and asset checks ask for them by name): ``postgres``, ``lake``,
+``landing``, ``enrichment``, ``kafka``, ``redis``.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import psycopg
+
+from ingest.config import FlowLensConfig, load_config
+
+POSTGRES, LAKE, LANDING, ENRICHMENT, KAFKA, REDIS = "postgres", "lake", "landing", "enrichment", "kafka", "redis"
+ENRICHED_DIR = "enriched_flows"
+
+
+class PostgresResource(dg.ConfigurableResource):
+    """The FlowLens PostgreSQL database (schema ``flowlens``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 55432
+    database: str = "flowlens"
+    user: str = "flowlens"
+    password: str = "flowlens"
+
+    def dsn(self) -> str:
+        """psycopg conninfo string."""
+        return f"host={self.host} port={self.port} dbname={self.database} user={self.user} password={self.password}"
+
+    def sqlalchemy_url(self, driver: str = "postgresql+psycopg") -> str:
+        """SQLAlchemy URL (Great Expectations and pandas take this form)."""
+        return f"{driver}://{self.user}:{self.password}@{self.host}:{self.port}/{self.database}"
+
+    def connect(self, **kwargs: Any) -> psycopg.Connection:
+        """A new psycopg 3 connection; use it as a context manager (commits on success)."""
+        return psycopg.connect(self.dsn(), **kwargs)
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The Parquet lake: ``<root>/enriched_flows/date=YYYY-MM-DD/window=HHMM/*.parquet`` (hive-style)."""
+
+    root: str
+
+    def window_dir(self, window_start: datetime, asset: str = ENRICHED_DIR) -> Path:
+        """Directory holding one window's file set."""
+        ts = window_start.astimezone(UTC)
+        return Path(self.root) / asset / f"date={ts:%Y-%m-%d}" / f"window={ts:%H%M}"
+
+    def window_glob(self, window_start: datetime | None = None, asset: str = ENRICHED_DIR) -> str:
+        """Glob of one window's files, or of the whole asset when ``window_start`` is None (for DuckDB)."""
+        if window_start is None:
+            return str(Path(self.root) / asset / "*" / "*" / "*.parquet")
+        return str(self.window_dir(window_start, asset) / "*.parquet")
+
+
+class KafkaResource(dg.ConfigurableResource):
+    """Kafka (standard/full modes). ``enabled`` is false in the minimal mode: producers are then None."""
+
+    bootstrap_servers: str = "127.0.0.1:59092"
+    enabled: bool = False
+    raw_topic: str = "flows.raw"
+    enriched_topic: str = "flows.enriched"
+    changes_topic: str = "changes.detected"
+
+    def producer(self, **extra: Any):
+        """A confluent-kafka Producer, or None when Kafka is not part of this mode."""
+        if not self.enabled:
+            return None
+        from confluent_kafka import Producer
+
+        return Producer({"bootstrap.servers": self.bootstrap_servers, "linger.ms": 5, **extra})
+
+
+class RedisResource(dg.ConfigurableResource):
+    """Redis (standard/full modes) for caches and the ``changes:topology`` pub/sub channel."""
+
+    url: str = "redis://127.0.0.1:56379/0"
+    enabled: bool = False
+
+    def client(self):
+        """A redis-py client, or None when Redis is not part of this mode."""
+        if not self.enabled:
+            return None
+        import redis
+
+        return redis.Redis.from_url(self.url, socket_timeout=5)
+
+
+class LandingResource(dg.ConfigurableResource):
+    """Where the ingest daemon lands flows: Kafka ``flows.raw`` (standard/full) or ``flow_raw`` (minimal)."""
+
+    mode: str = "minimal"
+    postgres: PostgresResource
+    kafka: KafkaResource
+
+    def flowlens_config(self) -> FlowLensConfig:
+        """The FlowLens config with this resource's connection settings applied."""
+        return _apply(load_config(), self.mode, self.postgres, self.kafka)
+
+    def open(self):
+        """An open ``ingest.land.base.Landing`` (close it when done)."""
+        from ingest.land import open_landing
+
+        return open_landing(self.flowlens_config())
+
+
+class EnrichmentResource(dg.ConfigurableResource):
+    """Builds the enrichment helper's ``Inventory`` and ``Enricher`` (GeoIP, DNS, inventory) for a run."""
+
+    mode: str = "minimal"
+    postgres: PostgresResource
+    redis: RedisResource
+    inventory_file: str = ""  # empty: no inventory (direction falls back to SYN and port rules)
+    dns_enabled: bool = True
+
+    def flowlens_config(self) -> FlowLensConfig:
+        cfg = _apply(load_config(), self.mode, self.postgres, None)
+        return cfg.model_copy(
+            update={
+                "dns": cfg.dns.model_copy(update={"enabled": self.dns_enabled}),
+                "enrichment": cfg.enrichment.model_copy(update={"inventory_file": self.inventory_file or None}),
+            }
+        )
+
+    def inventory(self, log=None):
+        """The asset inventory from ``inventory_file`` (invalid rows logged and skipped), or None."""
+        if not self.inventory_file:
+            return None
+        from assets.enrich import load_inventory
+
+        inventory, errors = load_inventory(self.inventory_file)
+        for line, message in errors:
+            if log is not None:
+                log.warning(f"{self.inventory_file}:{line}: {message} (row skipped)")
+        return inventory
+
+    def enricher(self, inventory=None):
+        """An ``assets.enrich.Enricher`` (caches in Redis when the mode has Redis, in process otherwise)."""
+        from assets.enrich import Enricher
+
+        redis_url = self.redis.url if self.redis.enabled else None
+        return Enricher.from_config(self.flowlens_config(), redis_url=redis_url, inventory=inventory)
+
+
+def _apply(cfg: FlowLensConfig, mode: str, pg: PostgresResource | None, kafka: KafkaResource | None) -> FlowLensConfig:
+    update: dict[str, Any] = {"mode": mode}
+    if pg is not None:
+        update["postgres"] = cfg.postgres.model_copy(
+            update={"host": pg.host, "port": pg.port, "database": pg.database, "user": pg.user, "password": pg.password}
+        )
+    if kafka is not None:
+        update["kafka"] = cfg.kafka.model_copy(
+            update={"bootstrap_servers": kafka.bootstrap_servers, "raw_topic": kafka.raw_topic}
+        )
+    return cfg.model_copy(update=update)
+
+
+def _env(name: str, value: Any) -> Any:
+    """``dg.EnvVar(name)`` when the variable is set (so Dagster shows its origin), else the config value."""
+    if name not in os.environ:
+        return value
+    return dg.EnvVar.int(name) if isinstance(value, int) and not isinstance(value, bool) else dg.EnvVar(name)
+
+
+def build_resources(cfg: FlowLensConfig | None = None, use_env: bool = True) -> dict[str, dg.ConfigurableResource]:
+    """Every resource, keyed as assets expect, from ``cfg`` (default: ``load_config()``)."""
+    cfg = cfg or load_config()
+    env = _env if use_env else (lambda _name, value: value)
+    pg = PostgresResource(
+        host=env("FLOWLENS_POSTGRES__HOST", cfg.postgres.host),
+        port=env("FLOWLENS_POSTGRES__PORT", cfg.postgres.port),
+        database=env("FLOWLENS_POSTGRES__DATABASE", cfg.postgres.database),
+        user=env("FLOWLENS_POSTGRES__USER", cfg.postgres.user),
+        password=env("FLOWLENS_POSTGRES__PASSWORD", cfg.postgres.password),
+    )
+    kafka = KafkaResource(
+        bootstrap_servers=env("FLOWLENS_KAFKA__BOOTSTRAP_SERVERS", cfg.kafka.bootstrap_servers),
+        enabled=cfg.uses_kafka,
+        raw_topic=cfg.kafka.raw_topic,
+        enriched_topic=cfg.kafka.enriched_topic,
+        changes_topic=cfg.kafka.changes_topic,
+    )
+    redis = RedisResource(url=cfg.redis.url(), enabled=cfg.uses_redis)
+    mode = env("FLOWLENS_MODE", cfg.mode)
+    return {
+        POSTGRES: pg,
+        LAKE: LakeResource(root=str(cfg.lake_dir)),
+        LANDING: LandingResource(mode=mode, postgres=pg, kafka=kafka),
+        ENRICHMENT: EnrichmentResource(
+            mode=mode,
+            postgres=pg,
+            redis=redis,
+            inventory_file=str(cfg.enrichment.inventory_file or ""),
+            dns_enabled=cfg.dns.enabled,
+        ),
+        KAFKA: kafka,
+        REDIS: redis,
+    }

@@ -1,0 +1,242 @@
+"""The watermark sensor: decides which 5-minute windows are complete and requests their runs.
+
+A window [W, W+5m) is complete when every *live* ingest instance has landed everything received
+before W+5m (its watermark) and the grace period has passed since W+5m, so batches still in
+flight are in. An instance whose last heartbeat is older than ``pipeline.instance_timeout_seconds``
+is not live: a crashed or stopped collector never holds the pipeline back. With no live
+instance at all, what the instances landed before going silent is complete.
+
+Each tick (``plan_tick``, pure and unit-tested) then:
+
+- reports every newly complete window as a materialization of ``flows_landed`` (rows, bytes and
+  source position when the landing can summarize a window cheaply);
+- requests one run per complete window, oldest first, at most ``pipeline.max_runs_per_tick``,
+  with run key ``window-<partition>`` so a window is never requested twice;
+- measures lag (seed §8.2) in seconds: newest landed receive time minus the end of the newest
+  processed window (``window_loads`` of ``flow_stats``). Above ``alert_at_lag_seconds`` it warns;
+  above ``pause_at_lag_seconds`` it holds new requests while queued runs drain, and resumes
+  below ``max_acceptable_lag_seconds`` (while held and the queue is empty it releases one capped
+  batch per tick, so it can catch up). Lag, hold and completeness are in the tick's log and in
+  Prometheus text-file metrics (``<state_dir>/metrics/pipeline.prom``).
+
+The cursor is JSON: ``{"next_window": ISO time, "held": bool}``.
+"""
+
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+
+from flowlens_dagster.partitions import START, WINDOW, window_key
+from flowlens_dagster.resources import LandingResource, PostgresResource
+from ingest.config import FlowLensConfig, load_config
+from ingest.land.base import Watermark, window_start
+
+SENSOR_NAME = "watermark_sensor"
+METRICS_FILE = "pipeline.prom"
+
+
+@dataclass
+class TickPlan:
+    """What one sensor tick decided."""
+
+    windows: list[datetime]  # windows to request now
+    complete_through: datetime | None  # every window ending at or before this is complete
+    next_window: datetime  # cursor: the first window not yet requested
+    lag_seconds: float | None
+    held: bool
+    alert: bool
+    live_instances: list[str] = field(default_factory=list)
+    silent_instances: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lag = "n/a" if self.lag_seconds is None else f"{self.lag_seconds:.0f}s"
+        state = "HOLD (lag above pause threshold, waiting for queued runs to drain)" if self.held else "running"
+        return (
+            f"complete through {self.complete_through.isoformat() if self.complete_through else 'nothing'}; "
+            f"requesting {len(self.windows)} window(s) {[window_key(w) for w in self.windows[:3]]}"
+            f"{'...' if len(self.windows) > 3 else ''}; next {window_key(self.next_window)}; lag {lag}"
+            f"{' ALERT' if self.alert else ''}; {state}; live {self.live_instances}; silent {self.silent_instances}"
+        )
+
+
+def complete_through(
+    watermarks: list[Watermark], now: datetime, grace: timedelta, timeout: timedelta
+) -> tuple[datetime | None, list[str], list[str]]:
+    """The time before which every window is complete, plus the live and silent instance names."""
+    live = [w for w in watermarks if now - w.heartbeat_at <= timeout]
+    silent = [w for w in watermarks if now - w.heartbeat_at > timeout]
+    if live:
+        through = min(w.landed_through for w in live)
+    elif silent:
+        through = max(w.landed_through for w in silent)
+    else:
+        return None, [], []
+    # late batches: a window closes only once the grace period has passed on the wall clock too
+    through = min(through, now - grace)
+    return through, sorted(w.instance for w in live), sorted(w.instance for w in silent)
+
+
+def plan_tick(
+    cfg: FlowLensConfig,
+    watermarks: list[Watermark],
+    now: datetime,
+    cursor: dict,
+    newest_landed: datetime | None,
+    newest_processed_end: datetime | None,
+    in_flight: int = 0,
+    first_partition: datetime = START,
+) -> TickPlan:
+    """Decide this tick's run requests and lag state from watermarks and the previous cursor."""
+    pipe, bp = cfg.pipeline, cfg.backpressure.kafka
+    through, live, silent = complete_through(
+        watermarks, now, timedelta(seconds=pipe.grace_seconds), timedelta(seconds=pipe.instance_timeout_seconds)
+    )
+    if cursor.get("next_window"):
+        next_window = datetime.fromisoformat(cursor["next_window"])
+    else:
+        origin = through or now
+        next_window = window_start(origin - timedelta(minutes=pipe.sensor_lookback_minutes))
+    next_window = max(next_window, first_partition)
+
+    lag = None
+    if newest_landed is not None:
+        processed = newest_processed_end or next_window
+        lag = max(0.0, (newest_landed - processed).total_seconds())
+    held = bool(cursor.get("held"))
+    if lag is not None:
+        if lag > bp.pause_at_lag_seconds:
+            held = True
+        elif lag < bp.max_acceptable_lag_seconds:
+            held = False
+    alert = lag is not None and lag > bp.alert_at_lag_seconds
+
+    windows: list[datetime] = []
+    # Held: request nothing while runs are queued or running; once they have drained, release one
+    # capped batch per tick (otherwise a held pipeline could never process its way back under the
+    # resume threshold).
+    if through is not None and not (held and in_flight > 0):
+        current = next_window
+        while current + WINDOW <= through and len(windows) < pipe.max_runs_per_tick:
+            windows.append(current)
+            current += WINDOW
+        next_window = current
+    return TickPlan(windows, through, next_window, lag, held, alert, live, silent)
+
+
+def write_metrics(state_dir: Path, plan: TickPlan, topic: str) -> Path:
+    """Prometheus text-file metrics (node-exporter textfile format) for the last tick."""
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+    registry = CollectorRegistry()
+    lag = Gauge(
+        "flowlens_kafka_consumer_lag_seconds",
+        "Seconds between the newest landed flow and the end of the newest processed window",
+        ["topic", "partition", "consumer_group"],
+        registry=registry,
+    )
+    lag.labels(topic, "all", "dagster").set(plan.lag_seconds if plan.lag_seconds is not None else float("nan"))
+    Gauge("flowlens_pipeline_held", "1 while new window runs are held for lag", registry=registry).set(int(plan.held))
+    Gauge("flowlens_pipeline_lag_alert", "1 while lag is above the alert threshold", registry=registry).set(
+        int(plan.alert)
+    )
+    done = Gauge("flowlens_pipeline_complete_through_timestamp", "Windows complete before this", registry=registry)
+    done.set(plan.complete_through.timestamp() if plan.complete_through else 0)
+    requested = Gauge("flowlens_pipeline_windows_requested", "Windows requested on the last tick", registry=registry)
+    requested.set(len(plan.windows))
+    path = state_dir / "metrics" / METRICS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(path), registry)
+    return path
+
+
+NEWEST_PROCESSED = "SELECT max(window_start) FROM flowlens.window_loads WHERE asset = 'flow_stats'"
+RAW_SUMMARY = """
+SELECT count(*), coalesce(sum(bytes), 0), coalesce(sum(packets), 0), min(receive_time), max(receive_time)
+FROM flowlens.flow_raw WHERE receive_time >= %s AND receive_time < %s
+"""
+
+
+def landed_event(landing, postgres: PostgresResource, mode: str, window: datetime) -> dg.AssetMaterialization:
+    """The ``flows_landed`` materialization reporting one complete window."""
+    meta: dict[str, object] = {"window_start": window.isoformat(), "window_end": (window + WINDOW).isoformat()}
+    summarize = getattr(landing, "summarize_window", None)
+    if callable(summarize):
+        meta.update(summarize(window, window + WINDOW))
+    elif mode == "minimal":
+        with postgres.connect() as conn:
+            rows, nbytes, packets, first, last = conn.execute(RAW_SUMMARY, (window, window + WINDOW)).fetchone()
+        meta.update(
+            {
+                "dagster/row_count": dg.MetadataValue.int(int(rows)),
+                "bytes": dg.MetadataValue.int(int(nbytes)),
+                "packets": dg.MetadataValue.int(int(packets)),
+                "receive_time_range": f"{first} .. {last}",
+            }
+        )
+    return dg.AssetMaterialization(asset_key="flows_landed", partition=window_key(window), metadata=meta)
+
+
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def _in_flight(context: dg.SensorEvaluationContext, job_name: str) -> int:
+    return context.instance.get_runs_count(dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT))
+
+
+def build_sensor(job) -> dg.SensorDefinition:
+    """The watermark sensor targeting ``job`` (the 5-minute window job)."""
+    cfg = load_config()
+
+    @dg.sensor(
+        name=SENSOR_NAME,
+        job=job,
+        minimum_interval_seconds=cfg.pipeline.sensor_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=__doc__,
+    )
+    def watermark_sensor(
+        context: dg.SensorEvaluationContext, landing: LandingResource, postgres: PostgresResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        cfg = landing.flowlens_config()
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        opened = landing.open()
+        try:
+            now = datetime.now(UTC)
+            with postgres.connect() as conn:
+                newest_processed = conn.execute(NEWEST_PROCESSED).fetchone()[0]
+            plan = plan_tick(
+                cfg,
+                opened.watermarks(),
+                now,
+                cursor,
+                opened.newest_receive_time(),
+                newest_processed + WINDOW if newest_processed else None,
+                in_flight=_in_flight(context, job.name),
+            )
+            events = [landed_event(opened, postgres, cfg.mode, w) for w in plan.windows]
+        finally:
+            opened.close()
+        (context.log.warning if plan.alert or plan.held else context.log.info)(plan.summary())
+        write_metrics(cfg.state_dir, plan, cfg.kafka.raw_topic if cfg.uses_kafka else "flow_raw")
+        new_cursor = json.dumps({"next_window": plan.next_window.isoformat(), "held": plan.held})
+        if not plan.windows:
+            context.update_cursor(new_cursor)
+            return dg.SkipReason(plan.summary())
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(partition_key=window_key(w), run_key=f"window-{window_key(w)}") for w in plan.windows
+            ],
+            cursor=new_cursor,
+            asset_events=events,
+        )
+
+    return watermark_sensor

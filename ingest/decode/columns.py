@@ -1,0 +1,233 @@
+"""From decoded template roles to ``FLOW_SCHEMA`` columns, vectorized over a group of records.
+
+Input: ``values`` (role name -> numpy array, one entry per record; addresses as ``(n, 4|16)``
+uint8) and ``ctx`` (per-record copies of the packet context: receive time, exporter, domain,
+version, header times, resolved sampling rate). Output: ``Columns``, a dict of column name ->
+``(array, valid mask or None)`` that ``concat`` joins and ``to_batch`` turns into Arrow.
+
+Cisco ASA NSEL rule (firewall event, IE 233 or v9 field 40005): a connection is reported when it
+is created (event 1), possibly updated (5) and when it is torn down (2). Create events carry no
+traffic yet, and the teardown (or update) carries the counters, so create events are *dropped*
+(counted as ``nsel_create_skipped``): keeping them would count every connection twice. Denied
+(3) and alert (4) events are kept as flows with whatever counters they carry. Byte and packet
+counts come from the initiator fields (IE 231/298, ``NF_F_FWD_FLOW_DELTA_BYTES``) when no plain
+counter is present; responder counters (IE 232/299) become a reverse-direction record, the same
+treatment as RFC 5103 biflows, never added to the forward count.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ingest.decode.fields import ROLE_PRIORITY
+from ingest.decode.packet_section import parse_frame
+from ingest.decode.timestamps import side
+from ingest.schema import FLOW_SCHEMA
+
+Column = tuple[np.ndarray, np.ndarray | None]  # values, validity (None: all valid)
+Columns = dict[str, Column]
+V4_MAPPED = np.array([0] * 10 + [0xFF, 0xFF], np.uint8)
+NSEL_CREATE = 1
+_ADDR_COLS = ("exporter", "src_addr", "dst_addr")
+_NULLABLE = {"flow_start", "flow_end", "input_if", "output_if", "src_as", "dst_as", "direction"}
+
+
+def widen(values: np.ndarray) -> np.ndarray:
+    """Big-endian field -> native integers (1-8 byte widths: reduced-size encoding too)."""
+    if values.ndim == 1:
+        return values.astype(values.dtype.newbyteorder("="), copy=False)
+    out = np.zeros(len(values), np.uint64)
+    for i in range(values.shape[1]):
+        out = (out << np.uint64(8)) | values[:, i].astype(np.uint64)
+    return out
+
+
+_MAPPED_WORD = np.frombuffer(b"\x00\x00\xff\xff", "=u4")[0]  # bytes 8-11 of ::ffff:a.b.c.d
+
+
+def mapped(addr4: np.ndarray) -> np.ndarray:
+    """Raw IPv4 words (``=u4`` holding the 4 network-order bytes) -> ``V16`` IPv4-mapped IPv6."""
+    out = np.zeros((len(addr4), 4), np.uint32)
+    out[:, 2] = _MAPPED_WORD
+    out[:, 3] = addr4
+    return out.view("V16").reshape(-1)
+
+
+def as_bytes(addresses: np.ndarray) -> np.ndarray:
+    """``V16`` addresses -> contiguous ``(n, 16) uint8``."""
+    return np.ascontiguousarray(addresses).view(np.uint8).reshape(-1, 16)
+
+
+def _address(values: dict[str, np.ndarray], which: str, n: int) -> np.ndarray:
+    v4, v6 = values.get(f"{which}_addr4"), values.get(f"{which}_addr6")
+    if v4 is None and v6 is None:
+        return np.zeros(n, "V16")
+    if v4 is None:
+        return np.ascontiguousarray(v6)
+    out = mapped(v4)
+    if v6 is not None:  # templates with both: the family actually filled in wins
+        use6 = (v4 == 0) & as_bytes(v6).any(axis=1)
+        out[use6] = v6[use6]
+    return out
+
+
+def _first(values: dict[str, np.ndarray], role: str, n: int) -> np.ndarray | None:
+    for candidate in ROLE_PRIORITY.get(role, (role,)):
+        if (v := values.get(candidate)) is not None:
+            return widen(v)
+    return None
+
+
+def _uint(values: dict[str, np.ndarray], role: str, n: int) -> np.ndarray:
+    v = _first(values, role, n)
+    return v if v is not None else np.zeros(n, np.uint64)
+
+
+def forward(values: dict[str, np.ndarray], ctx: Any, sections: list[bytes] | None) -> Columns:
+    """Forward-direction flow columns for ``ctx.n`` records (before NSEL/biflow handling).
+
+    ``ctx`` maps context names (``recv``, ``exporter``, ``domain``, ``version``, ``secs``,
+    ``uptime``, ``has_uptime``, ...) to per-record arrays and has ``n`` and ``get``."""
+    n = ctx.n
+    values = {k: (widen(v) if v.ndim == 2 else v) for k, v in values.items()}
+    cols: Columns = {
+        "receive_time": (ctx["recv"], None),
+        "exporter": (ctx["exporter"], None),
+        "observation_domain": (ctx["domain"], None),
+        "flow_version": (ctx["version"], None),
+        "src_addr": (_address(values, "src", n), None),
+        "dst_addr": (_address(values, "dst", n), None),
+        "src_port": (_uint(values, "src_port", n), None),
+        "dst_port": (_uint(values, "dst_port", n), None),
+        "protocol": (_uint(values, "protocol", n), None),
+        "tcp_flags": (_uint(values, "tcp_flags", n), None),
+        "bytes": (_uint(values, "bytes", n), None),
+        "packets": (_uint(values, "packets", n), None),
+    }
+    start, has_start = side(values, "start", ctx)
+    end, has_end = side(values, "end", ctx)
+    if (duration := values.get("duration_ms")) is not None:
+        derived = has_start & ~has_end
+        end = np.where(derived, start + duration.astype(np.int64) * 1000, end)
+        has_end = has_end | derived
+    cols["flow_start"] = (start, has_start)
+    cols["flow_end"] = (end, has_end)
+    for name in ("input_if", "output_if", "src_as", "dst_as", "direction"):
+        v = values.get(name)
+        cols[name] = (widen(v), None) if v is not None else (np.zeros(n, np.uint64), np.zeros(n, bool))
+    if sections is not None:
+        _apply_sections(cols, values, sections)
+    return cols
+
+
+def _apply_sections(cols: Columns, values: dict[str, np.ndarray], sections: list[bytes]) -> None:
+    """Fill addresses, ports, protocol and flags from IE 315 frame sections (per record)."""
+    src, dst = cols["src_addr"][0], cols["dst_addr"][0]
+    has_packets = "packets" in values or "total_packets" in values
+    has_bytes = "bytes" in values or "total_bytes" in values
+    frame_size = values.get("frame_size")
+    for i, frame in enumerate(sections):
+        headers = parse_frame(frame) if frame else None
+        if headers is None:
+            continue
+        if not any(src[i].tobytes()):
+            src[i] = np.void(headers.src)
+            dst[i] = np.void(headers.dst)
+            cols["src_port"][0][i] = headers.src_port
+            cols["dst_port"][0][i] = headers.dst_port
+            cols["protocol"][0][i] = headers.protocol
+            cols["tcp_flags"][0][i] = headers.tcp_flags
+        if not has_packets:
+            cols["packets"][0][i] = 1  # one record = one sampled packet
+        if not has_bytes:
+            size = int(frame_size[i]) if frame_size is not None else 0
+            cols["bytes"][0][i] = size or headers.ip_length
+
+
+def reverse(cols: Columns, values: dict[str, np.ndarray]) -> tuple[Columns, np.ndarray] | None:
+    """Reverse-direction records (RFC 5103 PEN 29305 counters, or NSEL responder counters)."""
+    n = len(cols["bytes"][0])
+    rev_bytes = _first(values, "rev_bytes", n)
+    if rev_bytes is None:
+        rev_bytes = _first(values, "rev_total_bytes", n)
+    rev_packets = _first(values, "rev_packets", n)
+    if rev_packets is None:
+        rev_packets = _first(values, "rev_total_packets", n)
+    plain_bytes = any(k in values for k in ("bytes", "total_bytes"))
+    if rev_bytes is None and rev_packets is None and not plain_bytes:
+        rev_bytes, rev_packets = _first(values, "responder_bytes", n), _first(values, "responder_packets", n)
+    if rev_bytes is None and rev_packets is None:
+        return None
+    rev_bytes = rev_bytes if rev_bytes is not None else np.zeros(n, np.uint64)
+    rev_packets = rev_packets if rev_packets is not None else np.zeros(n, np.uint64)
+    keep = (rev_bytes > 0) | (rev_packets > 0)
+    if not keep.any():
+        return None
+    swap = {"src_addr": "dst_addr", "dst_addr": "src_addr", "src_port": "dst_port", "dst_port": "src_port",
+            "input_if": "output_if", "output_if": "input_if", "src_as": "dst_as", "dst_as": "src_as"}  # fmt: skip
+    out: Columns = {}
+    for name, (array, valid) in cols.items():
+        array, valid = cols[swap.get(name, name)]
+        out[name] = (array[keep], None if valid is None else valid[keep])
+    rev_flags = values.get("rev_tcp_flags")
+    out["tcp_flags"] = (widen(rev_flags)[keep] if rev_flags is not None else np.zeros(int(keep.sum()), np.uint64), None)
+    out["bytes"] = (rev_bytes[keep], None)
+    out["packets"] = (rev_packets[keep], None)
+    return out, keep
+
+
+def nsel_keep(values: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Mask of records to keep under the NSEL rule above (None: not an NSEL template)."""
+    event = values.get("fw_event")
+    if event is None:
+        return None
+    return widen(event) != NSEL_CREATE
+
+
+def select(cols: Columns, keep: np.ndarray) -> Columns:
+    return {k: (a[keep], None if m is None else m[keep]) for k, (a, m) in cols.items()}
+
+
+def scale(cols: Columns, rate: np.ndarray, unsampled: bool = False) -> None:
+    """Multiply bytes and packets by the sampling rate and record it (``unsampled``: all 1)."""
+    if not unsampled:
+        r = rate.astype(np.uint64)
+        cols["bytes"] = (cols["bytes"][0].astype(np.uint64) * r, None)
+        cols["packets"] = (cols["packets"][0].astype(np.uint64) * r, None)
+    cols["sampling_rate"] = (rate, None)
+
+
+def concat(parts: list[Columns]) -> Columns:
+    """Join column groups (the validity mask is materialised only when some part has one)."""
+    if len(parts) == 1:
+        return parts[0]
+    out: Columns = {}
+    for name in parts[0]:
+        arrays = [p[name][0] for p in parts]
+        masks = [p[name][1] for p in parts]
+        mask = None
+        if any(m is not None for m in masks):
+            mask = np.concatenate([m if m is not None else np.ones(len(a), bool) for a, m in zip(arrays, masks)])
+        out[name] = (np.concatenate(arrays), mask)
+    return out
+
+
+def to_batch(cols: Columns) -> pa.RecordBatch:
+    """Arrow record batch with exactly ``FLOW_SCHEMA`` (types cast, masks turned to nulls)."""
+    arrays = []
+    for field in FLOW_SCHEMA:
+        values, valid = cols[field.name]
+        if field.name in _ADDR_COLS:
+            flat = np.ascontiguousarray(values)
+            arrays.append(pa.FixedSizeBinaryArray.from_buffers(field.type, len(flat), [None, pa.py_buffer(flat)]))
+            continue
+        if pa.types.is_timestamp(field.type):
+            values = values.astype(np.int64, copy=False)
+        else:
+            values = values.astype(field.type.to_pandas_dtype(), copy=False)
+        mask = None if valid is None or field.name not in _NULLABLE or valid.all() else ~valid
+        arrays.append(pa.array(values, type=field.type, mask=mask))
+    return pa.RecordBatch.from_arrays(arrays, schema=FLOW_SCHEMA)

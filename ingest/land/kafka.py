@@ -1,0 +1,432 @@
+"""Kafka landing (standard/full modes): Arrow IPC record batches on ``flows.raw``.
+
+Message layout (the contract readers rely on):
+
+* value: an Arrow IPC *stream* holding one record batch of :data:`ingest.schema.FLOW_SCHEMA`;
+* partition: ``partition_of(src_addr, dst_addr) % partitions`` (seed §4.2: a hash of source plus
+  destination address, so one address pair always lands in one partition); each batch is split by
+  partition and into messages of at most ``ingest.kafka_message_max_flows`` flows (the broker's
+  default limit is 1 MB per message); the key is the partition number;
+* timestamp: the oldest receive_time in the message (ms); all its flows are in one 5-minute window;
+* headers: ``flowlens-kind: flows``, ``flowlens-window`` (window start, epoch seconds),
+  ``flowlens-max-us`` (newest receive_time, µs), ``flowlens-rows``.
+
+Watermarks: :meth:`KafkaLanding.heartbeat` produces ``flowlens-kind: watermark`` messages (key =
+instance, value JSON ``{instance, landed_through, flows_landed}``) to *every* partition of the raw
+topic, after everything the instance landed before is acknowledged, so within a partition every
+flow of an instance precedes its heartbeat. The same heartbeat also goes to the one-partition topic
+``<raw topic>.watermarks`` (compacted), which :meth:`watermarks` reads without scanning flows.
+
+Producer tuning (seed §4.4, adapted): ``linger.ms=5``; ``batch.size`` 1 MB since one message is
+already ~0.5 MB; ``compression.type=lz4`` rather than the seed's gzip: lz4 compresses several times
+faster and librdkafka compresses in its own threads, while CPU is what limits ingest on 2 cores;
+``acks=all`` with ``enable.idempotence`` so retries never duplicate a batch (one broker: same cost
+as acks=1). Delivery failures after librdkafka's own retries are counted and the failed parts are
+handed back to the daemon, which retries them with backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from ingest.land.base import WINDOW, Watermark, WindowRead, window_start
+from ingest.land.pgbinary import addresses
+from ingest.schema import FLOW_SCHEMA
+
+log = logging.getLogger(__name__)
+
+KIND = "flowlens-kind"
+_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9),
+        np.uint64(0xD6E8FEB86659FD93), np.uint64(0xFF51AFD7ED558CCD))  # fmt: skip
+
+OnDone = Callable[[list[pa.RecordBatch], str | None], None]
+
+
+def partition_of(batch: pa.RecordBatch | pa.Table, partitions: int) -> np.ndarray:
+    """Partition number of every flow: a 64-bit mix of src_addr || dst_addr, modulo ``partitions``.
+
+    The mix multiplies each little-endian 64-bit word of the two addresses by an odd constant,
+    xors them and finalizes like MurmurHash3's fmix64, so nearby addresses spread evenly.
+    """
+    src = np.ascontiguousarray(addresses(_array(batch, "src_addr"))).view("<u8")
+    dst = np.ascontiguousarray(addresses(_array(batch, "dst_addr"))).view("<u8")
+    h = (src[:, 0] * _MIX[0]) ^ (src[:, 1] * _MIX[1]) ^ (dst[:, 0] * _MIX[2]) ^ (dst[:, 1] * _MIX[3])
+    h ^= h >> np.uint64(33)
+    h *= _MIX[4]
+    h ^= h >> np.uint64(33)
+    return (h % np.uint64(partitions)).astype(np.int32)
+
+
+def _array(batch: pa.RecordBatch | pa.Table, name: str) -> pa.Array:
+    col = batch.column(name)
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+def to_ipc(batch: pa.RecordBatch) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, FLOW_SCHEMA) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def from_ipc(value: bytes) -> pa.Table:
+    return pa.ipc.open_stream(value).read_all()
+
+
+def _us(ts: datetime) -> int:
+    return int(ts.timestamp() * 1_000_000)
+
+
+class _Pending:
+    """The messages of one write_async call; calls on_done once all are settled."""
+
+    def __init__(self, count: int, on_done: OnDone):
+        self.left = count
+        self.failed: list[pa.RecordBatch] = []
+        self.error: str | None = None
+        self.on_done = on_done
+
+
+class KafkaLanding:
+    """The :class:`ingest.land.base.Landing` of the Kafka modes."""
+
+    name = "kafka"
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        stats=None,
+        message_max_flows: int = 4096,
+        read_slack_seconds: float = 60.0,
+        producer_overrides: dict | None = None,
+        create_watermark_topic: bool = True,
+    ):
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.watermark_topic = f"{topic}.watermarks"
+        self.stats = stats
+        self.message_max_flows = message_max_flows
+        self.read_slack = timedelta(seconds=read_slack_seconds)
+        self._producer: Producer | None = None
+        self._producer_overrides = producer_overrides or {}
+        self._partitions: int | None = None
+        self._lock = threading.Lock()
+        self._create_watermark_topic = create_watermark_topic
+
+    # --- producer -----------------------------------------------------------------------------
+    @property
+    def producer(self) -> Producer:
+        if self._producer is None:
+            conf = {
+                "bootstrap.servers": self.bootstrap,
+                "linger.ms": 5,
+                "batch.size": 1_000_000,
+                "compression.type": "lz4",
+                "acks": "all",
+                "enable.idempotence": True,
+                "message.max.bytes": 4_000_000,
+                "queue.buffering.max.kbytes": 1_048_576,
+                "message.timeout.ms": 300_000,
+                "retry.backoff.ms": 100,
+                "retry.backoff.max.ms": 5_000,
+                "error_cb": self._on_error,
+            }
+            conf.update(self._producer_overrides)
+            self._producer = Producer(conf)
+        return self._producer
+
+    def _on_error(self, err: KafkaError) -> None:
+        log.warning("kafka: %s", err)
+
+    def partitions(self) -> int:
+        if self._partitions is None:
+            meta = self.producer.list_topics(self.topic, timeout=10)
+            info = meta.topics.get(self.topic)
+            if info is None or info.error is not None or not info.partitions:
+                raise RuntimeError(
+                    f"Kafka topic {self.topic!r} is missing on {self.bootstrap} "
+                    f"({info.error if info else 'no metadata'}); create it (flowlens stack up creates flows.raw)"
+                )
+            self._partitions = len(info.partitions)
+            if self._create_watermark_topic:
+                self._ensure_watermark_topic()
+        return self._partitions
+
+    def _ensure_watermark_topic(self) -> None:
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        config = {"cleanup.policy": "compact", "segment.ms": "3600000"}
+        futures = admin.create_topics([NewTopic(self.watermark_topic, 1, 1, config=config)])
+        try:
+            futures[self.watermark_topic].result(timeout=15)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+
+    def messages(self, batch: pa.RecordBatch) -> list[tuple[int, pa.RecordBatch]]:
+        """Split a batch into (partition, sub-batch) messages of at most message_max_flows flows."""
+        parts = partition_of(batch, self.partitions())
+        order = np.argsort(parts, kind="stable")
+        sorted_parts = parts[order]
+        bounds = np.flatnonzero(np.diff(sorted_parts)) + 1
+        out = []
+        taken = batch.take(pa.array(order))
+        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(order)], strict=True):
+            for start in range(int(lo), int(hi), self.message_max_flows):
+                length = min(self.message_max_flows, int(hi) - start)
+                out.append((int(sorted_parts[lo]), taken.slice(start, length)))
+        return out
+
+    def write_async(self, batch: pa.RecordBatch, on_done: OnDone) -> None:
+        """Produce a batch; ``on_done(failed_parts, error)`` runs (from :meth:`poll`) once it is settled."""
+        msgs = self.messages(batch)
+        pending = _Pending(len(msgs), on_done)
+        if not msgs:
+            on_done([], None)
+            return
+        for partition, sub in msgs:
+            times = sub.column("receive_time")
+            oldest = pc.min(times).cast(pa.int64()).as_py()
+            newest = pc.max(times).cast(pa.int64()).as_py()
+            window = int(window_start(datetime.fromtimestamp(oldest / 1e6, UTC)).timestamp())
+            headers = [
+                (KIND, b"flows"),
+                ("flowlens-window", str(window).encode()),
+                ("flowlens-max-us", str(newest).encode()),
+                ("flowlens-rows", str(sub.num_rows).encode()),
+            ]
+            self._produce(
+                value=to_ipc(sub),
+                key=str(partition).encode(),
+                partition=partition,
+                timestamp=oldest // 1000,
+                headers=headers,
+                on_delivery=lambda err, msg, sub=sub: self._delivered(pending, sub, err),
+            )
+
+    def _produce(self, **kwargs) -> None:
+        while True:
+            try:
+                self.producer.produce(self.topic, **kwargs)
+                return
+            except BufferError:  # librdkafka's local queue is full: serve callbacks, then retry
+                self.producer.poll(0.05)
+
+    def _delivered(self, pending: _Pending, sub: pa.RecordBatch, err: KafkaError | None) -> None:
+        pending.left -= 1
+        if err is not None:
+            pending.failed.append(sub)
+            pending.error = str(err)
+            if self.stats is not None:
+                self.stats.kafka_errors[self.topic] += 1
+        elif self.stats is not None:
+            self.stats.kafka_produced[self.topic] += 1
+        if pending.left == 0:
+            pending.on_done(pending.failed, pending.error)
+
+    def poll(self, timeout: float = 0.0) -> int:
+        """Serve delivery callbacks (must be called regularly by the writing thread)."""
+        return self.producer.poll(timeout)
+
+    def outstanding(self) -> int:
+        return len(self.producer) if self._producer is not None else 0
+
+    def flush(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for every produced message; return how many are left."""
+        return self.producer.flush(timeout) if self._producer is not None else 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Synchronous write: produce and wait for delivery; raise if any part failed."""
+        result: list = []
+        self.write_async(batch, lambda failed, error: result.append((failed, error)))
+        while not result:
+            self.producer.poll(0.1)
+        failed, error = result[0]
+        if failed:
+            raise RuntimeError(f"Kafka delivery to {self.topic} failed for {len(failed)} message(s): {error}")
+
+    def heartbeat(self, instance: str, landed_through: datetime, flows_landed: int) -> None:
+        """Publish the watermark to every partition and to the watermark topic; wait for delivery."""
+        value = json.dumps(
+            {"instance": instance, "landed_through": landed_through.isoformat(), "flows_landed": flows_landed}
+        ).encode()
+        errors: list[str] = []
+        now_ms = int(time.time() * 1000)
+
+        def delivered(err, msg):
+            if err is not None:
+                errors.append(str(err))
+
+        headers = [(KIND, b"watermark")]
+        for partition in range(self.partitions()):
+            self._produce(value=value, key=instance.encode(), partition=partition, timestamp=now_ms,
+                          headers=headers, on_delivery=delivered)  # fmt: skip
+        self.producer.produce(self.watermark_topic, value=value, key=instance.encode(), timestamp=now_ms,
+                              headers=headers, on_delivery=delivered)  # fmt: skip
+        left = self.producer.flush(30)
+        if left or errors:
+            raise RuntimeError(f"heartbeat of {instance} not delivered ({left} left): {errors[:1]}")
+
+    # --- reading ------------------------------------------------------------------------------
+    def _consumer(self) -> Consumer:
+        return Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"flowlens-reader-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "fetch.max.bytes": 52_428_800,
+                "max.partition.fetch.bytes": 8_388_608,
+            }
+        )
+
+    def read_window(self, start: datetime, end: datetime) -> WindowRead:
+        """Exactly the flows with receive_time in [start, end), read partition by partition.
+
+        Per partition the read starts at ``offsets_for_times(start)`` (every message holding a flow
+        of the window has a timestamp >= start) and stops at the later of: the first offset with a
+        timestamp >= end + slack, and the first heartbeat of every instance whose watermark is past
+        ``end`` (all its flows of the window precede it); never past the high watermark.
+        """
+        done_instances = {w.instance for w in self.watermarks() if w.landed_through >= end}
+        consumer = self._consumer()
+        tables: list[pa.Table] = []
+        position: dict[str, list[int]] = {}
+        try:
+            n = len(consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions)
+            starts = consumer.offsets_for_times(
+                [TopicPartition(self.topic, p, _ms(start)) for p in range(n)], timeout=10
+            )
+            stops = consumer.offsets_for_times(
+                [TopicPartition(self.topic, p, _ms(end + self.read_slack)) for p in range(n)], timeout=10
+            )
+            for p in range(n):
+                high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
+                first = starts[p].offset if starts[p].offset >= 0 else high
+                ts_stop = stops[p].offset if stops[p].offset >= 0 else high
+                got, last = self._read_partition(consumer, p, first, ts_stop, high, start, end, done_instances)
+                tables.extend(got)
+                position[str(p)] = [first, last]
+        finally:
+            consumer.close()
+        flows = pa.concat_tables(tables) if tables else FLOW_SCHEMA.empty_table()
+        return WindowRead(flows=flows, source=f"kafka:{self.topic}", position=position)
+
+    def _read_partition(self, consumer, p, first, ts_stop, high, start, end, instances) -> tuple[list, int]:
+        """Messages [first, stop) of partition p; return the window's flows and the stop offset."""
+        tables: list[pa.Table] = []
+        if first >= high:
+            return tables, first
+        window_key = str(int(start.timestamp())).encode()
+        waiting = set(instances)
+        consumer.assign([TopicPartition(self.topic, p, first)])
+        offset = first
+        start_us, end_us = _us(start), _us(end)
+        while offset < high and (offset < ts_stop or waiting):
+            for msg in consumer.consume(1000, timeout=5):
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        return tables, offset
+                    raise KafkaException(msg.error())
+                offset = msg.offset() + 1
+                headers = dict(msg.headers() or [])
+                if headers.get(KIND) == b"watermark":
+                    info = json.loads(msg.value())
+                    if datetime.fromisoformat(info["landed_through"]) >= end:
+                        waiting.discard(info["instance"])
+                elif headers.get("flowlens-window") == window_key:
+                    table = from_ipc(msg.value())
+                    times = table.column("receive_time").cast(pa.int64())
+                    keep = pc.and_(pc.greater_equal(times, start_us), pc.less(times, end_us))
+                    tables.append(table.filter(keep))
+                if offset >= high or (offset >= ts_stop and not waiting):
+                    break
+        consumer.unassign()
+        return tables, offset
+
+    def watermarks(self) -> list[Watermark]:
+        """The latest heartbeat of every instance, from the watermark topic."""
+        consumer = self._consumer()
+        latest: dict[str, Watermark] = {}
+        try:
+            tp = TopicPartition(self.watermark_topic, 0)
+            try:
+                low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            except KafkaException:
+                return []
+            if high <= low:
+                return []
+            consumer.assign([TopicPartition(self.watermark_topic, 0, low)])
+            offset = low
+            while offset < high:
+                for msg in consumer.consume(1000, timeout=5):
+                    if msg.error():
+                        if msg.error().code() == KafkaError._PARTITION_EOF:
+                            offset = high
+                            break
+                        raise KafkaException(msg.error())
+                    offset = msg.offset() + 1
+                    info = json.loads(msg.value())
+                    heartbeat_at = datetime.fromtimestamp(msg.timestamp()[1] / 1000, UTC)
+                    latest[info["instance"]] = Watermark(
+                        info["instance"],
+                        datetime.fromisoformat(info["landed_through"]),
+                        heartbeat_at,
+                        int(info.get("flows_landed", 0)),
+                    )
+        finally:
+            consumer.close()
+        return sorted(latest.values(), key=lambda w: w.instance)
+
+    def newest_receive_time(self) -> datetime | None:
+        """Newest receive_time among the last messages of every partition."""
+        consumer = self._consumer()
+        newest = None
+        try:
+            n = len(consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions)
+            for p in range(n):
+                low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
+                if high <= low:
+                    continue
+                consumer.assign([TopicPartition(self.topic, p, max(low, high - 50))])
+                offset = max(low, high - 50)
+                while offset < high:
+                    msgs = consumer.consume(100, timeout=5)
+                    if not msgs:
+                        break
+                    for msg in msgs:
+                        if msg.error():
+                            offset = high
+                            break
+                        offset = msg.offset() + 1
+                        value = dict(msg.headers() or []).get("flowlens-max-us")
+                        if value is not None:
+                            newest = max(newest or 0, int(value))
+                consumer.unassign()
+        finally:
+            consumer.close()
+        return datetime.fromtimestamp(newest / 1e6, UTC) if newest else None
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(30)
+            self._producer = None
+
+
+def _ms(ts: datetime) -> int:
+    return int(ts.timestamp() * 1000)
+
+
+__all__ = ["WINDOW", "KafkaLanding", "from_ipc", "partition_of", "to_ipc"]

@@ -1,0 +1,142 @@
+"""PostgreSQL landing (minimal mode): flows in ``flowlens.flow_raw``, watermarks in ``ingest_watermarks``.
+
+Writes are one binary COPY per batch (see :mod:`ingest.land.pgbinary`) on a connection from a
+psycopg_pool pool sized by ``backpressure.postgresql`` (seed §8.3), inside one transaction, after
+making sure the day partition (and the next one) exists. A failed write raises; the daemon keeps the
+batch, backs off exponentially and retries, so a PostgreSQL restart costs time, not flows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from ingest.config import PostgresPool
+from ingest.land.base import Watermark, WindowRead
+from ingest.land.pgbinary import COPY_IN_SQL, READ_COLUMNS, decode_copy, encode_copy
+
+log = logging.getLogger(__name__)
+TABLE = "flow_raw"
+PARTITION_DAYS_AHEAD = 2
+
+
+def batch_days(batch: pa.RecordBatch) -> list[date]:
+    """The UTC days a batch's receive_time spans (one, except around midnight)."""
+    times = batch.column("receive_time")
+    lo, hi = pc.min(times).as_py(), pc.max(times).as_py()
+    return [lo.date() + timedelta(days=i) for i in range((hi.date() - lo.date()).days + 1)]
+
+
+class PostgresLanding:
+    """The :class:`ingest.land.base.Landing` of the minimal mode."""
+
+    name = "postgres"
+
+    def __init__(self, dsn: str, pool: PostgresPool | None = None, stats=None, min_connections: int = 0):
+        pool = pool or PostgresPool()
+        self.dsn = dsn
+        self.stats = stats
+        self.pool = ConnectionPool(
+            dsn,
+            min_size=min(min_connections, pool.pool_size),
+            max_size=pool.pool_size,
+            timeout=pool.pool_timeout_seconds,
+            check=ConnectionPool.check_connection,  # a server restart must not hand out dead connections
+            reconnect_timeout=pool.pool_timeout_seconds,
+            name="flowlens-landing",
+            open=False,
+        )
+        self.pool.open(wait=False)
+        self._days: set[date] = set()
+
+    # --- writing ------------------------------------------------------------------------------
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        data = encode_copy(batch)
+        started = time.perf_counter()
+        with self.pool.connection() as conn:
+            self._ensure_partitions(conn, batch_days(batch))
+            with conn.cursor() as cur, cur.copy(COPY_IN_SQL) as copy:
+                copy.write(data)
+        if self.stats is not None:
+            self.stats.pg_writes[TABLE] += batch.num_rows
+            self.stats.pg_latency[TABLE].observe(time.perf_counter() - started)
+            self._pool_gauges()
+
+    def _ensure_partitions(self, conn: psycopg.Connection, days: list[date]) -> None:
+        missing = [d for d in days if d not in self._days]
+        if not missing:
+            return
+        for day in missing:
+            conn.execute(
+                "SELECT flowlens.ensure_day_partitions('flowlens.flow_raw', %s, %s)", (day, PARTITION_DAYS_AHEAD)
+            )
+        conn.commit()
+        self._days.update(missing)
+
+    def _pool_gauges(self) -> None:
+        stats = self.pool.get_stats()
+        self.stats.pg_active = stats.get("pool_size", 0) - stats.get("pool_available", 0)
+        self.stats.pg_waiting = stats.get("requests_waiting", 0)
+
+    def heartbeat(self, instance: str, landed_through: datetime, flows_landed: int) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(
+                """
+                INSERT INTO flowlens.ingest_watermarks (instance, landed_through, heartbeat_at, flows_landed)
+                VALUES (%s, %s, now(), %s)
+                ON CONFLICT (instance) DO UPDATE SET landed_through = GREATEST(
+                    flowlens.ingest_watermarks.landed_through, EXCLUDED.landed_through),
+                    heartbeat_at = now(), flows_landed = EXCLUDED.flows_landed
+                """,
+                (instance, landed_through, flows_landed),
+            )
+        if self.stats is not None:
+            self.stats.pg_writes["ingest_watermarks"] += 1
+
+    # --- reading ------------------------------------------------------------------------------
+    def read_window(self, start: datetime, end: datetime) -> WindowRead:
+        query = sql.SQL(
+            "COPY (SELECT {cols} FROM flowlens.flow_raw WHERE receive_time >= {start} AND receive_time < {end}) "
+            "TO STDOUT (FORMAT BINARY)"
+        ).format(cols=sql.SQL(READ_COLUMNS), start=sql.Literal(start), end=sql.Literal(end))
+        buf = bytearray()
+        with self.pool.connection() as conn, conn.cursor() as cur, cur.copy(query) as copy:
+            for chunk in copy:
+                buf += chunk
+        flows = decode_copy(bytes(buf))
+        position = {"receive_time": [start.isoformat(), end.isoformat()], "rows": flows.num_rows}
+        return WindowRead(flows=flows, source=f"postgres:{TABLE}", position=position)
+
+    def watermarks(self) -> list[Watermark]:
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT instance, landed_through, heartbeat_at, flows_landed FROM flowlens.ingest_watermarks"
+                " ORDER BY instance"
+            ).fetchall()
+        return [Watermark(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def newest_receive_time(self) -> datetime | None:
+        # The watermarks bound the search to the last hour of partitions (BRIN prunes the rest).
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                """
+                SELECT max(receive_time) FROM flowlens.flow_raw
+                WHERE receive_time >= coalesce(
+                    (SELECT max(landed_through) FROM flowlens.ingest_watermarks) - interval '1 hour', '-infinity')
+                """
+            ).fetchone()
+            if row[0] is None:
+                row = conn.execute("SELECT max(receive_time) FROM flowlens.flow_raw").fetchone()
+        return row[0].astimezone(UTC) if row[0] else None
+
+    def close(self) -> None:
+        self.pool.close()

@@ -1,0 +1,261 @@
+"""Receiving UDP export packets: sockets, the exporter allow-list and a fair per-exporter queue.
+
+Every receiving process opens its own socket on each listen address with ``SO_REUSEPORT``, so the
+kernel spreads packets over the processes (by the sender's address and port). A dedicated thread
+(:class:`Receiver`) only reads: it drains each readable socket without blocking, stamps the packets
+with one clock reading per drain, checks the allow-list and puts them in a :class:`FairQueue`.
+Decoding and landing happen in other threads, so receiving never waits on them.
+
+Fairness: the queue keeps one FIFO per exporter and the decoder takes packets round-robin. When the
+queue is full the packet dropped is the newest of the exporter holding the most packets, so a
+flooding exporter loses its own packets and the others keep flowing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import selectors
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+MAX_DATAGRAM = 65_535
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+# A received packet: (exporter address as text, payload, window time in µs). A plain tuple because
+# it is built per packet on the hot path and is exactly what Decoder.decode_many takes.
+Packet = tuple[str, bytes, int]
+EXPORTER, PAYLOAD, STAMP = 0, 1, 2
+
+
+def open_udp_socket(host: str, port: int, rcvbuf: int) -> socket.socket:
+    """A non-blocking UDP socket bound with SO_REUSEPORT and the largest receive buffer allowed.
+
+    Linux caps SO_RCVBUF at net.core.rmem_max; as root SO_RCVBUFFORCE goes past that cap. When the
+    buffer still ends up smaller than asked, log a warning that says how to raise it.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        set_receive_buffer(sock, rcvbuf)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def set_receive_buffer(sock: socket.socket, wanted: int) -> int:
+    """Ask for ``wanted`` bytes of receive buffer; return what the kernel granted (warn if less)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, wanted)
+    except OSError:  # not root (no CAP_NET_ADMIN): the ordinary option, capped by rmem_max
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, wanted)
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2  # Linux reports double
+    if granted < wanted:
+        log.warning(
+            "UDP receive buffer is %d bytes, %d asked: the kernel caps it (raise it with "
+            "`sysctl -w net.core.rmem_max=%d` or run as root); bursts may be dropped by the kernel",
+            granted, wanted, wanted,
+        )  # fmt: skip
+    return granted
+
+
+class AllowList:
+    """Exporter allow-list of addresses/CIDRs, with a per-address verdict cache."""
+
+    def __init__(self, cidrs: Iterable[str]):
+        self.networks = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+        self._cache: dict[str, bool] = {}
+
+    def allows(self, address: str) -> bool:
+        verdict = self._cache.get(address)
+        if verdict is None:
+            verdict = self._check(address)
+            if len(self._cache) < 100_000:  # a spoofed-source flood must not grow memory forever
+                self._cache[address] = verdict
+        return verdict
+
+    def _check(self, address: str) -> bool:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        return any(ip.version == net.version and ip in net for net in self.networks)
+
+
+@dataclass
+class FairQueue:
+    """Bounded packet queue with one FIFO per exporter, drained round-robin (thread-safe)."""
+
+    max_packets: int = 50_000
+    queues: dict[str, deque[Packet]] = field(default_factory=dict)
+    size: int = 0
+    dropped: int = 0  # packets refused because their exporter held the largest share of a full queue
+
+    def __post_init__(self) -> None:
+        self._cond = threading.Condition()
+        self._order: deque[str] = deque()  # round-robin order of exporters with queued packets
+        self._in_flight: int | None = None  # oldest stamp taken by the decoder and not yet released
+
+    def put_many(self, packets: list[Packet]) -> None:
+        with self._cond:
+            for pkt in packets:
+                exporter = pkt[EXPORTER]
+                q = self.queues.get(exporter)
+                if q is None:
+                    q = self.queues[exporter] = deque()
+                if not q:
+                    self._order.append(exporter)
+                q.append(pkt)
+                self.size += 1
+                if self.size > self.max_packets:
+                    self._shed_largest()
+            self._cond.notify()
+
+    def _shed_largest(self) -> None:
+        exporter = max(self.queues, key=lambda e: len(self.queues[e]))
+        self.queues[exporter].pop()
+        self.size -= 1
+        self.dropped += 1
+        if not self.queues[exporter]:
+            self._order.remove(exporter)
+            del self.queues[exporter]
+
+    def take(self, max_packets: int, timeout: float) -> list[Packet]:
+        """Up to ``max_packets`` packets, round-robin over exporters (a quantum of 64 each)."""
+        deadline = time.monotonic() + timeout
+        out: list[Packet] = []
+        with self._cond:
+            while not self.size:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return out
+                self._cond.wait(remaining)
+            while self.size and len(out) < max_packets:
+                exporter = self._order.popleft()
+                q = self.queues[exporter]
+                for _ in range(min(64, len(q), max_packets - len(out))):
+                    out.append(q.popleft())
+                    self.size -= 1
+                if q:
+                    self._order.append(exporter)
+                else:
+                    del self.queues[exporter]  # forget idle exporters (spoofed floods, restarts)
+            self._in_flight = min(p[STAMP] for p in out)
+        return out
+
+    def release(self) -> None:
+        """The packets of the last :meth:`take` are now downstream (decoded and queued, or dropped)."""
+        self._in_flight = None
+
+    def oldest_stamp(self) -> int | None:
+        """The oldest window time still held here (queued or taken and not released)."""
+        with self._cond:
+            heads = [q[0][STAMP] for q in self.queues.values() if q]
+            if self._in_flight is not None:
+                heads.append(self._in_flight)
+            return min(heads) if heads else None
+
+
+def export_time_us(payload: bytes) -> int | None:
+    """The export time in a NetFlow v5/v9 or IPFIX header, in µs since the epoch; None if unknown."""
+    if len(payload) < 16:
+        return None
+    version = payload[0] << 8 | payload[1]
+    if version in (5, 9):
+        seconds = struct.unpack_from("!I", payload, 8)[0]
+        nanos = struct.unpack_from("!I", payload, 12)[0] if version == 5 else 0
+        return seconds * 1_000_000 + min(nanos, 999_999_999) // 1000
+    if version == 10:
+        return struct.unpack_from("!I", payload, 4)[0] * 1_000_000
+    return None
+
+
+BUSY = -1  # Receiver.pending while a drain is stamping packets not yet in the queue
+
+
+class Receiver(threading.Thread):
+    """The receive thread: drains sockets into a FairQueue, filtering on the allow-list.
+
+    Each packet gets a window time: the clock at the drain (``timestamp_source: receive``) or the
+    export time in its header (``export``). For watermarks, :attr:`pending` is :data:`BUSY` while a
+    drain holds stamped packets that are not in the queue yet, and :attr:`max_stamp` is the newest
+    window time queued so far.
+    """
+
+    def __init__(
+        self, sockets: list[socket.socket], queue: FairQueue, allow: AllowList, stats, use_export_time: bool = False
+    ):
+        super().__init__(name="flowlens-receive", daemon=True)
+        self.sockets = sockets
+        self.queue = queue
+        self.allow = allow
+        self.stats = stats
+        self.use_export_time = use_export_time
+        self.stopping = threading.Event()
+        self.drain_limit = 256  # packets per socket per pass, so several sockets take turns
+        self.pending: int | None = None
+        self.max_stamp = 0
+
+    def run(self) -> None:
+        sel = selectors.DefaultSelector()
+        for sock in self.sockets:
+            sel.register(sock, selectors.EVENT_READ)
+        try:
+            while not self.stopping.is_set():
+                for key, _ in sel.select(timeout=0.1):
+                    self._drain(key.fileobj)
+        finally:
+            sel.close()
+
+    def drain_all(self) -> None:
+        """Read what is still queued in the sockets (used on shutdown, after run() ended)."""
+        for sock in self.sockets:
+            while self._drain(sock) == self.drain_limit:
+                pass
+
+    def _drain(self, sock: socket.socket) -> int:
+        self.pending = BUSY
+        now_us = time.time_ns() // 1000
+        packets: list[Packet] = []
+        refused = 0
+        allows = self.allow.allows
+        for _ in range(self.drain_limit):
+            try:
+                payload, addr = sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # e.g. ICMP errors surfaced on the socket: not fatal
+                log.debug("recvfrom: %s", exc)
+                break
+            host = addr[0]
+            if host.startswith("::ffff:"):
+                host = host[7:]
+            if not allows(host):
+                refused += 1
+                continue
+            stamp = (export_time_us(payload) or now_us) if self.use_export_time else now_us
+            packets.append((host, payload, stamp))
+        if refused:
+            self.stats.packets_dropped["not_allowed"] += refused
+        if packets:
+            self.stats.packets_received += len(packets)
+            before = self.queue.dropped
+            self.queue.put_many(packets)
+            if self.queue.dropped != before:
+                self.stats.packets_dropped["fairness"] += self.queue.dropped - before
+            self.max_stamp = max(self.max_stamp, max(p[STAMP] for p in packets))
+        self.pending = None
+        return len(packets) + refused

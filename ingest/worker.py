@@ -1,0 +1,363 @@
+"""One receiving process of the ingest daemon: receive thread, decode thread, landing loop.
+
+::
+
+    sockets --Receiver--> FairQueue --decode thread--> FlowQueue (backpressure) --landing loop--> Landing
+              (allow-list,  (per-exporter   (Decoder.decode_many,   (sample 1:N / drop)   (batches per window,
+               stamping)     round-robin)    split by window)                             retry + backoff,
+                                                                                          heartbeats)
+
+Receiving never waits: when decoding or landing falls behind, the fair queue sheds the flooding
+exporter's packets and the flow queue samples then drops, each counted. A flow leaves the flow
+queue's depth only once the landing confirmed it (Kafka delivery report or PostgreSQL commit), so
+the depth is exactly "accepted and not yet durable", and the watermark is derived from it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ingest.backpressure import FlowQueue, Queued
+from ingest.config import FlowLensConfig
+from ingest.land import backend_for, open_landing
+from ingest.metrics import PROTOCOLS, WorkerStats
+from ingest.receive import BUSY, AllowList, FairQueue, Receiver, open_udp_socket
+
+log = logging.getLogger(__name__)
+WINDOW_US = 300_000_000
+
+
+def split_windows(batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+    """Split a batch so that no piece straddles a 5-minute receive_time boundary."""
+    if batch.num_rows == 0:
+        return []
+    times = batch.column("receive_time").cast(pa.int64()).to_numpy()
+    windows = times // WINDOW_US
+    if windows[0] == windows[-1] and (windows == windows[0]).all():
+        return [batch]
+    order = np.argsort(windows, kind="stable")
+    bounds = np.flatnonzero(np.diff(windows[order])) + 1
+    taken = batch.take(pa.array(order))
+    edges = [0, *bounds.tolist(), len(order)]
+    return [taken.slice(a, b - a) for a, b in itertools.pairwise(edges)]
+
+
+def window_of(batch: pa.RecordBatch) -> int:
+    return int(pc.min(batch.column("receive_time")).cast(pa.int64()).as_py()) // WINDOW_US
+
+
+class ExporterNames:
+    """16-byte exporter address -> text for metric labels (cached, bounded)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[bytes, str] = {}
+
+    def __call__(self, raw: bytes) -> str:
+        name = self._cache.get(raw)
+        if name is None:
+            ip = ipaddress.IPv6Address(raw)
+            name = str(ip.ipv4_mapped or ip)
+            if len(self._cache) < 10_000:
+                self._cache[raw] = name
+        return name
+
+
+@dataclass(eq=False)
+class Unit:
+    """Queued batches of one window landed together; done when every part is confirmed."""
+
+    items: list[Queued]
+    parts_left: int = 1
+    failed: list[pa.RecordBatch] = field(default_factory=list)
+
+
+class Worker:
+    """Everything one receiving process runs; :meth:`run` returns when drained after :meth:`stop`."""
+
+    def __init__(self, cfg: FlowLensConfig, index: int, instance: str, report=None):
+        self.cfg = cfg
+        self.index = index
+        self.instance = instance
+        self.report = report  # callable(snapshot: dict, final: bool) towards the parent
+        self.stats = WorkerStats()
+        ing = cfg.ingest
+        self.backend = backend_for(cfg)
+        self.sockets = [open_udp_socket(a.host, a.port, ing.socket_receive_buffer_bytes) for a in ing.listen]
+        self.fairq = FairQueue(ing.receive_queue_packets)
+        self.flowq = FlowQueue(cfg.backpressure.ingestion)
+        self.receiver = Receiver(
+            self.sockets, self.fairq, AllowList(ing.allowed_exporters), self.stats, ing.timestamp_source == "export"
+        )
+        self.landing = open_landing(cfg, stats=self.stats)
+        self.stopping = threading.Event()
+        self._decode_done = threading.Event()
+        self._exporter_names = ExporterNames()
+        self._landed_through_us = 0
+        self._retry: list[tuple[float, Unit, pa.RecordBatch]] = []
+        self._backoff = 0.1
+        self._drain_deadline: float | None = None
+        self.state_dir = cfg.state_dir / "ingest"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.decoder = self._make_decoder()
+
+    # --- decoder and templates ----------------------------------------------------------------
+    def _make_decoder(self):
+        from ingest.decode import Decoder
+
+        dec = Decoder(
+            default_sampling_rate=self.cfg.ingest.default_sampling_rate,
+            sampling_overrides=self.cfg.ingest.sampling_rate_overrides,
+        )
+        # Every process loads every saved file: after a restart an exporter may hash to another process.
+        for path in sorted(self.state_dir.glob(self.cfg.ingest.template_state_file.format(worker="*"))):
+            try:
+                loaded = dec.load_state(path)
+                log.info("worker %d: %d templates from %s", self.index, loaded, path)
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("worker %d: template state %s unusable (%s); it will be relearned", self.index, path, exc)
+        return dec
+
+    def save_templates(self) -> None:
+        path = self.state_dir / self.cfg.ingest.template_state_file.format(worker=self.index)
+        try:
+            self.decoder.save_state(path)
+        except OSError as exc:
+            log.warning("could not save templates to %s: %s", path, exc)
+
+    # --- decode thread ------------------------------------------------------------------------
+    def decode_loop(self) -> None:
+        batch_packets = self.cfg.ingest.decode_batch_packets
+        errors_seen: dict[str, int] = {}
+        templates_seen = -1
+        last_save = time.monotonic()
+        while True:
+            packets = self.fairq.take(batch_packets, timeout=0.1)
+            if not packets:
+                if self.stopping.is_set() and not self.receiver.is_alive() and self.fairq.size == 0:
+                    break
+                continue
+            try:
+                batch = self.decoder.decode_many(packets)
+                self._count_received(batch)
+                for piece in split_windows(batch):
+                    admitted = self.flowq.admit(piece)
+                    self.stats.sampled += admitted.sampled
+                    self.stats.flows_dropped["backpressure"] += admitted.dropped
+            finally:
+                self.fairq.release()
+            self._count_decode_errors(errors_seen)
+            events = sum(self.decoder.stats.events.values())
+            if events != templates_seen and time.monotonic() - last_save > 1.0:
+                templates_seen, last_save = events, time.monotonic()
+                self.save_templates()
+        self.save_templates()
+        self._decode_done.set()
+
+    def _count_received(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        table = pa.table({"e": batch.column("exporter"), "v": batch.column("flow_version")})
+        for row in table.group_by(["e", "v"]).aggregate([("v", "count")]).to_pylist():
+            key = (self._exporter_names(row["e"]), PROTOCOLS.get(row["v"], str(row["v"])))
+            self.stats.received[key] += row["v_count"]
+
+    def _count_decode_errors(self, seen: dict[str, int]) -> None:
+        for reason, count in self.decoder.stats.errors.items():
+            if count != seen.get(reason, 0):
+                self.stats.packets_dropped[f"malformed:{reason}"] += count - seen.get(reason, 0)
+                seen[reason] = count
+
+    # --- landing loop -------------------------------------------------------------------------
+    def run(self) -> None:
+        self.receiver.start()
+        decode_thread = threading.Thread(target=self.decode_loop, name="flowlens-decode", daemon=True)
+        decode_thread.start()
+        log.info("worker %d (%s) receiving on %s, landing in %s", self.index, self.instance,
+                 ", ".join(f"{a.host}:{a.port}" for a in self.cfg.ingest.listen), self.backend)  # fmt: skip
+        ing = self.cfg.ingest
+        acc: dict[int, list[Queued]] = {}  # window -> queued batches not yet written
+        acc_rows: dict[int, int] = {}
+        acc_since: dict[int, float] = {}
+        # Batches waiting to be written count in the queue depth: keep them well below the sampling
+        # threshold so batching alone never triggers backpressure.
+        flush_rows = max(1, min(ing.batch_max_flows, self.flowq.sample_at // 4))
+        next_heartbeat = time.monotonic()
+        next_report = time.monotonic()
+        while True:
+            item = self.flowq.get(timeout=0.02)
+            now = time.monotonic()
+            if item is not None:
+                w = window_of(item.batch)
+                acc.setdefault(w, []).append(item)
+                acc_rows[w] = acc_rows.get(w, 0) + item.batch.num_rows
+                acc_since.setdefault(w, now)
+            draining = self.stopping.is_set()
+            if draining and self._drain_deadline is None:
+                self._drain_deadline = now + ing.drain_timeout_seconds
+                self._stop_receiving()
+            for w in sorted(acc):
+                newer_window = any(other > w for other in acc)
+                full = acc_rows[w] >= flush_rows or now - acc_since[w] >= ing.batch_max_seconds
+                if draining or newer_window or full:
+                    self._land(Unit(acc.pop(w)))
+                    acc_rows.pop(w)
+                    acc_since.pop(w)
+            self._serve_landing()
+            if now >= next_heartbeat:
+                self._heartbeat()
+                next_heartbeat = now + ing.heartbeat_seconds
+            if now >= next_report:
+                self._report(final=False)
+                next_report = now + 1.0
+            if draining and self._decode_done.is_set() and not acc and self.flowq.depth == 0 and not self._retry:
+                break
+            if draining and now > self._drain_deadline:
+                log.error(
+                    "worker %d: drain timeout with %d flows not landed (landing down?)", self.index, self.flowq.depth
+                )
+                self.stats.flows_dropped["shutdown_unlanded"] += self.flowq.depth
+                break
+        self._heartbeat()
+        decode_thread.join(timeout=5)
+        self.landing.close()
+        for sock in self.sockets:
+            sock.close()
+        self._report(final=True)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _stop_receiving(self) -> None:
+        self.receiver.stopping.set()
+        self.receiver.join(timeout=5)
+        self.receiver.drain_all()  # what the kernel already accepted for us is accepted too
+
+    def _land(self, unit: Unit) -> None:
+        batches = [q.batch for q in unit.items]
+        batch = batches[0] if len(batches) == 1 else pa.concat_batches(batches)
+        self._write(unit, batch)
+
+    def _write(self, unit: Unit, batch: pa.RecordBatch) -> None:
+        """Write (or start writing) one batch of a unit; failures go to the retry list with backoff."""
+        write_async = getattr(self.landing, "write_async", None)
+        if write_async is not None:
+            write_async(batch, lambda failed, error, unit=unit: self._settled(unit, failed, error))
+            return
+        while True:
+            try:
+                self.landing.write(batch)
+            except Exception as exc:  # any driver error: keep the batch, back off, retry
+                if self._failed(str(exc)):
+                    return
+                continue
+            self._succeeded(unit)
+            return
+
+    def _failed(self, error: str) -> bool:
+        """Count a failure and sleep the backoff; True when shutdown's deadline makes us give up."""
+        self.stats.landing_failures[self.backend] += 1
+        self.stats.landing_up[self.backend] = 0
+        log.warning("worker %d: landing in %s failed (%s); retrying in %.1fs (queued: %d flows)",
+                    self.index, self.backend, error.strip()[:200], self._backoff, self.flowq.depth)  # fmt: skip
+        self._report(final=False)
+        if self._drain_deadline is not None and time.monotonic() > self._drain_deadline:
+            return True
+        time.sleep(self._backoff)
+        self._backoff = min(self._backoff * 2, self.cfg.ingest.landing_backoff_max_seconds)
+        return False
+
+    def _succeeded(self, unit: Unit) -> None:
+        self._backoff = 0.1
+        self.stats.landing_up[self.backend] = 1
+        rows = sum(q.batch.num_rows for q in unit.items)
+        self.stats.flows_landed += rows
+        now_us = time.time_ns() // 1000
+        for q in unit.items:
+            self.stats.latency.observe(max(now_us - q.oldest_us, 0) / 1e6, q.batch.num_rows)
+        self.flowq.done(unit.items)
+
+    def _settled(self, unit: Unit, failed: list[pa.RecordBatch], error: str | None) -> None:
+        """Kafka delivery report for one write of a unit (called from poll)."""
+        if not failed:
+            self._succeeded(unit)
+            return
+        self.stats.landing_failures[self.backend] += 1
+        self.stats.landing_up[self.backend] = 0
+        log.warning("worker %d: %d Kafka message(s) not delivered (%s); retrying in %.1fs",
+                    self.index, len(failed), error, self._backoff)  # fmt: skip
+        retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self.cfg.ingest.landing_backoff_max_seconds)
+        self._retry.append((retry_at, unit, pa.concat_batches(failed)))
+
+    def _serve_landing(self) -> None:
+        poll = getattr(self.landing, "poll", None)
+        if poll is not None:
+            poll(0)
+        if self._retry:
+            now = time.monotonic()
+            due = [r for r in self._retry if r[0] <= now]
+            self._retry = [r for r in self._retry if r[0] > now]
+            for _, unit, batch in due:
+                self._write(unit, batch)
+
+    # --- watermarks ---------------------------------------------------------------------------
+    def landed_through_us(self) -> int:
+        """Every flow with a window time before this is durable (never goes backwards)."""
+        use_export = self.cfg.ingest.timestamp_source == "export"
+        for _ in range(200):
+            mark = self.receiver.max_stamp if use_export else time.time_ns() // 1000
+            if self.receiver.pending == BUSY and self.receiver.is_alive():
+                time.sleep(0.001)
+                continue
+            # Upstream stages first: a batch moving downstream is always visible in one of them.
+            oldest = [s for s in (self.fairq.oldest_stamp(), self.flowq.oldest_us()) if s is not None]
+            if use_export and not mark:
+                mark = time.time_ns() // 1000
+            candidate = min([mark, *oldest])
+            self._landed_through_us = max(self._landed_through_us, candidate)
+            break
+        return self._landed_through_us
+
+    def _heartbeat(self) -> None:
+        through = datetime.fromtimestamp(self.landed_through_us() / 1e6, UTC)
+        try:
+            self.landing.heartbeat(self.instance, through, self.stats.flows_landed)
+        except Exception as exc:  # landing down: the next heartbeat will say it
+            self.stats.landing_failures[self.backend] += 1
+            log.warning("worker %d: heartbeat not landed (%s)", self.index, str(exc).strip()[:200])
+
+    def _report(self, final: bool) -> None:
+        self.stats.queue_depth = self.flowq.depth
+        if self.report is not None:
+            self.report(self.stats.snapshot(), final)
+
+
+def run_worker(cfg: FlowLensConfig, index: int, instance: str, channel, log_level: str) -> None:
+    """Entry point of a receiving process (multiprocessing target)."""
+    logging.basicConfig(level=log_level, format=f"%(asctime)s flowlens-ingest[w{index}] %(levelname)s %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into an orderly stop
+
+    def report(snapshot: dict, final: bool) -> None:
+        channel.put({"worker": index, "snapshot": snapshot, "final": final})
+
+    try:
+        worker = Worker(cfg, index, instance, report)
+    except Exception as exc:
+        log.error("worker %d cannot start: %s", index, exc)
+        channel.put({"worker": index, "error": str(exc)})
+        raise SystemExit(3) from exc
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    channel.put({"worker": index, "ready": True, "pid": os.getpid()})
+    worker.run()

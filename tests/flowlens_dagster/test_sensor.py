@@ -1,0 +1,104 @@
+"""The watermark sensor: pure tick planning, then a real tick against the minimal-mode landing."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+import dagster as dg
+from flowlens_dagster.definitions import defs
+from flowlens_dagster.partitions import window_key
+from flowlens_dagster.resources import build_resources
+from flowlens_dagster.sensors import SENSOR_NAME, plan_tick
+from ingest.config import FlowLensConfig
+from ingest.land.base import Watermark
+from ingest.land.postgres import PostgresLanding
+from tests.assets import scenario
+from tests.assets.test_window_assets import pipeline_config
+
+NOW = datetime(2026, 11, 26, 12, 31, 0, tzinfo=UTC)
+FIRST = datetime(2026, 11, 24, tzinfo=UTC)
+CFG = FlowLensConfig()  # grace 30 s, instance timeout 120 s, 12 runs per tick, lag 180/600/300
+
+
+def mark(name: str, landed_through: datetime, heartbeat_age_s: float = 1) -> Watermark:
+    return Watermark(name, landed_through, NOW - timedelta(seconds=heartbeat_age_s))
+
+
+def test_window_is_complete_only_when_every_live_instance_is_past_it():
+    cursor = {"next_window": "2026-11-26T12:10:00+00:00"}
+    marks = [mark("a", NOW), mark("b", datetime(2026, 11, 26, 12, 22, tzinfo=UTC))]
+    plan = plan_tick(CFG, marks, NOW, cursor, NOW, None, first_partition=FIRST)
+    # b has landed through 12:22: windows 12:10 and 12:15 are complete, 12:20 is not
+    assert [window_key(w) for w in plan.windows] == ["2026-11-26-12:10", "2026-11-26-12:15"]
+    assert plan.next_window == datetime(2026, 11, 26, 12, 20, tzinfo=UTC)
+    assert plan.live_instances == ["a", "b"]
+
+
+def test_a_silent_instance_stops_holding_windows_back():
+    cursor = {"next_window": "2026-11-26T12:10:00+00:00"}
+    marks = [mark("a", NOW), mark("dead", datetime(2026, 11, 26, 12, 0, tzinfo=UTC), heartbeat_age_s=600)]
+    plan = plan_tick(CFG, marks, NOW, cursor, NOW, None, first_partition=FIRST)
+    assert plan.silent_instances == ["dead"]
+    # grace: the window ending 12:30 closes only at 12:30:30 -> 12:25 is the last complete one
+    assert [window_key(w) for w in plan.windows][-1] == "2026-11-26-12:25"
+
+
+def test_requests_are_capped_per_tick_and_the_cursor_resumes_after_them():
+    cfg = CFG.model_copy(update={"pipeline": CFG.pipeline.model_copy(update={"max_runs_per_tick": 3})})
+    cursor = {"next_window": "2026-11-26T11:00:00+00:00"}
+    plan = plan_tick(cfg, [mark("a", NOW)], NOW, cursor, NOW, NOW - timedelta(minutes=1), first_partition=FIRST)
+    assert len(plan.windows) == 3
+    again = plan_tick(cfg, [mark("a", NOW)], NOW, {"next_window": plan.next_window.isoformat()}, NOW, None, 0, FIRST)
+    assert again.windows[0] == plan.windows[-1] + timedelta(minutes=5)
+
+
+def test_lag_alerts_then_holds_while_runs_are_queued_then_resumes():
+    cursor = {"next_window": "2026-11-26T12:00:00+00:00"}
+    marks = [mark("a", NOW)]
+    alert = plan_tick(CFG, marks, NOW, cursor, NOW, NOW - timedelta(seconds=200), first_partition=FIRST)
+    assert alert.alert and not alert.held and alert.windows
+    held = plan_tick(CFG, marks, NOW, cursor, NOW, NOW - timedelta(seconds=700), in_flight=4, first_partition=FIRST)
+    assert held.held and held.windows == [] and held.next_window == datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    # still above the resume threshold: stays held, but a drained queue gets one capped batch
+    drained = plan_tick(
+        CFG, marks, NOW, {**cursor, "held": True}, NOW, NOW - timedelta(seconds=400), in_flight=0,
+        first_partition=FIRST,
+    )  # fmt: skip
+    assert drained.held and drained.windows
+    resumed = plan_tick(
+        CFG, marks, NOW, {**cursor, "held": True}, NOW, NOW - timedelta(seconds=100), in_flight=3,
+        first_partition=FIRST,
+    )  # fmt: skip
+    assert not resumed.held and resumed.windows
+
+
+@pytest.mark.integration
+def test_sensor_tick_reports_landed_windows_and_requests_runs(flowlens_config, clean_pg, monkeypatch, tmp_path):
+    monkeypatch.setenv("FLOWLENS_STATE_DIR", str(tmp_path))  # metrics file goes here
+    base = scenario.base_window()
+    flows = scenario.flow_rows(base)
+    landing = PostgresLanding(clean_pg)
+    try:
+        for rows in flows.values():
+            landing.write(scenario.batch(rows))
+        landing.heartbeat("test-instance", base + 3 * scenario.WINDOW, sum(len(r) for r in flows.values()))
+    finally:
+        landing.close()
+    resources = build_resources(pipeline_config(flowlens_config), use_env=False)
+    sensor = defs.resolve_sensor_def(SENSOR_NAME)
+    cursor = json.dumps({"next_window": base.isoformat()})
+    with dg.instance_for_test() as instance:
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+            result = sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    keys = [window_key(base + i * scenario.WINDOW) for i in range(3)]
+    assert [r.partition_key for r in result.run_requests] == keys
+    assert [r.run_key for r in result.run_requests] == [f"window-{k}" for k in keys]
+    counts = {e.partition: e.metadata["dagster/row_count"].value for e in result.asset_events}
+    assert counts == {window_key(base + i * scenario.WINDOW): len(flows[i]) for i in range(3)}
+    assert json.loads(result.cursor)["next_window"] == (base + 3 * scenario.WINDOW).isoformat()
+    metrics = (tmp_path / "metrics" / "pipeline.prom").read_text()
+    assert "flowlens_kafka_consumer_lag_seconds" in metrics
