@@ -15,7 +15,7 @@ from assets.flow_stats import flow_stats
 from assets.landing import flows_landed
 from assets.rollups import flow_stats_daily, flow_stats_hourly
 from assets.topology import dependencies, network_assets
-from flowlens_dagster.checks import ALL_CHECKS
+from flowlens_dagster.checks import ALL_CHECKS, apply_freshness_policies
 from flowlens_dagster.jobs import ALL_JOBS, window_job
 from flowlens_dagster.resources import build_resources
 from flowlens_dagster.schedules import ALL_SCHEDULES
@@ -32,11 +32,13 @@ ALL_ASSETS = [
     flow_stats_daily,
 ]
 
-defs = dg.Definitions(
-    assets=ALL_ASSETS,
-    asset_checks=ALL_CHECKS,
-    jobs=ALL_JOBS,
-    schedules=ALL_SCHEDULES,
-    sensors=[build_sensor(window_job)],
-    resources=build_resources(),
+defs = apply_freshness_policies(
+    dg.Definitions(
+        assets=ALL_ASSETS,
+        asset_checks=ALL_CHECKS,
+        jobs=ALL_JOBS,
+        schedules=ALL_SCHEDULES,
+        sensors=[build_sensor(window_job)],
+        resources=build_resources(),
+    )
 )

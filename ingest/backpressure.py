@@ -106,9 +106,11 @@ class FlowQueue:
         room = max(self.drop_at - max(self._depth, self.sample_at), 0)
         positions = (self._sample_phase + np.arange(rest)) % self.rate
         kept_in_band = np.flatnonzero(positions == self.rate - 1)
-        if len(kept_in_band) > room:
+        if room == 0:
+            band_len, kept_in_band = 0, kept_in_band[:0]
+        elif len(kept_in_band) >= room:
             # Once the room is used up the depth sits at drop_at: every later flow is dropped.
-            band_len = int(kept_in_band[room - 1]) + 1 if room else 0
+            band_len = int(kept_in_band[room - 1]) + 1
             kept_in_band = kept_in_band[:room]
         else:
             band_len = rest

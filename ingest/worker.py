@@ -334,8 +334,10 @@ class Worker:
         through = datetime.fromtimestamp(self.landed_through_us() / 1e6, UTC)
         try:
             self.landing.heartbeat(self.instance, through, self.stats.flows_landed)
+            self.stats.landing_up[self.backend] = 1
         except Exception as exc:  # landing down: the next heartbeat will say it
             self.stats.landing_failures[self.backend] += 1
+            self.stats.landing_up[self.backend] = 0
             log.warning("worker %d: heartbeat not landed (%s)", self.index, str(exc).strip()[:200])
 
     def _report(self, final: bool) -> None:

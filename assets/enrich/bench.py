@@ -209,7 +209,8 @@ def _flush(url: str | None) -> None:
     if url:
         import redis
 
-        redis.Redis.from_url(url).flushdb()
+        # asynchronous: freeing a million keys takes Redis seconds, and nobody waits for it
+        redis.Redis.from_url(url, socket_timeout=30).flushdb(asynchronous=True)
 
 
 def _enricher(cache: EnrichmentCache, geoip: GeoIP, server: PTRServer, inventory: Inventory) -> Enricher:

@@ -325,7 +325,7 @@ class Inventory:
         frame = flows.select("src_port", "dst_port", "protocol").with_columns(
             src_entry=entries.gather(src_idx), dst_entry=entries.gather(dst_idx)
         )
-        offers = self._service_keys
+        offers = self._service_keys.implode()
         hint = frame.select(
             pl.when(_service_key_expr("dst_entry", "dst_port").is_in(offers))
             .then(pl.lit(1, dtype=pl.Int8))
@@ -429,7 +429,10 @@ def load_into_postgres(dsn: str, inventory: Inventory) -> dict[str, int]:
 
 def main(argv: list[str]) -> int:
     """``flowlens inventory [FILE]``: validate the inventory file and load it into PostgreSQL."""
-    parser = argparse.ArgumentParser(prog="flowlens inventory", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="flowlens inventory",
+        description="Validate an asset inventory file (CSV or YAML) and load it into flowlens.inventory and assets.",
+    )
     parser.add_argument("file", nargs="?", help="CSV or YAML inventory (default: config enrichment.inventory_file)")
     parser.add_argument("--config", help="FlowLens config file (default: $FLOWLENS_CONFIG or ./flowlens.yaml)")
     parser.add_argument("--dsn", help="PostgreSQL conninfo (default: from the config)")

@@ -41,13 +41,12 @@ class CheckSpec:
 
 
 def suite_finding(check: str, suite: TableSuite, sources: Sources) -> Finding:
-    """Validate ``suite`` with GX in PostgreSQL and wrap the outcome as a finding."""
-    outcome = RUNNER.validate_sql(sources.url, suite)
-    return Finding(check, outcome.success, outcome.summary(), outcome.metadata())
+    """Validate ``suite`` on the span's suspect rows in PostgreSQL and wrap the outcome as a finding."""
+    return _finding(check, suite, *sources.pg_suspects(suite))
 
 
-def _frame_finding(check: str, suite: TableSuite, frame: Any) -> Finding:
-    outcome = RUNNER.validate_frame(frame, suite)
+def _finding(check: str, suite: TableSuite, rows: int, frame: Any, capped: bool) -> Finding:
+    outcome = RUNNER.validate_suspects(frame, suite, rows, capped)
     return Finding(check, outcome.success, outcome.summary(), outcome.metadata())
 
 
@@ -55,19 +54,25 @@ def landing_suite(sources: Sources, span: Span) -> Finding:
     suite = suites.landing_suite(span)
     if not sources.landing_is_kafka(span):
         return suite_finding(names.LANDING_SUITE, suite, sources)
-    frame = sources.landed_frame(span)
-    frame[IP_MINIMUM] = frame["bytes"].astype("int64") - 20 * frame["packets"].astype("int64")
-    return _frame_finding(names.LANDING_SUITE, suite, frame)
+    addrs = ("exporter", "src_addr", "dst_addr")
+    columns = [c for c in [*suites.FLOW_KEY, "flow_version", "tcp_flags", "sampling_rate"] if c not in addrs]
+    columns += [f"hex({c}) AS {c}" for c in addrs]  # binary -> text: GX hashes values for uniqueness
+    base = f"SELECT {', '.join(columns)}, bytes::BIGINT - 20 * packets::BIGINT AS {IP_MINIMUM} FROM landed"
+    landed = sources.landed_table(span)
+    return _finding(
+        names.LANDING_SUITE, suite, *sources.duck_suspects(suite, base, landed.num_rows, {"landed": landed})
+    )
 
 
 def enriched_suite(sources: Sources, span: Span) -> Finding:
-    frame = sources.lake_frame(span, LAKE_COLUMNS, f"bytes::BIGINT - 20 * packets::BIGINT AS {IP_MINIMUM}")
-    if frame is None:
+    base = sources.lake_query(span, LAKE_COLUMNS, f"bytes::BIGINT - 20 * packets::BIGINT AS {IP_MINIMUM}")
+    if base is None:
         return Finding(names.ENRICHED_SUITE, False, (
             f"window {span}: no Parquet files in {sources.lake_dir(span.start)}. Materialize partition {span.key}"
             f" ({reconcile.rematerialize(span)})."
         ), {"window": span.key})  # fmt: skip
-    return _frame_finding(names.ENRICHED_SUITE, suites.enriched_suite(span), frame)
+    suite = suites.enriched_suite(span)
+    return _finding(names.ENRICHED_SUITE, suite, *sources.duck_suspects(suite, base, sources.lake_rows(span)))
 
 
 def _sql_suite(check: str, build: Callable[[Span], TableSuite]) -> Callable[[Sources, Span], Finding]:

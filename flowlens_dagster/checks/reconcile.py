@@ -27,6 +27,8 @@ from typing import Any
 import psycopg
 
 from flowlens_dagster.checks import names
+from flowlens_dagster.checks.suites import TableSuite
+from flowlens_dagster.checks.suspects import MAX_SUSPECTS, count_sql, suspects_sql
 from flowlens_dagster.checks.windows import Span
 from flowlens_dagster.partitions import WINDOW, window_key
 
@@ -109,7 +111,7 @@ class Sources:
 
     def _landed(self, span: Span) -> Totals:
         if self.landing_is_kafka(span):
-            return _arrow_totals(self._read_landing(span))
+            return _arrow_totals(self.landed_table(span))
         start, end = span.sql()
         return _sql_totals(
             self,
@@ -124,12 +126,10 @@ class Sources:
         """Totals of the window's Parquet files, or None when the window has no files."""
         return self._cached("lake", span, lambda: _lake_totals(self.lake_files(span)))
 
-    def lake_frame(self, span: Span, columns: list[str], extra: str = "") -> Any:
-        """The window's lake rows as pandas (only ``columns`` that exist, plus SQL ``extra``), or None."""
+    def lake_query(self, span: Span, columns: list[str], extra: str = "") -> str | None:
+        """DuckDB SELECT of the window's lake rows (``columns`` that exist, plus SQL ``extra``), or None."""
         files = self.lake_files(span)
-        if not files:
-            return None
-        return self._cached("lake_frame", span, lambda: _lake_frame(files, columns, extra))
+        return _lake_query(files, columns, extra) if files else None
 
     def landing_is_kafka(self, span: Span) -> bool:
         if self.open_landing is None:
@@ -137,9 +137,36 @@ class Sources:
         load = self.load(span, names.ENRICHED_FLOWS)
         return str(load["source"]).startswith("kafka") if load else self.kafka_landing
 
-    def landed_frame(self, span: Span) -> Any:
-        """The landing's rows for the window as pandas (Kafka mode, where there is no table to query)."""
-        return self._cached("landed_frame", span, lambda: self._read_landing(span).to_pandas())
+    def landed_table(self, span: Span) -> Any:
+        """The landing's rows for the window as Arrow (Kafka mode, where there is no table to query)."""
+        return self._cached("landed_table", span, lambda: self._read_landing(span))
+
+    def pg_suspects(self, suite: TableSuite) -> tuple[int, Any, bool]:
+        """(rows in the span, suspect rows as pandas, capped) of ``suite.query`` run by PostgreSQL."""
+        with self.connect() as conn:
+            rows = conn.execute(count_sql(suite.query)).fetchone()[0]
+            cur = conn.execute(suspects_sql(suite, suite.query))
+            frame = _frame(cur.fetchall(), [d.name for d in cur.description])
+        return int(rows), frame, len(frame) >= MAX_SUSPECTS
+
+    def duck_suspects(
+        self, suite: TableSuite, base: str, rows: int, tables: dict[str, Any] | None = None
+    ) -> tuple[int, Any, bool]:
+        """The same with DuckDB (the lake's Parquet files, or Arrow ``tables`` registered by name),
+        for a span whose row count the caller knows (Parquet metadata, Arrow)."""
+        import duckdb
+
+        with duckdb.connect() as con:
+            for name, table in (tables or {}).items():
+                con.register(name, table)
+            frame = con.execute(suspects_sql(suite, base, "duckdb")).df()
+        return rows, frame, len(frame) >= MAX_SUSPECTS
+
+    def lake_rows(self, span: Span) -> int:
+        """Rows in the window's Parquet files, from their footers (no data read)."""
+        import pyarrow.parquet as pq
+
+        return sum(pq.read_metadata(p).num_rows for p in self.lake_files(span))
 
     def _read_landing(self, span: Span) -> Any:
         landing = self.open_landing()
@@ -187,18 +214,21 @@ def _parquet_list(files: list[Path]) -> str:
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in files) + "]"
 
 
-def _lake_frame(files: list[Path], columns: list[str], extra: str) -> Any:
-    import duckdb
+def _lake_query(files: list[Path], columns: list[str], extra: str) -> str:
     import pyarrow.parquet as pq
 
     schema = pq.read_schema(files[0])
-    # Binary addresses arrive in pandas as bytearray, which GX cannot hash (uniqueness): select them as hex.
+    # Binary addresses reach pandas as bytearray, which GX cannot hash (uniqueness): select them as hex.
     selected = ", ".join(
         f'hex("{c}") AS "{c}"' if _is_binary(schema.field(c).type) else f'"{c}"' for c in columns if c in schema.names
     )
-    with duckdb.connect() as con:
-        query = f"SELECT {selected}{', ' + extra if extra else ''} FROM read_parquet({_parquet_list(files)})"
-        return con.execute(query).df()
+    return f"SELECT {selected}{', ' + extra if extra else ''} FROM read_parquet({_parquet_list(files)})"
+
+
+def _frame(rows: list[tuple], columns: list[str]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame.from_records(rows, columns=columns)
 
 
 def _is_binary(arrow_type: Any) -> bool:

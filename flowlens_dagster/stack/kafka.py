@@ -187,14 +187,8 @@ def start(cfg: FlowLensConfig, timeout: float = 120.0) -> bool:
     process.check_port_free(host, int(port), NAME, "kafka.bootstrap_servers")
     process.check_port_free(host, cfg.kafka.controller_port, f"{NAME} controller", "kafka.controller_port")
     process.log(f"starting {NAME} on {host}:{port} (controller {cfg.kafka.controller_port})")
-    pid = process.spawn(_java_argv(cfg, "kafka.Kafka", str(paths.properties)), paths.log, paths.pidfile)
-    process.wait_until(
-        lambda: _broker_ready(cfg),
-        NAME,
-        timeout,
-        alive=lambda: process.is_ours(pid, paths.marker),
-        log_path=paths.log,
-    )
+    argv = _java_argv(cfg, "kafka.Kafka", str(paths.properties))
+    process.start_and_wait(NAME, argv, paths.log, paths.pidfile, paths.marker, lambda: _broker_ready(cfg), timeout)
     return True
 
 

@@ -138,14 +138,9 @@ def start(cfg: FlowLensConfig, timeout: float = 90.0) -> bool:
         # start while it names a live process, and removes it itself otherwise.
         process.log(f"found {stale} from an earlier run; PostgreSQL will check and reuse it")
     process.log(f"starting {NAME} on {cfg.postgres.host}:{cfg.postgres.port}")
-    pid = process.spawn([str(PG_BIN / "postgres"), "-D", str(paths.data)], paths.log, paths.pidfile, user=_owner())
-    process.wait_until(
-        lambda: _superuser_ready(cfg),
-        NAME,
-        timeout,
-        alive=lambda: process.is_ours(pid, paths.marker),
-        log_path=paths.log,
-    )
+    argv = [str(PG_BIN / "postgres"), "-D", str(paths.data)]
+    ready = lambda: _superuser_ready(cfg)  # noqa: E731
+    process.start_and_wait(NAME, argv, paths.log, paths.pidfile, paths.marker, ready, timeout, user=_owner())
     return True
 
 

@@ -66,14 +66,9 @@ def read_pid(pidfile: Path) -> int | None:
 
 
 def running_pid(pidfile: Path, marker: str) -> int | None:
-    """The pid recorded in ``pidfile`` if that process is still ours; stale pidfiles are removed."""
+    """The pid recorded in ``pidfile`` if that process is still ours (a read: nothing is removed)."""
     pid = read_pid(pidfile)
-    if pid is None:
-        return None
-    if is_ours(pid, marker):
-        return pid
-    pidfile.unlink(missing_ok=True)
-    return None
+    return pid if pid is not None and is_ours(pid, marker) else None
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -153,6 +148,22 @@ def stop(pidfile: Path, marker: str, name: str, sig: int = signal.SIGTERM, timeo
     _reap(pid)
     pidfile.unlink(missing_ok=True)
     return True
+
+
+def start_and_wait(
+    name: str,
+    argv: list[str],
+    log_path: Path,
+    pidfile: Path,
+    marker: str,
+    ready: Callable[[], bool],
+    timeout: float,
+    user: str | None = None,
+) -> int:
+    """Spawn a service, then wait for ``ready``; fail fast (with its log) if it dies meanwhile."""
+    pid = spawn(argv, log_path, pidfile, user=user)
+    wait_until(ready, name, timeout, alive=lambda: is_ours(pid, marker), log_path=log_path)
+    return pid
 
 
 def wait_until(

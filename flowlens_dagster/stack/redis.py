@@ -28,8 +28,9 @@ class Paths:
 
 
 def _marker(cfg: FlowLensConfig) -> str:
-    # redis-server rewrites its process title to "<binary> host:port": unique per port.
-    return f"redis-server {cfg.redis.host}:{cfg.redis.port}"
+    # redis-server rewrites its process title; settings.py puts the config file path in it, so the
+    # title names this project's Redis before and after the rewrite.
+    return str(Paths(cfg).conf)
 
 
 def write_config(cfg: FlowLensConfig) -> Path:
@@ -62,14 +63,8 @@ def start(cfg: FlowLensConfig, timeout: float = 30.0) -> bool:
     process.check_port_free(cfg.redis.host, cfg.redis.port, NAME, "redis.port")
     conf = write_config(cfg)
     process.log(f"starting {NAME} on {cfg.redis.host}:{cfg.redis.port}")
-    pid = process.spawn([REDIS_SERVER, str(conf)], paths.log, paths.pidfile)
-    process.wait_until(
-        lambda: _ping(cfg),
-        NAME,
-        timeout,
-        alive=lambda: process.is_ours(pid, REDIS_SERVER) or process.is_ours(pid, _marker(cfg)),
-        log_path=paths.log,
-    )
+    argv = [REDIS_SERVER, str(conf)]
+    process.start_and_wait(NAME, argv, paths.log, paths.pidfile, _marker(cfg), lambda: _ping(cfg), timeout)
     return True
 
 

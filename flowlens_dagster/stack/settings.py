@@ -105,6 +105,9 @@ def redis_settings(cfg: FlowLensConfig, data_dir: str, ram: int | None = None) -
         "port": str(cfg.redis.port),
         "protected-mode": "yes",
         "daemonize": "no",  # the stack tracks the pid itself
+        # Not in the seed: keep the config file path in the process title, which is how the stack
+        # recognises its own Redis (the default title holds only the address).
+        "proc-title-template": '"{title} {listen-addr} {server-mode} {config-file}"',
         "dir": data_dir,
         "logfile": '""',  # stdout, captured to the state dir's log file
         "maxmemory": str(redis_maxmemory(cfg, ram)),

@@ -7,8 +7,10 @@ version, header times, resolved sampling rate). Output: ``Columns``, a dict of c
 
 Cisco ASA NSEL rule (firewall event, IE 233 or v9 field 40005): a connection is reported when it
 is created (event 1), possibly updated (5) and when it is torn down (2). Create events carry no
-traffic yet, and the teardown (or update) carries the counters, so create events are *dropped*
-(counted as ``nsel_create_skipped``): keeping them would count every connection twice. Denied
+traffic yet, and the teardown (or update) carries the counters, so create events that carry no
+bytes and no packets are *dropped* (counted as ``nsel_create_skipped``): keeping them would count
+every connection twice. A create event that does carry traffic (some exporters report the first
+packets' delta there; the later events then carry only what follows) is kept. Denied
 (3) and alert (4) events are kept as flows with whatever counters they carry. Byte and packet
 counts come from the initiator fields (IE 231/298, ``NF_F_FWD_FLOW_DELTA_BYTES``) when no plain
 counter is present; responder counters (IE 232/299) become a reverse-direction record, the same
@@ -179,12 +181,13 @@ def reverse(cols: Columns, values: dict[str, np.ndarray]) -> tuple[Columns, np.n
     return out, keep
 
 
-def nsel_keep(values: dict[str, np.ndarray]) -> np.ndarray | None:
-    """Mask of records to keep under the NSEL rule above (None: not an NSEL template)."""
+def nsel_keep(values: dict[str, np.ndarray], cols: Columns) -> np.ndarray | None:
+    """Mask of records to keep under the NSEL rule above (None: not a firewall-event template)."""
     event = values.get("fw_event")
     if event is None:
         return None
-    return widen(event) != NSEL_CREATE
+    empty = (cols["bytes"][0] == 0) & (cols["packets"][0] == 0)
+    return ~((widen(event) == NSEL_CREATE) & empty)
 
 
 def select(cols: Columns, keep: np.ndarray) -> Columns:

@@ -415,6 +415,7 @@ class Decoder:
         rows = self._rows(tmpl, payload, start, end)
         if not len(rows):
             return
+        self.stats.events["options_records"] += len(rows)
         names = [n for n in rows.dtype.names]
         exp, _, domain, _ = tmpl.key
         for row in rows:
@@ -547,7 +548,7 @@ class Decoder:
         cols = columns.forward(values, ctx, sections if tmpl is not None and tmpl.frame_section is not None else None)
         rate, unsampled = self._rates(values, ctx) if tmpl is not None else (ctx["rate"], ctx.all_one("rate"))
         reverse = columns.reverse(cols, values)
-        keep = columns.nsel_keep(values)
+        keep = columns.nsel_keep(values, cols)
         forward_rate = rate
         if keep is not None and not keep.all():
             self.stats.events["nsel_create_skipped"] += int((~keep).sum())
@@ -557,6 +558,7 @@ class Decoder:
         if reverse is None:
             return cols
         rev_cols, rev_keep = reverse
+        self.stats.events["reverse_records"] += len(rev_cols["bytes"][0])
         columns.scale(rev_cols, rate[rev_keep], unsampled)
         return columns.concat([cols, rev_cols])
 

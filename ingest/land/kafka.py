@@ -324,6 +324,27 @@ class KafkaLanding:
         flows = pa.concat_tables(tables) if tables else FLOW_SCHEMA.empty_table()
         return WindowRead(flows=flows, source=f"kafka:{self.topic}", position=position)
 
+    def _messages(self, consumer: Consumer, topic: str, partition: int, first: int, high: int):
+        """Messages of one partition from ``first`` until the end (``high`` or end of partition)."""
+        consumer.assign([TopicPartition(topic, partition, first)])
+        try:
+            offset = first
+            while offset < high:
+                msg = consumer.poll(10)
+                if msg is None:
+                    raise RuntimeError(
+                        f"Kafka {topic}[{partition}]: no message at offset {offset} (high {high}) within 10 s; "
+                        f"is the broker at {self.bootstrap} healthy?"
+                    )
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        return
+                    raise KafkaException(msg.error())
+                offset = msg.offset() + 1
+                yield msg
+        finally:
+            consumer.unassign()
+
     def _read_partition(self, consumer, p, first, ts_stop, high, start, end, instances) -> tuple[list, int]:
         """Messages [first, stop) of partition p; return the window's flows and the stop offset."""
         tables: list[pa.Table] = []
@@ -331,29 +352,22 @@ class KafkaLanding:
             return tables, first
         window_key = str(int(start.timestamp())).encode()
         waiting = set(instances)
-        consumer.assign([TopicPartition(self.topic, p, first)])
         offset = first
         start_us, end_us = _us(start), _us(end)
-        while offset < high and (offset < ts_stop or waiting):
-            for msg in consumer.consume(1000, timeout=5):
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        return tables, offset
-                    raise KafkaException(msg.error())
-                offset = msg.offset() + 1
-                headers = dict(msg.headers() or [])
-                if headers.get(KIND) == b"watermark":
-                    info = json.loads(msg.value())
-                    if datetime.fromisoformat(info["landed_through"]) >= end:
-                        waiting.discard(info["instance"])
-                elif headers.get("flowlens-window") == window_key:
-                    table = from_ipc(msg.value())
-                    times = table.column("receive_time").cast(pa.int64())
-                    keep = pc.and_(pc.greater_equal(times, start_us), pc.less(times, end_us))
-                    tables.append(table.filter(keep))
-                if offset >= high or (offset >= ts_stop and not waiting):
-                    break
-        consumer.unassign()
+        for msg in self._messages(consumer, self.topic, p, first, high):
+            offset = msg.offset() + 1
+            headers = dict(msg.headers() or [])
+            if headers.get(KIND) == b"watermark":
+                info = json.loads(msg.value())
+                if datetime.fromisoformat(info["landed_through"]) >= end:
+                    waiting.discard(info["instance"])
+            elif headers.get("flowlens-window") == window_key:
+                table = from_ipc(msg.value())
+                times = table.column("receive_time").cast(pa.int64())
+                keep = pc.and_(pc.greater_equal(times, start_us), pc.less(times, end_us))
+                tables.append(table.filter(keep))
+            if offset >= ts_stop and not waiting:
+                break
         return tables, offset
 
     def watermarks(self) -> list[Watermark]:
@@ -361,60 +375,34 @@ class KafkaLanding:
         consumer = self._consumer()
         latest: dict[str, Watermark] = {}
         try:
-            tp = TopicPartition(self.watermark_topic, 0)
             try:
-                low, high = consumer.get_watermark_offsets(tp, timeout=10)
+                low, high = consumer.get_watermark_offsets(TopicPartition(self.watermark_topic, 0), timeout=10)
             except KafkaException:
                 return []
-            if high <= low:
-                return []
-            consumer.assign([TopicPartition(self.watermark_topic, 0, low)])
-            offset = low
-            while offset < high:
-                for msg in consumer.consume(1000, timeout=5):
-                    if msg.error():
-                        if msg.error().code() == KafkaError._PARTITION_EOF:
-                            offset = high
-                            break
-                        raise KafkaException(msg.error())
-                    offset = msg.offset() + 1
-                    info = json.loads(msg.value())
-                    heartbeat_at = datetime.fromtimestamp(msg.timestamp()[1] / 1000, UTC)
-                    latest[info["instance"]] = Watermark(
-                        info["instance"],
-                        datetime.fromisoformat(info["landed_through"]),
-                        heartbeat_at,
-                        int(info.get("flows_landed", 0)),
-                    )
+            for msg in self._messages(consumer, self.watermark_topic, 0, low, high):
+                info = json.loads(msg.value())
+                latest[info["instance"]] = Watermark(
+                    info["instance"],
+                    datetime.fromisoformat(info["landed_through"]),
+                    datetime.fromtimestamp(msg.timestamp()[1] / 1000, UTC),
+                    int(info.get("flows_landed", 0)),
+                )
         finally:
             consumer.close()
         return sorted(latest.values(), key=lambda w: w.instance)
 
     def newest_receive_time(self) -> datetime | None:
-        """Newest receive_time among the last messages of every partition."""
+        """Newest receive_time among the last 50 messages of every partition."""
         consumer = self._consumer()
         newest = None
         try:
             n = len(consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions)
             for p in range(n):
                 low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
-                if high <= low:
-                    continue
-                consumer.assign([TopicPartition(self.topic, p, max(low, high - 50))])
-                offset = max(low, high - 50)
-                while offset < high:
-                    msgs = consumer.consume(100, timeout=5)
-                    if not msgs:
-                        break
-                    for msg in msgs:
-                        if msg.error():
-                            offset = high
-                            break
-                        offset = msg.offset() + 1
-                        value = dict(msg.headers() or []).get("flowlens-max-us")
-                        if value is not None:
-                            newest = max(newest or 0, int(value))
-                consumer.unassign()
+                for msg in self._messages(consumer, self.topic, p, max(low, high - 50), high):
+                    value = dict(msg.headers() or []).get("flowlens-max-us")
+                    if value is not None:
+                        newest = max(newest or 0, int(value))
         finally:
             consumer.close()
         return datetime.fromtimestamp(newest / 1e6, UTC) if newest else None

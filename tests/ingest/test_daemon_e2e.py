@@ -96,7 +96,8 @@ def test_exactly_the_flows_sent_land(backend, request, tmp_path):
     try:
         assert_same(landed_truth(landing, since), gen.truth())
         marks = landing.watermarks()
-        assert len(marks) == 2 and all(m.flows_landed > 0 for m in marks)
+        assert len(marks) == 2  # one per receiving process, whether or not the kernel sent it traffic
+        assert sum(m.flows_landed for m in marks) == plan.flows
         assert all(m.landed_through > since for m in marks)
     finally:
         landing.close()

@@ -149,6 +149,8 @@ class TCPProxy:
 
     def close(self) -> None:
         if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
             self._listener.close()
             self._listener = None
         with self._lock:

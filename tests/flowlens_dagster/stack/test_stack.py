@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import socket
 import subprocess
@@ -48,6 +50,20 @@ def test_status_command_exit_code_and_output(flowlens_config: FlowLensConfig) ->
         ["redis", "healthy"],
         ["kafka", "healthy"],
     ]
+
+
+def test_status_command_fails_when_a_service_is_down(flowlens_config: FlowLensConfig) -> None:
+    port = _free_port()
+    env = {**os.environ, "FLOWLENS_REDIS__PORT": str(port)}
+    result = subprocess.run(
+        [sys.executable, "-m", "flowlens_dagster.cli", "stack", "status", "--mode", "standard", "--json"],
+        capture_output=True, text=True, check=False, timeout=60, env=env,
+    )  # fmt: skip
+    report = json.loads(result.stdout)
+    assert result.returncode == 1
+    assert report["postgresql"]["healthy"] and report["kafka"]["healthy"]
+    assert not report["redis"]["healthy"]
+    assert f"127.0.0.1:{port}" in report["redis"]["detail"]
 
 
 def test_second_up_is_a_no_op(flowlens_config: FlowLensConfig) -> None:
