@@ -17,6 +17,7 @@ Targets on 2 cores: ``window_seconds`` < 60 and ``upsert_rows_per_s`` >= 300,000
 import argparse
 import contextlib
 import resource
+import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--flows", type=int, default=15_000_000, help="flows in the window (default 15M)")
     parser.add_argument("--pairs", type=int, default=1_000_000, help="distinct client/server/port pairs")
     parser.add_argument("--landing", choices=["postgres", "kafka"], default=None, help="default: the mode's")
+    parser.add_argument("--no-checks", action="store_true", help="skip the asset checks (check_seconds null)")
     parser.add_argument("--keep", action="store_true", help="keep the bench database/topic contents")
     return parser.parse_args(argv)
 
@@ -232,7 +234,10 @@ def main(argv: list[str]) -> int:
     try:
         figures = run_window(cfg, window)
         figures["flows_per_s"] = round(figures["flows"] / figures["window_seconds"], 1)
-        checks = run_checks(cfg, window)
+        print(f"pipeline stages done in {figures['window_seconds']} s; running the asset checks", file=sys.stderr)
+        checks = {"check_seconds": None, "checks": 0, "passed": None, "failed": {}}
+        if not args.no_checks:
+            checks = run_checks(cfg, window)
         figures["check_seconds"] = checks["check_seconds"]
         figures["peak_rss_mb"] = peak_rss_mb()
     finally:

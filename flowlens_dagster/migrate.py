@@ -167,7 +167,10 @@ def _apply(conn: psycopg.Connection, migration: Migration) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="flowlens migrate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="flowlens migrate",
+        description="Apply the numbered SQL migrations in sql/ to schema flowlens (safe to run again).",
+    )
     parser.add_argument("--config", help="FlowLens YAML file (default: $FLOWLENS_CONFIG or ./flowlens.yaml)")
     parser.add_argument("--dsn", help="psycopg conninfo; overrides the config's postgres.* settings")
     parser.add_argument("--database", help="database name on the configured server (e.g. flowlens_test)")

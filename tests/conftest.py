@@ -71,9 +71,7 @@ def _stack() -> Iterator[FlowLensConfig]:
     started = [name for name, pid in before.items() if pid is None]
     if not started or os.environ.get("FLOWLENS_TEST_KEEP_STACK") == "1" or _other_live_sessions(cfg):
         return
-    for name in ("kafka", "redis", "postgresql"):
-        if name in started:
-            stack.ALL_SERVICES[name].down(cfg)
+    stack.down(cfg, only=started)
 
 
 @pytest.fixture(scope="session")

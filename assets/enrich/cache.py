@@ -50,7 +50,9 @@ local ttl = ARGV[#ARGV]
 for i, k in ipairs(KEYS) do redis.call('SET', k, ARGV[i], 'EX', ttl) end
 return #KEYS
 """
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+# Any Redis failure (unreachable, timeout, or an error reply such as OOM under maxmemory) means
+# "fall back", never "fail the window".
+REDIS_ERRORS = (redis.RedisError, OSError)
 
 
 class CacheUnavailable(RuntimeError):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import ipaddress
+import logging
 import random
 import struct
 import time
@@ -28,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
+
+log = logging.getLogger(__name__)
 
 PTR, IN = 12, 1
 NOERROR, SERVFAIL, NXDOMAIN = 0, 2, 3
@@ -260,23 +263,29 @@ class ReverseResolver:
         )
 
     def resolve(self, ips: list[str]) -> tuple[pl.DataFrame, DNSStats]:
-        """Look up ``ips`` (text); returns a frame (ip, status, hostname) in input order and the stats."""
+        """Look up ``ips`` (text). Returns a frame (ip, status, hostname) with one row per address
+        actually looked up (the others were deferred: absent, counted in the stats) and the stats."""
         stats = DNSStats()
         started = time.monotonic()
-        if not ips:
-            results: dict[str, tuple[str, str | None]] = {}
-        elif not self.nameservers:
-            results = {ip: ("deferred", None) for ip in ips}
+        results: dict[str, tuple[str, str | None]] = {}
+        if ips and not self.nameservers:
             stats.resolver_down = True
-        else:
-            results = _run_async(self._resolve_all(ips, stats))
-        statuses = [results.get(ip, ("deferred", None)) for ip in ips]
-        stats.deferred = sum(1 for status, _ in statuses if status == "deferred")
-        stats.seconds = time.monotonic() - started
+        elif ips:
+            try:
+                results = _run_async(self._resolve_all(ips, stats))
+            except OSError as exc:  # e.g. a nameserver that is not an address: no lookups this window
+                log.warning("reverse DNS unavailable (%s); check dns.nameservers and dns.port", exc)
+                stats.resolver_down = True
+        stats.deferred = len(ips) - len(results)
         frame = pl.DataFrame(
-            {"ip": ips, "status": [s for s, _ in statuses], "hostname": [h for _, h in statuses]},
+            {
+                "ip": list(results),
+                "status": [status for status, _ in results.values()],
+                "hostname": [hostname for _, hostname in results.values()],
+            },
             schema={"ip": pl.String, "status": pl.Enum(STATUSES), "hostname": pl.String},
         )
+        stats.seconds = time.monotonic() - started
         return frame, stats
 
     async def _resolve_all(self, ips: list[str], stats: DNSStats) -> dict[str, tuple[str, str | None]]:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import polars as pl
@@ -92,50 +94,43 @@ class Enricher:
     # --- windows -------------------------------------------------------------------------------
     def enrich(self, flows: pl.DataFrame) -> pl.DataFrame:
         """``flows`` (flow-record columns) plus src_*/dst_* description columns (DESCRIPTION_COLUMNS)."""
-        started = time.perf_counter()
-        keys = flows.select(src=keys_of("src_addr"), dst=keys_of("dst_addr"))
-        invalid = keys["src"].null_count() + keys["dst"].null_count()
-        distinct, (src_pos, dst_pos) = distinct_index(keys["src"], keys["dst"])
-        index_seconds = time.perf_counter() - started
-        table = self.describe(distinct).drop("k")
-        gather_started = time.perf_counter()
-        ends = [
-            table[list(DESCRIPTION_COLUMNS)].gather(pos).rename(lambda c, p=prefix: f"{p}_{c}")
-            for prefix, pos in (("src", src_pos), ("dst", dst_pos))
-        ]
-        out = pl.concat(
-            [flows.drop([c for c in ends[0].columns + ends[1].columns if c in flows.columns]), *ends], how="horizontal"
-        )
-        self.stats.update(
-            flows=flows.height,
-            invalid_addresses=invalid,
-            index_seconds=round(index_seconds, 3),
-            gather_seconds=round(time.perf_counter() - gather_started, 3),
-            window_seconds=round(time.perf_counter() - started, 3),
-        )
+        self.stats = {"flows": flows.height}
+        with _timed(self.stats, "window"):
+            with _timed(self.stats, "index"):
+                keys = flows.select(src=keys_of("src_addr"), dst=keys_of("dst_addr"))
+                invalid = keys["src"].null_count() + keys["dst"].null_count()
+                distinct, (src_pos, dst_pos) = distinct_index(keys["src"], keys["dst"])
+            table = self._describe(distinct)
+            with _timed(self.stats, "gather"):
+                ends = [
+                    table[list(DESCRIPTION_COLUMNS)].gather(pos).rename(lambda c, p=prefix: f"{p}_{c}")
+                    for prefix, pos in (("src", src_pos), ("dst", dst_pos))
+                ]
+                added = ends[0].columns + ends[1].columns
+                out = pl.concat([flows.drop([c for c in added if c in flows.columns]), *ends], how="horizontal")
+        self.stats["invalid_addresses"] = invalid
         if invalid:
             log.warning("%d flow addresses are not 16 bytes long: their descriptions stay null", invalid)
         return out
 
     def describe(self, keys: pl.Series) -> pl.DataFrame:
         """One row per key (UInt128, as given): k plus DESCRIPTION_COLUMNS."""
-        started = time.perf_counter()
-        cache_before = self.cache.stats.fallbacks
-        table = pl.DataFrame({"k": keys.cast(KEY)}).with_columns(
-            ip=to_text(keys.cast(KEY)), scope=scope_of(pl.col("k"))
-        )
-        self.stats = {"distinct_addresses": table.height}
-        timings = {}
-        for name, step in (("geo", self._geo), ("dns", self._dns), ("asset", self._assets)):
-            step_started = time.perf_counter()
-            table = step(table)
-            timings[f"{name}_seconds"] = round(time.perf_counter() - step_started, 3)
-        table = table.with_columns(pl.col(c).cast(pl.Categorical) for c in _CATEGORICAL)
+        self.stats = {}
+        return self._describe(keys)
+
+    def _describe(self, keys: pl.Series) -> pl.DataFrame:
+        fallbacks_before = self.cache.stats.fallbacks
+        with _timed(self.stats, "describe"):
+            keys = keys.cast(KEY)
+            table = pl.DataFrame({"k": keys}).with_columns(ip=to_text(keys), scope=scope_of(pl.col("k")))
+            for name, step in (("geo", self._geo), ("dns", self._dns), ("asset", self._assets)):
+                with _timed(self.stats, name):
+                    table = step(table)
+            table = table.with_columns(pl.col(c).cast(pl.Categorical) for c in _CATEGORICAL)
         self.stats.update(
-            timings,
-            describe_seconds=round(time.perf_counter() - started, 3),
+            distinct_addresses=table.height,
             cache_backend=self.cache.backend,
-            cache_fallbacks=self.cache.stats.fallbacks - cache_before,
+            cache_fallbacks=self.cache.stats.fallbacks - fallbacks_before,
         )
         return table.select("k", *DESCRIPTION_COLUMNS)
 
@@ -157,7 +152,12 @@ class Enricher:
             self.cache.put("geo", ips.gather(missing), geo.encode(fresh))
             no_record = fresh.select(pl.all_horizontal(pl.all().is_null())).to_series().sum()
             found = pl.concat([found, fresh]).gather(_merge_positions(len(found), missing))
-        self.stats.update(geo_lookups=len(missing), geo_no_record=int(no_record))
+        self.stats.update(
+            geo_lookups=len(missing),
+            geo_no_record=int(no_record),
+            geo_cache_hits=len(ips) - len(missing),
+            geo_cache_misses=len(missing),
+        )
         return table.with_columns(**{name: empty[name].scatter(positions, found[name]) for name in GEO_SCHEMA})
 
     def _dns(self, table: pl.DataFrame) -> pl.DataFrame:
@@ -177,7 +177,9 @@ class Enricher:
             negative = result.filter(pl.col("status") == "negative")
             self.cache.put("dns", ok["ip"], ok["hostname"])
             self.cache.put("dns", negative["ip"], pl.Series([""] * negative.height), self.dns_negative_ttl)
-            names = names.scatter(missing, result["hostname"])
+            # addresses not in the result were deferred: their hostname stays null this window
+            looked_up = pl.DataFrame({"ip": ips.gather(missing)}).join(result, on="ip", how="left")
+            names = names.scatter(missing, looked_up["hostname"])
         self.stats.update(dns_cache_hits=len(ips) - len(missing), dns_cache_misses=len(missing))
         return table.with_columns(hostname.scatter(positions, names))
 
@@ -204,6 +206,17 @@ class Enricher:
             [fresh.join(todo, on="k", how="anti"), todo.select("k", "asset", at=pl.lit(now))], how="vertical"
         )
         self.stats.update(assets_known=known.height, assets_published=todo.height)
+
+
+@contextmanager
+def _timed(stats: dict[str, Any], name: str) -> Iterator[None]:
+    """Record ``<name>_seconds`` (wall clock) and ``<name>_cpu_seconds`` (this process, all threads)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        yield
+    finally:
+        stats[f"{name}_seconds"] = round(time.perf_counter() - wall, 3)
+        stats[f"{name}_cpu_seconds"] = round(time.process_time() - cpu, 3)
 
 
 def _merge_positions(cached_rows: int, missing: pl.Series) -> pl.Series:

@@ -94,11 +94,14 @@ def _checks_for(asset: str) -> dg.AssetChecksDefinition:
         sources = sources_from(context.resources)
         window = context.partition_time_window
         over = spans(period, window.start, window.end, lambda ts: ts.strftime(partitions.fmt))
-        for key in sorted(context.selected_asset_check_keys, key=lambda k: k.name):
-            spec = BY_NAME[key.name]
-            finding = evaluate(spec, sources, over)
-            context.log.info(f"{spec.asset}/{spec.name}: {'pass' if finding.passed else 'FAIL'}: {finding.message}")
-            yield check_result(spec, finding)
+        try:
+            for key in sorted(context.selected_asset_check_keys, key=lambda k: k.name):
+                spec = BY_NAME[key.name]
+                finding = evaluate(spec, sources, over)
+                context.log.info(f"{spec.asset}/{spec.name}: {'pass' if finding.passed else 'FAIL'}: {finding.message}")
+                yield check_result(spec, finding)
+        finally:
+            sources.close()
 
     return _checks
 

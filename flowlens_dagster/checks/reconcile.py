@@ -18,7 +18,8 @@ Each function returns a :class:`Finding` whose message names the window and says
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,7 +29,7 @@ import psycopg
 
 from flowlens_dagster.checks import names
 from flowlens_dagster.checks.suites import TableSuite
-from flowlens_dagster.checks.suspects import MAX_SUSPECTS, count_sql, suspects_sql
+from flowlens_dagster.checks.suspects import MAX_SUSPECTS, summary_sql, suspects_sql
 from flowlens_dagster.checks.windows import Span
 from flowlens_dagster.partitions import WINDOW, window_key
 
@@ -91,6 +92,7 @@ class Sources:
         self.lake_dir = lake_dir
         self.open_landing = open_landing
         self._cache: dict[tuple[str, str], Any] = {}
+        self._conn: psycopg.Connection | None = None
 
     def _cached(self, kind: str, span: Span, compute: Callable[[], Any]) -> Any:
         key = (kind, span.key)
@@ -98,8 +100,17 @@ class Sources:
             self._cache[key] = compute()
         return self._cache[key]
 
-    def connect(self) -> psycopg.Connection:
-        return psycopg.connect(self.dsn, autocommit=True)
+    @contextmanager
+    def connect(self) -> Iterator[psycopg.Connection]:
+        """The one autocommit connection of these sources (opened on first use, reopened if broken)."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(self.dsn, autocommit=True)
+        yield self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def load(self, span: Span, asset: str) -> dict[str, Any] | None:
         """The ``window_loads`` row of (span, asset), or None when the window was never loaded."""
@@ -144,8 +155,9 @@ class Sources:
     def pg_suspects(self, suite: TableSuite) -> tuple[int, Any, bool]:
         """(rows in the span, suspect rows as pandas, capped) of ``suite.query`` run by PostgreSQL."""
         with self.connect() as conn:
-            rows = conn.execute(count_sql(suite.query)).fetchone()[0]
-            cur = conn.execute(suspects_sql(suite, suite.query))
+            rows, suspects = conn.execute(summary_sql(suite, suite.query)).fetchone()
+            # Clean (the usual case): LIMIT 0 returns just the columns, without scanning again.
+            cur = conn.execute(suspects_sql(suite, suite.query, limit=MAX_SUSPECTS if suspects else 0))
             frame = _frame(cur.fetchall(), [d.name for d in cur.description])
         return int(rows), frame, len(frame) >= MAX_SUSPECTS
 
@@ -160,7 +172,7 @@ class Sources:
             for name, table in (tables or {}).items():
                 con.register(name, table)
             frame = con.execute(suspects_sql(suite, base, "duckdb")).df()
-        return rows, frame, len(frame) >= MAX_SUSPECTS
+        return rows, _hex_binary(frame), len(frame) >= MAX_SUSPECTS
 
     def lake_rows(self, span: Span) -> int:
         """Rows in the window's Parquet files, from their footers (no data read)."""
@@ -217,11 +229,8 @@ def _parquet_list(files: list[Path]) -> str:
 def _lake_query(files: list[Path], columns: list[str], extra: str) -> str:
     import pyarrow.parquet as pq
 
-    schema = pq.read_schema(files[0])
-    # Binary addresses reach pandas as bytearray, which GX cannot hash (uniqueness): select them as hex.
-    selected = ", ".join(
-        f'hex("{c}") AS "{c}"' if _is_binary(schema.field(c).type) else f'"{c}"' for c in columns if c in schema.names
-    )
+    present = set(pq.read_schema(files[0]).names)
+    selected = ", ".join(f'"{c}"' for c in columns if c in present)
     return f"SELECT {selected}{', ' + extra if extra else ''} FROM read_parquet({_parquet_list(files)})"
 
 
@@ -231,12 +240,13 @@ def _frame(rows: list[tuple], columns: list[str]) -> Any:
     return pd.DataFrame.from_records(rows, columns=columns)
 
 
-def _is_binary(arrow_type: Any) -> bool:
-    import pyarrow as pa
-
-    return any(
-        check(arrow_type) for check in (pa.types.is_binary, pa.types.is_fixed_size_binary, pa.types.is_large_binary)
-    )
+def _hex_binary(frame: Any) -> Any:
+    """Binary values (addresses) reach pandas as bytearray, which GX cannot hash: show them as hex."""
+    for column in frame.columns:
+        values = frame[column].dropna()
+        if frame[column].dtype == object and len(values) and isinstance(values.iloc[0], bytes | bytearray):
+            frame[column] = frame[column].map(lambda v: None if v is None else bytes(v).hex())
+    return frame
 
 
 def _lake_totals(files: list[Path]) -> Totals | None:

@@ -80,11 +80,13 @@ def status(cfg: FlowLensConfig, mode: str | None = None) -> dict[str, dict[str, 
     return report
 
 
-def down(cfg: FlowLensConfig) -> list[str]:
-    """Stop every service this stack started (Kafka first: it may hold client connections)."""
+def down(cfg: FlowLensConfig, only: list[str] | None = None) -> list[str]:
+    """Stop the services this stack started (all, or those in ``only``); Kafka first, PostgreSQL last."""
     with _locked(cfg):
-        stopped = [name for name in ("kafka", "redis", "postgresql") if ALL_SERVICES[name].down(cfg)]
-        _mode_file(cfg).unlink(missing_ok=True)
+        names = [name for name in ("kafka", "redis", "postgresql") if only is None or name in only]
+        stopped = [name for name in names if ALL_SERVICES[name].down(cfg)]
+        if all(module.running_pid(cfg) is None for module in ALL_SERVICES.values()):
+            _mode_file(cfg).unlink(missing_ok=True)
     return stopped
 
 
@@ -99,7 +101,10 @@ def _print_status(report: dict[str, dict[str, object]], as_json: bool) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowlens stack", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="flowlens stack",
+        description="Start, check or stop the local PostgreSQL / Redis / Kafka stack (state under state_dir).",
+    )
     parser.add_argument("--config", help="FlowLens YAML file (default: $FLOWLENS_CONFIG or ./flowlens.yaml)")
     sub = parser.add_subparsers(dest="action", required=True)
     up_p = sub.add_parser("up", help="install, start and wait for the services of a mode")

@@ -181,7 +181,8 @@ def _broker_ready(cfg: FlowLensConfig) -> bool:
 
 def start(cfg: FlowLensConfig, timeout: float = 120.0) -> bool:
     paths = Paths(cfg)
-    if running_pid(cfg) is not None:
+    if (pid := running_pid(cfg)) is not None:
+        process.wait_running(NAME, pid, paths.marker, lambda: _broker_ready(cfg), timeout, paths.log)
         return False
     host, port = cfg.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)
     process.check_port_free(host, int(port), NAME, "kafka.bootstrap_servers")

@@ -129,7 +129,9 @@ def _superuser_ready(cfg: FlowLensConfig) -> bool:
 def start(cfg: FlowLensConfig, timeout: float = 90.0) -> bool:
     """Start the cluster unless ours already runs. Returns True when it was started now."""
     paths = Paths(cfg)
-    if running_pid(cfg) is not None:
+    ready = lambda: _superuser_ready(cfg)  # noqa: E731
+    if (pid := running_pid(cfg)) is not None:
+        process.wait_running(NAME, pid, paths.marker, ready, timeout, paths.log)
         return False
     process.check_port_free(cfg.postgres.host, cfg.postgres.port, NAME, "postgres.port")
     stale = paths.data / "postmaster.pid"
@@ -139,7 +141,6 @@ def start(cfg: FlowLensConfig, timeout: float = 90.0) -> bool:
         process.log(f"found {stale} from an earlier run; PostgreSQL will check and reuse it")
     process.log(f"starting {NAME} on {cfg.postgres.host}:{cfg.postgres.port}")
     argv = [str(PG_BIN / "postgres"), "-D", str(paths.data)]
-    ready = lambda: _superuser_ready(cfg)  # noqa: E731
     process.start_and_wait(NAME, argv, paths.log, paths.pidfile, paths.marker, ready, timeout, user=_owner())
     return True
 
@@ -193,7 +194,10 @@ def up(cfg: FlowLensConfig) -> None:
         return
     install()
     init_cluster(cfg)
-    start(cfg)
+    if not start(cfg):
+        # Already running: apply the rewritten settings that need no restart (most of §3.3 does not).
+        with psycopg.connect(superuser_conninfo(cfg), autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")
     ensure_role_and_database(cfg)
 
 

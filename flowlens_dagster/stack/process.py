@@ -166,6 +166,14 @@ def start_and_wait(
     return pid
 
 
+def wait_running(name: str, pid: int, marker: str, ready: Callable[[], bool], timeout: float, log_path: Path) -> None:
+    """A service of ours is already running: it may still be starting (an earlier ``up`` timed out)."""
+    if ready():
+        log(f"{name}: already running (pid {pid})")
+        return
+    wait_until(ready, name, timeout, alive=lambda: is_ours(pid, marker), log_path=log_path)
+
+
 def wait_until(
     check: Callable[[], bool],
     what: str,

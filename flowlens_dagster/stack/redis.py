@@ -58,7 +58,8 @@ def _ping(cfg: FlowLensConfig) -> bool:
 
 def start(cfg: FlowLensConfig, timeout: float = 30.0) -> bool:
     paths = Paths(cfg)
-    if running_pid(cfg) is not None:
+    if (pid := running_pid(cfg)) is not None:
+        process.wait_running(NAME, pid, _marker(cfg), lambda: _ping(cfg), timeout, paths.log)
         return False
     process.check_port_free(cfg.redis.host, cfg.redis.port, NAME, "redis.port")
     conf = write_config(cfg)

@@ -125,6 +125,7 @@ class KafkaLanding:
         self._partitions: int | None = None
         self._lock = threading.Lock()
         self._create_watermark_topic = create_watermark_topic
+        self._last_error: dict[int, float] = {}
 
     # --- producer -----------------------------------------------------------------------------
     @property
@@ -143,13 +144,18 @@ class KafkaLanding:
                 "retry.backoff.ms": 100,
                 "retry.backoff.max.ms": 5_000,
                 "error_cb": self._on_error,
+                "log_level": 2,  # errors come through error_cb (rate-limited), not librdkafka's stderr
             }
             conf.update(self._producer_overrides)
             self._producer = Producer(conf)
         return self._producer
 
     def _on_error(self, err: KafkaError) -> None:
-        log.warning("kafka: %s", err)
+        # librdkafka repeats connection errors many times a second while a broker is away.
+        now = time.monotonic()
+        if now - self._last_error.get(err.code(), -1e9) >= 10:
+            self._last_error[err.code()] = now
+            log.warning("kafka %s: %s (repeats are silenced for 10 s)", self.bootstrap, err.str())
 
     def partitions(self) -> int:
         if self._partitions is None:
@@ -258,26 +264,27 @@ class KafkaLanding:
             raise RuntimeError(f"Kafka delivery to {self.topic} failed for {len(failed)} message(s): {error}")
 
     def heartbeat(self, instance: str, landed_through: datetime, flows_landed: int) -> None:
-        """Publish the watermark to every partition and to the watermark topic; wait for delivery."""
+        """Publish the watermark to every partition and to the watermark topic.
+
+        No flush: the caller computed ``landed_through`` from flows already acknowledged, and
+        librdkafka keeps per-partition order (idempotent producer), so the heartbeat follows
+        them. A heartbeat that cannot be delivered is counted; the next one supersedes it.
+        """
         value = json.dumps(
             {"instance": instance, "landed_through": landed_through.isoformat(), "flows_landed": flows_landed}
         ).encode()
-        errors: list[str] = []
         now_ms = int(time.time() * 1000)
-
-        def delivered(err, msg):
-            if err is not None:
-                errors.append(str(err))
-
         headers = [(KIND, b"watermark")]
         for partition in range(self.partitions()):
             self._produce(value=value, key=instance.encode(), partition=partition, timestamp=now_ms,
-                          headers=headers, on_delivery=delivered)  # fmt: skip
+                          headers=headers, on_delivery=self._heartbeat_delivered)  # fmt: skip
         self.producer.produce(self.watermark_topic, value=value, key=instance.encode(), timestamp=now_ms,
-                              headers=headers, on_delivery=delivered)  # fmt: skip
-        left = self.producer.flush(30)
-        if left or errors:
-            raise RuntimeError(f"heartbeat of {instance} not delivered ({left} left): {errors[:1]}")
+                              headers=headers, on_delivery=self._heartbeat_delivered)  # fmt: skip
+        self.producer.poll(0)
+
+    def _heartbeat_delivered(self, err: KafkaError | None, msg) -> None:
+        if err is not None and self.stats is not None:
+            self.stats.kafka_errors[msg.topic()] += 1
 
     # --- reading ------------------------------------------------------------------------------
     def _consumer(self) -> Consumer:
