@@ -140,6 +140,7 @@ def prepare(cfg, batches: list[pa.RecordBatch], window: datetime) -> None:
     pg_stack.ensure_database(cfg, BENCH_DATABASE)
     migrate(cfg, log=lambda _message: None)
     with psycopg.connect(cfg.postgres.dsn(), autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '30s'")  # a stuck earlier run must fail this one clearly, not hang it
         conn.execute(f"TRUNCATE {', '.join('flowlens.' + t for t in BENCH_TABLES)}")
     if cfg.uses_kafka:
         _create_topic(cfg)

@@ -8,6 +8,7 @@ materialization then reports totals plus the per-window details Dagster plots.
 
 
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,6 +18,9 @@ from typing import Any
 import dagster as dg
 
 from flowlens_dagster.partitions import window_key, windows_in
+
+# BackfillPolicy is marked beta in Dagster 1.13; it is the documented way to run partition ranges.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 
 @dataclass

@@ -4,7 +4,7 @@ A window [W, W+5m) is complete when every *live* ingest instance has landed ever
 before W+5m (its watermark) and the grace period has passed since W+5m, so batches still in
 flight are in. An instance whose last heartbeat is older than ``pipeline.instance_timeout_seconds``
 is not live: a crashed or stopped collector never holds the pipeline back. With no live
-instance at all, what the instances landed before going silent is complete.
+instance at all, nothing more can arrive: every window that landed (and is past grace) is complete.
 
 Each tick (``plan_tick``, pure and unit-tested) then:
 
@@ -72,7 +72,7 @@ def complete_through(
     if live:
         through = min(w.landed_through for w in live)
     elif silent:
-        through = max(w.landed_through for w in silent)
+        through = now  # nobody is landing any more: everything that landed is final
     else:
         return None, [], []
     # late batches: a window closes only once the grace period has passed on the wall clock too

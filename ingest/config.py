@@ -351,8 +351,8 @@ def _describe(exc: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
-def default_config_path() -> Path | None:
-    explicit = os.environ.get("FLOWLENS_CONFIG")
+def default_config_path(environ: dict[str, str] | None = None) -> Path | None:
+    explicit = (os.environ if environ is None else environ).get("FLOWLENS_CONFIG")
     if explicit:
         return Path(explicit)
     local = Path.cwd() / "flowlens.yaml"
@@ -362,7 +362,7 @@ def default_config_path() -> Path | None:
 def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> FlowLensConfig:
     """Load, merge and validate the configuration; raise ConfigError with an actionable message."""
     environ = dict(os.environ if environ is None else environ)
-    file_path = Path(path) if path else default_config_path()
+    file_path = Path(path) if path else default_config_path(environ)
     data: dict[str, Any] = {}
     if file_path is not None:
         if not file_path.exists():

@@ -420,11 +420,11 @@ class _TemplateEncoder:
         if self.flows_per_packet:
             return min(self.flows_per_packet, len(records) - start)
         room = self.max_payload - self.header_len - used - 8
-        count, size = 0, 0
-        for rec in records[start:]:
-            if size + len(rec) > room and count:
+        count, size, total = 0, 0, len(records)
+        while start + count < total:
+            size += len(records[start + count])
+            if size > room and count:
                 break
-            size += len(rec)
             count += 1
         return count
 

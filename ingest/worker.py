@@ -107,6 +107,7 @@ class Worker:
         self._landed_through_us = 0
         self._retry: list[tuple[float, Unit, pa.RecordBatch]] = []
         self._backoff = 0.1
+        self._retry_after = 0.0  # monotonic time before which the landing is not tried again
         self._drain_deadline: float | None = None
         self.state_dir = cfg.state_dir / "ingest"
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -155,6 +156,9 @@ class Worker:
                     admitted = self.flowq.admit(piece)
                     self.stats.sampled += admitted.sampled
                     self.stats.flows_dropped["backpressure"] += admitted.dropped
+            except Exception:  # a bug must not stop the process from receiving: count it, go on
+                log.exception("worker %d: decoding %d packets failed", self.index, len(packets))
+                self.stats.packets_dropped["internal_error"] += len(packets)
             finally:
                 self.fairq.release()
             self._count_decode_errors(errors_seen)
@@ -250,33 +254,35 @@ class Worker:
         self._write(unit, batch)
 
     def _write(self, unit: Unit, batch: pa.RecordBatch) -> None:
-        """Write (or start writing) one batch of a unit; failures go to the retry list with backoff."""
-        write_async = getattr(self.landing, "write_async", None)
-        if write_async is not None:
-            write_async(batch, lambda failed, error, unit=unit: self._settled(unit, failed, error))
-            return
-        while True:
-            try:
-                self.landing.write(batch)
-            except Exception as exc:  # any driver error: keep the batch, back off, retry
-                if self._failed(str(exc)):
-                    return
-                continue
-            self._succeeded(unit)
-            return
+        """Write (or start writing) one batch of a unit; a failure puts it on the retry list.
 
-    def _failed(self, error: str) -> bool:
-        """Count a failure and sleep the backoff; True when shutdown's deadline makes us give up."""
+        While the landing is backing off, new batches wait on the retry list too (in order), so a
+        dead database costs one timeout per backoff step, not one per batch.
+        """
+        if time.monotonic() < self._retry_after:
+            self._retry.append((self._retry_after, unit, batch))
+            return
+        write_async = getattr(self.landing, "write_async", None)
+        try:
+            if write_async is not None:
+                write_async(batch, lambda failed, error, unit=unit: self._settled(unit, failed, error))
+                return
+            self.landing.write(batch)
+        except Exception as exc:  # any driver error: keep the batch, back off, retry
+            self._failed(unit, [batch], str(exc))
+            return
+        self._succeeded(unit)
+
+    def _failed(self, unit: Unit, parts: list[pa.RecordBatch], error: str) -> None:
+        """Count a failed write and schedule its retry after the current backoff (seed §8.3)."""
         self.stats.landing_failures[self.backend] += 1
         self.stats.landing_up[self.backend] = 0
         log.warning("worker %d: landing in %s failed (%s); retrying in %.1fs (queued: %d flows)",
                     self.index, self.backend, error.strip()[:200], self._backoff, self.flowq.depth)  # fmt: skip
-        self._report(final=False)
-        if self._drain_deadline is not None and time.monotonic() > self._drain_deadline:
-            return True
-        time.sleep(self._backoff)
+        self._retry_after = time.monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, self.cfg.ingest.landing_backoff_max_seconds)
-        return False
+        batch = parts[0] if len(parts) == 1 else pa.concat_batches(parts)
+        self._retry.append((self._retry_after, unit, batch))
 
     def _succeeded(self, unit: Unit) -> None:
         self._backoff = 0.1
@@ -289,27 +295,19 @@ class Worker:
         self.flowq.done(unit.items)
 
     def _settled(self, unit: Unit, failed: list[pa.RecordBatch], error: str | None) -> None:
-        """Kafka delivery report for one write of a unit (called from poll)."""
-        if not failed:
+        """Kafka delivery report for one write of a unit (called from poll): retry what failed."""
+        if failed:
+            self._failed(unit, failed, f"{len(failed)} message(s) not delivered: {error}")
+        else:
             self._succeeded(unit)
-            return
-        self.stats.landing_failures[self.backend] += 1
-        self.stats.landing_up[self.backend] = 0
-        log.warning("worker %d: %d Kafka message(s) not delivered (%s); retrying in %.1fs",
-                    self.index, len(failed), error, self._backoff)  # fmt: skip
-        retry_at = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, self.cfg.ingest.landing_backoff_max_seconds)
-        self._retry.append((retry_at, unit, pa.concat_batches(failed)))
 
     def _serve_landing(self) -> None:
         poll = getattr(self.landing, "poll", None)
         if poll is not None:
             poll(0)
-        if self._retry:
-            now = time.monotonic()
-            due = [r for r in self._retry if r[0] <= now]
-            self._retry = [r for r in self._retry if r[0] > now]
-            for _, unit, batch in due:
+        if self._retry and time.monotonic() >= self._retry_after:
+            due, self._retry = self._retry, []
+            for _, unit, batch in due:  # oldest first; a new failure re-queues the rest behind it
                 self._write(unit, batch)
 
     # --- watermarks ---------------------------------------------------------------------------
@@ -334,7 +332,8 @@ class Worker:
         through = datetime.fromtimestamp(self.landed_through_us() / 1e6, UTC)
         try:
             self.landing.heartbeat(self.instance, through, self.stats.flows_landed)
-            self.stats.landing_up[self.backend] = 1
+            if not hasattr(self.landing, "write_async"):  # async landings report health on delivery
+                self.stats.landing_up[self.backend] = 1
         except Exception as exc:  # landing down: the next heartbeat will say it
             self.stats.landing_failures[self.backend] += 1
             self.stats.landing_up[self.backend] = 0

@@ -37,11 +37,13 @@ class Failure:
     observed: Any = None
     error: str = ""
 
-    def sentence(self) -> str:
+    def sentence(self, at_least: bool = False) -> str:
         if self.error:
             return f"{self.meaning} could not be evaluated on {self.column or 'the table'}: {self.error}"
-        count = f"{self.unexpected_count} row(s) break" if self.unexpected_count is not None else "breaks"
-        shown = f" (e.g. {', '.join(map(_short, self.examples))})" if self.examples else ""
+        count = "breaks"
+        if self.unexpected_count is not None:
+            count = f"{'at least ' if at_least else ''}{self.unexpected_count} row(s) break"
+        shown = f" (e.g. {'; '.join(_short(e) for e in self.examples[:3])})" if self.examples else ""
         return f"{count} '{self.meaning}' [{self.column}]{shown}"
 
 
@@ -68,7 +70,7 @@ class SuiteOutcome:
         if self.success:
             return f"{head}: {self.rows} row(s) pass all {self.evaluated} expectations of {self.suite}"
         lines = [f"{head}: {len(self.failures)} of {self.evaluated} expectations of {self.suite} fail:"]
-        return "\n".join(lines + [f"- {f.sentence()}" for f in self.failures])
+        return "\n".join(lines + [f"- {f.sentence(self.capped)}" for f in self.failures])
 
     def metadata(self) -> dict[str, Any]:
         """JSON-able metadata (the Dagster layer wraps it in MetadataValues)."""
@@ -222,8 +224,12 @@ def _column(kwargs: dict[str, Any]) -> str:
 
 
 def _short(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    """An example value for a sentence: rows (compound keys) as k=v pairs, long text cut."""
+    if isinstance(value, dict):
+        text = ", ".join(f"{k}={_jsonable(v)}" for k, v in value.items())
+    else:
+        text = str(_jsonable(value))
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _jsonable(value: Any) -> Any:

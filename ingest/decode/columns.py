@@ -33,6 +33,7 @@ Column = tuple[np.ndarray, np.ndarray | None]  # values, validity (None: all val
 Columns = dict[str, Column]
 V4_MAPPED = np.array([0] * 10 + [0xFF, 0xFF], np.uint8)
 NSEL_CREATE = 1
+MAX_TIME_US = 7_258_118_400_000_000  # 2200-01-01: later (or negative) times are garbage -> null
 _ADDR_COLS = ("exporter", "src_addr", "dst_addr")
 _NULLABLE = {"flow_start", "flow_end", "input_if", "output_if", "src_as", "dst_as", "direction"}
 
@@ -115,8 +116,8 @@ def forward(values: dict[str, np.ndarray], ctx: Any, sections: list[bytes] | Non
         derived = has_start & ~has_end
         end = np.where(derived, start + duration.astype(np.int64) * 1000, end)
         has_end = has_end | derived
-    cols["flow_start"] = (start, has_start)
-    cols["flow_end"] = (end, has_end)
+    cols["flow_start"] = (start, has_start & (start >= 0) & (start < MAX_TIME_US))
+    cols["flow_end"] = (end, has_end & (end >= 0) & (end < MAX_TIME_US))
     for name in ("input_if", "output_if", "src_as", "dst_as", "direction"):
         v = values.get(name)
         cols[name] = (widen(v), None) if v is not None else (np.zeros(n, np.uint64), np.zeros(n, bool))

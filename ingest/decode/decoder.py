@@ -38,6 +38,8 @@ from ingest.decode.templates import Template, TemplateError, TemplateKey, parse_
 from ingest.schema import empty_flows
 
 _SET = struct.Struct("!HH")
+MAX_RATE = 0xFFFFFFFF  # the sampling_rate column is uint32
+MAX_TIME_MS = 1 << 44  # year 2527: larger boot times are garbage
 Exporter = bytes | str
 
 
@@ -118,6 +120,7 @@ class Decoder:
         self.pending: OrderedDict[int, tuple[TemplateKey, bytes, tuple]] = OrderedDict()
         self._pending_by_key: dict[TemplateKey, list[int]] = {}
         self._pending_seq = 0
+        self._last_sweep_us = -(1 << 62)
         self._exporters: set[bytes] = set()
         self._addr_cache: dict[Any, bytes | None] = {}
         self.stats = DecoderStats()
@@ -189,7 +192,13 @@ class Decoder:
                 self.stats.events[f"internal:{type(exc).__name__}"] += 1
         for version, n in counts.items():
             self.stats.packets[version] += n
-        return self._finish(call)
+        try:
+            return self._finish(call)
+        except (ValueError, OverflowError, TypeError, IndexError) as exc:
+            # Safety net like the per-packet one: a bug must not take the collector down.
+            self.stats.errors["internal"] += 1
+            self.stats.events[f"internal:{type(exc).__name__}"] += 1
+            return empty_flows()
 
     def save_state(self, path: str | os.PathLike) -> None:
         """Write templates, options-learned sampling rates and boot times as JSON (atomically)."""
@@ -372,7 +381,7 @@ class Decoder:
             if known is not None and known.fields == fields and known.is_options == options:
                 known.last_seen_us = receive_us  # a refresh: the common case, nothing to compile
                 continue
-            if not self._admit(exp, known):
+            if not self._admit(exp, known, receive_us):
                 continue
             tmpl = Template(key, fields, scope_count, options, receive_us)
             self.templates[key] = tmpl
@@ -381,12 +390,16 @@ class Decoder:
             self.stats.events["template_changed" if known else "template_learned"] += 1
             self._release(call, key, tmpl)
 
-    def _admit(self, exp: bytes, known: Template | None) -> bool:
+    def _admit(self, exp: bytes, known: Template | None, receive_us: int) -> bool:
         if known is not None:
             return True
         if len(self.templates) >= self.limits.max_templates:
+            self._sweep(receive_us)
+        if len(self.templates) >= self.limits.max_templates:
             self.stats.errors["template_limit"] += 1
             return False
+        if exp not in self._exporters and len(self._exporters) >= self.limits.max_exporters:
+            self._sweep(receive_us)
         if exp not in self._exporters and len(self._exporters) >= self.limits.max_exporters:
             self.stats.errors["exporter_limit"] += 1
             return False
@@ -405,6 +418,17 @@ class Decoder:
                 self.stats.events["template_withdrawn"] += 1
         self.stats.templates = len(self.templates)
 
+    def _sweep(self, receive_us: int) -> None:
+        """Drop every template not re-announced within the timeout (when a cap is reached; at
+        most once a second of receive time, so a flood of new templates cannot make it quadratic)."""
+        if receive_us - self._last_sweep_us < 1_000_000:
+            return
+        self._last_sweep_us = receive_us
+        cutoff = receive_us - self.limits.template_timeout_s * 1_000_000
+        for key in [k for k, t in self.templates.items() if t.last_seen_us < cutoff]:
+            self._expire(key)
+        self._exporters = {key[0] for key in self.templates}
+
     def _expire(self, key: TemplateKey) -> None:
         self.templates.pop(key, None)
         self.stats.templates = len(self.templates)
@@ -422,11 +446,13 @@ class Decoder:
             values = {n: int(columns.widen(np.atleast_1d(row[n]).reshape(1, -1))[0]) for n in names
                       if not n.endswith(("addr4", "addr6"))}  # fmt: skip
             rate = options_rate(values)
-            if rate and len(self.samplers) < self.limits.max_sampler_entries:
+            if rate > MAX_RATE:
+                self.stats.errors["bad_sampling_rate"] += 1
+            elif rate and len(self.samplers) < self.limits.max_sampler_entries:
                 sampler = values.get("sampler_id", EXPORTER_WIDE)
                 self.samplers[(exp, domain, sampler)] = rate
                 self.stats.events["sampling_rate_learned"] += 1
-            if values.get("system_init_ms"):
+            if 0 < values.get("system_init_ms", 0) < MAX_TIME_MS and len(self.system_init) < self.limits.max_sampler_entries:
                 self.system_init[(exp, domain)] = values["system_init_ms"]
 
     def _rows(self, tmpl: Template, payload: bytes, start: int, end: int) -> np.ndarray:
@@ -569,7 +595,7 @@ class Decoder:
             return ctx["rate"], ctx.all_one("rate")
         rate = record_rate(values, ctx.n)
         if (sampler := values.get("sampler_id")) is not None and self.samplers:
-            sid = columns.widen(sampler).astype(np.int64)
+            sid = (columns.widen(sampler).astype(np.uint64) & np.uint64(0xFFFFFFFF)).astype(np.int64)
             combo = (ctx["exdom"] << 32) | sid
             uniq, first, inverse = np.unique(combo, return_index=True, return_inverse=True)
             keys, pidx = ctx.packet["_keys"], ctx["pidx"]

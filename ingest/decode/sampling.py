@@ -25,6 +25,7 @@ import numpy as np
 
 SamplerKey = tuple[bytes, int, int]  # exporter (16 bytes), domain, sampler id (-1: exporter-wide)
 EXPORTER_WIDE = -1
+MAX_RATE = 0xFFFFFFFF  # the sampling_rate column is uint32
 
 
 def record_rate(values: Mapping[str, np.ndarray], n: int) -> np.ndarray:
@@ -32,12 +33,14 @@ def record_rate(values: Mapping[str, np.ndarray], n: int) -> np.ndarray:
     rate = np.zeros(n, np.int64)
     for role in ("sampling_interval", "sampler_interval"):
         if (v := values.get(role)) is not None:
-            rate = np.where(rate == 0, v.astype(np.int64), rate)
+            v = np.where(v.astype(np.uint64) > MAX_RATE, 0, v).astype(np.int64)  # garbage: not a rate
+            rate = np.where(rate == 0, v, rate)
     interval, space = values.get("sampling_packet_interval"), values.get("sampling_packet_space")
     if interval is not None:
-        i = interval.astype(np.int64)
-        s = space.astype(np.int64) if space is not None else np.zeros(n, np.int64)
+        i = (interval.astype(np.uint64) & np.uint64(MAX_RATE)).astype(np.int64)
+        s = (space.astype(np.uint64) & np.uint64(MAX_RATE)).astype(np.int64) if space is not None else 0 * i
         ratio = np.where(i > 0, (i + s) // np.maximum(i, 1), 0)
+        ratio = np.where(ratio > MAX_RATE, 0, ratio)
         rate = np.where(rate == 0, ratio, rate)
     return rate
 

@@ -151,6 +151,10 @@ class KafkaLanding:
         return self._producer
 
     def _on_error(self, err: KafkaError) -> None:
+        if self.stats is not None and err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            # Messages wait in librdkafka (and count in the queue depth) until the broker is back.
+            self.stats.landing_up[self.name] = 0
+            self.stats.landing_failures[self.name] += 1
         # librdkafka repeats connection errors many times a second while a broker is away.
         now = time.monotonic()
         if now - self._last_error.get(err.code(), -1e9) >= 10:
@@ -222,10 +226,10 @@ class KafkaLanding:
                 on_delivery=lambda err, msg, sub=sub: self._delivered(pending, sub, err),
             )
 
-    def _produce(self, **kwargs) -> None:
+    def _produce(self, topic: str | None = None, **kwargs) -> None:
         while True:
             try:
-                self.producer.produce(self.topic, **kwargs)
+                self.producer.produce(topic or self.topic, **kwargs)
                 return
             except BufferError:  # librdkafka's local queue is full: serve callbacks, then retry
                 self.producer.poll(0.05)
@@ -239,6 +243,7 @@ class KafkaLanding:
                 self.stats.kafka_errors[self.topic] += 1
         elif self.stats is not None:
             self.stats.kafka_produced[self.topic] += 1
+            self.stats.landing_up[self.name] = 1
         if pending.left == 0:
             pending.on_done(pending.failed, pending.error)
 
@@ -263,28 +268,41 @@ class KafkaLanding:
         if failed:
             raise RuntimeError(f"Kafka delivery to {self.topic} failed for {len(failed)} message(s): {error}")
 
-    def heartbeat(self, instance: str, landed_through: datetime, flows_landed: int) -> None:
+    def heartbeat(self, instance: str, landed_through: datetime, flows_landed: int, wait: float = 1.0) -> None:
         """Publish the watermark to every partition and to the watermark topic.
 
-        No flush: the caller computed ``landed_through`` from flows already acknowledged, and
-        librdkafka keeps per-partition order (idempotent producer), so the heartbeat follows
-        them. A heartbeat that cannot be delivered is counted; the next one supersedes it.
+        The caller computed ``landed_through`` from flows already acknowledged, and librdkafka
+        keeps per-partition order (idempotent producer), so the heartbeat follows them. Waits up
+        to ``wait`` seconds for its delivery (never for the data behind it) and raises if it is
+        not delivered by then; the next heartbeat supersedes a lost one.
         """
         value = json.dumps(
             {"instance": instance, "landed_through": landed_through.isoformat(), "flows_landed": flows_landed}
         ).encode()
         now_ms = int(time.time() * 1000)
         headers = [(KIND, b"watermark")]
+        result = {"left": self.partitions() + 1, "errors": []}
+
+        def delivered(err: KafkaError | None, msg) -> None:
+            result["left"] -= 1
+            if err is not None:
+                result["errors"].append(str(err))
+                if self.stats is not None:
+                    self.stats.kafka_errors[msg.topic()] += 1
+
         for partition in range(self.partitions()):
             self._produce(value=value, key=instance.encode(), partition=partition, timestamp=now_ms,
-                          headers=headers, on_delivery=self._heartbeat_delivered)  # fmt: skip
-        self.producer.produce(self.watermark_topic, value=value, key=instance.encode(), timestamp=now_ms,
-                              headers=headers, on_delivery=self._heartbeat_delivered)  # fmt: skip
-        self.producer.poll(0)
-
-    def _heartbeat_delivered(self, err: KafkaError | None, msg) -> None:
-        if err is not None and self.stats is not None:
-            self.stats.kafka_errors[msg.topic()] += 1
+                          headers=headers, on_delivery=delivered)  # fmt: skip
+        self._produce(value=value, key=instance.encode(), timestamp=now_ms, headers=headers,
+                      on_delivery=delivered, topic=self.watermark_topic)  # fmt: skip
+        deadline = time.monotonic() + wait
+        while result["left"] and time.monotonic() < deadline:
+            self.producer.poll(0.05)
+        if result["left"] or result["errors"]:
+            raise RuntimeError(
+                f"heartbeat of {instance} not delivered within {wait:.0f}s "
+                f"({result['left']} pending, errors: {result['errors'][:1]}); is Kafka at {self.bootstrap} up?"
+            )
 
     # --- reading ------------------------------------------------------------------------------
     def _consumer(self) -> Consumer:

@@ -61,10 +61,15 @@ class PostgresLanding:
         if batch.num_rows == 0:
             return
         data = encode_copy(batch)
+        days = batch_days(batch)
+        # A batch never straddles a window, so it sits in one day partition: COPY straight into it
+        # and skip PostgreSQL's per-row partition routing.
+        target = f"flowlens.flow_raw_{days[0]:%Y%m%d}" if len(days) == 1 else "flowlens.flow_raw"
         started = time.perf_counter()
-        with self.pool.connection() as conn:
-            self._ensure_partitions(conn, batch_days(batch))
-            with conn.cursor() as cur, cur.copy(COPY_IN_SQL) as copy:
+        # Bounded wait: while PostgreSQL is down the daemon backs off between attempts instead.
+        with self.pool.connection(timeout=min(self.pool.timeout, 5.0)) as conn:
+            self._ensure_partitions(conn, days)
+            with conn.cursor() as cur, cur.copy(COPY_IN_SQL.replace("flowlens.flow_raw", target, 1)) as copy:
                 copy.write(data)
         if self.stats is not None:
             self.stats.pg_writes[TABLE] += batch.num_rows

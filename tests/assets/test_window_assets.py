@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import dagster as dg
 import psycopg
 import pytest
 
-import dagster as dg
 from assets.changes import topology_changes
 from assets.enriched_flows import enriched_flows
 from assets.flow_stats import flow_stats
@@ -105,7 +105,7 @@ def test_lake_is_hive_partitioned_and_readable_by_duckdb(flowlens_config, landed
     lake = build_resources(flowlens_config, use_env=False)["lake"]
     con = duckdb.connect()
     rows = con.sql(
-        f"SELECT date, \"window\", count(*), sum(bytes) FROM read_parquet('{lake.window_glob()}', hive_partitioning=true)"
-        " GROUP BY ALL"
+        f"SELECT date, \"window\", count(*), sum(bytes) FROM read_parquet('{lake.window_glob()}',"
+        " hive_partitioning=true) GROUP BY ALL"
     ).fetchall()
     assert rows == [(base.date(), int(base.strftime("%H%M")), len(flows[0]), sum(r["bytes"] for r in flows[0]))]

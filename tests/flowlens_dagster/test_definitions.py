@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+
 from flowlens_dagster.definitions import defs
 from flowlens_dagster.jobs import WINDOW_ASSETS
 from flowlens_dagster.partitions import five_minute_partitions
@@ -45,7 +46,11 @@ def test_windowed_assets_run_ranges_in_one_run_and_report_a_schema():
 
 def test_dagster_cli_validates_the_code_location(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
-    target = ["-w", str(ROOT / "workspace.yaml")] if (ROOT / "workspace.yaml").exists() else ["-m", "flowlens_dagster.definitions"]
+    target = (
+        ["-w", str(ROOT / "workspace.yaml")]
+        if (ROOT / "workspace.yaml").exists()
+        else ["-m", "flowlens_dagster.definitions"]
+    )
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", *target],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,

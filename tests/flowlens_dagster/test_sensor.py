@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import dagster as dg
 import pytest
 
-import dagster as dg
 from flowlens_dagster.definitions import defs
 from flowlens_dagster.partitions import window_key
 from flowlens_dagster.resources import build_resources
@@ -90,9 +90,11 @@ def test_sensor_tick_reports_landed_windows_and_requests_runs(flowlens_config, c
     resources = build_resources(pipeline_config(flowlens_config), use_env=False)
     sensor = defs.resolve_sensor_def(SENSOR_NAME)
     cursor = json.dumps({"next_window": base.isoformat()})
-    with dg.instance_for_test() as instance:
-        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
-            result = sensor(context)
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context,
+    ):
+        result = sensor(context)
     assert isinstance(result, dg.SensorResult)
     keys = [window_key(base + i * scenario.WINDOW) for i in range(3)]
     assert [r.partition_key for r in result.run_requests] == keys

@@ -1,0 +1,169 @@
+"""Mutation fuzzing of the decoder: ``python -m ingest.decode.fuzz --packets 1000000``.
+
+Seeds are the shared corpus (``/work/shared/interop/logstash-netflow/dat``, when present) and
+packets built here with ``ingest.encode`` (v5, v9, IPFIX, IPv6, variable-length and options
+templates). Each round takes a seed and applies one to three mutations: bit flips, random bytes,
+truncation, garbage appended, a rewritten set length / field count / template id, or a splice of
+two packets. Mutated packets come from a pool of exporters larger than the decoder's exporter
+cap, in batches through ``decode_many`` (the production path).
+
+The run fails (exit 1) if the decoder raises, counts an ``internal`` error (a parser bug caught
+by its safety net), returns a batch that is not ``FLOW_SCHEMA``, or exceeds a memory cap
+(templates, exporters, pending bytes). It prints one JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ingest.decode import Decoder, DecoderLimits
+from ingest.encode import IPFIX_IPV6_FIELDS, VARLEN, IpfixEncoder, V9Encoder, encode_v5
+from ingest.schema import FLOW_SCHEMA
+
+CORPUS = Path("/work/shared/interop/logstash-netflow/dat")
+FUZZ_LIMITS = DecoderLimits(
+    max_templates=200, max_exporters=16, max_pending_bytes=1 << 20, max_pending_sets=500, template_timeout_s=60
+)
+
+
+@dataclass
+class FuzzResult:
+    packets: int = 0
+    records: int = 0
+    raised: list[str] = field(default_factory=list)
+    schema_mismatches: int = 0
+    cap_violations: list[str] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    max_rss_mb: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.raised or self.schema_mismatches or self.cap_violations or self.errors.get("internal"))
+
+
+def seed_packets(corpus: Path = CORPUS) -> list[bytes]:
+    """Corpus payloads (if present) plus packets of every kind the encoder builds."""
+    seeds = [p.read_bytes() for p in sorted(corpus.glob("*.dat"))] if corpus.is_dir() else []
+    rng = np.random.default_rng(1)
+    n = 40
+    addr = np.zeros((n, 16), np.uint8)
+    addr[:, 10:12] = 0xFF
+    addr[:, 12:] = rng.integers(0, 256, (n, 4))
+    addr6 = rng.integers(0, 256, (n, 16)).astype(np.uint8)
+    base = {
+        "src_port": rng.integers(0, 65536, n), "dst_port": rng.integers(0, 65536, n),
+        "protocol": np.full(n, 6), "bytes": rng.integers(1, 10**6, n), "packets": rng.integers(1, 999, n),
+        "flow_start": np.full(n, 1_700_000_000_000_000), "flow_end": np.full(n, 1_700_000_001_000_000),
+    }  # fmt: skip
+    v4 = base | {"src_addr": addr, "dst_addr": addr[::-1].copy()}
+    v6 = base | {"src_addr": addr6, "dst_addr": addr6[::-1].copy(), "ie315": [bytes(rng.bytes(60))] * n}
+    seeds += encode_v5(v4, sys_uptime_ms=5_000, unix_secs=1_700_000_000)
+    seeds += V9Encoder(300, domain=3).packets(v4, 1_700_000_000)
+    seeds += IpfixEncoder(400, IPFIX_IPV6_FIELDS, 5).packets(v6, 1_700_000_000)
+    varlen = IpfixEncoder(401, (*IPFIX_IPV6_FIELDS, (315, VARLEN)), 5)
+    seeds += varlen.packets(v6, 1_700_000_000)
+    seeds.append(varlen.options_packet(402, [(48, 1)], [(34, 4)], {"ie48": [1], "ie34": [10]}, 1_700_000_000))
+    seeds.append(varlen.withdrawal_packet(1_700_000_000))
+    return seeds
+
+
+def mutate(packet: bytes, other: bytes, rnd: random.Random) -> bytes:
+    data = bytearray(packet)
+    for _ in range(rnd.randint(1, 3)):
+        kind = rnd.randrange(8)
+        if kind == 0 and data:  # bit flips
+            for _ in range(rnd.randint(1, 8)):
+                i = rnd.randrange(len(data))
+                data[i] ^= 1 << rnd.randrange(8)
+        elif kind == 1 and data:  # random bytes
+            for _ in range(rnd.randint(1, 4)):
+                data[rnd.randrange(len(data))] = rnd.randrange(256)
+        elif kind == 2:  # truncate
+            data = data[: rnd.randrange(len(data) + 1)]
+        elif kind == 3:  # garbage tail
+            data += rnd.randbytes(rnd.randint(1, 64))
+        elif kind in (4, 5) and len(data) > 24:  # a 16-bit field (set length, count, id) rewritten
+            i = rnd.randrange(0, len(data) - 2, 2)
+            value = rnd.choice([0, 1, 3, 4, 255, 256, 0x7FFF, 0x8000, 0xFFFF, rnd.randrange(65536)])
+            data[i : i + 2] = struct.pack("!H", value)
+        elif kind == 6:  # splice two packets
+            cut = rnd.randrange(len(data) + 1)
+            data = data[:cut] + other[rnd.randrange(len(other) + 1) :]
+        elif kind == 7 and len(data) > 8:  # duplicate a region (repeated sets/records)
+            a = rnd.randrange(len(data))
+            b = min(len(data), a + rnd.randint(4, 200))
+            data = data[:b] + data[a:b] + data[b:]
+    return bytes(data)
+
+
+def run(total: int, seed: int = 0, batch: int = 64, limits: DecoderLimits = FUZZ_LIMITS) -> FuzzResult:
+    """Fuzz ``total`` packets; the decoder under test is checked against ``limits`` after each batch."""
+    rnd = random.Random(seed)
+    seeds = seed_packets()
+    exporters = [b"\x00" * 10 + b"\xff\xff" + bytes([10, 0, 0, i]) for i in range(limits.max_exporters * 2)]
+    decoder = Decoder(limits=limits)
+    result = FuzzResult()
+    start = time.perf_counter()
+    clock = 1_700_000_000_000_000
+    while result.packets < total:
+        items = []
+        for _ in range(min(batch, total - result.packets)):
+            packet = rnd.choice(seeds)
+            if rnd.random() < 0.9:
+                packet = mutate(packet, rnd.choice(seeds), rnd)
+            clock += rnd.randint(0, 2_000_000)
+            items.append((rnd.choice(exporters), packet, clock))
+        try:
+            out = decoder.decode_many(items)
+        except Exception as exc:  # the property under test: nothing may escape
+            result.raised.append(f"{type(exc).__name__}: {exc}")
+            items_repr = [p.hex() for _, p, _ in items]
+            result.raised.append(json.dumps(items_repr)[:2000])
+            break
+        result.packets += len(items)
+        result.records += out.num_rows
+        result.schema_mismatches += not out.schema.equals(FLOW_SCHEMA)
+        _check_caps(decoder, limits, result)
+    result.seconds = round(time.perf_counter() - start, 1)
+    result.errors = dict(decoder.stats.errors)
+    result.max_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return result
+
+
+def _check_caps(decoder: Decoder, limits: DecoderLimits, result: FuzzResult) -> None:
+    exporters = {key[0] for key in decoder.templates}
+    checks = {
+        "templates": (len(decoder.templates), limits.max_templates),
+        "exporters": (len(exporters), limits.max_exporters),
+        "pending_bytes": (decoder.stats.pending_bytes, limits.max_pending_bytes),
+        "pending_sets": (decoder.stats.pending, limits.max_pending_sets),
+        "samplers": (len(decoder.samplers), limits.max_sampler_entries),
+    }
+    for name, (value, cap) in checks.items():
+        if value > cap and len(result.cap_violations) < 10:
+            result.cap_violations.append(f"{name} {value} > {cap}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ingest.decode.fuzz", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--packets", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    result = run(args.packets, args.seed)
+    print(json.dumps({"ok": result.ok, **vars(result)}))
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
