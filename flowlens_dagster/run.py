@@ -3,8 +3,10 @@
 1. the stack (PostgreSQL only) and the migrations;
 2. the ingest daemon on a local UDP port, assigning windows by the exporter's clock
    (``ingest.timestamp_source: export``) so a replayed past fills past windows;
-3. Dagster (``dagster dev``: UI + daemon) with the watermark sensor on;
-4. the generator sending a realistic hour of traffic from the recent past at high speed;
+3. the generator sending a realistic hour of traffic from the recent past at high speed;
+4. Dagster (``dagster dev``: UI + daemon) with the watermark sensor on, started once the hour has
+   landed (with exporter timestamps an idle daemon's watermark is the wall clock, so a sensor
+   running earlier would close the past windows before their flows arrive);
 5. once the sensor's runs have processed the hour, a summary of what landed in PostgreSQL.
 
 The UI stays up (http://<dagster.host>:<dagster.port>) until Ctrl-C, which stops everything this
@@ -144,19 +146,21 @@ def main(argv: list[str]) -> int:
                 env,
             )
         )
-        print(f"3/5 Dagster on http://{cfg.dagster.host}:{cfg.dagster.port} (log {logs / 'dagster.log'})", flush=True)
-        processes.append(spawn_dagster(cfg, logs / "dagster.log", "minimal"))
-        time.sleep(3)
+        time.sleep(3)  # the daemon's sockets are bound
         first = window_start(datetime.now(UTC) - timedelta(minutes=args.minutes + 15))
         last = first + timedelta(minutes=args.minutes)
         real_seconds = args.minutes * 60 / args.speed
-        print(f"4/5 generator: {first:%H:%M}..{last:%H:%M} UTC at {args.speed:g}x ({real_seconds:.0f} s)", flush=True)
+        (cfg.state_dir / "run").mkdir(parents=True, exist_ok=True)
+        print(f"3/5 generator: {first:%H:%M}..{last:%H:%M} UTC at {args.speed:g}x ({real_seconds:.0f} s)", flush=True)
         subprocess.run(
             [FLOWLENS, "generate", "--target", f"127.0.0.1:{args.port}", "--start", first.isoformat(),
              "--speed", str(args.speed), "--duration", str(real_seconds), "--rate", str(args.rate),
              "--truth", str(cfg.state_dir / "run" / "truth.parquet")],
             env=env, check=True,
         )  # fmt: skip
+        time.sleep(cfg.ingest.batch_max_seconds + cfg.ingest.heartbeat_seconds + 1)  # last batches landed
+        print(f"4/5 Dagster on http://{cfg.dagster.host}:{cfg.dagster.port} (log {logs / 'dagster.log'})", flush=True)
+        processes.append(spawn_dagster(cfg, logs / "dagster.log", "minimal"))
         print("5/5 waiting for the watermark sensor's runs", flush=True)
         wait_for_windows(cfg, first, last, args.timeout)
         print_summary(cfg, first)

@@ -336,7 +336,8 @@ class Worker:
                 self.stats.landing_up[self.backend] = 1
         except Exception as exc:  # landing down: the next heartbeat will say it
             self.stats.landing_failures[self.backend] += 1
-            self.stats.landing_up[self.backend] = 0
+            if not hasattr(self.landing, "write_async"):
+                self.stats.landing_up[self.backend] = 0
             log.warning("worker %d: heartbeat not landed (%s)", self.index, str(exc).strip()[:200])
 
     def _report(self, final: bool) -> None:

@@ -284,8 +284,9 @@ def main(argv: list[str]) -> int:
         geoip.close()
     _flush(url)
     stats = warm.stats
-    hits = sum(warm.cache.stats.hits.values())
-    total = hits + sum(warm.cache.stats.misses.values())
+    # this window's lookups only (in memory mode the cache object also served the cold run)
+    hits = stats.get("geo_cache_hits", 0) + stats.get("dns_cache_hits", 0)
+    total = hits + stats.get("geo_cache_misses", 0) + stats.get("dns_cache_misses", 0)
     figures = {
         "window_seconds": round(warm_seconds, 3),
         "flows": flows.height,

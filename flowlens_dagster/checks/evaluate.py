@@ -16,9 +16,11 @@ from typing import Any
 
 from flowlens_dagster.checks import names, reconcile, suites
 from flowlens_dagster.checks.gx_runner import RUNNER
-from flowlens_dagster.checks.reconcile import Finding, Sources
+from flowlens_dagster.checks.reconcile import Finding
+from flowlens_dagster.checks.sources import Sources
 from flowlens_dagster.checks.suites import IP_MINIMUM, TableSuite
 from flowlens_dagster.checks.windows import Span
+from flowlens_dagster.partitions import WINDOW
 
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 LAKE_COLUMNS = [
@@ -125,7 +127,7 @@ BY_NAME: dict[str, CheckSpec] = {spec.name: spec for spec in CHECKS}
 
 def spans(period: str, start: datetime, end: datetime, key: Callable[[datetime], str]) -> list[Span]:
     """The spans of ``period`` in [start, end) (one run may cover a range of partitions)."""
-    step = {"window": reconcile.WINDOW, "hour": HOUR, "day": DAY}[period]
+    step = {"window": WINDOW, "hour": HOUR, "day": DAY}[period]
     out, current = [], start
     while current < end:
         out.append(Span.of(current, current + step, key(current)))

@@ -170,8 +170,8 @@ def landing_suite(span: Span) -> TableSuite:
         version=1,
         table="flowlens.flow_raw",
         span=span,
-        # Real exporters sometimes report a start after the end (sysUptime wrap; one of the shared v5
-        # captures does). The landing check reports it without blocking; the lake suite leaves it out.
+        # An exporter with a skewed or wrapped uptime clock can report a start after the end: the
+        # landing check (not blocking) reports it; the lake suite leaves it out so it cannot stall windows.
         expectations=(*_flow_record_rules(), ordered("flow_start", "flow_end", allow_missing=True)),
         query=query,
     )

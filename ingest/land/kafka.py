@@ -176,7 +176,7 @@ class KafkaLanding:
         return self._partitions
 
     def _ensure_watermark_topic(self) -> None:
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 2})
         config = {"cleanup.policy": "compact", "segment.ms": "3600000"}
         futures = admin.create_topics([NewTopic(self.watermark_topic, 1, 1, config=config)])
         try:

@@ -59,7 +59,7 @@ def outage_scenario(server, cfg, tmp_path, version: int) -> dict:
         assert away["flows_landed"] == 10_000 and away["queue_depth"] == 30_000
         server.start()
         daemon.wait_for(lambda s: s.get("flows_landed") == 40_000, timeout=90, what="recovery")
-        back = daemon.wait_for(lambda s: s.get("landing_up") == {backend: 1}, timeout=30, what="landing up")
+        back = daemon.wait_for(lambda s: s.get("landing_up") == {backend: 1}, timeout=60, what="landing up")
         final = daemon.terminate()
     finally:
         daemon.kill()

@@ -99,7 +99,6 @@ def test_killed_connection_is_survived(clean_redis: str) -> None:
     cache.put("dns", pl.Series(["10.0.0.1"]), pl.Series(["a.example"]))
     client = redis.Redis.from_url(clean_redis)
     client.client_kill_filter(_type="normal", skipme=True)
-    # the pooled connection is dead: this call falls back instead of raising
+    # the pooled connection is dead: the call either reconnects or falls back, it never raises
     values = cache.get("dns", pl.Series(["10.0.0.1"]))
-    assert values.to_list() in (["a.example"], [None])
-    assert cache.get("dns", pl.Series(["10.0.0.3"])).to_list() == [None]
+    assert values.to_list() == ["a.example"] or (values.to_list() == [None] and cache.stats.fallbacks == 1)

@@ -21,7 +21,13 @@ import pytest
 from assets import changes, enriched_flows, flow_stats, topology
 from flowlens_dagster.migrate import migrate
 from flowlens_dagster.partitions import window_key
-from flowlens_dagster.resources import KafkaResource, LakeResource, LandingResource, PostgresResource
+from flowlens_dagster.resources import (
+    KafkaResource,
+    LakeResource,
+    LandingResource,
+    PostgresResource,
+    build_resources,
+)
 from flowlens_dagster.stack.postgres import ensure_database
 from ingest.config import FlowLensConfig
 from ingest.decode import Decoder
@@ -98,6 +104,11 @@ class Pipeline:
     @property
     def resources(self) -> dict[str, object]:
         return {"postgres": self.postgres, "lake": self.lake, "landing": self.landing_resource}
+
+    def dagster_resources(self) -> dict[str, object]:
+        """Every resource the pipeline's assets ask for, on this test database and lake."""
+        update = {"pipeline": self.config.pipeline.model_copy(update={"lake_dir": self.lake.root})}
+        return build_resources(self.config.model_copy(update=update), use_env=False)
 
     def land(self, window: datetime, flows: int = 600, seed: int = 1) -> pa.RecordBatch:
         batch = decode_export(traffic(flows, window, seed), window, seed)

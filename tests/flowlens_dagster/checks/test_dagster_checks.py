@@ -14,7 +14,6 @@ from assets.landing import flows_landed
 from assets.topology import dependencies, network_assets
 from flowlens_dagster.checks import ALL_CHECKS, names
 from flowlens_dagster.checks.evaluate import CHECKS
-from flowlens_dagster.resources import build_resources
 
 from .conftest import KEY0, WINDOW0, Pipeline
 
@@ -23,16 +22,13 @@ WINDOW_ASSETS = [enriched_flows, flow_stats, network_assets, dependencies, topol
 
 
 def materialize(pipeline: Pipeline) -> dg.ExecuteInProcessResult:
-    cfg = pipeline.config.model_copy(
-        update={"pipeline": pipeline.config.pipeline.model_copy(update={"lake_dir": pipeline.lake.root})}
-    )
     window_checks = [
         c for c in ALL_CHECKS if {k.asset_key.to_user_string() for k in c.check_keys} <= set(names.WINDOW_ASSETS)
     ]
     return dg.materialize(
         [flows_landed, *WINDOW_ASSETS, *window_checks],
         partition_key=KEY0,
-        resources=build_resources(cfg, use_env=False),
+        resources=pipeline.dagster_resources(),
         raise_on_error=False,
     )
 

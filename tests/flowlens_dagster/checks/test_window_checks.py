@@ -60,6 +60,7 @@ def test_duplicated_lake_file_fails_unique_key_and_lake_reconciliation(pipeline:
     assert not suite.passed and KEY0 in suite.message
     (dup,) = [f for f in suite.metadata["failures"] if f["expectation"] == "expect_compound_columns_to_be_unique"]
     assert dup["unexpected_count"] == 1200 and "src_addr" in dup["column"]
+    assert dup["examples"][0]["src_addr"].startswith("10.1.")  # addresses shown as IP text, not bytes
     lake = check(pipeline, names.LAKE_MATCHES_LOAD)
     assert not lake.passed and "hold 1200 flows but enriched_flows wrote 600" in lake.message
     assert f"--partition {KEY0}" in lake.message

@@ -17,15 +17,18 @@ from pathlib import Path
 from ingest.capture import ethernet_frame, write_pcap
 
 Key = tuple[str, str, int, int, int]  # src, dst, src port, dst port, protocol
-START_US = 1_700_000_000_000_000
+TIMES: dict[Key, list[int]] = {}  # first and last packet time (µs) per key of the last traffic()
 
 
 def traffic(ipv6: bool) -> tuple[list[tuple[int, bytes]], dict[Key, list[int]]]:
-    """Deterministic frames (TCP and UDP, 1-7 packets per flow) and their per-key [bytes, packets]."""
+    """Deterministic frames (TCP and UDP, 1-7 packets per flow) and their per-key [bytes, packets].
+
+    Frames are stamped a minute ago: softflowd computes sysUptime-relative times from its own
+    start, so a capture from years ago would wrap them around 2^32 ms (an exporter artefact)."""
     import ipaddress
 
-    frames, truth = [], defaultdict(lambda: [0, 0])
-    t = START_US
+    frames, truth, spans = [], defaultdict(lambda: [0, 0]), {}
+    t = (int(time.time()) - 60) * 1_000_000
     for i in range(40):
         v6 = ipv6 and i % 3 == 0
         src = bytes.fromhex(f"20010db8{i:024x}") if v6 else bytes([10, 0, i // 250, i % 250 + 1])
@@ -41,6 +44,9 @@ def traffic(ipv6: bool) -> tuple[list[tuple[int, bytes]], dict[Key, list[int]]]:
             key = (str(ipaddress.ip_address(src)), str(ipaddress.ip_address(dst)), sport, dport, protocol)
             truth[key][0] += payload + header
             truth[key][1] += 1
+            spans.setdefault(key, [t - 1_000, t - 1_000])[1] = t - 1_000
+    TIMES.clear()
+    TIMES.update(spans)
     return frames, dict(truth)
 
 
@@ -57,11 +63,22 @@ def softflowd_export(pcap: Path, version: str, workdir: Path) -> list[bytes]:
         sock.settimeout(1.5)
         port = sock.getsockname()[1]
         args = ["softflowd", "-r", str(pcap), "-n", f"127.0.0.1:{port}", "-v", version, "-d",
-                "-p", str(workdir / "softflowd.pid"), "-c", str(workdir / "softflowd.ctl")]  # fmt: skip
+                "-p", str(workdir / "softflowd.pid"), "-c", str(workdir / "softflowd.ctl"), "-a"]  # fmt: skip
         if version != "5":
             args.append("-6")
-        done = subprocess.run(args, capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
+        if version == "10":
+            # Absolute flowStart/EndMilliseconds: nfdump 1.7 swaps first/last for softflowd's
+            # IPFIX flowStart/EndSysUpTime (seen here: first > last), which would fail the
+            # field-by-field comparison for a reason that is not ours.
+            args += ["-A", "milli"]
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            _poke_until_exit(proc, workdir / "softflowd.ctl")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            stderr = proc.communicate(timeout=10)[1]
+        assert proc.returncode == 0, stderr
         datagrams = []
         try:
             while True:
@@ -69,6 +86,17 @@ def softflowd_export(pcap: Path, version: str, workdir: Path) -> list[bytes]:
         except TimeoutError:
             pass
     return datagrams
+
+
+def _poke_until_exit(proc: subprocess.Popen, control: Path, limit_s: float = 30) -> None:
+    """softflowd 1.1.0 reading a file sometimes blocks in accept() on its control socket before
+    reading the capture; a harmless ``statistics`` request over that socket unblocks it."""
+    deadline = time.monotonic() + limit_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        if proc.poll() is None and control.exists() and shutil.which("softflowctl"):
+            subprocess.run(["softflowctl", "-c", str(control), "statistics"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=5, check=False)  # fmt: skip
 
 
 def nfdump_flows(datagrams: list[bytes]) -> list[dict]:
@@ -100,7 +128,8 @@ def nfdump_flows(datagrams: list[bytes]) -> list[dict]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def write_traffic_pcap(path: Path, ipv6: bool) -> dict[Key, list[int]]:
+def write_traffic_pcap(path: Path, ipv6: bool) -> tuple[dict[Key, list[int]], dict[Key, list[int]]]:
+    """Write the capture; return (per-key [bytes, packets], per-key [first, last] packet time µs)."""
     frames, truth = traffic(ipv6)
     write_pcap(path, frames)
-    return truth
+    return truth, dict(TIMES)

@@ -1,0 +1,81 @@
+"""Late data, caught after the fact: a sensor that re-evaluates ``landing_matches_load`` when a
+window's landing changed after the window was processed.
+
+The reconciliation check runs right after ``enriched_flows`` materializes, when landing and load
+agree by construction. Flows that land later with a receive time inside an already processed
+window (an ingest instance presumed dead that comes back, a replay) would go unnoticed until the
+check ran again. Each tick this sensor compares, for the most recently loaded windows, the
+landing's row count with what ``enriched_flows`` read; for each mismatch it evaluates the check
+and reports the failed evaluation on that partition (no run needed), so the message naming the
+partition to re-materialize shows up on ``enriched_flows`` in the UI. Minimal mode only: counting
+Kafka windows means reading them back, which the check does when it runs with a materialization.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import dagster as dg
+
+from flowlens_dagster.checks import names
+from flowlens_dagster.checks.asset_checks import check_metadata
+from flowlens_dagster.checks.evaluate import sources_from
+from flowlens_dagster.checks.reconcile import landing_matches_load
+from flowlens_dagster.checks.windows import Span
+from flowlens_dagster.partitions import window_key
+from flowlens_dagster.resources import LakeResource, LandingResource, PostgresResource
+
+RECENT_WINDOWS = 6  # windows compared per tick (30 minutes of receive time)
+
+RECENT_SQL = """
+WITH recent AS (
+    SELECT window_start, rows_read FROM flowlens.window_loads
+    WHERE asset = %(asset)s AND source LIKE 'postgres:%%' ORDER BY window_start DESC LIMIT %(n)s
+)
+SELECT r.window_start, r.rows_read,
+       (SELECT count(*) FROM flowlens.flow_raw f
+        WHERE f.receive_time >= r.window_start AND f.receive_time < r.window_start + interval '5 minutes')
+FROM recent r ORDER BY r.window_start
+"""
+
+
+def changed_windows(postgres: PostgresResource, recent: int = RECENT_WINDOWS) -> list[tuple[datetime, int, int]]:
+    """(window, rows enriched_flows read, rows the landing holds now) where the two differ."""
+    with postgres.connect() as conn:
+        rows = conn.execute(RECENT_SQL, {"asset": names.ENRICHED_FLOWS, "n": recent}).fetchall()
+    return [(w, int(read), int(landed)) for w, read, landed in rows if int(read) != int(landed)]
+
+
+@dg.sensor(
+    name="late_data_sensor",
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=__doc__.split("\n\n")[0],
+)
+def late_data_sensor(
+    context: dg.SensorEvaluationContext, postgres: PostgresResource, lake: LakeResource, landing: LandingResource
+) -> dg.SensorResult | dg.SkipReason:
+    if landing.mode in ("standard", "full"):
+        return dg.SkipReason("landing is Kafka: landing_matches_load runs with each enriched_flows materialization")
+    changed = changed_windows(postgres)
+    if not changed:
+        return dg.SkipReason(f"the landing of the last {RECENT_WINDOWS} processed windows is unchanged")
+    sources = sources_from({"postgres": postgres, "lake": lake, "landing": landing})
+    evaluations = []
+    try:
+        for window, _read, _landed in changed:
+            finding = landing_matches_load(sources, Span.window(window))
+            context.log.warning(finding.message)
+            evaluations.append(
+                dg.AssetCheckEvaluation(
+                    asset_key=dg.AssetKey(names.ENRICHED_FLOWS),
+                    check_name=names.LANDING_MATCHES_LOAD,
+                    passed=finding.passed,
+                    description=finding.message,
+                    metadata=check_metadata(finding),
+                    partition=window_key(window),
+                )
+            )
+    finally:
+        sources.close()
+    return dg.SensorResult(asset_events=evaluations)
