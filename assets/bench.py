@@ -1,9 +1,10 @@
 """``flowlens bench pipeline [--json]``: one 5-minute window from the landing to PostgreSQL, timed by stage.
 
-Setup (not timed): a fresh database ``flowlens_bench`` (migrated) and, for ``--landing kafka``, a
-fresh topic; ``--flows`` synthetic flows (default 15 million = 50,000 flows/s for 300 s) landed in
-one window through the real landing API. A realistic mix: ``--pairs`` client/server/port pairs,
-half of the flows are the server's replies (so direction matters), a few thousand addresses.
+Setup (not timed): a throwaway database ``flowlens_pipeline_bench_<pid>`` (migrated, dropped at the
+end, so concurrent benches never share one) and, for ``--landing kafka``, a fresh topic; ``--flows``
+synthetic flows (default 15 million = 50,000 flows/s for 300 s) landed in one window through the
+real landing API. A realistic mix: ``--pairs`` client/server/port pairs, half of the flows are the
+server's replies (so direction matters), tens of thousands of addresses.
 
 Timed, on the same code the Dagster assets run: read the window from the landing, enrich (no
 reverse DNS: the network is not what is measured), write the lake, aggregate ``flow_stats`` and
@@ -16,6 +17,7 @@ Targets on 2 cores: ``window_seconds`` < 60 and ``upsert_rows_per_s`` >= 300,000
 
 import argparse
 import contextlib
+import os
 import resource
 import sys
 import time
@@ -31,7 +33,7 @@ from ingest.config import load_config
 from ingest.schema import FLOW_SCHEMA
 
 SEED_UPSERTS_PER_S = 35_000
-BENCH_DATABASE = "flowlens_bench"
+BENCH_DATABASE = f"flowlens_pipeline_bench_{os.getpid()}"
 BATCH_ROWS = 1_000_000
 V4 = np.frombuffer(b"\x00" * 10 + b"\xff\xff", np.uint8)
 
@@ -124,7 +126,7 @@ def bench_config(args: argparse.Namespace):
             "postgres": cfg.postgres.model_copy(update={"database": BENCH_DATABASE}),
             "kafka": cfg.kafka.model_copy(update={"raw_topic": f"flows.raw.bench.{uuid.uuid4().hex[:8]}"}),
             "dns": cfg.dns.model_copy(update={"enabled": False}),
-            "pipeline": cfg.pipeline.model_copy(update={"lake_dir": cfg.state_dir / "bench" / "lake"}),
+            "pipeline": cfg.pipeline.model_copy(update={"lake_dir": cfg.state_dir / "bench" / BENCH_DATABASE}),
         }
     )
 
@@ -163,6 +165,19 @@ def _create_topic(cfg) -> None:
 
     admin = kafka_stack.admin(cfg)
     admin.create_topics([NewTopic(cfg.kafka.raw_topic, cfg.kafka.raw_partitions, 1)])[cfg.kafka.raw_topic].result(30)
+
+
+def cleanup(cfg) -> None:
+    """Drop the bench database, lake and topic."""
+    import shutil
+
+    import psycopg
+
+    with psycopg.connect(cfg.postgres.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
+    shutil.rmtree(cfg.lake_dir, ignore_errors=True)
+    if cfg.uses_kafka:
+        _drop_topic(cfg)
 
 
 def _drop_topic(cfg) -> None:
@@ -242,8 +257,8 @@ def main(argv: list[str]) -> int:
         figures["check_seconds"] = checks["check_seconds"]
         figures["peak_rss_mb"] = peak_rss_mb()
     finally:
-        if cfg.uses_kafka and not args.keep:
-            _drop_topic(cfg)
+        if not args.keep:
+            cleanup(cfg)
     report(
         "pipeline",
         figures,

@@ -13,7 +13,6 @@ Each change detected is also published, when those services are part of the mode
 to the Redis pub/sub channel ``changes:topology`` (seed §5.2), as JSON.
 """
 
-
 import json
 from datetime import datetime
 from typing import Any
@@ -97,28 +96,34 @@ def detect_window(conn, window: datetime, gone_after: int) -> list[dict[str, Any
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-def publish(changes: list[dict[str, Any]], window: datetime, kafka: KafkaResource, redis: RedisResource) -> int:
-    """Send the window's changes to Kafka ``changes.detected`` and Redis ``changes:topology`` when enabled."""
-    if not changes:
-        return 0
+def publish(
+    changes: list[dict[str, Any]], window: datetime, kafka: KafkaResource, redis: RedisResource
+) -> dict[str, int]:
+    """Send the window's changes to Kafka ``changes.detected`` and Redis ``changes:topology`` when enabled.
+
+    Returns how many messages went to each (0 for a service the mode does not use).
+    """
+    sent = {"kafka": 0, "redis": 0}
     messages = [
         (f"{c['kind']}|{c['subject']}", json.dumps({"window_start": window.isoformat(), **c}, default=str))
         for c in changes
     ]
-    producer = kafka.producer()
+    producer = kafka.producer() if messages else None
     if producer is not None:
         for key, value in messages:
             producer.produce(kafka.changes_topic, value.encode(), key=key.encode())
             producer.poll(0)
         if producer.flush(30):
             raise RuntimeError(f"Kafka did not acknowledge every message on {kafka.changes_topic}: is it up?")
-    client = redis.client()
+        sent["kafka"] = len(messages)
+    client = redis.client() if messages else None
     if client is not None:
         with client.pipeline(transaction=False) as pipe:
             for _, value in messages:
                 pipe.publish(REDIS_CHANNEL, value)
             pipe.execute()
-    return len(messages)
+        sent["redis"] = len(messages)
+    return sent
 
 
 def process_window(

@@ -120,7 +120,7 @@ def _tsresol(options: bytes, endian: str) -> int:
             break
         if code == 9 and length >= 1:
             value = options[pos + 4]
-            return 2 ** (value & 0x7F) if value & 0x80 else 10 ** value
+            return 2 ** (value & 0x7F) if value & 0x80 else 10**value
         pos += 4 + length + (-length % 4)
     return 1_000_000
 
@@ -170,16 +170,26 @@ def _ip_start(link: int, frame: bytes) -> int | None:
 
 
 # --- writing (tests) ---------------------------------------------------------------------------
-def ethernet_frame(src: bytes, dst: bytes, protocol: int, src_port: int, dst_port: int,
-                   payload_len: int, tcp_flags: int = 0x18) -> bytes:
-    """An Ethernet + IPv4/IPv6 + TCP/UDP frame (4- or 16-byte addresses) with a zero payload."""
+def ethernet_frame(
+    src: bytes,
+    dst: bytes,
+    protocol: int,
+    src_port: int,
+    dst_port: int,
+    payload_len: int,
+    tcp_flags: int = 0x18,
+    payload: bytes | None = None,
+) -> bytes:
+    """An Ethernet + IPv4/IPv6 + TCP/UDP frame (4- or 16-byte addresses); the payload is
+    ``payload`` or ``payload_len`` zero bytes."""
+    payload = b"\x00" * payload_len if payload is None else payload
     if protocol == 6:
         transport = struct.pack("!HHIIBBHHH", src_port, dst_port, 1, 0, 5 << 4, tcp_flags, 65535, 0, 0)
     elif protocol == 17:
-        transport = struct.pack("!HHHH", src_port, dst_port, 8 + payload_len, 0)
+        transport = struct.pack("!HHHH", src_port, dst_port, 8 + len(payload), 0)
     else:
         transport = b""
-    body = transport + b"\x00" * payload_len
+    body = transport + payload
     if len(src) == 4:
         ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 0, 0, 64, protocol, 0, src, dst)
         ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]

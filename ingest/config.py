@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "FLOWLENS_"
+NON_CONFIG_ENV_PREFIX = "FLOWLENS_TEST_"  # test-harness switches, not configuration keys
 Mode = Literal["minimal", "standard", "full", "auto"]
 
 
@@ -236,6 +237,7 @@ class IngestConfig(_Section):
     kafka_read_slack_seconds: float = Field(60.0, ge=0)  # read_window looks this far past the window end
     landing_backoff_max_seconds: float = Field(30.0, gt=0)  # exponential backoff cap (seed §8.3)
     drain_timeout_seconds: float = Field(120.0, gt=0)  # SIGTERM: how long to try landing what is queued
+    landing_writers: int = Field(2, ge=1)  # concurrent PostgreSQL COPYs per receiving process
     template_state_file: str = "templates-{worker}.state"  # under state_dir/ingest; {worker} = process index
 
     @field_validator("allowed_exporters", mode="before")
@@ -321,7 +323,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     """FLOWLENS_A__B=v -> {"a": {"b": v}}; values are parsed as YAML so numbers, bools, lists work."""
     tree: dict[str, Any] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == "FLOWLENS_CONFIG":
+        if not name.startswith(ENV_PREFIX) or name == "FLOWLENS_CONFIG" or name.startswith(NON_CONFIG_ENV_PREFIX):
             continue
         path = name[len(ENV_PREFIX) :].lower().split("__")
         try:

@@ -66,7 +66,10 @@ def apply_args(cfg: FlowLensConfig, args: argparse.Namespace) -> FlowLensConfig:
         ing["instance_id"] = args.instance_id
     if args.mode:
         data["mode"] = args.mode
-    return FlowLensConfig.model_validate(data)
+    try:
+        return FlowLensConfig.model_validate(data)
+    except ValueError as exc:  # pydantic's ValidationError: name the option and what is allowed
+        raise ConfigError(f"invalid command-line option: {exc}") from None
 
 
 def _listen(item: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ the depth is exactly "accepted and not yet durable", and the watermark is derive
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import itertools
 import logging
@@ -22,6 +23,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -106,6 +108,8 @@ class Worker:
         self._exporter_names = ExporterNames()
         self._landed_through_us = 0
         self._retry: list[tuple[float, Unit, pa.RecordBatch]] = []
+        self._writers = ThreadPoolExecutor(cfg.ingest.landing_writers, thread_name_prefix="flowlens-land")
+        self._writing: list[tuple[Future, Unit, pa.RecordBatch]] = []  # blocking writes in progress
         self._backoff = 0.1
         self._retry_after = 0.0  # monotonic time before which the landing is not tried again
         self._drain_deadline: float | None = None
@@ -225,7 +229,8 @@ class Worker:
             if now >= next_report:
                 self._report(final=False)
                 next_report = now + 1.0
-            if draining and self._decode_done.is_set() and not acc and self.flowq.depth == 0 and not self._retry:
+            idle = not acc and not self._retry and not self._writing and self.flowq.depth == 0
+            if draining and self._decode_done.is_set() and idle:
                 break
             if draining and now > self._drain_deadline:
                 log.error(
@@ -235,6 +240,7 @@ class Worker:
                 break
         self._heartbeat()
         decode_thread.join(timeout=5)
+        self._writers.shutdown(wait=False, cancel_futures=True)
         self.landing.close()
         for sock in self.sockets:
             sock.close()
@@ -263,15 +269,33 @@ class Worker:
             self._retry.append((self._retry_after, unit, batch))
             return
         write_async = getattr(self.landing, "write_async", None)
+        if write_async is None:
+            self._submit(unit, batch)
+            return
         try:
-            if write_async is not None:
-                write_async(batch, lambda failed, error, unit=unit: self._settled(unit, failed, error))
-                return
-            self.landing.write(batch)
+            write_async(batch, lambda failed, error, unit=unit: self._settled(unit, failed, error))
         except Exception as exc:  # any driver error: keep the batch, back off, retry
             self._failed(unit, [batch], str(exc))
-            return
-        self._succeeded(unit)
+
+    def _submit(self, unit: Unit, batch: pa.RecordBatch) -> None:
+        """Blocking landings (PostgreSQL) write from a few threads, so encoding the next batch
+        overlaps the database's work on the previous one; at most ``landing_writers`` at once."""
+        while len(self._writing) >= self.cfg.ingest.landing_writers:
+            wait([f for f, _, _ in self._writing], return_when=FIRST_COMPLETED)
+            self._collect_writes()
+        self._writing.append((self._writers.submit(self.landing.write, batch), unit, batch))
+
+    def _collect_writes(self) -> None:
+        """Settle the finished blocking writes (in the landing loop's thread)."""
+        still = []
+        for future, unit, batch in self._writing:
+            if not future.done():
+                still.append((future, unit, batch))
+            elif future.exception() is not None:
+                self._failed(unit, [batch], str(future.exception()))
+            else:
+                self._succeeded(unit)
+        self._writing = still
 
     def _failed(self, unit: Unit, parts: list[pa.RecordBatch], error: str) -> None:
         """Count a failed write and schedule its retry after the current backoff (seed §8.3)."""
@@ -305,15 +329,23 @@ class Worker:
         poll = getattr(self.landing, "poll", None)
         if poll is not None:
             poll(0)
+        if self._writing:
+            self._collect_writes()
         if self._retry and time.monotonic() >= self._retry_after:
             due, self._retry = self._retry, []
             for _, unit, batch in due:  # oldest first; a new failure re-queues the rest behind it
                 self._write(unit, batch)
 
     # --- watermarks ---------------------------------------------------------------------------
-    def landed_through_us(self) -> int:
-        """Every flow with a window time before this is durable (never goes backwards)."""
+    def landed_through_us(self) -> int | None:
+        """Every flow with a window time before this is durable (never goes backwards).
+
+        With ``timestamp_source: export`` the clock is the exporters': a process that has seen no
+        packet yet has no position on it and returns None (it publishes no watermark until then).
+        """
         use_export = self.cfg.ingest.timestamp_source == "export"
+        if use_export and not self.receiver.max_stamp:
+            return None
         for _ in range(200):
             mark = self.receiver.max_stamp if use_export else time.time_ns() // 1000
             if self.receiver.pending == BUSY and self.receiver.is_alive():
@@ -321,15 +353,15 @@ class Worker:
                 continue
             # Upstream stages first: a batch moving downstream is always visible in one of them.
             oldest = [s for s in (self.fairq.oldest_stamp(), self.flowq.oldest_us()) if s is not None]
-            if use_export and not mark:
-                mark = time.time_ns() // 1000
-            candidate = min([mark, *oldest])
-            self._landed_through_us = max(self._landed_through_us, candidate)
+            self._landed_through_us = max(self._landed_through_us, min([mark, *oldest]))
             break
         return self._landed_through_us
 
     def _heartbeat(self) -> None:
-        through = datetime.fromtimestamp(self.landed_through_us() / 1e6, UTC)
+        through_us = self.landed_through_us()
+        if through_us is None:
+            return
+        through = datetime.fromtimestamp(through_us / 1e6, UTC)
         try:
             self.landing.heartbeat(self.instance, through, self.stats.flows_landed)
             if not hasattr(self.landing, "write_async"):  # async landings report health on delivery
@@ -350,6 +382,7 @@ def run_worker(cfg: FlowLensConfig, index: int, instance: str, channel, log_leve
     """Entry point of a receiving process (multiprocessing target)."""
     logging.basicConfig(level=log_level, format=f"%(asctime)s flowlens-ingest[w{index}] %(levelname)s %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into an orderly stop
+    _drain_when_parent_dies()
 
     def report(snapshot: dict, final: bool) -> None:
         channel.put({"worker": index, "snapshot": snapshot, "final": final})
@@ -363,3 +396,12 @@ def run_worker(cfg: FlowLensConfig, index: int, instance: str, channel, log_leve
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     channel.put({"worker": index, "ready": True, "pid": os.getpid()})
     worker.run()
+
+
+def _drain_when_parent_dies() -> None:
+    """Linux: get SIGTERM (an orderly drain) if the supervising parent is killed outright."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

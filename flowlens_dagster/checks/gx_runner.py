@@ -1,9 +1,13 @@
 """Run a :class:`~flowlens_dagster.checks.suites.TableSuite` with Great Expectations 1.x.
 
-One ephemeral GX context per process (created on first use, since importing GX costs seconds),
-with one PostgreSQL data source per database URL; each validation adds a query asset for the
-span, validates it and removes it again, so nothing accumulates across windows. The Parquet lake
-is validated as a pandas DataFrame (GX has no Polars or DuckDB backend).
+One ephemeral GX context per process, created on first use (importing GX costs seconds). Two ways in:
+
+- :meth:`GXRunner.validate_suspects`: what the checks use. GX validates the span's suspect rows
+  (:mod:`flowlens_dagster.checks.suspects`) as a pandas DataFrame; with none, nothing can fail and
+  GX is not even imported.
+- :meth:`GXRunner.validate_sql`: GX validates every row of the span in PostgreSQL through a SQL
+  data source and a query asset (added, validated, removed: nothing accumulates). Seconds per
+  window, so it is for audits and for the tests that show both ways reach the same verdicts.
 
 Results come back as :class:`SuiteOutcome`: which expectation failed, on which column, how many
 rows and a few example values, in a form that becomes Dagster metadata as is.
@@ -21,7 +25,7 @@ from typing import Any
 from flowlens_dagster.checks.suites import TableSuite
 
 EXAMPLES = 5  # unexpected values shown per failed expectation
-RESULT_FORMAT: dict = {"result_format": "SUMMARY", "partial_unexpected_count": EXAMPLES}
+RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": EXAMPLES}
 _ROW_COUNT = "expect_table_row_count_to_be_between"
 
 
@@ -91,8 +95,7 @@ class SuiteOutcome:
 class GXRunner:
     """Validates suites against PostgreSQL queries or DataFrames through one ephemeral GX context."""
 
-    def __init__(self, always_validate: bool = False) -> None:
-        self.always_validate = always_validate
+    def __init__(self) -> None:
         self._context: Any = None
         self._sources: dict[str, Any] = {}
         self._ids = itertools.count()
@@ -116,9 +119,9 @@ class GXRunner:
 
         No suspect row means no expectation can fail (the suspect query is compiled from the same
         expectations), so GX, whose fixed cost is ~0.5 s per suite, runs only when there is something
-        to explain, unless ``always_validate`` is set (tests use it to show both paths agree).
+        to explain.
         """
-        if len(frame) == 0 and not self.always_validate:
+        if len(frame) == 0:
             return SuiteOutcome(suite.label, suite.table, suite.span.key, rows, len(suite.expectations), [], 0.0, 0)
         outcome = self.validate_frame(frame, suite)
         outcome.suspect_rows, outcome.rows, outcome.capped = outcome.rows, rows, capped

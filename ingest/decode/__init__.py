@@ -7,6 +7,14 @@
     dec.stats.as_dict(); dec.save_state(path); dec.load_state(path)
 
 Pure library: no sockets, no files except ``save_state``/``load_state``.
+
+Where the rules live: ``decoder`` (packet walk, data-before-template buffer, caps, error
+counters), ``templates`` (template keys and compilation), ``columns`` (the Cisco ASA NSEL and
+RFC 5103 biflow rules), ``sampling`` (which rate applies), ``timestamps`` (time IEs, sysUptime
+wraparound), ``packet_section`` (IE 315). ``stats.errors`` reasons: ``truncated``, ``malformed``,
+``unknown_version``, ``reserved_set_id``, ``template_too_large``, ``template_limit``,
+``exporter_limit``, ``no_template_dropped``, ``bad_exporter``, ``bad_sampling_rate`` and
+``internal`` (a decoder bug caught by the safety net; never expected).
 """
 
 from ingest.decode.decoder import Decoder, DecoderLimits, DecoderStats

@@ -100,7 +100,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     parser.add_argument("--flows", type=int, default=600_000, help="flows per version for FlowLens")
     parser.add_argument("--peer-flows", type=int, default=20_000, help="flows per version for the netflow package")
-    parser.add_argument("--batch", type=int, default=1000, help="packets per decode_many call")
+    parser.add_argument("--batch", type=int, default=2000, help="packets per decode_many call")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (the best is kept)")
     args = parser.parse_args(argv)
     figures: dict[str, float] = {}

@@ -55,11 +55,7 @@ def _packets(path: Path, port: int | None, exporter: str, stats: CaptureStats) -
     with open(path, "rb") as fh:
         magic = fh.read(4)
     if magic in PCAP_MAGICS or magic == PCAPNG_SHB:
-        return [
-            (d.src, d.payload, d.time_us)
-            for d in read_udp(path, stats)
-            if port is None or d.dst_port == port
-        ]
+        return [(d.src, d.payload, d.time_us) for d in read_udp(path, stats) if port is None or d.dst_port == port]
     return [(exporter, path.read_bytes(), int(path.stat().st_mtime * 1_000_000))]
 
 

@@ -1,7 +1,7 @@
 """From decoded template roles to ``FLOW_SCHEMA`` columns, vectorized over a group of records.
 
-Input: ``values`` (role name -> numpy array, one entry per record; addresses as ``(n, 4|16)``
-uint8) and ``ctx`` (per-record copies of the packet context: receive time, exporter, domain,
+Input: ``values`` (role name -> numpy array, one entry per record; IPv4 addresses as raw ``=u4``
+words, IPv6 as ``V16``) and ``ctx`` (per-record copies of the packet context: receive time, exporter, domain,
 version, header times, resolved sampling rate). Output: ``Columns``, a dict of column name ->
 ``(array, valid mask or None)`` that ``concat`` joins and ``to_batch`` turns into Arrow.
 
@@ -11,10 +11,12 @@ traffic yet, and the teardown (or update) carries the counters, so create events
 bytes and no packets are *dropped* (counted as ``nsel_create_skipped``): keeping them would count
 every connection twice. A create event that does carry traffic (some exporters report the first
 packets' delta there; the later events then carry only what follows) is kept. Denied
-(3) and alert (4) events are kept as flows with whatever counters they carry. Byte and packet
-counts come from the initiator fields (IE 231/298, ``NF_F_FWD_FLOW_DELTA_BYTES``) when no plain
-counter is present; responder counters (IE 232/299) become a reverse-direction record, the same
-treatment as RFC 5103 biflows, never added to the forward count.
+(3) and alert (4) events are kept as flows with whatever counters they carry. Forward bytes and
+packets are octetDeltaCount/packetDeltaCount when present, else the initiator counters (IE 231/298:
+ASA's ``NF_F_FWD_FLOW_DELTA_BYTES``, deltas since the previous event of the connection, so updates
+and the teardown add up without overlap), else the totals (IE 85/86). Responder counters (IE
+232/299) become a reverse-direction record (addresses, ports, interfaces and AS swapped), the same
+treatment as RFC 5103 biflow counters (PEN 29305), never added to the forward count.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ V4_MAPPED = np.array([0] * 10 + [0xFF, 0xFF], np.uint8)
 NSEL_CREATE = 1
 MAX_TIME_US = 7_258_118_400_000_000  # 2200-01-01: later (or negative) times are garbage -> null
 _ADDR_COLS = ("exporter", "src_addr", "dst_addr")
+TARGET = {f.name: np.dtype(f.type.to_pandas_dtype()) for f in FLOW_SCHEMA if pa.types.is_integer(f.type)}
 _NULLABLE = {"flow_start", "flow_end", "input_if", "output_if", "src_as", "dst_as", "direction"}
 
 
@@ -85,8 +88,12 @@ def _first(values: dict[str, np.ndarray], role: str, n: int) -> np.ndarray | Non
 
 
 def _uint(values: dict[str, np.ndarray], role: str, n: int) -> np.ndarray:
-    v = _first(values, role, n)
-    return v if v is not None else np.zeros(n, np.uint64)
+    """The role's column converted once, straight to its ``FLOW_SCHEMA`` integer type."""
+    dtype = TARGET[role]
+    for candidate in ROLE_PRIORITY.get(role, (role,)):
+        if (v := values.get(candidate)) is not None:
+            return v.astype(dtype)
+    return np.zeros(n, dtype)
 
 
 def forward(values: dict[str, np.ndarray], ctx: Any, sections: list[bytes] | None) -> Columns:
@@ -120,7 +127,7 @@ def forward(values: dict[str, np.ndarray], ctx: Any, sections: list[bytes] | Non
     cols["flow_end"] = (end, has_end & (end >= 0) & (end < MAX_TIME_US))
     for name in ("input_if", "output_if", "src_as", "dst_as", "direction"):
         v = values.get(name)
-        cols[name] = (widen(v), None) if v is not None else (np.zeros(n, np.uint64), np.zeros(n, bool))
+        cols[name] = (v.astype(TARGET[name]), None) if v is not None else (np.zeros(n, TARGET[name]), np.zeros(n, bool))
     if sections is not None:
         _apply_sections(cols, values, sections)
     return cols
@@ -159,8 +166,7 @@ def reverse(cols: Columns, values: dict[str, np.ndarray]) -> tuple[Columns, np.n
     rev_packets = _first(values, "rev_packets", n)
     if rev_packets is None:
         rev_packets = _first(values, "rev_total_packets", n)
-    plain_bytes = any(k in values for k in ("bytes", "total_bytes"))
-    if rev_bytes is None and rev_packets is None and not plain_bytes:
+    if rev_bytes is None and rev_packets is None:
         rev_bytes, rev_packets = _first(values, "responder_bytes", n), _first(values, "responder_packets", n)
     if rev_bytes is None and rev_packets is None:
         return None
@@ -214,7 +220,8 @@ def concat(parts: list[Columns]) -> Columns:
         masks = [p[name][1] for p in parts]
         mask = None
         if any(m is not None for m in masks):
-            mask = np.concatenate([m if m is not None else np.ones(len(a), bool) for a, m in zip(arrays, masks)])
+            filled = [m if m is not None else np.ones(len(a), bool) for a, m in zip(arrays, masks, strict=True)]
+            mask = np.concatenate(filled)
         out[name] = (np.concatenate(arrays), mask)
     return out
 

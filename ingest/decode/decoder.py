@@ -38,7 +38,19 @@ from ingest.decode.templates import Template, TemplateError, TemplateKey, parse_
 from ingest.schema import empty_flows
 
 _SET = struct.Struct("!HH")
+_V9_FAST = struct.Struct("!16xIHH")  # source id, first set id, first set length
+_IPFIX_FAST = struct.Struct("!2xH8xIHH")  # message length, domain, first set id, first set length
 MAX_RATE = 0xFFFFFFFF  # the sampling_rate column is uint32
+# The first 24 bytes of every packet, read as words: v5 (uptime, secs, nsecs, .., rate),
+# v9 (uptime, secs, sequence, source id), IPFIX (secs, sequence, domain).
+_HEAD = np.dtype(
+    {
+        "names": ["version", "w1", "w2", "w3", "w4", "sampling"],
+        "formats": [">u2", ">u4", ">u4", ">u4", ">u4", ">u2"],
+        "offsets": [0, 4, 8, 12, 16, 22],
+        "itemsize": 24,
+    }
+)
 MAX_TIME_MS = 1 << 44  # year 2527: larger boot times are garbage
 Exporter = bytes | str
 
@@ -78,11 +90,10 @@ class DecoderStats:
 class _Group:
     """Record bytes of one template gathered across the packets of a call."""
 
-    __slots__ = ("chunks", "counts", "pidx", "bodies")
+    __slots__ = ("bodies", "chunks", "pidx")
 
     def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.counts: list[int] = []
+        self.chunks: list[bytes] = []  # whole records only: the record count is len // record length
         self.pidx: list[int] = []
         self.bodies: list[tuple[bytes, int, int, int]] = []  # slow path: (payload, start, end, pidx)
 
@@ -91,12 +102,24 @@ class _Call:
     """Accumulators of one ``decode_many`` call."""
 
     def __init__(self) -> None:
-        # per packet: receive µs, exporter, version, domain, header secs, sysUptime, nsecs, v5 rate
-        self.ctx: list[tuple[int, bytes, int, int, int, int, int, int]] = []
+        # per packet: receive µs, exporter, first 24 bytes (headers are decoded vectorized later);
+        # three lists rather than one list of tuples: cheaper to append and to turn into arrays
+        self.recvs: list[int] = []
+        self.exps: list[bytes] = []
+        self.heads: list[bytes] = []
         self.groups: dict[Template, _Group] = {}
         self.v5_chunks: list[bytes] = []
-        self.v5_counts: list[int] = []
         self.v5_pidx: list[int] = []
+
+    def add(self, receive_us: int, exp: bytes, head: bytes) -> int:
+        """Record one packet's context; returns its index."""
+        self.recvs.append(receive_us)
+        self.exps.append(exp)
+        self.heads.append(head)
+        return len(self.recvs) - 1
+
+    def context(self, pidx: int) -> tuple[int, bytes, bytes]:
+        return self.recvs[pidx], self.exps[pidx], self.heads[pidx]
 
 
 class Decoder:
@@ -138,12 +161,21 @@ class Decoder:
         (templates, options, several sets, errors) goes through ``_packet``.
         """
         call = _Call()
-        ctx, groups, templates = call.ctx, call.groups, self.templates
+        recvs, exps, heads, groups, templates = call.recvs, call.exps, call.heads, call.groups, self.templates
+        v5_pidx, v5_chunks = call.v5_pidx, call.v5_chunks
         timeout_us = self.limits.template_timeout_s * 1_000_000
-        counts = {5: 0, 9: 0, 10: 0}
-        v9_header, ipfix_header, v5_header, set_header = v9.HEADER, ipfix.HEADER, v5.HEADER, _SET
+        counts = [0] * 11  # packets by version (5, 9, 10) on the fast path
+        last_exporter, last_exp = None, None
+        last_key, tmpl, group = None, None, None
         for exporter, payload, receive_us in packets:
-            exp = exporter if type(exporter) is bytes and len(exporter) == 16 else self._exporter_bytes(exporter)
+            if exporter is last_exporter:
+                exp = last_exp
+            else:
+                exp = exporter if type(exporter) is bytes and len(exporter) == 16 else self._exporter_bytes(exporter)
+                last_exporter, last_exp = exporter, exp
+                if exp is None:
+                    self.stats.errors["bad_exporter"] += 1
+                    continue
             if exp is None:
                 self.stats.errors["bad_exporter"] += 1
                 continue
@@ -152,46 +184,50 @@ class Decoder:
             size = len(payload)
             if size >= 24 and payload[0] == 0:
                 version = payload[1]
-                if version == 9:
-                    _, _, uptime, secs, _, domain = v9_header.unpack_from(payload)
-                    pos, end = 20, size
+                if version == 9:  # domain and the first set header in one unpack
+                    domain, set_id, length = _V9_FAST.unpack_from(payload)
+                    start, end = 24, size
                 elif version == 10:
-                    _, end, secs, _, domain = ipfix_header.unpack_from(payload)
-                    uptime, pos = 0, 16
+                    end, domain, set_id, length = _IPFIX_FAST.unpack_from(payload)
+                    start = 20
                 elif version == 5:
-                    _, count, uptime, secs, nsecs, _, _, _, sampling = v5_header.unpack_from(payload)
+                    count = (payload[2] << 8) | payload[3]
                     if count and 24 + 48 * count <= size:
-                        call.v5_pidx.append(len(ctx))
-                        ctx.append((receive_us, exp, 5, 0, secs, uptime, nsecs, sampling & 0x3FFF))
-                        call.v5_chunks.append(payload[24 : 24 + 48 * count])
-                        call.v5_counts.append(count)
+                        v5_pidx.append(len(recvs))
+                        recvs.append(receive_us)
+                        exps.append(exp)
+                        heads.append(payload[:24])
+                        v5_chunks.append(payload[24 : 24 + 48 * count])
                         counts[5] += 1
                         continue
-                    end = -1
+                    start = end = length = -1
                 else:
-                    end = -1
-                if 0 < end <= size:
-                    set_id, length = set_header.unpack_from(payload, pos)
-                    tmpl = templates.get((exp, version, domain, set_id)) if pos + length == end else None
-                    if tmpl is not None and tmpl.fast and receive_us - tmpl.last_seen_us <= timeout_us:
-                        count = (length - 4) // tmpl.record_length
-                        group = groups.get(tmpl)
-                        if group is None:
+                    start = end = length = -1
+                if start - 4 + length == end <= size and end > 0:  # exactly one set filling the packet
+                    key = (exp, version, domain, set_id)
+                    if key != last_key:  # consecutive packets of one template: skip the lookups
+                        last_key, tmpl = key, templates.get(key)
+                        group = groups.get(tmpl) if tmpl is not None else None
+                        if group is None and tmpl is not None:
                             group = groups[tmpl] = _Group()
-                        group.chunks.append(payload[pos + 4 : pos + 4 + count * tmpl.record_length])
-                        group.counts.append(count)
-                        group.pidx.append(len(ctx))
-                        ctx.append((receive_us, exp, version, domain, secs, uptime, 0, 0))
+                    if tmpl is not None and tmpl.fast and receive_us - tmpl.last_seen_us <= timeout_us:
+                        size = tmpl.record_length
+                        group.chunks.append(payload[start : start + (length - 4) // size * size])
+                        group.pidx.append(len(recvs))
+                        recvs.append(receive_us)
+                        exps.append(exp)
+                        heads.append(payload[:24])
                         counts[version] += 1
                         continue
+            last_key = None  # the slow path may learn, change or withdraw templates
             try:
                 self._packet(call, exp, payload, receive_us)
             except (struct.error, IndexError, ValueError, OverflowError, TypeError) as exc:
                 # A parser bug, never expected on any input: counted (the fuzz run asserts zero).
                 self.stats.errors["internal"] += 1
                 self.stats.events[f"internal:{type(exc).__name__}"] += 1
-        for version, n in counts.items():
-            self.stats.packets[version] += n
+        for version in (5, 9, 10):
+            self.stats.packets[version] += counts[version]
         try:
             return self._finish(call)
         except (ValueError, OverflowError, TypeError, IndexError) as exc:
@@ -268,25 +304,22 @@ class Decoder:
         if isinstance(header, str):
             self.stats.errors[header] += 1
             return
-        count, uptime, secs, nsecs, rate = header
+        count = header
         self.stats.packets[5] += 1
-        call.v5_pidx.append(len(call.ctx))
-        call.ctx.append((receive_us, exp, 5, 0, secs, uptime, nsecs, rate))
+        call.v5_pidx.append(call.add(receive_us, exp, payload[:24].ljust(24, b"\x00")))
         call.v5_chunks.append(payload[v5.HEADER_LEN : v5.HEADER_LEN + count * v5.RECORD_LEN])
-        call.v5_counts.append(count)
 
     def _v9(self, call: _Call, exp: bytes, payload: bytes, receive_us: int) -> None:
         header = v9.parse_header(payload)
         if isinstance(header, str):
             self.stats.errors[header] += 1
             return
-        _, uptime, secs, domain = header
+        domain = header
         sets = self._sets(payload, v9.HEADER_LEN, len(payload), ipfix=False)
         if sets is None:
             return
         self.stats.packets[9] += 1
-        pidx = len(call.ctx)
-        call.ctx.append((receive_us, exp, 9, domain, secs, uptime, 0, 0))
+        pidx = call.add(receive_us, exp, payload[:24].ljust(24, b"\x00"))
         self._walk(call, exp, 9, domain, payload, sets, pidx, receive_us)
 
     def _ipfix(self, call: _Call, exp: bytes, payload: bytes, receive_us: int) -> None:
@@ -294,13 +327,12 @@ class Decoder:
         if isinstance(header, str):
             self.stats.errors[header] += 1
             return
-        length, secs, domain = header
+        length, domain = header
         sets = self._sets(payload, ipfix.HEADER_LEN, length, ipfix=True)
         if sets is None:
             return
         self.stats.packets[10] += 1
-        pidx = len(call.ctx)
-        call.ctx.append((receive_us, exp, 10, domain, secs, 0, 0, 0))
+        pidx = call.add(receive_us, exp, payload[:24].ljust(24, b"\x00"))
         self._walk(call, exp, 10, domain, payload, sets, pidx, receive_us)
 
     def _sets(self, payload: bytes, pos: int, end: int, *, ipfix: bool) -> list[tuple[int, int, int]] | None:
@@ -323,8 +355,17 @@ class Decoder:
             return None
         return sets
 
-    def _walk(self, call: _Call, exp: bytes, version: int, domain: int, payload: bytes,
-              sets: list[tuple[int, int, int]], pidx: int, receive_us: int) -> None:
+    def _walk(
+        self,
+        call: _Call,
+        exp: bytes,
+        version: int,
+        domain: int,
+        payload: bytes,
+        sets: list[tuple[int, int, int]],
+        pidx: int,
+        receive_us: int,
+    ) -> None:
         ipfix_ = version == 10
         template_set, options_set = (2, 3) if ipfix_ else (0, 1)
         timeout_us = self.limits.template_timeout_s * 1_000_000
@@ -336,10 +377,10 @@ class Decoder:
                     self._expire(key)
                     tmpl = None
                 if tmpl is None:
-                    self._hold(key, payload[start:end], call.ctx[pidx])
+                    self._hold(key, payload[start:end], call.context(pidx))
                 else:
                     self._data(call, tmpl, payload, start, end, pidx)
-            elif set_id == template_set or set_id == options_set:
+            elif set_id in (template_set, options_set):
                 self._templates(call, exp, version, domain, payload, start, end, set_id == options_set, receive_us)
             else:
                 self.stats.errors["reserved_set_id"] += 1
@@ -358,12 +399,21 @@ class Decoder:
         count = (end - start) // size if size else 0
         if count:
             group.chunks.append(payload[start : start + count * size])
-            group.counts.append(count)
             group.pidx.append(pidx)
 
     # --- templates and options -----------------------------------------------------------
-    def _templates(self, call: _Call, exp: bytes, version: int, domain: int, payload: bytes,
-                   start: int, end: int, options: bool, receive_us: int) -> None:
+    def _templates(
+        self,
+        call: _Call,
+        exp: bytes,
+        version: int,
+        domain: int,
+        payload: bytes,
+        start: int,
+        end: int,
+        options: bool,
+        receive_us: int,
+    ) -> None:
         try:
             records = parse_template_set(
                 payload, start, end, ipfix=version == 10, options=options,
@@ -452,7 +502,10 @@ class Decoder:
                 sampler = values.get("sampler_id", EXPORTER_WIDE)
                 self.samplers[(exp, domain, sampler)] = rate
                 self.stats.events["sampling_rate_learned"] += 1
-            if 0 < values.get("system_init_ms", 0) < MAX_TIME_MS and len(self.system_init) < self.limits.max_sampler_entries:
+            if (
+                0 < values.get("system_init_ms", 0) < MAX_TIME_MS
+                and len(self.system_init) < self.limits.max_sampler_entries
+            ):
                 self.system_init[(exp, domain)] = values["system_init_ms"]
 
     def _rows(self, tmpl: Template, payload: bytes, start: int, end: int) -> np.ndarray:
@@ -470,7 +523,8 @@ class Decoder:
             self.stats.errors["no_template_dropped"] += 1
             return
         while self.pending and (
-            self.stats.pending >= limits.max_pending_sets or self.stats.pending_bytes + len(body) > limits.max_pending_bytes
+            self.stats.pending >= limits.max_pending_sets
+            or self.stats.pending_bytes + len(body) > limits.max_pending_bytes
         ):
             self._drop_oldest_pending()
         seq = self._pending_seq = self._pending_seq + 1
@@ -496,25 +550,25 @@ class Decoder:
             _, body, ctx = self.pending.pop(seq)
             self.stats.pending -= 1
             self.stats.pending_bytes -= len(body)
-            pidx = len(call.ctx)
-            call.ctx.append(ctx)
+            pidx = call.add(*ctx)
             self._data(call, tmpl, body, 0, len(body), pidx)
             self.stats.events["pending_released"] += 1
 
     # --- vectorized finish -------------------------------------------------------------------
     def _finish(self, call: _Call) -> pa.RecordBatch:
-        if not call.ctx:
+        if not call.recvs:
             return empty_flows()
         packet = self._packet_arrays(call)
         parts: list[columns.Columns] = []
         if call.v5_chunks:
             recs = np.frombuffer(b"".join(call.v5_chunks), v5.RECORD)
-            ctx = _Context(packet, np.asarray(call.v5_pidx, np.int64), np.asarray(call.v5_counts, np.int64))
+            ctx = _Context(packet, np.asarray(call.v5_pidx, np.int64), _counts(call.v5_chunks, v5.RECORD_LEN))
             parts.append(self._group_columns(recs, None, ctx, None))
         for tmpl, group in call.groups.items():
             if group.chunks:
                 recs = np.frombuffer(b"".join(group.chunks), tmpl.dtype)
-                ctx = _Context(packet, np.asarray(group.pidx, np.int64), np.asarray(group.counts, np.int64), tmpl.key)
+                counts = _counts(group.chunks, tmpl.record_length)
+                ctx = _Context(packet, np.asarray(group.pidx, np.int64), counts, tmpl.key)
                 parts.append(self._group_columns(recs, tmpl, ctx, None))
             if group.bodies:
                 recs, sections, pidx = self._slow_records(tmpl, group.bodies)
@@ -528,34 +582,40 @@ class Decoder:
         return batch
 
     def _packet_arrays(self, call: _Call) -> dict[str, Any]:
-        recv, exps, version, domain, secs, uptime, nsecs, v5_rate = zip(*call.ctx)
+        recv, exps, heads = call.recvs, call.exps, call.heads
+        head = np.frombuffer(b"".join(heads), _HEAD)
+        version = head["version"].astype(np.uint8)
+        v9, v10, v5 = version == 9, version == 10, version == 5
+        w1, w2, w3 = (head[f"w{i}"].astype(np.int64) for i in (1, 2, 3))
         arrays: dict[str, Any] = {
             "recv": np.array(recv, np.int64),
             "exporter": np.frombuffer(b"".join(exps), "V16"),
-            "version": np.array(version, np.uint8),
-            "domain": np.array(domain, np.uint32),
-            "secs": np.array(secs, np.int64),
-            "uptime": np.array(uptime, np.int64),
-            "nsecs": np.array(nsecs, np.int64),
+            "version": version,
+            "domain": np.where(v9, head["w4"], np.where(v10, head["w3"], 0)).astype(np.uint32),
+            "secs": np.where(v10, w1, w2),
+            "uptime": np.where(v10, 0, w1),
+            "nsecs": np.where(v5, w3, 0),
             "pidx": np.arange(len(recv), dtype=np.int64),
         }
+        v5_rate = np.where(v5, head["sampling"] & 0x3FFF, 0).astype(np.int64)
+        exps, domain = list(exps), arrays["domain"].tolist()
         arrays["has_uptime"] = arrays["version"] != 10
-        # Per-packet fallback rate and boot time: dict lookups per distinct (exporter, domain).
-        fallback: dict[tuple[bytes, int, int], tuple[int, int, int]] = {}
-        rates, inits, exdom = [], [], []
-        for exp, dom, rate5 in zip(exps, domain, v5_rate):
-            key = (exp, dom, rate5)
-            found = fallback.get(key)
-            if found is None:
-                rate = self.samplers.get((exp, dom, EXPORTER_WIDE)) or rate5 or self.sampling_defaults.rate_for(exp)
-                found = fallback[key] = (rate, self.system_init.get((exp, dom), 0), len(fallback))
-            rates.append(found[0])
-            inits.append(found[1])
-            exdom.append(found[2])
-        arrays["rate"] = np.array(rates, np.int64)
-        arrays["system_init_ms"] = np.array(inits, np.int64)
-        arrays["exdom"] = np.array(exdom, np.int64)
-        arrays["_keys"] = list(zip(exps, domain))
+        # Fallback rate and boot time per distinct (exporter, domain, v5 header rate): one
+        # np.unique over packed keys, then dict lookups for the few distinct ones.
+        keys = np.empty(len(recv), [("exp", "V16"), ("dom", "<u4"), ("rate5", "<u4")])
+        keys["exp"], keys["dom"], keys["rate5"] = arrays["exporter"], arrays["domain"], v5_rate
+        _, first, inverse = np.unique(keys.view("V24"), return_index=True, return_inverse=True)
+        rates, inits, owners = [], [], []
+        for i in first.tolist():
+            exp, dom, rate5 = exps[i], domain[i], int(v5_rate[i])
+            rates.append(self.samplers.get((exp, dom, EXPORTER_WIDE)) or rate5 or self.sampling_defaults.rate_for(exp))
+            inits.append(self.system_init.get((exp, dom), 0))
+            owners.append((exp, dom))
+        inverse = inverse.reshape(-1)
+        arrays["rate"] = np.array(rates, np.int64)[inverse]
+        arrays["system_init_ms"] = np.array(inits, np.int64)[inverse]
+        arrays["exdom"] = inverse.astype(np.int64)
+        arrays["_owners"] = owners  # exdom -> (exporter, domain)
         return arrays
 
     def _slow_records(self, tmpl: Template, bodies: list) -> tuple[np.ndarray, list[bytes], np.ndarray]:
@@ -568,8 +628,9 @@ class Decoder:
         recs = np.frombuffer(b"".join(rows), tmpl.dtype) if rows else np.empty(0, tmpl.dtype)
         return recs, sections, np.asarray(pidx, np.int64)
 
-    def _group_columns(self, recs: np.ndarray, tmpl: Template | None, ctx: _Context,
-                       sections: list[bytes] | None) -> columns.Columns:
+    def _group_columns(
+        self, recs: np.ndarray, tmpl: Template | None, ctx: _Context, sections: list[bytes] | None
+    ) -> columns.Columns:
         values = {name: recs[name] for name in recs.dtype.names}
         cols = columns.forward(values, ctx, sections if tmpl is not None and tmpl.frame_section is not None else None)
         rate, unsampled = self._rates(values, ctx) if tmpl is not None else (ctx["rate"], ctx.all_one("rate"))
@@ -597,32 +658,41 @@ class Decoder:
         if (sampler := values.get("sampler_id")) is not None and self.samplers:
             sid = (columns.widen(sampler).astype(np.uint64) & np.uint64(0xFFFFFFFF)).astype(np.int64)
             combo = (ctx["exdom"] << 32) | sid
-            uniq, first, inverse = np.unique(combo, return_index=True, return_inverse=True)
-            keys, pidx = ctx.packet["_keys"], ctx["pidx"]
-            table = np.array(
-                [self.samplers.get((*keys[pidx[i]], int(u) & 0xFFFFFFFF), 0) for u, i in zip(uniq, first)], np.int64
-            )
+            uniq, inverse = np.unique(combo, return_inverse=True)
+            owners = ctx.packet["_owners"]  # exdom index -> (exporter, domain)
+            found = [self.samplers.get((*owners[int(u) >> 32], int(u) & 0xFFFFFFFF), 0) for u in uniq]
+            table = np.array(found, np.int64)
             rate = np.where(rate == 0, table[inverse], rate)
         rate = np.where(rate == 0, ctx["rate"], rate)
         return rate, False
 
 
+def _counts(chunks: list[bytes], record_length: int) -> np.ndarray:
+    """Records per chunk (chunks hold whole records only)."""
+    return np.fromiter(map(len, chunks), np.int64, len(chunks)) // record_length
+
+
 class _Context:
     """Per-packet values seen per record, expanded (``np.repeat``) only when a column needs them."""
 
-    def __init__(self, packet: dict[str, Any], rows: np.ndarray, counts: np.ndarray | None,
-                 key: TemplateKey | None = None) -> None:
+    def __init__(
+        self, packet: dict[str, Any], rows: np.ndarray, counts: np.ndarray | None, key: TemplateKey | None = None
+    ) -> None:
         self.packet, self._rows, self._counts = packet, rows, counts
         self.n = int(counts.sum()) if counts is not None else len(rows)
         self._cache: dict[str, np.ndarray] = {}
         self._constant: dict[str, Any] = {}
+        self._exporter: bytes | None = None
         if key is not None:  # one template: exporter, version and domain are the same for every record
             exp, version, domain, _ = key
-            self._constant = {"exporter": (np.void(exp), "V16"), "version": (version, np.uint8),
-                              "domain": (domain, np.uint32), "has_uptime": (version != 10, bool)}  # fmt: skip
+            self._constant = {"version": (version, np.uint8), "domain": (domain, np.uint32),
+                              "has_uptime": (version != 10, bool)}  # fmt: skip
+            self._exporter = exp
 
     def __getitem__(self, name: str) -> np.ndarray:
         value = self._cache.get(name)
+        if value is None and name == "exporter" and self._exporter is not None:
+            value = self._cache[name] = np.frombuffer(self._exporter * self.n, "V16")  # fast fill
         if value is None and name in self._constant:
             scalar, dtype = self._constant[name]
             value = self._cache[name] = np.full(self.n, scalar, dtype)

@@ -97,20 +97,46 @@ SAMPLING_ROLES: Final = (
     "sampling_packet_space",
 )
 
-# Roles that are v9-scope or firewall specific and only read when the template has them.
+# Output column -> the roles that can fill it, first present in the template wins (see above).
 ROLE_PRIORITY: Final[dict[str, tuple[str, ...]]] = {
-    "bytes": ("bytes", "total_bytes", "initiator_bytes", "out_bytes"),
-    "packets": ("packets", "total_packets", "initiator_packets", "out_packets"),
+    "bytes": ("bytes", "initiator_bytes", "total_bytes", "out_bytes"),  # deltas before totals
+    "packets": ("packets", "initiator_packets", "total_packets", "out_packets"),
     "src_port": ("src_port", "udp_src_port", "tcp_src_port"),
     "dst_port": ("dst_port", "udp_dst_port", "tcp_dst_port"),
 }
 
-# Flow column -> (IE, default length) that the packet builders in ingest.encode use.
-V9_IPV4_FIELDS: Final = ((8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (6, 1), (1, 4), (2, 4), (22, 4), (21, 4),
-                        (10, 2), (14, 2), (16, 2), (17, 2), (61, 1))
-V9_IPV6_FIELDS: Final = ((27, 16), (28, 16), (7, 2), (11, 2), (4, 1), (6, 1), (1, 4), (2, 4), (22, 4), (21, 4),
-                        (10, 2), (14, 2), (16, 2), (17, 2), (61, 1))
-IPFIX_IPV4_FIELDS: Final = ((8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (6, 2), (1, 8), (2, 8), (152, 8), (153, 8),
-                           (10, 4), (14, 4), (16, 4), (17, 4), (61, 1))
-IPFIX_IPV6_FIELDS: Final = ((27, 16), (28, 16), (7, 2), (11, 2), (4, 1), (6, 2), (1, 8), (2, 8), (152, 8),
-                           (153, 8), (10, 4), (14, 4), (16, 4), (17, 4), (61, 1))
+# Default templates of the packet builders in ingest.encode: addresses, then the same fields.
+_V9_REST: Final = (
+    (7, 2),
+    (11, 2),
+    (4, 1),
+    (6, 1),
+    (1, 4),
+    (2, 4),
+    (22, 4),
+    (21, 4),
+    (10, 2),
+    (14, 2),
+    (16, 2),
+    (17, 2),
+    (61, 1),
+)
+_IPFIX_REST: Final = (
+    (7, 2),
+    (11, 2),
+    (4, 1),
+    (6, 2),
+    (1, 8),
+    (2, 8),
+    (152, 8),
+    (153, 8),
+    (10, 4),
+    (14, 4),
+    (16, 4),
+    (17, 4),
+    (61, 1),
+)
+V9_IPV4_FIELDS: Final = ((8, 4), (12, 4), *_V9_REST)
+V9_IPV6_FIELDS: Final = ((27, 16), (28, 16), *_V9_REST)
+IPFIX_IPV4_FIELDS: Final = ((8, 4), (12, 4), *_IPFIX_REST)
+IPFIX_IPV6_FIELDS: Final = ((27, 16), (28, 16), *_IPFIX_REST)

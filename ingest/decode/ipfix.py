@@ -16,13 +16,13 @@ TEMPLATE_SET = 2
 OPTIONS_SET = 3
 
 
-def parse_header(payload: bytes) -> tuple[int, int, int] | str:
-    """(message length, export secs, domain) or the error reason."""
+def parse_header(payload: bytes) -> tuple[int, int] | str:
+    """(message length, observation domain) or the error reason."""
     if len(payload) < HEADER_LEN:
         return "truncated"
-    _, length, secs, _, domain = HEADER.unpack_from(payload)
+    _, length, _, _, domain = HEADER.unpack_from(payload)
     if length < HEADER_LEN:
         return "malformed"
     if length > len(payload):
         return "truncated"
-    return length, secs, domain
+    return length, domain

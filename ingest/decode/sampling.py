@@ -65,7 +65,7 @@ class SamplingDefaults:
         self.default_rate = default_rate
         nets = []
         for subnet, rate in (overrides or {}).items():
-            net = ipaddress.ip_network(subnet, strict=False)
+            net = ipaddress.ip_network(subnet, strict=True)
             if net.version == 4:
                 net = ipaddress.ip_network(f"::ffff:{net.network_address}/{96 + net.prefixlen}")
             if int(rate) < 1:

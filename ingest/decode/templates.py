@@ -50,17 +50,15 @@ class Template:
     fixed: bool = field(init=False)
     record_length: int = field(init=False)  # fixed templates: bytes per record; else minimum
     frame_section: int | None = field(init=False)  # index of the IE 315 field, if any
+    fast: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.fixed = all(length != VARLEN for _, length, _ in self.fields)
         self.record_length = sum(length if length != VARLEN else 1 for _, length, _ in self.fields)
         self.frame_section = next((i for i, f in enumerate(self.fields) if f[0] == 315 and not f[2]), None)
         self.dtype, self.roles = _compile(self.fields)
-
-    @property
-    def fast(self) -> bool:
-        """Whether data sets can be sliced whole and viewed with one dtype (the hot path)."""
-        return self.fixed and self.frame_section is None and not self.is_options and self.record_length > 0
+        # Data sets can be sliced whole and viewed with one dtype (the decoder's hot path).
+        self.fast = self.fixed and self.frame_section is None and not self.is_options and self.record_length > 0
 
     @property
     def slow(self) -> bool:
@@ -112,7 +110,7 @@ def _compile(fields: tuple[FieldSpec, ...]) -> tuple[np.dtype, dict[str, tuple[s
         if length == VARLEN:
             continue
         found = _role_of(ie, pen)
-        if found and found[0] not in roles and 0 < length:
+        if found and found[0] not in roles and length > 0:
             role, kind = found
             fmt = _field_format(kind, length)
             if fmt is not None:

@@ -29,15 +29,20 @@ def ntp_to_unix_us(ntp: np.ndarray) -> np.ndarray:
     return secs * 1_000_000 + (frac * 1_000_000 >> 32)
 
 
-def uptime_to_unix_us(value: np.ndarray, header_secs: np.ndarray, header_uptime: np.ndarray,
-                      header_nsecs: np.ndarray | None = None) -> np.ndarray:
+def uptime_to_unix_us(
+    value: np.ndarray, header_secs: np.ndarray, header_uptime: np.ndarray, header_nsecs: np.ndarray | None = None
+) -> np.ndarray:
     """sysUptime-relative ms -> Unix µs against each record's packet header (wrap-safe)."""
-    diff = header_uptime.astype(np.int64) - value.astype(np.int64)
-    age = ((diff + (1 << 31)) & _U32) - (1 << 31)  # signed 32-bit: flows marginally after the header
-    export_us = header_secs.astype(np.int64) * 1_000_000
+    age = header_uptime - value.astype(np.int64)  # in place from here: these arrays are large
+    age += 1 << 31
+    age &= _U32
+    age -= 1 << 31  # signed 32-bit: flows marginally after the header
+    age *= 1000
+    export_us = header_secs * 1_000_000
     if header_nsecs is not None:
-        export_us = export_us + header_nsecs.astype(np.int64) // 1000
-    return export_us - age * 1000
+        export_us += header_nsecs // 1000
+    export_us -= age
+    return export_us
 
 
 def side(values: dict[str, np.ndarray], prefix: str, ctx: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

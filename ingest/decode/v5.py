@@ -27,13 +27,14 @@ RECORD = np.dtype(
 )  # fmt: skip
 
 
-def parse_header(payload: bytes) -> tuple[int, int, int, int, int] | str:
-    """(count, sysUptime, secs, nsecs, sampling rate or 0), or the error reason."""
+def parse_header(payload: bytes) -> int | str:
+    """The record count, or the error reason. (The header's clock and sampling interval are
+    read later for all packets at once, from their first 24 bytes.)"""
     if len(payload) < HEADER_LEN:
         return "truncated"
-    _, count, uptime, secs, nsecs, _, _, _, sampling = HEADER.unpack_from(payload)
+    count = HEADER.unpack_from(payload)[1]
     if count == 0:
         return "malformed"
     if HEADER_LEN + count * RECORD_LEN > len(payload):
         return "truncated"  # claims more records than it holds: trust none of them
-    return count, uptime, secs, nsecs, sampling & 0x3FFF
+    return count

@@ -16,9 +16,9 @@ TEMPLATE_SET = 0
 OPTIONS_SET = 1
 
 
-def parse_header(payload: bytes) -> tuple[int, int, int, int] | str:
-    """(count, sysUptime, secs, source id) or the error reason."""
+def parse_header(payload: bytes) -> int | str:
+    """The source id (observation domain), or the error reason. (sysUptime and unix_secs are
+    read later for all packets at once, from their first 24 bytes.)"""
     if len(payload) < HEADER_LEN:
         return "truncated"
-    _, count, uptime, secs, _, source_id = HEADER.unpack_from(payload)
-    return count, uptime, secs, source_id
+    return HEADER.unpack_from(payload)[5]

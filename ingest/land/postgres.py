@@ -9,6 +9,7 @@ batch, backs off exponentially and retries, so a PostgreSQL restart costs time, 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 
@@ -55,6 +56,7 @@ class PostgresLanding:
         )
         self.pool.open(wait=False)
         self._days: set[date] = set()
+        self._stats_lock = threading.Lock()
 
     # --- writing ------------------------------------------------------------------------------
     def write(self, batch: pa.RecordBatch) -> None:
@@ -72,9 +74,10 @@ class PostgresLanding:
             with conn.cursor() as cur, cur.copy(COPY_IN_SQL.replace("flowlens.flow_raw", target, 1)) as copy:
                 copy.write(data)
         if self.stats is not None:
-            self.stats.pg_writes[TABLE] += batch.num_rows
-            self.stats.pg_latency[TABLE].observe(time.perf_counter() - started)
-            self._pool_gauges()
+            with self._stats_lock:  # the daemon writes from several threads
+                self.stats.pg_writes[TABLE] += batch.num_rows
+                self.stats.pg_latency[TABLE].observe(time.perf_counter() - started)
+                self._pool_gauges()
 
     def _ensure_partitions(self, conn: psycopg.Connection, days: list[date]) -> None:
         missing = [d for d in days if d not in self._days]

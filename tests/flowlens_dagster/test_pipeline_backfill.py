@@ -7,13 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from flowlens_dagster.jobs import WINDOW_ASSETS
 from flowlens_dagster.partitions import window_key
 from tests.assets import scenario
 from tests.assets.test_window_assets import landed, materialize, snapshot  # noqa: F401  (fixture)
-from tests.conftest import truncate_flowlens_tables
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ def test_cli_partition_range_backfill_matches_single_windows(flowlens_config, la
     one_by_one = snapshot(pg_dsn)
 
     # wipe the derived tables, keep the landing, then one CLI run over the whole range
-    with __import__("psycopg").connect(pg_dsn) as conn:
+    with psycopg.connect(pg_dsn) as conn:
         raw = conn.execute("SELECT count(*) FROM flowlens.flow_raw").fetchone()[0]
     truncate_keep_raw(pg_dsn)
     first, last = window_key(base), window_key(base + max(flows) * scenario.WINDOW)
@@ -51,19 +51,14 @@ def test_cli_partition_range_backfill_matches_single_windows(flowlens_config, la
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     after = snapshot(pg_dsn)
-    with __import__("psycopg").connect(pg_dsn) as conn:
+    with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM flowlens.flow_raw").fetchone()[0] == raw
     assert after == one_by_one
 
 
 def truncate_keep_raw(dsn: str) -> None:
-    import psycopg
-
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
             "TRUNCATE flowlens.flow_stats, flowlens.assets, flowlens.dependencies, flowlens.changes,"
             " flowlens.window_loads"
         )
-
-
-del truncate_flowlens_tables  # imported only to fail loudly if the fixture module moves

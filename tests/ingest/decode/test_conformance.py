@@ -44,7 +44,7 @@ def _decode(case: dict) -> tuple[list[dict], list, Decoder]:
         batch = decoder.decode((CORPUS / "dat" / name).read_bytes(), "192.0.2.1", 1_700_000_000_000_000 + i)
         batches.append(batch)
         src, dst = addresses(batch, "src_addr"), addresses(batch, "dst_addr")
-        for row, s, d in zip(batch.to_pylist(), src, dst):
+        for row, s, d in zip(batch.to_pylist(), src, dst, strict=True):
             rows.append(row | {"src": s, "dst": d})
     return rows, batches, decoder
 
@@ -52,6 +52,11 @@ def _decode(case: dict) -> tuple[list[dict], list, Decoder]:
 def _is_traffic_less_create(record: dict) -> bool:
     event = record.get("fw_event", record.get("firewallEvent"))
     return event == 1 and not record.get("in_bytes", record.get("octetDeltaCount", 0))
+
+
+def _same_key(row: dict, key: tuple) -> bool:
+    ports = zip(key[2:], ("src_port", "dst_port", "protocol"), strict=True)
+    return (row["src"], row["dst"]) == key[:2] and all(k is None or row[c] == k for k, c in ports)
 
 
 def _when(text: str) -> dt.datetime:
@@ -94,10 +99,7 @@ def test_case(case: dict) -> None:
         if "src_addr" not in core or "dst_addr" not in core:
             continue
         key = (core["src_addr"], core["dst_addr"], core.get("src_port"), core.get("dst_port"), core.get("protocol"))
-        matches = [
-            r for r in rows
-            if (r["src"], r["dst"]) == key[:2] and all(k is None or r[c] == k for k, c in zip(key[2:], ("src_port", "dst_port", "protocol")))
-        ]  # fmt: skip
+        matches = [r for r in rows if _same_key(r, key)]
         if _is_traffic_less_create(record):
             assert not matches or all(r["bytes"] == 0 for r in matches)
             continue

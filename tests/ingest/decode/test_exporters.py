@@ -13,9 +13,12 @@ from ingest.decode import Decoder
 from tests.ingest.decode.exporters import nfdump_flows, softflowd_export, write_traffic_pcap
 from tests.ingest.decode.helpers import addresses
 
-needs_softflowd = pytest.mark.skipif(shutil.which("softflowd") is None, reason="softflowd not installed (apt install softflowd)")
+needs_softflowd = pytest.mark.skipif(
+    shutil.which("softflowd") is None, reason="softflowd not installed (apt install softflowd)"
+)
 needs_nfdump = pytest.mark.skipif(
-    shutil.which("nfcapd") is None or shutil.which("nfdump") is None, reason="nfcapd/nfdump not installed (apt install nfdump)"
+    shutil.which("nfcapd") is None or shutil.which("nfdump") is None,
+    reason="nfcapd/nfdump not installed (apt install nfdump)",
 )
 VERSIONS = ["5", "9", "10"]
 
@@ -36,7 +39,7 @@ def exports(tmp_path_factory) -> dict[str, tuple[list[bytes], dict]]:
 def _decoded(datagrams: list[bytes]) -> list[dict]:
     batch = Decoder().decode_many([("127.0.0.1", d, 1_700_000_000_000_000) for d in datagrams])
     rows = batch.to_pylist()
-    for row, src, dst in zip(rows, addresses(batch, "src_addr"), addresses(batch, "dst_addr")):
+    for row, src, dst in zip(rows, addresses(batch, "src_addr"), addresses(batch, "dst_addr"), strict=True):
         row["src"], row["dst"] = src, dst
     return rows
 
@@ -86,7 +89,7 @@ def test_nfdump_agrees_field_by_field(exports, version: str) -> None:
     assert theirs, "nfdump decoded nothing"
     assert len(ours) == len(theirs)
     epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    for mine, other in zip(ours, theirs):
+    for mine, other in zip(ours, theirs, strict=True):
         if other[7] == epoch and other[8] == epoch:
             # nfdump 1.7 reports no time (the epoch) for softflowd's v9 IPv6 records; compare the rest
             # (our times for them are checked against the capture in the totals test's flows).

@@ -92,13 +92,24 @@ def test_sampling_from_options_sampler_id() -> None:
     flows = random_flows(20, 6)
     flows["ie48"] = np.array([1] * 10 + [2] * 10)
     encoder = V9Encoder(300, (*V9Encoder.default_fields, (48, 1)), domain=5)
-    options = encoder.options_packet(301, [(1, 4)], [(48, 1), (34, 4)], {"ie1": [0, 0], "ie48": [1, 2], "ie34": [10, 500]}, EXPORT_TIME)
+    options = encoder.options_packet(
+        301, [(1, 4)], [(48, 1), (34, 4)], {"ie1": [0, 0], "ie48": [1, 2], "ie34": [10, 500]}, EXPORT_TIME
+    )
     decoder = Decoder()
-    batch = decoder.decode_many([(EXPORTER, options, RECEIVE_US)] + [(EXPORTER, p, RECEIVE_US) for p in encoder.packets(flows, EXPORT_TIME)])
+    batch = decoder.decode_many(
+        [(EXPORTER, options, RECEIVE_US)] + [(EXPORTER, p, RECEIVE_US) for p in encoder.packets(flows, EXPORT_TIME)]
+    )
     assert column(batch, "sampling_rate") == [10] * 10 + [500] * 10
-    assert column(batch, "packets") == [int(p & 0xFFFFFFFF) * r for p, r in zip(flows["packets"], [10] * 10 + [500] * 10)]
+    assert column(batch, "packets") == [
+        int(p & 0xFFFFFFFF) * r for p, r in zip(flows["packets"], [10] * 10 + [500] * 10, strict=True)
+    ]
     assert decoder.samplers  # learned per (exporter, domain, sampler id)
-    other = Decoder().decode_many([("192.0.2.99", p, RECEIVE_US) for p in V9Encoder(300, (*V9Encoder.default_fields, (48, 1)), domain=5).packets(flows, EXPORT_TIME)])
+    other = Decoder().decode_many(
+        [
+            ("192.0.2.99", p, RECEIVE_US)
+            for p in V9Encoder(300, (*V9Encoder.default_fields, (48, 1)), domain=5).packets(flows, EXPORT_TIME)
+        ]
+    )
     assert set(column(other, "sampling_rate")) == {1}  # another exporter's sampler 1 is unknown
 
 
@@ -145,7 +156,9 @@ def test_varlen_both_length_encodings_and_enterprise_fields() -> None:
     short, long_ = b"x" * 10, b"y" * 300  # 1-byte and 3-byte (255 + uint16) length forms
     flows = random_flows(2, 10) | {"ie82": [short, long_], "ie9.12235": [b"host", b"h" * 400]}
     fields = ((8, 4), (82, VARLEN), (12, 4), (1, 8), (12235, VARLEN, 9), (100, 4, 12345), (2, 8))
-    batch = Decoder().decode(IpfixEncoder(256, fields, max_payload=9000).packets(flows, EXPORT_TIME)[0], EXPORTER, RECEIVE_US)
+    batch = Decoder().decode(
+        IpfixEncoder(256, fields, max_payload=9000).packets(flows, EXPORT_TIME)[0], EXPORTER, RECEIVE_US
+    )
     assert column(batch, "bytes") == list(flows["bytes"])
     assert column(batch, "packets") == list(flows["packets"])
     assert [bytes(a) for a in flows["dst_addr"]] == column(batch, "dst_addr")
@@ -160,7 +173,10 @@ def test_v9_length_65535_field_and_zero_length_fields() -> None:
 
 def test_several_sets_and_padding_in_one_packet() -> None:
     a, b = random_flows(3, 12), random_flows(4, 13)
-    ea, eb = IpfixEncoder(256, domain=1, pad=True), IpfixEncoder(257, ((8, 4), (12, 4), (1, 2), (2, 1)), domain=1, pad=True)
+    ea, eb = (
+        IpfixEncoder(256, domain=1, pad=True),
+        IpfixEncoder(257, ((8, 4), (12, 4), (1, 2), (2, 1)), domain=1, pad=True),
+    )
     pa_, pb = ea.packets(a, EXPORT_TIME)[0], eb.packets(b, EXPORT_TIME)[0]
     body = pa_[16:] + pb[16:]  # template+data of both encoders, each set padded to 4 bytes
     packet = struct.pack("!HHIII", 10, 16 + len(body), EXPORT_TIME, 0, 1) + body

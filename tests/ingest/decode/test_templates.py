@@ -9,7 +9,6 @@ from ingest.encode import IPFIX_IPV6_FIELDS, IpfixEncoder, V9Encoder
 from tests.ingest.decode.helpers import EXPORT_TIME, EXPORTER, RECEIVE_US, column, random_flows
 
 
-
 def test_data_before_template_is_held_then_decoded() -> None:
     flows = random_flows(200, 1)
     packets = V9Encoder(256, template_every=1000).packets(flows, EXPORT_TIME)
@@ -60,7 +59,11 @@ def test_same_template_id_from_two_exporters_and_domains_never_collide() -> None
     v6 = IpfixEncoder(256, IPFIX_IPV6_FIELDS, domain=1, max_payload=9000).packets(flows6, EXPORT_TIME)
     v6_other_domain = IpfixEncoder(256, IPFIX_IPV6_FIELDS, domain=2, max_payload=9000).packets(flows6, EXPORT_TIME)
     decoder = Decoder()
-    items = [("192.0.2.1", v4[0], RECEIVE_US), ("192.0.2.2", v6[0], RECEIVE_US), ("192.0.2.1", v6_other_domain[0], RECEIVE_US)]
+    items = [
+        ("192.0.2.1", v4[0], RECEIVE_US),
+        ("192.0.2.2", v6[0], RECEIVE_US),
+        ("192.0.2.1", v6_other_domain[0], RECEIVE_US),
+    ]
     batch = decoder.decode_many(items)
     assert batch.num_rows == 90
     assert sorted(column(batch, "bytes")) == sorted(list(flows4["bytes"]) + 2 * list(flows6["bytes"]))
