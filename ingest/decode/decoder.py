@@ -2,13 +2,16 @@
 
 How a ``decode_many`` call works (the fast path):
 
-1. Per packet, in Python with ``struct``: parse the header, walk the sets by their lengths (the
-   whole packet is validated before anything in it is used, so a malformed packet yields no
-   records), learn templates and options data, and for each data set append its bytes to the
-   group of its template (fixed-length templates: only the whole records, trailing padding cut).
+1. Per packet, in Python with ``struct`` (about a µs): the common packet (v5, or one data set of
+   a known fixed-length template) is handled inline in ``decode_many``: its records' bytes are
+   appended to the group of its template, and its first 24 bytes (the header) kept. Any other
+   packet goes through ``_packet``: the sets are walked by their lengths and validated before
+   anything in the packet is used (a malformed packet yields no records), templates and options
+   data are learned, data sets are grouped the same way.
 2. Per group, vectorized: join the bytes, view them with the template's structured dtype in one
-   ``np.frombuffer``, spread the packet context (receive time, exporter, header clock, sampling)
-   to records with one fancy index, and build the columns (``columns.py``).
+   ``np.frombuffer``, decode every packet header at once (``_HEAD``), spread the packet context
+   (receive time, exporter, header clock, sampling rate) to records with ``np.repeat`` and build
+   the columns (``columns.py``).
 3. Concatenate every group and build one Arrow batch.
 
 Data sets whose template is unknown wait in a bounded buffer (``DecoderLimits.max_pending_*``)
@@ -147,6 +150,7 @@ class Decoder:
         self._exporters: set[bytes] = set()
         self._addr_cache: dict[Any, bytes | None] = {}
         self.stats = DecoderStats()
+        self.last_internal_error = ""  # message of the last bug caught by the safety nets
 
     # --- public API ----------------------------------------------------------------------
     def decode(self, payload: bytes, exporter: Exporter, receive_time_us: int) -> pa.RecordBatch:
@@ -166,16 +170,15 @@ class Decoder:
         timeout_us = self.limits.template_timeout_s * 1_000_000
         counts = [0] * 11  # packets by version (5, 9, 10) on the fast path
         last_exporter, last_exp = None, None
-        last_key, tmpl, group = None, None, None
+        last_key, tmpl, add_chunk, add_pidx = None, None, None, None
+        add_recv, add_exp, add_head = recvs.append, exps.append, heads.append  # bound once: hot loop
         for exporter, payload, receive_us in packets:
-            if exporter is last_exporter:
-                exp = last_exp
-            else:
-                exp = exporter if type(exporter) is bytes and len(exporter) == 16 else self._exporter_bytes(exporter)
-                last_exporter, last_exp = exporter, exp
-                if exp is None:
-                    self.stats.errors["bad_exporter"] += 1
-                    continue
+            if exporter is not last_exporter:
+                last_exporter = exporter
+                last_exp = (
+                    exporter if type(exporter) is bytes and len(exporter) == 16 else self._exporter_bytes(exporter)
+                )
+            exp = last_exp
             if exp is None:
                 self.stats.errors["bad_exporter"] += 1
                 continue
@@ -194,9 +197,9 @@ class Decoder:
                     count = (payload[2] << 8) | payload[3]
                     if count and 24 + 48 * count <= size:
                         v5_pidx.append(len(recvs))
-                        recvs.append(receive_us)
-                        exps.append(exp)
-                        heads.append(payload[:24])
+                        add_recv(receive_us)
+                        add_exp(exp)
+                        add_head(payload[:24])
                         v5_chunks.append(payload[24 : 24 + 48 * count])
                         counts[5] += 1
                         continue
@@ -207,16 +210,21 @@ class Decoder:
                     key = (exp, version, domain, set_id)
                     if key != last_key:  # consecutive packets of one template: skip the lookups
                         last_key, tmpl = key, templates.get(key)
-                        group = groups.get(tmpl) if tmpl is not None else None
-                        if group is None and tmpl is not None:
-                            group = groups[tmpl] = _Group()
+                        if tmpl is not None and tmpl.fast:
+                            group = groups.get(tmpl)
+                            if group is None:
+                                group = groups[tmpl] = _Group()
+                            add_chunk, add_pidx, record_length = (
+                                group.chunks.append,
+                                group.pidx.append,
+                                tmpl.record_length,
+                            )
                     if tmpl is not None and tmpl.fast and receive_us - tmpl.last_seen_us <= timeout_us:
-                        size = tmpl.record_length
-                        group.chunks.append(payload[start : start + (length - 4) // size * size])
-                        group.pidx.append(len(recvs))
-                        recvs.append(receive_us)
-                        exps.append(exp)
-                        heads.append(payload[:24])
+                        add_chunk(payload[start : start + (length - 4) // record_length * record_length])
+                        add_pidx(len(recvs))
+                        add_recv(receive_us)
+                        add_exp(exp)
+                        add_head(payload[:24])
                         counts[version] += 1
                         continue
             last_key = None  # the slow path may learn, change or withdraw templates
@@ -226,6 +234,7 @@ class Decoder:
                 # A parser bug, never expected on any input: counted (the fuzz run asserts zero).
                 self.stats.errors["internal"] += 1
                 self.stats.events[f"internal:{type(exc).__name__}"] += 1
+                self.last_internal_error = f"{type(exc).__name__}: {exc}"
         for version in (5, 9, 10):
             self.stats.packets[version] += counts[version]
         try:
@@ -234,6 +243,7 @@ class Decoder:
             # Safety net like the per-packet one: a bug must not take the collector down.
             self.stats.errors["internal"] += 1
             self.stats.events[f"internal:{type(exc).__name__}"] += 1
+            self.last_internal_error = f"{type(exc).__name__}: {exc}"
             return empty_flows()
 
     def save_state(self, path: str | os.PathLike) -> None:
@@ -616,6 +626,7 @@ class Decoder:
         arrays["system_init_ms"] = np.array(inits, np.int64)[inverse]
         arrays["exdom"] = inverse.astype(np.int64)
         arrays["_owners"] = owners  # exdom -> (exporter, domain)
+        arrays["_single_exporter"] = exps[0] if exps.count(exps[0]) == len(exps) else None
         return arrays
 
     def _slow_records(self, tmpl: Template, bodies: list) -> tuple[np.ndarray, list[bytes], np.ndarray]:
@@ -631,7 +642,9 @@ class Decoder:
     def _group_columns(
         self, recs: np.ndarray, tmpl: Template | None, ctx: _Context, sections: list[bytes] | None
     ) -> columns.Columns:
-        values = {name: recs[name] for name in recs.dtype.names}
+        # Reduced-size fields of odd widths (3, 5, 6, 7 bytes) arrive as byte columns: widen them
+        # once here so every rule below sees one integer per record.
+        values = {name: columns.widen(recs[name]) if recs[name].ndim == 2 else recs[name] for name in recs.dtype.names}
         cols = columns.forward(values, ctx, sections if tmpl is not None and tmpl.frame_section is not None else None)
         rate, unsampled = self._rates(values, ctx) if tmpl is not None else (ctx["rate"], ctx.all_one("rate"))
         reverse = columns.reverse(cols, values)
@@ -683,11 +696,12 @@ class _Context:
         self._cache: dict[str, np.ndarray] = {}
         self._constant: dict[str, Any] = {}
         self._exporter: bytes | None = None
-        if key is not None:  # one template: exporter, version and domain are the same for every record
-            exp, version, domain, _ = key
-            self._constant = {"version": (version, np.uint8), "domain": (domain, np.uint32),
-                              "has_uptime": (version != 10, bool)}  # fmt: skip
-            self._exporter = exp
+        if key is None:  # NetFlow v5: one version, no domain; often a single exporter per call
+            key = (packet["_single_exporter"], 5, 0, 0)
+        exp, version, domain, _ = key  # one template: the same exporter, version and domain throughout
+        self._constant = {"version": (version, np.uint8), "domain": (domain, np.uint32),
+                          "has_uptime": (version != 10, bool)}  # fmt: skip
+        self._exporter = exp
 
     def __getitem__(self, name: str) -> np.ndarray:
         value = self._cache.get(name)

@@ -41,6 +41,7 @@ class FuzzResult:
     packets: int = 0
     records: int = 0
     raised: list[str] = field(default_factory=list)
+    internal: list[dict] = field(default_factory=list)  # bugs caught by the decoder's safety net
     schema_mismatches: int = 0
     cap_violations: list[str] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
@@ -116,6 +117,7 @@ def run(total: int, seed: int = 0, batch: int = 64, limits: DecoderLimits = FUZZ
     result = FuzzResult()
     start = time.perf_counter()
     clock = 1_700_000_000_000_000
+    internal_seen = 0
     while result.packets < total:
         items = []
         for _ in range(min(batch, total - result.packets)):
@@ -131,6 +133,9 @@ def run(total: int, seed: int = 0, batch: int = 64, limits: DecoderLimits = FUZZ
             items_repr = [p.hex() for _, p, _ in items]
             result.raised.append(json.dumps(items_repr)[:2000])
             break
+        if decoder.stats.errors.get("internal", 0) > internal_seen and len(result.internal) < 5:
+            internal_seen = decoder.stats.errors["internal"]
+            result.internal.append({"error": decoder.last_internal_error, "packets": [p.hex() for _, p, _ in items]})
         result.packets += len(items)
         result.records += out.num_rows
         result.schema_mismatches += not out.schema.equals(FLOW_SCHEMA)

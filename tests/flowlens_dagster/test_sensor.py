@@ -55,6 +55,15 @@ def test_requests_are_capped_per_tick_and_the_cursor_resumes_after_them():
     assert again.windows[0] == plan.windows[-1] + timedelta(minutes=5)
 
 
+def test_catch_up_reaches_back_only_as_far_as_the_lookback():
+    cfg = CFG.model_copy(update={"pipeline": CFG.pipeline.model_copy(update={"sensor_lookback_minutes": 20})})
+    stale = {"next_window": "2026-11-26T08:00:00+00:00"}  # e.g. after a long outage
+    for cursor in (stale, {}):
+        plan = plan_tick(cfg, [mark("a", NOW)], NOW, cursor, NOW, None, first_partition=FIRST)
+        # through = 12:30:30 (grace) -> floor = window of 12:10:30 = 12:10
+        assert plan.windows[0] == datetime(2026, 11, 26, 12, 10, tzinfo=UTC)
+
+
 def test_lag_alerts_then_holds_while_runs_are_queued_then_resumes():
     cursor = {"next_window": "2026-11-26T12:00:00+00:00"}
     marks = [mark("a", NOW)]

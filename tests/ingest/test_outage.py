@@ -15,9 +15,10 @@ import pytest
 from flowlens_dagster.migrate import migrate
 from ingest.generate import TRUTH_KEYS, Plan, _aggregate, run
 from ingest.land import open_landing
+from ingest.land.base import WINDOW
 from tests.ingest.harness import Daemon, daemon_env, free_udp_port, received_total
 from tests.ingest.private_services import PrivateKafka, PrivatePostgres
-from tests.ingest.test_daemon_e2e import assert_same, landed_truth
+from tests.ingest.test_daemon_e2e import assert_same, landed_truth, windows_since
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +94,34 @@ def private_kafka(flowlens_config):
 
 def test_kafka_outage_loses_nothing_that_fit(private_kafka, tmp_path):
     outage_scenario(*private_kafka, tmp_path, version=10)
+
+
+def test_full_queue_samples_then_drops_and_counts_every_flow(private_pg, tmp_path):
+    """Landing down and a small queue: flows are sampled 1:N, then dropped; all of it is counted."""
+    server, cfg = private_pg
+    port = free_udp_port()
+    env = daemon_env(cfg, tmp_path, port, queue=(4_000, 8_000), processes=1, landing_backoff_max_seconds=0.5)
+    daemon = Daemon(env, tmp_path)
+    try:
+        daemon.wait_ready(1)
+        server.stop()
+        gen = run(Plan(rate=20_000, flows=60_000, versions=(9,), exporters=2, seed=41), ("127.0.0.1", port))
+        stats = daemon.wait_for(lambda s: received_total(s) == 60_000, timeout=30, what="flows decoded")
+        server.start()
+        final = daemon.wait_for(lambda s: s.get("queue_depth") == 0 and s.get("flows_landed"), timeout=60,
+                                what="queue landed after recovery")  # fmt: skip
+        daemon.terminate()
+    finally:
+        daemon.kill()
+    dropped = final["flows_dropped"]["backpressure"]
+    assert stats["sampled"] == 4_000 * (10 - 1)  # the 4,000 queued between 4,000 and 8,000 kept 1 in 10
+    assert final["flows_landed"] == 8_000
+    assert final["flows_landed"] + final["sampled"] + dropped == gen.sent_flows
+    landing = open_landing(cfg)
+    try:
+        start = datetime.now(UTC) - timedelta(minutes=10)
+        flows = pa.concat_tables([landing.read_window(s, s + WINDOW).flows for s in windows_since(start)])
+    finally:
+        landing.close()
+    rates = flows.column("sampling_rate").to_pylist()
+    assert rates.count(10) == 4_000 and rates.count(1) == 4_000  # kept-while-sampling flows carry 1:10

@@ -205,3 +205,15 @@ def test_malformed_packet_contributes_no_records_even_if_its_first_set_is_good()
     decoder = Decoder()
     assert decoder.decode(broken, EXPORTER, RECEIVE_US).num_rows == 0
     assert decoder.stats.errors["malformed"] == 1
+
+
+def test_reduced_size_encoding_of_odd_widths_including_sampling() -> None:
+    """RFC 7011 §6.2: counters may be sent in fewer bytes (here 3, 5, 6 and 7), rates too."""
+    flows = random_flows(6, 15) | {"ie34": np.full(6, 70_000)}
+    flows["bytes"] %= 1 << 40
+    flows["packets"] %= 1 << 24
+    fields = ((8, 4), (12, 4), (1, 5), (2, 3), (85, 6), (86, 7), (34, 3))
+    batch = Decoder().decode(IpfixEncoder(256, fields).packets(flows, EXPORT_TIME)[0], EXPORTER, RECEIVE_US)
+    assert column(batch, "sampling_rate") == [70_000] * 6
+    assert column(batch, "bytes") == [int(b) * 70_000 for b in flows["bytes"]]
+    assert column(batch, "packets") == [int(p) * 70_000 for p in flows["packets"]]

@@ -99,3 +99,16 @@ def test_decode_many_equals_decode_one_by_one() -> None:
     expected = pa.Table.from_batches(singles).sort_by([("receive_time", "ascending"), ("bytes", "ascending")])
     got = pa.Table.from_batches([many]).sort_by([("receive_time", "ascending"), ("bytes", "ascending")])
     assert got.equals(expected)
+
+
+def test_mixed_exporters_in_one_call_keep_their_own_context() -> None:
+    """v5 from two exporters with different clocks and rates, interleaved in one decode_many."""
+    a, b = random_flows(30, 21), random_flows(30, 22)
+    pa_ = encode_v5(a, sys_uptime_ms=10**7, unix_secs=EXPORT_TIME, sampling_interval=10)[0]
+    pb = encode_v5(b, sys_uptime_ms=(1 << 32) - 5, unix_secs=EXPORT_TIME + 7)[0]
+    batch = Decoder().decode_many([("192.0.2.1", pa_, 1), ("192.0.2.2", pb, 2), ("192.0.2.1", pa_, 3)])
+    exporters = batch.column("exporter").to_pylist()
+    assert exporters == [mapped("192.0.2.1")] * 30 + [mapped("192.0.2.2")] * 30 + [mapped("192.0.2.1")] * 30
+    assert batch.column("sampling_rate").to_pylist() == [10] * 30 + [1] * 30 + [10] * 30
+    starts = times_us(batch, "flow_start")
+    assert (starts[:30] == a["flow_start"]).all() and (starts[30:60] == b["flow_start"]).all()
