@@ -364,13 +364,11 @@ class Worker:
             return
         through = datetime.fromtimestamp(through_us / 1e6, UTC)
         try:
-            self.landing.heartbeat(self.instance, through, self.stats.flows_landed)
-            if not hasattr(self.landing, "write_async"):  # async landings report health on delivery
-                self.stats.landing_up[self.backend] = 1
+            self.landing.heartbeat(self.instance, through, self.stats.flows_landed)  # delivered, or raises
+            self.stats.landing_up[self.backend] = 1
         except Exception as exc:  # landing down: the next heartbeat will say it
             self.stats.landing_failures[self.backend] += 1
-            if not hasattr(self.landing, "write_async"):
-                self.stats.landing_up[self.backend] = 0
+            self.stats.landing_up[self.backend] = 0
             log.warning("worker %d: heartbeat not landed (%s)", self.index, str(exc).strip()[:200])
 
     def _report(self, final: bool) -> None:

@@ -93,11 +93,15 @@ class DecoderStats:
 class _Group:
     """Record bytes of one template gathered across the packets of a call."""
 
-    __slots__ = ("bodies", "chunks", "pidx")
+    __slots__ = ("bodies", "chunks", "heads", "recvs")
 
     def __init__(self) -> None:
-        self.chunks: list[bytes] = []  # whole records only: the record count is len // record length
-        self.pidx: list[int] = []
+        # Fixed-length path, one entry per data set: whole records only (the record count is
+        # len // record length), the receive time and the first 24 bytes of its packet. Kept per
+        # group, not per call: the exporter, version and domain are the template's.
+        self.chunks: list[bytes] = []
+        self.recvs: list[int] = []
+        self.heads: list[bytes] = []
         self.bodies: list[tuple[bytes, int, int, int]] = []  # slow path: (payload, start, end, pidx)
 
 
@@ -170,7 +174,7 @@ class Decoder:
         timeout_us = self.limits.template_timeout_s * 1_000_000
         counts = [0] * 11  # packets by version (5, 9, 10) on the fast path
         last_exporter, last_exp = None, None
-        last_key, tmpl, add_chunk, add_pidx = None, None, None, None
+        last_key, tmpl, add_chunk, add_recv_g, add_head_g = None, None, None, None, None
         add_recv, add_exp, add_head = recvs.append, exps.append, heads.append  # bound once: hot loop
         for exporter, payload, receive_us in packets:
             if exporter is not last_exporter:
@@ -214,17 +218,16 @@ class Decoder:
                             group = groups.get(tmpl)
                             if group is None:
                                 group = groups[tmpl] = _Group()
-                            add_chunk, add_pidx, record_length = (
+                            add_chunk, add_recv_g, add_head_g, record_length = (
                                 group.chunks.append,
-                                group.pidx.append,
+                                group.recvs.append,
+                                group.heads.append,
                                 tmpl.record_length,
                             )
                     if tmpl is not None and tmpl.fast and receive_us - tmpl.last_seen_us <= timeout_us:
                         add_chunk(payload[start : start + (length - 4) // record_length * record_length])
-                        add_pidx(len(recvs))
-                        add_recv(receive_us)
-                        add_exp(exp)
-                        add_head(payload[:24])
+                        add_recv_g(receive_us)
+                        add_head_g(payload[:24])
                         counts[version] += 1
                         continue
             last_key = None  # the slow path may learn, change or withdraw templates
@@ -409,7 +412,8 @@ class Decoder:
         count = (end - start) // size if size else 0
         if count:
             group.chunks.append(payload[start : start + count * size])
-            group.pidx.append(pidx)
+            group.recvs.append(call.recvs[pidx])
+            group.heads.append(call.heads[pidx])
 
     # --- templates and options -----------------------------------------------------------
     def _templates(
@@ -566,9 +570,9 @@ class Decoder:
 
     # --- vectorized finish -------------------------------------------------------------------
     def _finish(self, call: _Call) -> pa.RecordBatch:
-        if not call.recvs:
+        if not call.recvs and not call.groups:
             return empty_flows()
-        packet = self._packet_arrays(call)
+        packet = self._packet_arrays(call.recvs, call.exps, call.heads) if call.recvs else {}
         parts: list[columns.Columns] = []
         if call.v5_chunks:
             recs = np.frombuffer(b"".join(call.v5_chunks), v5.RECORD)
@@ -578,7 +582,8 @@ class Decoder:
             if group.chunks:
                 recs = np.frombuffer(b"".join(group.chunks), tmpl.dtype)
                 counts = _counts(group.chunks, tmpl.record_length)
-                ctx = _Context(packet, np.asarray(group.pidx, np.int64), counts, tmpl.key)
+                own = self._packet_arrays(group.recvs, [tmpl.key[0]] * len(group.recvs), group.heads)
+                ctx = _Context(own, own["pidx"], counts, tmpl.key)
                 parts.append(self._group_columns(recs, tmpl, ctx, None))
             if group.bodies:
                 recs, sections, pidx = self._slow_records(tmpl, group.bodies)
@@ -591,8 +596,8 @@ class Decoder:
         self.stats.records += batch.num_rows
         return batch
 
-    def _packet_arrays(self, call: _Call) -> dict[str, Any]:
-        recv, exps, heads = call.recvs, call.exps, call.heads
+    def _packet_arrays(self, recv: list[int], exps: list[bytes], heads: list[bytes]) -> dict[str, Any]:
+        """Per-packet context arrays from receive times, exporters and the 24-byte headers."""
         head = np.frombuffer(b"".join(heads), _HEAD)
         version = head["version"].astype(np.uint8)
         v9, v10, v5 = version == 9, version == 10, version == 5
@@ -612,9 +617,13 @@ class Decoder:
         arrays["has_uptime"] = arrays["version"] != 10
         # Fallback rate and boot time per distinct (exporter, domain, v5 header rate): one
         # np.unique over packed keys, then dict lookups for the few distinct ones.
-        keys = np.empty(len(recv), [("exp", "V16"), ("dom", "<u4"), ("rate5", "<u4")])
-        keys["exp"], keys["dom"], keys["rate5"] = arrays["exporter"], arrays["domain"], v5_rate
-        _, first, inverse = np.unique(keys.view("V24"), return_index=True, return_inverse=True)
+        single = exps[0] if exps.count(exps[0]) == len(exps) else None
+        if single is not None and (arrays["domain"] == domain[0]).all() and (v5_rate == v5_rate[0]).all():
+            first, inverse = np.zeros(1, np.int64), np.zeros(len(recv), np.int64)  # one template's group
+        else:
+            keys = np.empty(len(recv), [("exp", "V16"), ("dom", "<u4"), ("rate5", "<u4")])
+            keys["exp"], keys["dom"], keys["rate5"] = arrays["exporter"], arrays["domain"], v5_rate
+            _, first, inverse = np.unique(keys.view("V24"), return_index=True, return_inverse=True)
         rates, inits, owners = [], [], []
         for i in first.tolist():
             exp, dom, rate5 = exps[i], domain[i], int(v5_rate[i])
@@ -626,7 +635,7 @@ class Decoder:
         arrays["system_init_ms"] = np.array(inits, np.int64)[inverse]
         arrays["exdom"] = inverse.astype(np.int64)
         arrays["_owners"] = owners  # exdom -> (exporter, domain)
-        arrays["_single_exporter"] = exps[0] if exps.count(exps[0]) == len(exps) else None
+        arrays["_single_exporter"] = single
         return arrays
 
     def _slow_records(self, tmpl: Template, bodies: list) -> tuple[np.ndarray, list[bytes], np.ndarray]:

@@ -316,6 +316,7 @@ class KafkaLanding:
                 "enable.partition.eof": True,
                 "fetch.max.bytes": 52_428_800,
                 "max.partition.fetch.bytes": 8_388_608,
+                "fetch.wait.max.ms": 10,  # reads stop at known offsets: never wait for new data
             }
         )
 
