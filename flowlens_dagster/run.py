@@ -162,13 +162,8 @@ def main(argv: list[str]) -> int:
         print(f"4/5 Dagster on http://{cfg.dagster.host}:{cfg.dagster.port} (log {logs / 'dagster.log'})", flush=True)
         # the code location reads the config from the environment: minimal mode, and a sensor
         # reaching back just far enough for the generated hour (not hours of empty windows)
-        landed = datetime.now(UTC) - first
-        os.environ.update(
-            {
-                "FLOWLENS_MODE": "minimal",
-                "FLOWLENS_PIPELINE__SENSOR_LOOKBACK_MINUTES": str(int(landed.total_seconds() // 60) + 1),
-            }
-        )
+        # (the lookback counts back from the daemon's watermark, which is the end of the generated span)
+        os.environ.update({"FLOWLENS_MODE": "minimal", "FLOWLENS_PIPELINE__SENSOR_LOOKBACK_MINUTES": str(args.minutes)})
         processes.append(spawn_dagster(cfg, logs / "dagster.log", "minimal"))
         print("5/5 waiting for the watermark sensor's runs", flush=True)
         wait_for_windows(cfg, first, last, args.timeout)

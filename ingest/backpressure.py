@@ -84,10 +84,10 @@ class FlowQueue:
     def admit(self, batch: pa.RecordBatch) -> Admission:
         """Apply the sample/drop rules to ``batch`` and queue what is kept."""
         with self._cond:
-            keep_mask, n_sampled, n_dropped = self._decide(batch.num_rows)
+            keep_mask, n_normal, n_sampled, n_dropped = self._decide(batch.num_rows)
             self.sampled_total += n_sampled
             self.dropped_total += n_dropped
-            kept = self._kept_part(batch, keep_mask)
+            kept = self._kept_part(batch, keep_mask, n_normal)
             if kept is not None and kept.num_rows:
                 self._depth += kept.num_rows
                 oldest = pc.min(kept.column("receive_time")).cast(pa.int64()).as_py()
@@ -95,11 +95,11 @@ class FlowQueue:
                 self._cond.notify()
             return Admission(kept, n_sampled, n_dropped)
 
-    def _decide(self, n: int) -> tuple[np.ndarray | slice, int, int]:
+    def _decide(self, n: int) -> tuple[np.ndarray | slice, int, int, int]:
         """Which of the next ``n`` flows are kept given the current depth (flow-by-flow semantics)."""
         free_normal = max(self.sample_at - self._depth, 0)
         if n <= free_normal:
-            return slice(0, n), 0, 0
+            return slice(0, n), n, 0, 0
         n_normal = free_normal
         rest = n - n_normal
         # In the sampling band each kept flow raises the depth by one; the band ends at drop_at.
@@ -120,12 +120,12 @@ class FlowQueue:
         keep[n_normal + kept_in_band] = True
         n_sampled = band_len - len(kept_in_band)
         n_dropped = rest - band_len
-        return keep, n_sampled, n_dropped
+        return keep, n_normal, n_sampled, n_dropped
 
-    def _kept_part(self, batch: pa.RecordBatch, keep: np.ndarray | slice) -> pa.RecordBatch | None:
+    def _kept_part(self, batch: pa.RecordBatch, keep: np.ndarray | slice, n_normal: int) -> pa.RecordBatch | None:
+        """The first ``n_normal`` flows as they are, then the band's kept flows scaled by N."""
         if isinstance(keep, slice):
             return batch
-        n_normal = int(np.argmin(keep)) if not keep.all() else len(keep)
         normal = batch.slice(0, n_normal)
         band_mask = keep.copy()
         band_mask[:n_normal] = False

@@ -30,9 +30,13 @@ class PrivatePostgres:
         self.data = self.root / "data"
         self.port = free_tcp_port()
         self.user = "postgres" if os.geteuid() == 0 else None  # initdb refuses to run as root
-        if self.user:
-            shutil.chown(self.root, self.user)
-        self._run([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-locale"])
+        try:
+            if self.user:
+                shutil.chown(self.root, self.user)
+            self._run([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-locale"])
+        except Exception:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
 
     def _run(self, argv: list[str]) -> None:
         result = subprocess.run(argv, user=self.user, capture_output=True, text=True, check=False, cwd=self.root)
@@ -78,7 +82,11 @@ class PrivateKafka:
         self.properties.write_text(render(kafka_settings(self.cfg, str(self.root / "data"), cores=2), sep="="))
         self.proc: subprocess.Popen | None = None
         cluster = "flowlens" + uuid.uuid4().hex[:14]
-        self._java("kafka.tools.StorageTool", "format", "--standalone", "-t", cluster, "-c", str(self.properties))
+        try:
+            self._java("kafka.tools.StorageTool", "format", "--standalone", "-t", cluster, "-c", str(self.properties))
+        except Exception:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
 
     @property
     def bootstrap(self) -> str:

@@ -83,3 +83,14 @@ def test_drop_at_limit_and_done_lowers_depth():
     assert queue.depth == 0 and queue.oldest_us() is None
     again = queue.admit(random_flows(5, T0, seed=2))
     assert again.kept.num_rows == 5 and again.dropped == 0
+
+
+def test_every_flow_kept_while_sampling_is_scaled():
+    """Even when the first flow of a batch falls on a kept position of the 1:N cycle."""
+    cfg = IngestionBackpressure(sample_at_queue_depth=5, drop_at_queue_depth=100, max_queue_depth=100, sample_rate=2)
+    queue = FlowQueue(cfg)
+    queue.admit(random_flows(6, T0, seed=1))  # 5 normal + 1 sampled: the cycle now keeps the next flow
+    batch = random_flows(8, T0, seed=2, null_share=0)
+    kept = queue.admit(batch).kept
+    want = batch.column("sampling_rate").take(pa.array([0, 2, 4, 6])).to_pylist()
+    assert kept.column("sampling_rate").to_pylist() == [2 * r for r in want]
