@@ -8,6 +8,7 @@ exposes ``main(argv: list[str]) -> int`` with its own argparse parser (``--help`
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # name -> (module:function, one-line help). Keep sorted by data path.
@@ -51,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(func(rest) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `flowlens decode ... | head`: the reader left; stop quietly like other Unix tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
