@@ -6,7 +6,6 @@ client/server (``assets.direction``) and write one Parquet file set, replacing a
 Optionally also produce the rows to Kafka ``flows.enriched`` (``pipeline.produce_enriched``).
 """
 
-
 from datetime import datetime
 
 import dagster as dg

@@ -6,7 +6,6 @@ window's rows are replaced whole, so there is nothing to merge and no staging ta
 and record the load. Re-running a window leaves exactly the rows one clean run leaves.
 """
 
-
 from datetime import datetime
 
 import dagster as dg

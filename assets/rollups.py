@@ -7,7 +7,6 @@ from ``flow_raw``, ``flow_stats`` and ``flow_stats_hourly`` and the lake's old `
 (the daily rollup is kept: it is small and answers long-range questions).
 """
 
-
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 

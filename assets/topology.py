@@ -11,7 +11,6 @@ backfill) leaves the tables exactly as they were.
 - dependencies: client -> server:port/protocol edges, straight from the window's ``flow_stats``.
 """
 
-
 from datetime import datetime
 
 import dagster as dg

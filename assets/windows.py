@@ -6,7 +6,6 @@ each window in it independently, one PostgreSQL transaction per window. The run'
 materialization then reports totals plus the per-window details Dagster plots.
 """
 
-
 import time
 import warnings
 from collections.abc import Callable, Iterator

@@ -149,7 +149,8 @@ def main(argv: list[str]) -> int:
         time.sleep(3)  # the daemon's sockets are bound
         first = window_start(datetime.now(UTC) - timedelta(minutes=args.minutes + 15))
         last = first + timedelta(minutes=args.minutes)
-        real_seconds = args.minutes * 60 / args.speed
+        # two simulated minutes past the hour so the daemon's watermark passes the last window's end
+        real_seconds = (args.minutes + 2) * 60 / args.speed
         (cfg.state_dir / "run").mkdir(parents=True, exist_ok=True)
         print(f"3/5 generator: {first:%H:%M}..{last:%H:%M} UTC at {args.speed:g}x ({real_seconds:.0f} s)", flush=True)
         subprocess.run(

@@ -23,7 +23,6 @@ Each tick (``plan_tick``, pure and unit-tested) then:
 The cursor is JSON: ``{"next_window": ISO time, "held": bool}``.
 """
 
-
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta

@@ -272,7 +272,7 @@ class PipelineConfig(_Section):
     retention_days: int = Field(30, ge=1)
     produce_enriched: bool = False  # also produce enriched flows to flows.enriched (Kafka modes)
     sensor_interval_seconds: int = Field(30, ge=5)  # how often the watermark sensor ticks
-    sensor_lookback_minutes: int = Field(180, ge=5)  # first tick (no cursor): windows this far back
+    sensor_lookback_minutes: int = Field(180, ge=5)  # automatic catch-up reaches back this far; older = backfill
 
 
 class DagsterConfig(_Section):

@@ -106,7 +106,7 @@ def test_lake_is_hive_partitioned_and_readable_by_duckdb(flowlens_config, landed
     con = duckdb.connect()
     rows = con.sql(
         f"SELECT date, \"window\", count(*), sum(bytes) FROM read_parquet('{lake.window_glob()}',"
-        " hive_partitioning=true) WHERE date = $date AND \"window\" = $window GROUP BY ALL",
+        ' hive_partitioning=true) WHERE date = $date AND "window" = $window GROUP BY ALL',
         params={"date": base.date(), "window": int(base.strftime("%H%M"))},
     ).fetchall()
     assert rows == [(base.date(), int(base.strftime("%H%M")), len(flows[0]), sum(r["bytes"] for r in flows[0]))]
