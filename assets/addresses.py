@@ -6,26 +6,11 @@ millions of flows), then joined back, so the Python ``ipaddress`` call never run
 
 from __future__ import annotations
 
-import ipaddress
-
 import polars as pl
 
-V4_PREFIX = b"\x00" * 10 + b"\xff\xff"
+from ingest.addresses import V4_PREFIX, addr_bytes, addr_text
 
-
-def addr_text(raw: bytes | None) -> str | None:
-    """'10.0.0.5' for an IPv4-mapped value, '2001:db8::1' for IPv6, None for None."""
-    if raw is None:
-        return None
-    if raw[:12] == V4_PREFIX:
-        return str(ipaddress.IPv4Address(raw[12:]))
-    return str(ipaddress.IPv6Address(raw))
-
-
-def addr_bytes(text: str) -> bytes:
-    """The 16-byte form of an address given as text (IPv4 becomes IPv4-mapped IPv6)."""
-    ip = ipaddress.ip_address(text)
-    return V4_PREFIX + ip.packed if ip.version == 4 else ip.packed
+__all__ = ["V4_PREFIX", "addr_bytes", "addr_text", "with_text"]
 
 
 def with_text(frame: pl.DataFrame, columns: dict[str, str]) -> pl.DataFrame:

@@ -251,7 +251,7 @@ def main(argv: list[str]) -> int:
         figures = run_window(cfg, window)
         figures["flows_per_s"] = round(figures["flows"] / figures["window_seconds"], 1)
         print(f"pipeline stages done in {figures['window_seconds']} s; running the asset checks", file=sys.stderr)
-        checks = {"check_seconds": None, "checks": 0, "passed": None, "failed": {}}
+        checks = {"check_seconds": None, "checks": 0, "passed": None, "failed": {}, "per_check_seconds": {}}
         if not args.no_checks:
             checks = run_checks(cfg, window)
         figures["check_seconds"] = checks["check_seconds"]
@@ -271,6 +271,8 @@ def main(argv: list[str]) -> int:
             "window": window.isoformat(),
             "setup_seconds_untimed": setup_seconds,
             "checks": f"{checks['checks']} checks, passed={checks['passed']}, failed={sorted(checks['failed'])}",
+            "per_check_seconds": checks["per_check_seconds"],
+            "landing_check_seconds": checks.get("landing_check_seconds"),
             "target": "window_seconds < 60, upsert_rows_per_s >= 300000 (2 cores)",
         },
         args.json,

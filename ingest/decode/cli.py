@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import ipaddress
 import json
 import sys
 from collections.abc import Iterator
@@ -22,17 +21,12 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from ingest.addresses import addr_text
 from ingest.capture import PCAP_MAGICS, PCAPNG_SHB, CaptureError, CaptureStats, read_udp
 from ingest.decode import Decoder
 
 TABLE_COLUMNS = ("flow_start", "src_addr", "src_port", "dst_addr", "dst_port", "protocol", "bytes", "packets",
                  "sampling_rate", "exporter")  # fmt: skip
-
-
-def address_text(value: bytes) -> str:
-    """16-byte address -> text (IPv4-mapped addresses as dotted quads)."""
-    addr = ipaddress.IPv6Address(value)
-    return str(addr.ipv4_mapped or addr)
 
 
 def batch_records(batch: pa.RecordBatch) -> Iterator[dict]:
@@ -44,7 +38,7 @@ def batch_records(batch: pa.RecordBatch) -> Iterator[dict]:
         for name in names:
             value = row[name]
             if isinstance(value, bytes):
-                value = texts.get(value) or texts.setdefault(value, address_text(value))
+                value = texts.get(value) or texts.setdefault(value, addr_text(value))
             elif isinstance(value, dt.datetime):
                 value = value.astimezone(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
             out[name] = value

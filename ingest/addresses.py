@@ -1,0 +1,27 @@
+"""The 16-byte address form of ``ingest.schema`` and its text form, one value at a time.
+
+IPv4 travels as IPv4-mapped IPv6 (``::ffff:a.b.c.d``) so one fixed-size column holds both families.
+These scalar helpers serve the edges (CLI output, tests, distinct-value tables); whole columns are
+converted vectorized where they are used (decoder, PostgreSQL COPY, enrichment keys).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+V4_PREFIX = b"\x00" * 10 + b"\xff\xff"
+
+
+def addr_text(raw: bytes | None) -> str | None:
+    """'10.0.0.5' for an IPv4-mapped value, '2001:db8::1' for IPv6, None for None."""
+    if raw is None:
+        return None
+    if raw[:12] == V4_PREFIX:
+        return str(ipaddress.IPv4Address(raw[12:]))
+    return str(ipaddress.IPv6Address(raw))
+
+
+def addr_bytes(text: str) -> bytes:
+    """The 16-byte form of an address given as text (IPv4 becomes IPv4-mapped IPv6)."""
+    ip = ipaddress.ip_address(text)
+    return V4_PREFIX + ip.packed if ip.version == 4 else ip.packed
