@@ -15,7 +15,7 @@ from assets.flow_stats import flow_stats
 from assets.landing import flows_landed
 from assets.rollups import flow_stats_daily, flow_stats_hourly
 from assets.topology import dependencies, network_assets
-from flowlens_dagster.checks import ALL_CHECKS, apply_freshness_policies
+from flowlens_dagster.checks import ALL_CHECKS, ALL_SENSORS, apply_freshness_policies
 from flowlens_dagster.jobs import ALL_JOBS, window_job
 from flowlens_dagster.resources import build_resources
 from flowlens_dagster.schedules import ALL_SCHEDULES
@@ -38,7 +38,7 @@ defs = apply_freshness_policies(
         asset_checks=ALL_CHECKS,
         jobs=ALL_JOBS,
         schedules=ALL_SCHEDULES,
-        sensors=[build_sensor(window_job)],
+        sensors=[build_sensor(window_job), *ALL_SENSORS],
         resources=build_resources(),
     )
 )

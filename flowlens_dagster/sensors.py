@@ -10,9 +10,14 @@ Each tick (``plan_tick``, pure and unit-tested) then:
 
 - reports every newly complete window as a materialization of ``flows_landed`` (rows, bytes and
   source position when the landing can summarize a window cheaply);
-- requests one run per complete window, oldest first, at most ``pipeline.max_runs_per_tick``,
-  with run key ``window-<partition>`` so a window is never requested twice, reaching back at most
-  ``pipeline.sensor_lookback_minutes`` (older windows are for an explicit backfill);
+- requests the complete windows, oldest first, at most ``pipeline.max_runs_per_tick`` of them,
+  as ONE run: a single window with run key ``window-<partition>``, several (catching up) as a
+  partition-range run (every window asset has ``BackfillPolicy.single_run``) with run key
+  ``windows-<first>...<last>``, so a window is never requested twice. Automatic catch-up reaches
+  back at most ``pipeline.sensor_lookback_minutes``; older windows need a backfill;
+- requests nothing while a window run is queued or running: windows are processed in order (topology
+  changes compare a window with the ones before it), and the next tick takes every window that
+  completed meanwhile as one range run, so a slow run makes the next run bigger, not the queue longer;
 - measures lag (seed §8.2) in seconds: newest landed receive time minus the end of the newest
   processed window (``window_loads`` of ``flow_stats``). Above ``alert_at_lag_seconds`` it warns;
   above ``pause_at_lag_seconds`` it holds new requests while queued runs drain, and resumes
@@ -36,6 +41,8 @@ from ingest.config import FlowLensConfig, load_config
 from ingest.land.base import Watermark, window_start
 
 SENSOR_NAME = "watermark_sensor"
+# the run tags `dagster asset materialize --partition-range A...B` sets (Dagster's system tags)
+RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 METRICS_FILE = "pipeline.prom"
 
 
@@ -115,10 +122,11 @@ def plan_tick(
     alert = lag is not None and lag > bp.alert_at_lag_seconds
 
     windows: list[datetime] = []
-    # Held: request nothing while runs are queued or running; once they have drained, release one
-    # capped batch per tick (otherwise a held pipeline could never process its way back under the
-    # resume threshold).
-    if through is not None and not (held and in_flight > 0):
+    # One window run at a time, held or not: windows must be processed in order, and whatever
+    # completes while a run is in flight goes into the next (range) run. Held, this is also what
+    # lets queued runs drain; once they have, one capped batch per tick is released (otherwise a
+    # held pipeline could never process its way back under the resume threshold).
+    if through is not None and in_flight == 0:
         current = next_window
         while current + WINDOW <= through and len(windows) < pipe.max_runs_per_tick:
             windows.append(current)
@@ -231,12 +239,18 @@ def build_sensor(job) -> dg.SensorDefinition:
         if not plan.windows:
             context.update_cursor(new_cursor)
             return dg.SkipReason(plan.summary())
-        return dg.SensorResult(
-            run_requests=[
-                dg.RunRequest(partition_key=window_key(w), run_key=f"window-{window_key(w)}") for w in plan.windows
-            ],
-            cursor=new_cursor,
-            asset_events=events,
-        )
+        return dg.SensorResult(run_requests=[window_run_request(plan.windows)], cursor=new_cursor, asset_events=events)
 
     return watermark_sensor
+
+
+def window_run_request(windows: list[datetime]) -> dg.RunRequest:
+    """One run over consecutive ``windows``: a plain partition run for one, a range run for several."""
+    first, last = window_key(windows[0]), window_key(windows[-1])
+    if len(windows) == 1:
+        return dg.RunRequest(partition_key=first, run_key=f"window-{first}")
+    # every window asset (single_run backfill policy) sees the whole range in context.partition_time_window
+    return dg.RunRequest(
+        run_key=f"windows-{first}...{last}",
+        tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
+    )

@@ -40,6 +40,8 @@ from ingest.receive import BUSY, AllowList, FairQueue, Receiver, open_udp_socket
 
 log = logging.getLogger(__name__)
 WINDOW_US = 300_000_000
+# export mode: an exporter silent this long (wall clock) stops holding the process's watermark back
+EXPORTER_IDLE_SECONDS = 10.0
 
 
 def split_windows(batch: pa.RecordBatch) -> list[pa.RecordBatch]:
@@ -108,6 +110,10 @@ class Worker:
         self._decode_done = threading.Event()
         self._exporter_names = ExporterNames()
         self._landed_through_us = 0
+        # export mode: exporter -> (newest export time decoded, monotonic time it was seen)
+        self._exporter_clock: dict[str, tuple[int, float]] = {}
+        self._clock_lock = threading.Lock()
+        self.late_flows_clamped = 0
         self._retry: list[tuple[float, Unit, pa.RecordBatch]] = []
         self._writers = ThreadPoolExecutor(cfg.ingest.landing_writers, thread_name_prefix="flowlens-land")
         self._writing: list[tuple[Future, Unit, pa.RecordBatch]] = []  # blocking writes in progress
@@ -155,6 +161,8 @@ class Worker:
                     break
                 continue
             try:
+                if self.receiver.use_export_time:
+                    packets = self._follow_export_clock(packets)
                 batch = self.decoder.decode_many(packets)
                 self._count_received(batch)
                 for piece in split_windows(batch):
@@ -173,6 +181,47 @@ class Worker:
                 self.save_templates()
         self.save_templates()
         self._decode_done.set()
+
+    def _follow_export_clock(self, packets: list) -> list:
+        """Track each exporter's clock and move late packets up to the published watermark.
+
+        With ``timestamp_source: export`` a packet's window comes from its exporter's clock, which
+        can run behind the watermark this process already published (a skewed or restarted
+        exporter, a packet delayed on the network). Landing it in its own window could add flows to
+        a window the pipeline already closed, so its window time is raised to the watermark: the
+        flow lands in the oldest window still open instead of being lost to processing.
+        """
+        floor = self._landed_through_us
+        newest: dict[str, int] = {}
+        out = []
+        late = 0
+        for exporter, payload, stamp in packets:
+            if stamp < floor:
+                stamp, late = floor, late + 1
+            if stamp > newest.get(exporter, 0):
+                newest[exporter] = stamp
+            out.append((exporter, payload, stamp))
+        now = time.monotonic()
+        with self._clock_lock:
+            for exporter, stamp in newest.items():
+                before = self._exporter_clock.get(exporter, (0, 0.0))[0]
+                self._exporter_clock[exporter] = (max(before, stamp), now)
+        if late:
+            self.late_flows_clamped += late
+            log.debug("worker %d: %d packet(s) behind the watermark moved to its window", self.index, late)
+        return out
+
+    def _export_clock_us(self) -> int | None:
+        """Where the exporters' clock is for this process: the slowest exporter still sending.
+
+        Exporters silent for longer than :data:`EXPORTER_IDLE_SECONDS` no longer count, so a
+        stopped exporter never holds the watermark back; with none sending, None (no position).
+        """
+        idle = max(EXPORTER_IDLE_SECONDS, 2 * self.cfg.ingest.heartbeat_seconds)
+        now = time.monotonic()
+        with self._clock_lock:
+            active = [stamp for stamp, seen in self._exporter_clock.values() if now - seen <= idle]
+        return min(active) if active else None
 
     def _count_received(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
@@ -339,24 +388,32 @@ class Worker:
 
     # --- watermarks ---------------------------------------------------------------------------
     def landed_through_us(self) -> int | None:
-        """Every flow with a window time before this is durable (never goes backwards).
+        """Every flow with a window time before this is durable (never goes backwards); None: no position.
 
-        With ``timestamp_source: export`` the clock is the exporters': a process that has seen no
-        packet yet has no position on it and returns None (it publishes no watermark until then).
+        ``timestamp_source: receive``: the wall clock, held back by whatever is still queued, so an
+        idle process keeps advancing and never blocks a window.
+
+        ``timestamp_source: export``: the clock is the exporters'. A process has a position on it
+        only while some exporter sends to it (the slowest one sending, see
+        :meth:`_export_clock_us`) or flows are still queued. A process that never received a packet
+        (another SO_REUSEPORT process got the traffic) or whose exporters went quiet returns None
+        and publishes no heartbeat: after ``pipeline.instance_timeout_seconds`` it is not live, so
+        it neither holds windows open nor claims windows complete on the wall clock.
         """
         use_export = self.cfg.ingest.timestamp_source == "export"
-        if use_export and not self.receiver.max_stamp:
-            return None
         for _ in range(200):
-            mark = self.receiver.max_stamp if use_export else time.time_ns() // 1000
+            mark = self._export_clock_us() if use_export else time.time_ns() // 1000
             if self.receiver.pending == BUSY and self.receiver.is_alive():
                 time.sleep(0.001)
                 continue
             # Upstream stages first: a batch moving downstream is always visible in one of them.
             oldest = [s for s in (self.fairq.oldest_stamp(), self.flowq.oldest_us()) if s is not None]
-            self._landed_through_us = max(self._landed_through_us, min([mark, *oldest]))
+            candidates = [s for s in (mark, *oldest) if s is not None]
+            if not candidates:
+                return None
+            self._landed_through_us = max(self._landed_through_us, min(candidates))
             break
-        return self._landed_through_us
+        return self._landed_through_us or None
 
     def _heartbeat(self) -> None:
         through_us = self.landed_through_us()

@@ -174,8 +174,8 @@ def run_window_checks(window_start: datetime, resources: Mapping[str, Any]) -> d
 
     ``resources``: ``{"postgres": PostgresResource, "lake": LakeResource, "landing": LandingResource}``.
     The one-off Great Expectations import is timed separately (``gx_import_seconds``): a long-running
-    Dagster process pays it once, not per window. Returns ``check_seconds`` (total),
-    ``landing_check_seconds`` (the landing suite, on demand rather than in the window's run),
+    Dagster process pays it once, not per window. Returns ``check_seconds`` (total, the landing
+    suite included: the window job runs it), ``landing_check_seconds`` (the landing suite's share),
     ``per_check_seconds``, ``passed`` (all checks), ``failed`` ({name: message}).
     """
     started = time.perf_counter()
@@ -199,9 +199,9 @@ def run_window_checks(window_start: datetime, resources: Mapping[str, Any]) -> d
     landing = sum(s for name, s in per_check.items() if BY_NAME[name].asset == names.FLOWS_LANDED)
     return {
         "window": span.key,
-        # The landing suite guards an external asset: it is not part of the window's run, so it is
-        # timed apart (landing_check_seconds) and not counted in check_seconds.
-        "check_seconds": round(time.perf_counter() - begin - landing, 4),
+        # The window job also runs the landing suite (flowlens_dagster.jobs), so it counts here;
+        # landing_check_seconds is its share.
+        "check_seconds": round(time.perf_counter() - begin, 4),
         "landing_check_seconds": round(landing, 4),
         "gx_import_seconds": round(gx_import, 4),
         "per_check_seconds": per_check,

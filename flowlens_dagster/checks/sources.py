@@ -125,7 +125,7 @@ class Sources:
     def pg_suspects(self, suite: TableSuite) -> tuple[int, Any, bool]:
         """(rows in the span, suspect rows as pandas, capped) of ``suite.query`` run by PostgreSQL."""
         with self.connect() as conn:
-            rows, suspects = conn.execute(summary_sql(suite, suite.query)).fetchone()
+            rows, suspects = conn.execute(summary_sql(suite, suite.scan or suite.query)).fetchone()
             # Clean (the usual case): LIMIT 0 returns just the columns, without scanning again.
             cur = conn.execute(suspects_sql(suite, suite.query, limit=MAX_SUSPECTS if suspects else 0))
             frame = _frame(cur.fetchall(), [d.name for d in cur.description])

@@ -52,6 +52,11 @@ class TableSuite:
     expectations: tuple[Expect, ...]
     query: str = ""  # PostgreSQL query selecting the span's rows; empty for the Parquet lake
     meta: dict[str, Any] = field(default_factory=dict)
+    # The same rows with ``inet`` columns left as inet, for the one-pass suspect count: ``addr::text``
+    # costs a text conversion per row and column (on 15M landed flows: 4.4 s instead of 1.2 s) and the
+    # rules on those columns (NOT NULL; uniqueness) give the same verdict on inet as on its text.
+    # Empty: ``query`` is scanned. The suspect rows themselves are still fetched through ``query``.
+    scan: str = ""
 
     @property
     def label(self) -> str:
@@ -161,10 +166,9 @@ def landing_suite(span: Span) -> TableSuite:
     """``flow_raw`` (minimal-mode landing) for one window."""
     cols = ", ".join(c for c in [*FLOW_KEY, "flow_version", "tcp_flags", "sampling_rate"] if c not in _INET)
     inet = ", ".join(f"{c}::text AS {c}" for c in _INET)
-    query = (
-        f"SELECT {cols}, {inet}, bytes - 20 * packets AS {IP_MINIMUM} "
-        f"FROM flowlens.flow_raw WHERE {_range('receive_time', span)}"
-    )
+    rows = f"bytes - 20 * packets AS {IP_MINIMUM} FROM flowlens.flow_raw WHERE {_range('receive_time', span)}"
+    query = f"SELECT {cols}, {inet}, {rows}"
+    scan = f"SELECT {cols}, {', '.join(_INET)}, {rows}"
     return TableSuite(
         name=names.LANDING_SUITE,
         version=1,
@@ -174,6 +178,7 @@ def landing_suite(span: Span) -> TableSuite:
         # landing check (not blocking) reports it; the lake suite leaves it out so it cannot stall windows.
         expectations=(*_flow_record_rules(), ordered("flow_start", "flow_end", allow_missing=True)),
         query=query,
+        scan=scan,
     )
 
 
@@ -201,12 +206,13 @@ STATS_KEY = ["client_addr", "server_addr", "server_port", "protocol"]
 def flow_stats_suite(span: Span) -> TableSuite:
     """``flow_stats`` rows of one window."""
     start, end = span.sql()
-    query = (
-        "SELECT window_start, client_addr::text AS client_addr, server_addr::text AS server_addr, server_port, "
-        f"protocol, bytes, packets, flows, first_seen, last_seen, bytes - 20 * packets AS {IP_MINIMUM} "
+    rest = (
+        f"server_port, protocol, bytes, packets, flows, first_seen, last_seen, bytes - 20 * packets AS {IP_MINIMUM} "
         # A window_start a little off the grid would escape `= start`: select the whole span instead.
         f"FROM flowlens.flow_stats WHERE window_start >= {start} AND window_start < {end}"
     )
+    query = f"SELECT window_start, client_addr::text AS client_addr, server_addr::text AS server_addr, {rest}"
+    scan = f"SELECT window_start, client_addr, server_addr, {rest}"
     rules = [
         *not_null("window_start", *STATS_KEY, "bytes", "packets", "flows", "first_seen", "last_seen"),
         starts_at("window_start", span),
@@ -217,7 +223,7 @@ def flow_stats_suite(span: Span) -> TableSuite:
         *counters(packets_min=1, with_flows=True),
         ordered("first_seen", "last_seen"),
     ]
-    return TableSuite(names.FLOW_STATS_SUITE, 1, "flowlens.flow_stats", span, tuple(rules), query)
+    return TableSuite(names.FLOW_STATS_SUITE, 1, "flowlens.flow_stats", span, tuple(rules), query, scan=scan)
 
 
 def _stats_addresses(span: Span) -> str:

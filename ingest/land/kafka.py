@@ -14,8 +14,13 @@ Message layout (the contract readers rely on):
 Watermarks: :meth:`KafkaLanding.heartbeat` produces ``flowlens-kind: watermark`` messages (key =
 instance, value JSON ``{instance, landed_through, flows_landed}``) to *every* partition of the raw
 topic, after everything the instance landed before is acknowledged, so within a partition every
-flow of an instance precedes its heartbeat. The same heartbeat also goes to the one-partition topic
-``<raw topic>.watermarks`` (compacted), which :meth:`watermarks` reads without scanning flows.
+flow of an instance precedes its heartbeat. Their Kafka timestamp is ``landed_through``, not the
+wall clock: every message of the raw topic is stamped on the clock that assigns windows (receive
+or export time), which is what lets :meth:`KafkaLanding.read_window` bound its reads by timestamp
+(a wall-clock heartbeat among flows exported two hours ago would end a past window's read at the
+first heartbeat). The same heartbeat also goes to the one-partition topic ``<raw topic>.watermarks``
+(compacted, stamped with the wall clock: the sensor's liveness), which :meth:`watermarks` reads
+without scanning flows.
 
 Producer tuning (seed §4.4, adapted): ``linger.ms=5``; ``batch.size`` 1 MB since one message is
 already ~0.5 MB; ``compression.type=lz4`` rather than the seed's gzip: CPU is what limits ingest on 2 cores, and
@@ -292,8 +297,12 @@ class KafkaLanding:
                 if self.stats is not None:
                     self.stats.kafka_errors[msg.topic()] += 1
 
+        # On flows.raw every message is stamped on the window clock (flows: their oldest
+        # receive_time; heartbeats: landed_through), so read_window's offsets_for_times bounds hold
+        # in both timestamp modes. The watermark topic keeps the wall clock: it tells liveness.
+        through_ms = _ms(landed_through)
         for partition in range(self.partitions()):
-            self._produce(value=value, key=instance.encode(), partition=partition, timestamp=now_ms,
+            self._produce(value=value, key=instance.encode(), partition=partition, timestamp=through_ms,
                           headers=headers, on_delivery=delivered)  # fmt: skip
         self._produce(value=value, key=instance.encode(), timestamp=now_ms, headers=headers,
                       on_delivery=delivered, topic=self.watermark_topic)  # fmt: skip
@@ -327,6 +336,10 @@ class KafkaLanding:
         of the window has a timestamp >= start) and stops at the later of: the first offset with a
         timestamp >= end + slack, and the first heartbeat of every instance whose watermark is past
         ``end`` (all its flows of the window precede it); never past the high watermark.
+        Heartbeats are stamped with their ``landed_through`` (see :meth:`heartbeat`), so the
+        timestamp bound is on the window clock in both timestamp modes. The slack covers only
+        instances that never reached ``end`` (stopped or crashed): their flows of the window are
+        read until a message stamped ``end + slack`` or later.
         """
         done_instances = {w.instance for w in self.watermarks() if w.landed_through >= end}
         consumer = self._consumer()

@@ -147,29 +147,44 @@ ROW_WIDTH = 2 + sum(4 + _READ_WIDTH[KINDS[name]] for name in FLOW_COLUMNS)
 NULL_TS = np.iinfo(np.int64).min  # how '-infinity' travels in binary
 
 
-def decode_copy(data: bytes) -> pa.Table:
-    """Parse the binary COPY output of ``SELECT {READ_COLUMNS}`` into a FLOW_SCHEMA table."""
+def _read_dtype() -> np.dtype:
+    """One row of the ``SELECT {READ_COLUMNS}`` binary COPY as a packed big-endian record."""
+    fields: list[tuple] = [("count", ">i2")]
+    for name in FLOW_COLUMNS:
+        kind = KINDS[name]
+        fields.append((f"len_{name}", ">i4"))
+        fields.append((name, ("u1", (16,)) if kind == "inet" else BE[kind]))
+    return np.dtype(fields)
+
+
+READ_DTYPE = _read_dtype()
+
+
+def decode_copy(data: bytes | bytearray) -> pa.Table:
+    """Parse the binary COPY output of ``SELECT {READ_COLUMNS}`` into a FLOW_SCHEMA table.
+
+    The rows are viewed as one record array (no copy); each column is then converted from its
+    big-endian strided field in one numpy pass. ``data`` may be a bytearray (no copy to bytes).
+    """
     body = memoryview(data)[len(HEADER) : len(data) - len(TRAILER)] if data else memoryview(b"")
     if len(body) % ROW_WIDTH:
         raise ValueError(f"binary COPY body of {len(body)} bytes is not whole rows of {ROW_WIDTH} bytes")
-    rows = np.frombuffer(body, np.uint8).reshape(-1, ROW_WIDTH)
+    rows = np.frombuffer(body, READ_DTYPE)
     arrays = []
-    pos = 2
     for name in FLOW_COLUMNS:
         kind = KINDS[name]
-        w = _READ_WIDTH[kind]
-        pos += 4
-        raw = np.ascontiguousarray(rows[:, pos : pos + w])
-        pos += w
         field = FLOW_SCHEMA.field(name)
         if kind == "inet":
+            raw = np.ascontiguousarray(rows[name])
             arrays.append(pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(raw), [None, pa.py_buffer(raw)]))
             continue
-        values = raw.view(BE[kind]).reshape(-1).astype(np.int64)
+        values = rows[name].astype(np.int64)
         mask = None
         if field.nullable:
             mask = values == (NULL_TS if kind == "ts" else -1)
         if kind == "ts":
-            values = values + PG_EPOCH_US if mask is None else np.where(mask, 0, values + PG_EPOCH_US)
+            values += PG_EPOCH_US
+            if mask is not None:
+                values[mask] = 0
         arrays.append(pa.array(values, pa.int64(), mask=mask).cast(field.type))
     return pa.Table.from_arrays(arrays, schema=FLOW_SCHEMA)

@@ -56,3 +56,13 @@ def test_dagster_cli_validates_the_code_location(tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_window_job_runs_the_landing_checks_and_the_late_data_sensor_is_loaded():
+    job = defs.resolve_job_def("window_job")
+    selected = {key.to_user_string() for key in job.asset_layer.asset_graph.asset_check_keys}
+    assert "flows_landed:landing_suite" in selected
+    assert "flow_stats:flow_stats_suite" in selected
+    assert {s.name for s in defs.sensors} == {SENSOR_NAME, "late_data_sensor"}
+    # One process per run: a process per step cost ~8 s of code-location loading per step.
+    assert job.executor_def is dg.in_process_executor

@@ -11,7 +11,7 @@ import pytest
 from flowlens_dagster.definitions import defs
 from flowlens_dagster.partitions import window_key
 from flowlens_dagster.resources import build_resources
-from flowlens_dagster.sensors import SENSOR_NAME, plan_tick
+from flowlens_dagster.sensors import SENSOR_NAME, plan_tick, window_run_request
 from ingest.config import FlowLensConfig
 from ingest.land.base import Watermark
 from ingest.land.postgres import PostgresLanding
@@ -78,10 +78,30 @@ def test_lag_alerts_then_holds_while_runs_are_queued_then_resumes():
     )  # fmt: skip
     assert drained.held and drained.windows
     resumed = plan_tick(
-        CFG, marks, NOW, {**cursor, "held": True}, NOW, NOW - timedelta(seconds=100), in_flight=3,
+        CFG, marks, NOW, {**cursor, "held": True}, NOW, NOW - timedelta(seconds=100), in_flight=0,
         first_partition=FIRST,
     )  # fmt: skip
     assert not resumed.held and resumed.windows
+
+
+def test_nothing_is_requested_while_a_window_run_is_in_flight():
+    cursor = {"next_window": "2026-11-26T12:00:00+00:00"}
+    busy = plan_tick(CFG, [mark("a", NOW)], NOW, cursor, NOW, NOW - timedelta(seconds=60), in_flight=1)
+    assert busy.windows == [] and busy.next_window == datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    # once it is done, everything that completed meanwhile goes into the next run
+    idle = plan_tick(CFG, [mark("a", NOW)], NOW, cursor, NOW, NOW - timedelta(seconds=60), in_flight=0)
+    assert [window_key(w) for w in idle.windows][::5] == ["2026-11-26-12:00", "2026-11-26-12:25"]
+
+
+def test_one_window_is_a_partition_run_several_are_one_range_run():
+    single = window_run_request([datetime(2026, 11, 26, 12, 0, tzinfo=UTC)])
+    assert single.partition_key == "2026-11-26-12:00" and single.run_key == "window-2026-11-26-12:00"
+    catch_up = window_run_request(
+        [datetime(2026, 11, 26, 12, 0, tzinfo=UTC) + i * timedelta(minutes=5) for i in range(3)]
+    )
+    assert catch_up.partition_key is None
+    assert catch_up.partition_key_range == dg.PartitionKeyRange("2026-11-26-12:00", "2026-11-26-12:10")
+    assert catch_up.run_key == "windows-2026-11-26-12:00...2026-11-26-12:10"
 
 
 @pytest.mark.integration
@@ -106,8 +126,8 @@ def test_sensor_tick_reports_landed_windows_and_requests_runs(flowlens_config, c
         result = sensor(context)
     assert isinstance(result, dg.SensorResult)
     keys = [window_key(base + i * scenario.WINDOW) for i in range(3)]
-    assert [r.partition_key for r in result.run_requests] == keys
-    assert [r.run_key for r in result.run_requests] == [f"window-{k}" for k in keys]
+    [request] = result.run_requests  # catching up: one run over the three windows
+    assert request.partition_key_range == dg.PartitionKeyRange(keys[0], keys[-1])
     counts = {e.partition: e.metadata["dagster/row_count"].value for e in result.asset_events}
     assert counts == {window_key(base + i * scenario.WINDOW): len(flows[i]) for i in range(3)}
     assert json.loads(result.cursor)["next_window"] == (base + 3 * scenario.WINDOW).isoformat()

@@ -20,6 +20,7 @@ from tests.ingest.flows import random_flows
 
 pytestmark = pytest.mark.integration
 W0 = datetime(2026, 11, 25, 23, 55, tzinfo=UTC)  # the last window of a day: partitions on both sides
+WINDOW_US = int(WINDOW.total_seconds() * 1_000_000)
 
 
 def us(ts: datetime) -> int:
@@ -126,3 +127,21 @@ def test_kafka_messages_are_partitioned_by_address_pair(flowlens_config, kafka_t
     finally:
         consumer.close()
     assert seen == 3_000
+
+
+def test_past_window_reads_whole_with_heartbeats_among_its_flows(landing):
+    """Export-time replays: heartbeats land between flows of a window hours in the past.
+
+    The instance then stops before its watermark passes the window's end (as a replay that ends
+    mid-window does); the window must still read whole, and the same on every read.
+    """
+    first = random_flows(900, us(W0 - WINDOW), span_us=WINDOW_US, seed=21)
+    second = random_flows(700, us(W0), span_us=WINDOW_US // 2, seed=22)
+    landing.write(first)
+    landing.heartbeat("replay/w0", W0, 900)
+    landing.write(second)
+    landing.heartbeat("replay/w0", W0 + WINDOW / 4, 1600)
+    for flows, start in ((first, W0 - WINDOW), (second, W0)):
+        got = landing.read_window(start, start + WINDOW)
+        assert sorted_table(got.flows).equals(sorted_table(pa.Table.from_batches([flows]).cast(got.flows.schema)))
+        assert landing.read_window(start, start + WINDOW).position == got.position

@@ -69,3 +69,33 @@ def test_failed_blocking_check_stops_downstream_assets(pipeline: Pipeline) -> No
     assert "protocol" in table and "200" in table
     materialized = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
     assert materialized == {"enriched_flows"}  # flow_stats and everything after it never read the bad window
+
+
+def window_job_run(pipeline: Pipeline) -> dg.ExecuteInProcessResult:
+    """The code location's own ``window_job`` (as the watermark sensor launches it) on the test stack."""
+    from flowlens_dagster.definitions import ALL_ASSETS
+    from flowlens_dagster.jobs import window_job
+
+    defs = dg.Definitions(
+        assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=[window_job], resources=pipeline.dagster_resources()
+    )
+    return defs.resolve_job_def(window_job.name).execute_in_process(partition_key=KEY0, raise_on_error=False)
+
+
+def test_window_job_runs_the_landing_suite_of_the_external_asset(pipeline: Pipeline) -> None:
+    pipeline.land(WINDOW0)
+    # An exporter with a skewed clock: a copy of a landed flow whose start is after its end. Only the
+    # landing suite states that rule; the copied flow's key still spans start..end, so nothing downstream breaks.
+    pipeline.sql("INSERT INTO flowlens.flow_raw SELECT * FROM flowlens.flow_raw WHERE flow_end IS NOT NULL LIMIT 1")
+    pipeline.sql(
+        "UPDATE flowlens.flow_raw SET flow_start = flow_end + interval '1 second' WHERE ctid = "
+        "(SELECT max(ctid) FROM flowlens.flow_raw WHERE flow_end IS NOT NULL)"
+    )
+    result = window_job_run(pipeline)
+    found = evaluations(result)
+    landing = found[names.LANDING_SUITE]
+    assert landing.asset_key == dg.AssetKey(names.FLOWS_LANDED)
+    assert not landing.passed and KEY0 in landing.description and "flow_start <= flow_end" in landing.description
+    # Not blocking: the window is still processed, and the window's own checks pass.
+    assert result.success
+    assert found[names.FLOW_STATS_SUITE].passed
