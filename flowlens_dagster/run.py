@@ -4,11 +4,11 @@
 2. the ingest daemon on a local UDP port, assigning windows by the exporter's clock
    (``ingest.timestamp_source: export``) so a replayed past fills past windows;
 3. the generator sending a realistic hour of traffic from the recent past at high speed (60x: an
-   hour in a minute). Its flows run two minutes past the hour, so the daemon's watermark (the
-   newest exporter time it has landed) passes the hour's last window and every window closes;
+   hour in a minute);
 4. Dagster (``dagster dev``: UI + daemon) with the watermark sensor on, started once the hour has
-   landed. The sensor requests the whole hour as one partition-range run (catch-up), then one run
-   per window that closes later;
+   landed. The windows close when the daemon's watermark passes them or, once the exporters have
+   gone quiet, seconds later (see :func:`dagster_overrides`); the sensor requests the whole hour as
+   one partition-range run (catch-up), then one run per window that closes later;
 5. once the hour is processed, a summary of what landed in PostgreSQL, checked against the
    generator's ground truth.
 
@@ -41,7 +41,7 @@ from ingest.land.base import window_start
 
 FLOWLENS = str(Path(sys.executable).parent / "flowlens")
 WINDOW = timedelta(minutes=5)
-OVERRUN = timedelta(minutes=2)  # simulated traffic past the span: moves the watermark past its end
+QUIET_INSTANCE_SECONDS = 20  # sensor: an ingest instance without a heartbeat this long is not live
 DNS_SECONDS_PER_WINDOW = 1.0  # reverse-DNS budget per window while catching up the generated span
 SPANS_FILE = "spans.jsonl"  # under <state_dir>/run: one line per generated span, with its ground truth
 PROCESSED_END = "SELECT max(window_start) + interval '5 minutes' FROM flowlens.window_loads WHERE asset = %s"
@@ -86,8 +86,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def plan_span(now: datetime, minutes: int, processed_end: datetime | None) -> tuple[datetime, datetime]:
     """The [first, last) window span to generate: ``minutes`` ending a window before now, minus what is processed.
 
-    The span ends one window back so its two minutes of overrun stay in the past. ``first == last``
-    means there is nothing new to generate.
+    The span ends a whole window back, so the generator's clock (faster than the wall clock) stays in
+    the past. ``first == last`` means there is nothing new to generate.
     """
     last = window_start(now - WINDOW)
     first = last - timedelta(minutes=minutes - minutes % 5)
@@ -112,6 +112,31 @@ def start(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
         )
 
 
+def dagster_overrides(cfg: FlowLensConfig, first: datetime) -> dict[str, str]:
+    """Config for this run's Dagster (the code location reads it from the environment).
+
+    - catch-up reaches back to ``first`` (the sensor counts its lookback back from the newest
+      complete time, which is the wall clock once the daemon goes quiet);
+    - the whole span in one run (not ``max_runs_per_tick`` windows a run);
+    - an ingest instance whose exporters have gone quiet stops holding windows open after
+      seconds, not minutes: the generated hour is over, nothing more will arrive for it;
+    - a short reverse-DNS budget: the generator's addresses have no PTR records, and a full budget
+      of timeouts per window would dominate the catch-up (lookups not started wait, counted).
+    """
+    # the sensor's first tick comes within a minute or two of Dagster's start: two windows of slack
+    reach = datetime.now(UTC) - first + 2 * WINDOW
+    pipe = cfg.pipeline
+    env = {
+        "FLOWLENS_MODE": "minimal",
+        "FLOWLENS_PIPELINE__SENSOR_LOOKBACK_MINUTES": str(int(reach / timedelta(minutes=1))),
+        "FLOWLENS_PIPELINE__MAX_RUNS_PER_TICK": str(max(pipe.max_runs_per_tick, int(reach / WINDOW) + 2)),
+        "FLOWLENS_PIPELINE__INSTANCE_TIMEOUT_SECONDS": str(min(pipe.instance_timeout_seconds, QUIET_INSTANCE_SECONDS)),
+    }
+    if cfg.dns.enabled and cfg.dns.max_seconds_per_window > DNS_SECONDS_PER_WINDOW:
+        env["FLOWLENS_DNS__MAX_SECONDS_PER_WINDOW"] = str(DNS_SECONDS_PER_WINDOW)
+    return env
+
+
 def processed_end(cfg: FlowLensConfig) -> datetime | None:
     """The end of the newest fully processed window, or None before the first."""
     with psycopg.connect(cfg.postgres.dsn()) as conn:
@@ -119,10 +144,10 @@ def processed_end(cfg: FlowLensConfig) -> datetime | None:
 
 
 def generate(cfg: FlowLensConfig, args: argparse.Namespace, first: datetime, last: datetime, env) -> dict:
-    """Send [first, last) plus the overrun to the daemon; record the span and its ground truth."""
+    """Send [first, last) to the daemon; record the span and its ground truth."""
     run_dir = cfg.state_dir / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
-    real_seconds = (last - first + OVERRUN).total_seconds() / args.speed
+    real_seconds = (last - first).total_seconds() / args.speed
     print(f"3/5 generator: {first:%H:%M}..{last:%H:%M} UTC at {args.speed:g}x ({real_seconds:.0f} s)", flush=True)
     truth = run_dir / f"truth-{first:%Y%m%dT%H%M}.parquet"
     proc = subprocess.run(
@@ -214,8 +239,7 @@ def print_summary(cfg: FlowLensConfig) -> None:
         print(f"  {'generator sent (truth)':24} {sent_flows:>14,} flows {sent_bytes:>16,} bytes")
         for label, query in SUMMARY_SQL.items():
             print(f"  {label:24} {conn.execute(query, {'first': first, 'end': end}).fetchone()[0]:>14,}")
-        print(f"  processed through        {end:%Y-%m-%d %H:%M} UTC (what landed after: the generator's overrun,")
-        print("                           processed once its window closes, e.g. by the next run)")
+        print(f"  processed through        {end:%Y-%m-%d %H:%M} UTC")
         print("  top talkers:")
         for client, service, nbytes in conn.execute(TOP_TALKERS, {"first": first}).fetchall():
             print(f"    {client:>15} -> {service:24} {nbytes:>14,} bytes")
@@ -288,17 +312,10 @@ def _run(cfg: FlowLensConfig, args: argparse.Namespace, processes: list[subproce
     if first < last:
         generate(cfg, args, first, last, env)
         time.sleep(cfg.ingest.batch_max_seconds + cfg.ingest.heartbeat_seconds + 1)  # last batches and heartbeat
-        # the sensor's catch-up counts back from the watermark (the span's end plus the overrun):
-        # exactly the span, not hours of empty windows before it
-        os.environ["FLOWLENS_PIPELINE__SENSOR_LOOKBACK_MINUTES"] = str(int((last - first) / timedelta(minutes=1)))
     else:
         print(f"3/5 generator: nothing new (windows through {last:%H:%M} UTC are processed already)", flush=True)
     print(f"4/5 Dagster on http://{cfg.dagster.host}:{cfg.dagster.port} (log {logs / 'dagster.log'})", flush=True)
-    os.environ["FLOWLENS_MODE"] = "minimal"  # the code location reads the config from the environment
-    if cfg.dns.enabled and cfg.dns.max_seconds_per_window > DNS_SECONDS_PER_WINDOW:
-        # the generator's addresses mostly have no PTR record: a full budget per window of timeouts
-        # would dominate the catch-up; lookups not started wait for later windows (counted)
-        os.environ["FLOWLENS_DNS__MAX_SECONDS_PER_WINDOW"] = str(DNS_SECONDS_PER_WINDOW)
+    os.environ.update(dagster_overrides(cfg, first))
     processes.append(spawn_dagster(cfg, logs / "dagster.log", "minimal"))
     print("5/5 waiting for the watermark sensor's runs", flush=True)
     done, failed = wait_for_windows(cfg, first, last, args.timeout, processes)

@@ -36,7 +36,7 @@ from ingest.backpressure import FlowQueue, Queued
 from ingest.config import FlowLensConfig
 from ingest.land import backend_for, open_landing
 from ingest.metrics import PROTOCOLS, WorkerStats
-from ingest.receive import BUSY, AllowList, FairQueue, Receiver, open_udp_socket
+from ingest.receive import BUSY, AllowList, FairQueue, Receiver, export_time_us, open_udp_socket
 
 log = logging.getLogger(__name__)
 WINDOW_US = 300_000_000
@@ -113,7 +113,8 @@ class Worker:
         # export mode: exporter -> (newest export time decoded, monotonic time it was seen)
         self._exporter_clock: dict[str, tuple[int, float]] = {}
         self._clock_lock = threading.Lock()
-        self.late_flows_clamped = 0
+        self.late_packets_clamped = 0
+        self._late_logged = 0.0
         self._retry: list[tuple[float, Unit, pa.RecordBatch]] = []
         self._writers = ThreadPoolExecutor(cfg.ingest.landing_writers, thread_name_prefix="flowlens-land")
         self._writing: list[tuple[Future, Unit, pa.RecordBatch]] = []  # blocking writes in progress
@@ -198,7 +199,8 @@ class Worker:
         for exporter, payload, stamp in packets:
             if stamp < floor:
                 stamp, late = floor, late + 1
-            if stamp > newest.get(exporter, 0):
+            # a packet without an export time was stamped with the wall clock: not the exporter's clock
+            if stamp > newest.get(exporter, 0) and export_time_us(payload) is not None:
                 newest[exporter] = stamp
             out.append((exporter, payload, stamp))
         now = time.monotonic()
@@ -207,8 +209,11 @@ class Worker:
                 before = self._exporter_clock.get(exporter, (0, 0.0))[0]
                 self._exporter_clock[exporter] = (max(before, stamp), now)
         if late:
-            self.late_flows_clamped += late
-            log.debug("worker %d: %d packet(s) behind the watermark moved to its window", self.index, late)
+            self.late_packets_clamped += late
+            if now - self._late_logged >= 60:  # a skewed exporter would repeat this every batch
+                self._late_logged = now
+                log.warning("worker %d: %d packet(s) so far exported behind the watermark were moved up to it; "
+                            "check the exporters' clocks (NTP)", self.index, self.late_packets_clamped)  # fmt: skip
         return out
 
     def _export_clock_us(self) -> int | None:
@@ -220,7 +225,9 @@ class Worker:
         idle = max(EXPORTER_IDLE_SECONDS, 2 * self.cfg.ingest.heartbeat_seconds)
         now = time.monotonic()
         with self._clock_lock:
-            active = [stamp for stamp, seen in self._exporter_clock.values() if now - seen <= idle]
+            # forgetting quiet exporters also bounds the map (spoofed sources, renumbered exporters)
+            self._exporter_clock = {e: c for e, c in self._exporter_clock.items() if now - c[1] <= idle}
+            active = [stamp for stamp, _ in self._exporter_clock.values()]
         return min(active) if active else None
 
     def _count_received(self, batch: pa.RecordBatch) -> None:

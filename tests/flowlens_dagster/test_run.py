@@ -6,14 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flowlens_dagster.run import WINDOW, parse_args, plan_span
+from flowlens_dagster.run import WINDOW, dagster_overrides, parse_args, plan_span
+from ingest.config import FlowLensConfig, load_config
 
 NOW = datetime(2026, 11, 26, 19, 57, 12, tzinfo=UTC)
 
 
 def test_first_run_generates_whole_windows_ending_a_window_before_now():
     first, last = plan_span(NOW, 60, None)
-    # 19:57 -> the span ends at 19:50 (a window back: its overrun stays in the past)
+    # 19:57 -> the span ends at 19:50 (a whole window back)
     assert (first, last) == (datetime(2026, 11, 26, 18, 50, tzinfo=UTC), datetime(2026, 11, 26, 19, 50, tzinfo=UTC))
 
 
@@ -34,3 +35,16 @@ def test_a_second_run_generates_only_what_is_not_processed_yet():
 def test_minutes_shorter_than_a_window_are_refused():
     with pytest.raises(SystemExit):
         parse_args(["--minutes", "3"])
+
+
+def test_dagster_overrides_reach_back_to_the_span_and_are_valid_config():
+    cfg = FlowLensConfig()
+    first = datetime.now(UTC) - timedelta(minutes=65)
+    env = dagster_overrides(cfg, first)
+    loaded = load_config(environ=env)
+    pipe = loaded.pipeline
+    # the sensor's floor (newest complete time minus the lookback) is at or before the span's start
+    assert datetime.now(UTC) - timedelta(minutes=pipe.sensor_lookback_minutes) <= first
+    assert pipe.max_runs_per_tick * WINDOW >= timedelta(minutes=pipe.sensor_lookback_minutes)
+    assert pipe.instance_timeout_seconds <= cfg.pipeline.instance_timeout_seconds
+    assert loaded.mode == "minimal"

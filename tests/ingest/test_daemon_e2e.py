@@ -7,6 +7,7 @@ packets and flow counts, nothing missing, nothing duplicated.
 from __future__ import annotations
 
 import contextlib
+import struct
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -16,9 +17,12 @@ import pyarrow as pa
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from ingest import worker as worker_module
+from ingest.config import ListenAddress
 from ingest.generate import TRUTH_KEYS, Enterprise, Plan, Sender, _aggregate, run
 from ingest.land import open_landing
 from ingest.land.base import WINDOW, window_start
+from ingest.worker import Worker
 from tests.ingest.harness import Daemon, daemon_env, free_udp_port, received_total
 
 pytestmark = pytest.mark.integration
@@ -210,3 +214,44 @@ def test_export_time_fills_past_windows(pg_cfg, tmp_path):
     # the kernel gave no traffic publishes none).
     assert marks and all(start < m.landed_through < start + 5 * WINDOW for m in marks)
     assert sum(m.flows_landed for m in marks) == gen.sent_flows
+
+
+def packet(exporter: str, stamp_us: int) -> tuple[str, bytes, int]:
+    """A received packet as the receive thread queues it: a NetFlow v9 header exported at ``stamp_us``."""
+    header = struct.pack("!HHIIII", 9, 0, 3_600_000, stamp_us // 1_000_000, 1, 0)
+    return exporter, header, stamp_us
+
+
+def test_export_watermark_follows_the_slowest_sending_exporter(pg_cfg, tmp_path, monkeypatch):
+    """``timestamp_source: export``: a process's watermark never runs ahead of an exporter it hears.
+
+    No packet yet, or every exporter quiet: no position on the exporters' clock, so no heartbeat
+    (the process neither holds windows open nor closes them on the wall clock). A packet that
+    arrives behind the published watermark is moved up to it instead of reopening a closed window.
+    """
+    ingest = pg_cfg.ingest.model_copy(
+        update={"listen": [ListenAddress(host="127.0.0.1", port=free_udp_port())], "timestamp_source": "export",
+                "heartbeat_seconds": 0.05}
+    )  # fmt: skip
+    worker = Worker(pg_cfg.model_copy(update={"ingest": ingest, "state_dir": tmp_path}), 0, "unit/w0")
+    monkeypatch.setattr(worker_module, "EXPORTER_IDLE_SECONDS", 0.0)  # idle after 2 heartbeats (0.1 s)
+    t0 = int((window_start(datetime.now(UTC)) - timedelta(hours=2)).timestamp() * 1_000_000)
+    try:
+        assert worker.landed_through_us() is None
+        worker._follow_export_clock([packet("10.0.0.1", t0 + 60_000_000), packet("10.0.0.2", t0)])
+        assert worker.landed_through_us() == t0  # the slower exporter holds it
+        worker._follow_export_clock([packet("10.0.0.2", t0 + 90_000_000)])
+        assert worker.landed_through_us() == t0 + 60_000_000
+        late = worker._follow_export_clock([packet("10.0.0.3", t0 - 30_000_000), packet("10.0.0.3", t0 + 61_000_000)])
+        assert [p[2] for p in late] == [t0 + 60_000_000, t0 + 61_000_000]
+        # a header without an export time (too short) was stamped with the wall clock: it moves no clock
+        worker._follow_export_clock([("10.0.0.1", b"\x00\x09", time.time_ns() // 1000)])
+        assert worker.landed_through_us() == t0 + 60_000_000
+        assert worker.late_packets_clamped == 1
+        time.sleep(0.3)  # every exporter quiet for longer than the idle time
+        assert worker.landed_through_us() is None
+    finally:
+        worker._writers.shutdown(wait=False)
+        worker.landing.close()
+        for sock in worker.sockets:
+            sock.close()

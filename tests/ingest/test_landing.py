@@ -85,6 +85,12 @@ def test_heartbeats_become_watermarks(landing):
     assert abs((marks["host:1/w1"].heartbeat_at - datetime.now(UTC)).total_seconds()) < 60
 
 
+def test_latest_heartbeat_wins_after_a_restart_on_another_clock(landing):
+    landing.heartbeat("host:1/w0", W0 + timedelta(hours=2), 0)  # a receive-time run: the wall clock
+    landing.heartbeat("host:1/w0", W0, 0)  # restarted, replaying the past (timestamp_source: export)
+    assert [m.landed_through for m in landing.watermarks()] == [W0]
+
+
 def test_postgres_stores_ipv4_as_ipv4(flowlens_config, clean_pg):
     land = open_landing(flowlens_config.model_copy(update={"mode": "minimal"}))
     try:
