@@ -270,8 +270,9 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"flowlens run: {exc}", file=sys.stderr)
         return 2
-    # SIGTERM (and SIGHUP) clean up like Ctrl-C; without this they would orphan the children
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    # SIGTERM and SIGHUP clean up like Ctrl-C (without this they would orphan the children); SIGINT
+    # too, explicitly: started in the background by a shell, we would inherit it as ignored
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     from flowlens_dagster.stack import cli as stack
 
@@ -308,12 +309,17 @@ def _run(cfg: FlowLensConfig, args: argparse.Namespace, processes: list[subproce
     if processes[0].poll() is not None:
         print(f"flowlens run: the ingest daemon exited; see {logs / 'ingest.log'} (port busy? try --port)")
         return 1
-    first, last = plan_span(datetime.now(UTC), args.minutes, processed_end(cfg))
+    done_through = processed_end(cfg)
+    first, last = plan_span(datetime.now(UTC), args.minutes, done_through)
     if first < last:
         generate(cfg, args, first, last, env)
         time.sleep(cfg.ingest.batch_max_seconds + cfg.ingest.heartbeat_seconds + 1)  # last batches and heartbeat
     else:
-        print(f"3/5 generator: nothing new (windows through {last:%H:%M} UTC are processed already)", flush=True)
+        print(
+            f"3/5 generator: nothing new to send (processed through {done_through:%H:%M} UTC; it generates only"
+            " windows that ended at least 5 minutes ago)",
+            flush=True,
+        )
     print(f"4/5 Dagster on http://{cfg.dagster.host}:{cfg.dagster.port} (log {logs / 'dagster.log'})", flush=True)
     os.environ.update(dagster_overrides(cfg, first))
     processes.append(spawn_dagster(cfg, logs / "dagster.log", "minimal"))
