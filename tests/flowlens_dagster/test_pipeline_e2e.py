@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from assets.addresses import addr_text
+from flowlens_dagster.checks import names
 from flowlens_dagster.definitions import defs
 from flowlens_dagster.jobs import window_job
 from flowlens_dagster.partitions import five_minute_partitions
@@ -104,7 +105,24 @@ def tick_and_run(cfg, base, monkeypatch) -> list[str]:
                 partition_key=request.partition_key, tags=dict(request.tags), instance=instance, resources=resources
             )
             assert run.success
+            assert_window_checks_pass(run)
     return keys
+
+
+# Every check the window job runs (a range run evaluates them over its whole range).
+WINDOW_CHECKS = {
+    names.LANDING_SUITE, names.ENRICHED_SUITE, names.LAKE_MATCHES_LOAD, names.LANDING_MATCHES_LOAD,
+    names.FLOW_STATS_SUITE, names.STATS_CONSERVE_FLOWS, names.NO_WINDOW_GAP, names.ASSETS_SUITE,
+    names.ASSETS_COVER_STATS, names.DEPENDENCIES_SUITE, names.DEPENDENCIES_COVER_STATS, names.CHANGES_SUITE,
+}  # fmt: skip
+
+
+def assert_window_checks_pass(run: dg.ExecuteInProcessResult) -> None:
+    """The data-quality checks ran inside the pipeline's own runs, and clean generated traffic passes them."""
+    evaluations = run.get_asset_check_evaluations()
+    assert WINDOW_CHECKS <= {e.check_name for e in evaluations}  # plus Dagster's column_schema_change
+    failed = [(e.check_name, e.description, dict(e.metadata)) for e in evaluations if not e.passed]
+    assert not failed, failed
 
 
 def totals_by_edge(dsn: str) -> dict[tuple, tuple]:
