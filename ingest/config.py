@@ -142,9 +142,7 @@ class ScaleRule(_Section):
 class Autoscaling(_Section):
     ingestion: ScaleRule = ScaleRule(scale_up_at_cpu_percent=70, scale_down_at_cpu_percent=30)
     enrichment: ScaleRule = ScaleRule(scale_up_at_lag_seconds=60, scale_down_at_lag_seconds=10)
-    api: ScaleRule = ScaleRule(
-        max_instances=8, scale_up_at_latency_p99_ms=500, scale_down_at_latency_p99_ms=100
-    )
+    api: ScaleRule = ScaleRule(max_instances=8, scale_up_at_latency_p99_ms=500, scale_down_at_latency_p99_ms=100)
 
 
 # --- connections -----------------------------------------------------------------------------
@@ -368,17 +366,13 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     data: dict[str, Any] = {}
     if file_path is not None:
         if not file_path.exists():
-            raise ConfigError(
-                f"config file {file_path} does not exist (given by --config or FLOWLENS_CONFIG)"
-            )
+            raise ConfigError(f"config file {file_path} does not exist (given by --config or FLOWLENS_CONFIG)")
         try:
             loaded = yaml.safe_load(file_path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {file_path} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict) or not isinstance(loaded.get("flowlens", {}), dict):
-            raise ConfigError(
-                f"config file {file_path} must hold a mapping under the top-level key 'flowlens'"
-            )
+            raise ConfigError(f"config file {file_path} must hold a mapping under the top-level key 'flowlens'")
         data = loaded.get("flowlens", {}) or {}
     data = _deep_merge(data, _env_overrides(environ))
     try:
