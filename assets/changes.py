@@ -73,6 +73,8 @@ WHERE d.window_start = %(last_window)s
         AND (s.client_addr, s.server_addr, s.server_port, s.protocol)
             = (d.client_addr, d.server_addr, d.server_port, d.protocol));
 """
+PREVIEW_ROWS = 20
+
 SELECT_WINDOW = """
 SELECT kind, subject, host(addr) AS addr, host(client_addr) AS client, host(server_addr) AS server,
        server_port, protocol, details
@@ -85,15 +87,22 @@ def _statements(script: str) -> list[str]:
     return [part.strip() for part in script.split(";\n") if part.strip()]
 
 
-def detect_window(conn, window: datetime, gone_after: int) -> list[dict[str, Any]]:
-    """Replace window W's changes (inside the caller's transaction) and return them."""
+def detect_window(
+    conn, window: datetime, gone_after: int, limit: int | None = None
+) -> tuple[int, list[dict[str, Any]]]:
+    """Replace window W's changes (inside the caller's transaction); return their count and the first
+    ``limit`` of them (all when None). Nothing to publish needs only a preview: a first window can hold
+    a million changes, and turning them into Python dicts would cost more than detecting them."""
     cur = conn.cursor()
     params = {"window": window, "n": gone_after, "last_window": window - gone_after * WINDOW}
+    total = 0
     for statement in _statements(DETECT):
         cur.execute(statement, params)
-    cur.execute(SELECT_WINDOW, (window,))
+        if statement.startswith("INSERT"):
+            total += cur.rowcount
+    cur.execute(SELECT_WINDOW + ("" if limit is None else f" LIMIT {int(limit)}"), (window,))
     names = [c.name for c in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    return total, [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def publish(
@@ -138,16 +147,17 @@ def process_window(
     gone_after = gone_after or load_config().pipeline.dependency_gone_after_windows
     result = WindowResult(window, TOPOLOGY_CHANGES, source="postgres:assets,dependencies,flow_stats")
     result.source_position = {"window_start": window.isoformat(), "dependency_gone_after_windows": gone_after}
+    publishing = kafka is not None and redis is not None and (kafka.enabled or redis.enabled)
     with timed(result, "detect"), postgres.connect() as conn, conn.transaction():
-        changes = detect_window(conn, window, gone_after)
-        result.rows_read = result.rows_written = len(changes)
+        total, changes = detect_window(conn, window, gone_after, limit=None if publishing else PREVIEW_ROWS)
+        result.rows_read = result.rows_written = total
         record_window_load(conn.cursor(), result.load_row(run))
-    if kafka is not None and redis is not None:
+    if publishing:
         with timed(result, "publish"):
             publish(changes, window, kafka, redis)
     if changes:
-        frame = pl.DataFrame([{"kind": c["kind"], "subject": c["subject"]} for c in changes[:20]])
-        result.preview = markdown_table(frame, f"Changes ({len(changes)})")
+        frame = pl.DataFrame([{"kind": c["kind"], "subject": c["subject"]} for c in changes[:PREVIEW_ROWS]])
+        result.preview = markdown_table(frame, f"Changes ({total})")
     return result
 
 
