@@ -231,6 +231,8 @@ class IngestConfig(_Section):
     # Daemon internals (issue 4): receive queue, landing, shutdown.
     receive_queue_packets: int = Field(50_000, ge=16)  # fair per-exporter packet queue bound
     decode_batch_packets: int = Field(512, ge=1)  # packets per decode_many call
+    decode_linger_ms: float = Field(20.0, ge=0)  # wait this long for a fuller decode batch
+    receive_coalesce_ms: float = Field(2.0, ge=0, le=50)  # pause after a small drain: fewer wakeups
     kafka_message_max_flows: int = Field(4096, ge=1)  # flows per flows.raw message (broker limit 1 MB)
     kafka_read_slack_seconds: float = Field(60.0, ge=0)  # read_window looks this far past the window end
     landing_backoff_max_seconds: float = Field(30.0, gt=0)  # exponential backoff cap (seed §8.3)

@@ -36,7 +36,8 @@ from ingest.backpressure import FlowQueue, Queued
 from ingest.config import FlowLensConfig
 from ingest.land import backend_for, open_landing
 from ingest.metrics import PROTOCOLS, WorkerStats
-from ingest.receive import BUSY, AllowList, FairQueue, Receiver, export_time_us, open_udp_socket
+from ingest.receive import BUSY, AllowList, FairQueue, Receiver, export_time_us, name_this_thread, open_udp_socket
+from ingest.reuseport import balance_by_exporter
 
 log = logging.getLogger(__name__)
 WINDOW_US = 300_000_000
@@ -61,6 +62,29 @@ def split_windows(batch: pa.RecordBatch) -> list[pa.RecordBatch]:
 
 def window_of(batch: pa.RecordBatch) -> int:
     return int(pc.min(batch.column("receive_time")).cast(pa.int64()).as_py()) // WINDOW_US
+
+
+def count_by_exporter(batch: pa.RecordBatch) -> dict[tuple[bytes, int], int]:
+    """Flows per (16-byte exporter, flow version), counted over runs of equal rows.
+
+    The decoder emits records grouped by template, so a batch holds a few long runs of one
+    exporter and version: comparing neighbours is a few vectorized passes, where a hash
+    group-by (Arrow's Acero) costs as much as decoding the batch.
+    """
+    n = batch.num_rows
+    if n == 0:
+        return {}
+    exp = batch.column("exporter")
+    words = np.frombuffer(exp.buffers()[1], "<u8", 2 * n, exp.offset * 16).reshape(n, 2)
+    version = batch.column("flow_version").to_numpy(zero_copy_only=False)
+    changed = (words[1:] != words[:-1]).any(axis=1) | (version[1:] != version[:-1])
+    starts = np.concatenate(([0], np.flatnonzero(changed) + 1))
+    ends = np.append(starts[1:], n)
+    counts: dict[tuple[bytes, int], int] = {}
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        key = (words[start].tobytes(), int(version[start]))
+        counts[key] = counts.get(key, 0) + end - start
+    return counts
 
 
 class ExporterNames:
@@ -100,10 +124,17 @@ class Worker:
         ing = cfg.ingest
         self.backend = backend_for(cfg)
         self.sockets = [open_udp_socket(a.host, a.port, ing.socket_receive_buffer_bytes) for a in ing.listen]
+        for sock in self.sockets:  # one exporter, one process: its templates are all in one place
+            balance_by_exporter(sock, ing.processes or os.cpu_count() or 1)
         self.fairq = FairQueue(ing.receive_queue_packets)
         self.flowq = FlowQueue(cfg.backpressure.ingestion)
         self.receiver = Receiver(
-            self.sockets, self.fairq, AllowList(ing.allowed_exporters), self.stats, ing.timestamp_source == "export"
+            self.sockets,
+            self.fairq,
+            AllowList(ing.allowed_exporters),
+            self.stats,
+            ing.timestamp_source == "export",
+            ing.receive_coalesce_ms / 1000,
         )
         self.landing = open_landing(cfg, stats=self.stats)
         self.stopping = threading.Event()
@@ -152,11 +183,13 @@ class Worker:
     # --- decode thread ------------------------------------------------------------------------
     def decode_loop(self) -> None:
         batch_packets = self.cfg.ingest.decode_batch_packets
+        linger = self.cfg.ingest.decode_linger_ms / 1000
+        name_this_thread("flowlens-decode")
         errors_seen: dict[str, int] = {}
         templates_seen = -1
         last_save = time.monotonic()
         while True:
-            packets = self.fairq.take(batch_packets, timeout=0.1)
+            packets = self.fairq.take(batch_packets, timeout=0.1, linger=0.0 if self.stopping.is_set() else linger)
             if not packets:
                 if self.stopping.is_set() and not self.receiver.is_alive() and self.fairq.size == 0:
                     break
@@ -231,12 +264,9 @@ class Worker:
         return min(active) if active else None
 
     def _count_received(self, batch: pa.RecordBatch) -> None:
-        if batch.num_rows == 0:
-            return
-        table = pa.table({"e": batch.column("exporter"), "v": batch.column("flow_version")})
-        for row in table.group_by(["e", "v"]).aggregate([("v", "count")]).to_pylist():
-            key = (self._exporter_names(row["e"]), PROTOCOLS.get(row["v"], str(row["v"])))
-            self.stats.received[key] += row["v_count"]
+        for (exporter, version), flows in count_by_exporter(batch).items():
+            key = (self._exporter_names(exporter), PROTOCOLS.get(version, str(version)))
+            self.stats.received[key] += flows
 
     def _count_decode_errors(self, seen: dict[str, int]) -> None:
         for reason, count in self.decoder.stats.errors.items():
@@ -246,6 +276,7 @@ class Worker:
 
     # --- landing loop -------------------------------------------------------------------------
     def run(self) -> None:
+        name_this_thread(f"flowlens-w{self.index}")
         self.receiver.start()
         decode_thread = threading.Thread(target=self.decode_loop, name="flowlens-decode", daemon=True)
         decode_thread.start()

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from ingest import mmsg
 from ingest.metrics import WorkerStats, udp_socket_stats
 from ingest.receive import AllowList, FairQueue, Receiver, export_time_us, open_udp_socket, set_receive_buffer
 
@@ -102,3 +103,79 @@ def test_receiver_filters_and_stamps_real_packets(use_export_time):
     assert stamps == {1_600_000_000_000_000} if use_export_time else min(stamps) >= before
     assert udp_socket_stats([port])[port]["sockets"] == 1
     sock.close()
+
+
+def _traffic(port: int) -> list[tuple[str, bytes]]:
+    """Send datagrams to ``port`` from two IPv4 exporters and one IPv6 one; return (source, payload)."""
+    senders = [
+        (socket.socket(socket.AF_INET, socket.SOCK_DGRAM), "127.0.0.2", "127.0.0.1"),
+        (socket.socket(socket.AF_INET6, socket.SOCK_DGRAM), "::1", "::1"),
+        (socket.socket(socket.AF_INET, socket.SOCK_DGRAM), "127.0.0.3", "127.0.0.1"),
+    ]
+    sent = []
+    try:
+        for sock, source, _ in senders:
+            sock.bind((source, 0))
+        for i in range(700):  # several drains' worth (drain_limit is 256)
+            sock, source, dest = senders[(i // 5) % 3]  # runs of 5 per exporter, then the next
+            payload = struct.pack("!HHIII", 10, 16 + i % 50, 1_600_000_000 + i, i, 0) + bytes(i % 50)
+            sock.sendto(payload, (dest, port))
+            sent.append((source, payload))
+    finally:
+        for sock, _, _ in senders:
+            sock.close()
+    return sent
+
+
+@pytest.mark.parametrize("use_mmsg", [True, False])
+def test_recvmmsg_and_recvfrom_paths_queue_the_same_packets(use_mmsg):
+    if use_mmsg and not mmsg.available():
+        pytest.skip("recvmmsg needs Linux")
+    sock = open_udp_socket("::", 0, 8 << 20)
+    stats, queue = WorkerStats(), FairQueue(10_000)
+    receiver = Receiver([sock], queue, AllowList(["127.0.0.2", "::1"]), stats, use_export_time=True)
+    receiver.use_mmsg = use_mmsg
+    try:
+        sent = _traffic(sock.getsockname()[1])
+        receiver.drain_all()  # what shutdown does: drains past drain_limit until empty
+    finally:
+        sock.close()
+    allowed = [(s, p) for s, p in sent if s != "127.0.0.3"]
+    assert stats.packets_received == len(allowed) and stats.packets_dropped["not_allowed"] == len(sent) - len(allowed)
+    taken = queue.take(10_000, timeout=0.1)
+    for exporter in ("127.0.0.2", "::1"):  # per exporter: all of its packets, in order, stamped
+        mine = [p for p in taken if p[0] == exporter]
+        assert [p[1] for p in mine] == [p for s, p in allowed if s == exporter]
+        assert [p[2] for p in mine] == [export_time_us(p[1]) for p in mine]
+    assert receiver.max_stamp == max(export_time_us(p) for _, p in allowed) and receiver.pending is None
+
+
+def test_truncated_datagrams_are_counted_not_queued():
+    if not mmsg.available():
+        pytest.skip("recvmmsg needs Linux")
+    sock = open_udp_socket("127.0.0.1", 0, 1 << 20)
+    stats, queue = WorkerStats(), FairQueue(100)
+    receiver = Receiver([sock], queue, AllowList(["127.0.0.0/8"]), stats)
+    receiver.drain_limit = 16
+    receiver._readers[sock] = mmsg.MmsgReceiver(sock, slots=16, slot_bytes=512)  # a small slot
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for size in (100, 600, 512, 2000):
+            sender.sendto(bytes(size), sock.getsockname())
+        assert receiver._drain(sock) == 4  # datagrams read, kept or not
+    finally:
+        sender.close()
+        sock.close()
+    assert [len(p[1]) for p in queue.take(10, timeout=0.1)] == [100, 512]
+    assert stats.packets_dropped["truncated"] == 2 and stats.packets_received == 2
+
+
+def test_put_many_keeps_order_per_exporter_when_interleaved():
+    queue = FairQueue(max_packets=1000)
+    packets = [(e, bytes([i]), i) for i in range(90) for e in ["a", "b", "a", "c"][i % 4 : i % 4 + 1]]
+    queue.put_many(packets[:45])
+    queue.put_many(packets[45:])
+    assert queue.size == 90 and list(queue._order) == ["a", "b", "c"]
+    taken = queue.take(1000, timeout=0.1)
+    for exporter in "abc":
+        assert [p for p in taken if p[0] == exporter] == [p for p in packets if p[0] == exporter]
