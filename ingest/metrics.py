@@ -11,7 +11,8 @@ Metric names (seed §9.1, plus the kernel's view of our sockets):
 * ``flowlens_flows_received_total{exporter,protocol}``: flows decoded, by exporter and protocol
 * ``flowlens_flows_dropped_total{reason}``: flows lost (``backpressure``)
 * ``flowlens_packets_dropped_total{reason}``: packets refused before decoding (``not_allowed``,
-  ``malformed``, ``fairness``: an exporter over its share of the receive queue)
+  ``malformed``, ``fairness``: an exporter over its share of the receive queue, ``truncated``: a
+  datagram longer than the receive slot)
 * ``flowlens_flows_sampled_total``: flows skipped by 1:N sampling under backpressure
 * ``flowlens_ingestion_queue_depth``: flows accepted and not yet landed
 * ``flowlens_ingestion_latency_seconds``: receive to landed, per flow (histogram)
