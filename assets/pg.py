@@ -1,11 +1,19 @@
 """Fast PostgreSQL writes: Arrow tables encoded to binary COPY without a Python loop per row.
 
 PostgreSQL's binary COPY format is a header, then per row an int16 field count followed by each
-field as an int32 length and its bytes (length -1 for NULL), then an int16 -1 trailer. Every
-field here is encoded column-at-a-time with NumPy/Arrow kernels and the columns are joined
-element-wise, so the joined array's data buffer *is* the COPY payload for those rows. This runs
-several times faster than ``copy.write_row`` and keeps ``inet`` native (addresses arrive as
-16-byte IPv4-mapped IPv6 values, see ``ingest.schema``).
+field as an int32 length and its bytes (length -1 for NULL), then an int16 -1 trailer. Two
+encoders, both column-at-a-time, both keeping ``inet`` native (addresses arrive as 16-byte
+IPv4-mapped IPv6 values, see ``ingest.schema``):
+
+- fixed width (the usual case: no NULLs, no text, each address column of one family): every row
+  has the same width, so the rows are one NumPy record array filled column by column and its
+  buffer *is* the COPY payload (``flow_stats``' 10 columns: about 0.2 µs a row);
+- general: each field is encoded with Arrow kernels and the columns are joined element-wise, so
+  the joined array's data buffer is the payload (about 0.5 µs a row; both are several times
+  faster than ``copy.write_row``).
+
+``copy_arrow`` sends chunks of ``CHUNK_ROWS``: while the client encodes the next one, the server
+still has the previous one's tail in the socket buffer to work on.
 
 A window's write goes: binary COPY into a temporary table, then one ``INSERT ... ON CONFLICT``
 (merge) or ``DELETE`` + ``INSERT`` (replace) in the same transaction as the ``window_loads`` row.
@@ -33,9 +41,14 @@ V4_PREFIX = b"\x00" * 10 + b"\xff\xff"
 # inet binary: family (2 = IPv4, 3 = IPv6), prefix bits, is_cidr, address length, address.
 INET4_HEAD = struct.pack(">i", 8) + bytes([2, 32, 0, 4])
 INET6_HEAD = struct.pack(">i", 20) + bytes([3, 128, 0, 16])
-CHUNK_ROWS = 250_000  # keeps each joined buffer far below Arrow's 2 GiB binary limit
+# Rows per encoded chunk: small enough that the server starts on the first one quickly and each
+# general-path buffer stays far below Arrow's 2 GiB binary limit.
+CHUNK_ROWS = 100_000
 
 _FIXED = {"int2": ">i2", "int4": ">i4", "int8": ">i8", "float8": ">f8", "bool": ">?", "timestamptz": ">i8"}
+# inet header words (family, prefix bits, is_cidr, address length) for the fixed-width encoder.
+INET4_WORD, INET6_WORD = 0x02200004, 0x03800010
+V4_PREFIX_BYTES = np.frombuffer(V4_PREFIX, np.uint8)
 
 
 class CopyEncodeError(ValueError):
@@ -97,12 +110,83 @@ def encode_field(column: pa.Array, pg_type: str) -> pa.Array:
     return encoded
 
 
+def address_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
+    """A column of 16-byte addresses as an (n, 16) uint8 matrix, or None if a value is another size."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if not (pa.types.is_fixed_size_binary(column.type) and column.type.byte_width == 16):
+        try:
+            column = pc.cast(column, pa.binary(16))  # Polars hands over large_binary
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+    if len(column) == 0:
+        return np.empty((0, 16), np.uint8)
+    data = np.frombuffer(column.buffers()[1], np.uint8)
+    return data[column.offset * 16 : (column.offset + len(column)) * 16].reshape(-1, 16)
+
+
+def _fixed_width_fields(table: pa.Table, pg_types: Sequence[str]) -> list[tuple] | None:
+    """Per column ``(record fields, values)`` when every row encodes to the same width, else None.
+
+    That holds when no column has NULLs or is text, and each inet column holds one address family
+    (IPv4 fields are 8 bytes, IPv6 20).
+    """
+    columns = []
+    for i, pg_type in enumerate(pg_types):
+        column = table.column(i)
+        if column.null_count or (pg_type not in _FIXED and pg_type != "inet"):
+            return None
+        if pg_type != "inet":
+            columns.append(([(f"len{i}", ">i4"), (f"v{i}", _FIXED[pg_type])], _numpy_values(column, pg_type)))
+            continue
+        addrs = address_matrix(column)
+        if addrs is None:
+            return None
+        is_v4 = (addrs[:, :12] == V4_PREFIX_BYTES).all(axis=1)
+        if is_v4.all():
+            columns.append(([(f"len{i}", ">i4"), (f"head{i}", ">u4"), (f"v{i}", "u1", (4,))], addrs[:, 12:]))
+        elif not is_v4.any():
+            columns.append(([(f"len{i}", ">i4"), (f"head{i}", ">u4"), (f"v{i}", "u1", (16,))], addrs))
+        else:
+            return None
+    return columns
+
+
+def _fixed_width_rows(table: pa.Table, pg_types: Sequence[str]) -> memoryview | None:
+    """The COPY rows as one packed NumPy record array (see ``_fixed_width_fields``), or None."""
+    columns = _fixed_width_fields(table, pg_types)
+    if columns is None:
+        return None
+    fields: list[tuple] = [("count", ">i2")]
+    for column_fields, _ in columns:
+        fields.extend(column_fields)
+    rows = np.empty(table.num_rows, np.dtype(fields))  # a list of fields is packed: no padding
+    rows["count"] = table.num_columns
+    for i, (column_fields, values) in enumerate(columns):
+        if len(column_fields) == 3:  # inet: length, header word, address bytes
+            width = values.shape[1]
+            rows[f"len{i}"] = 4 + width
+            rows[f"head{i}"] = INET4_WORD if width == 4 else INET6_WORD
+        else:
+            rows[f"len{i}"] = np.dtype(column_fields[1][1]).itemsize
+        rows[f"v{i}"] = values
+    return memoryview(rows).cast("B")
+
+
 def encode_rows(table: pa.Table, pg_types: Sequence[str]) -> bytes:
     """The binary-COPY row bytes of ``table`` (no header/trailer); columns in table order."""
+    return bytes(_encode_chunk(table, pg_types))
+
+
+def _encode_chunk(table: pa.Table, pg_types: Sequence[str]) -> bytes | memoryview:
+    """``encode_rows`` without the final copy: the fixed-width path returns the record buffer itself."""
     if table.num_columns != len(pg_types):
         raise CopyEncodeError(f"{table.num_columns} columns but {len(pg_types)} PostgreSQL types")
     if table.num_rows == 0:
         return b""
+    fixed = _fixed_width_rows(table, pg_types)
+    if fixed is not None:
+        return fixed
     count = pa.scalar(struct.pack(">h", table.num_columns))
     fields = [encode_field(table.column(i), t) for i, t in enumerate(pg_types)]
     joined = pc.binary_join_element_wise(count, *fields, pa.scalar(b""))
@@ -118,7 +202,7 @@ def copy_arrow(cur: psycopg.Cursor, target: str, table: pa.Table, pg_types: Sequ
     with cur.copy(statement) as copy:
         copy.write(COPY_HEADER)
         for start in range(0, table.num_rows, CHUNK_ROWS):
-            copy.write(encode_rows(table.slice(start, CHUNK_ROWS), pg_types))
+            copy.write(_encode_chunk(table.slice(start, CHUNK_ROWS), pg_types))
         copy.write(COPY_TRAILER)
     return table.num_rows
 
