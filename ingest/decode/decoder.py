@@ -1,22 +1,37 @@
 """The ``Decoder``: NetFlow v5, v9 and IPFIX payloads in, ``FLOW_SCHEMA`` record batches out.
 
-How a ``decode_many`` call works (the fast path):
+How a ``decode_many`` call works:
 
-1. Per packet, in Python with ``struct`` (about a µs): the common packet (v5, or one data set of
-   a known fixed-length template) is handled inline in ``decode_many``: its records' bytes are
-   appended to the group of its template, and its first 24 bytes (the header) kept. Any other
-   packet goes through ``_packet``: the sets are walked by their lengths and validated before
+1. The front end (``frontend.py``), vectorized over the whole call: the payloads are joined into
+   one buffer, every packet's first 24 bytes are read at once and the packets classified: v5
+   (``24 + 48 * count <= size``), or a v9/IPFIX *candidate* made of exactly one data set
+   (``Shapes``). The candidates' templates are looked up once per distinct (exporter, version,
+   domain, set id) (``Plan``): a known, fixed-length, unexpired data template makes the packet
+   *fast*. No Python runs per packet for these.
+2. Every other packet (templates, options, several sets, unknown templates, errors) goes through
+   ``_packet`` one by one, in order: its sets are walked by their lengths and validated before
    anything in the packet is used (a malformed packet yields no records), templates and options
-   data are learned, data sets are grouped the same way.
-2. Per group, vectorized: join the bytes, view them with the template's structured dtype in one
-   ``np.frombuffer``, decode every packet header at once (``_HEAD``), spread the packet context
-   (receive time, exporter, header clock, sampling rate) to records with ``np.repeat`` and build
-   the columns (``columns.py``).
-3. Concatenate every group and build one Arrow batch.
+   data are learned, data sets gathered per template. A packet there that learns, changes,
+   withdraws or expires a template (``_epoch`` moves) makes the front end plan the candidates
+   after it again, so each packet is decoded with the templates in force when it arrived. A
+   refresh (the same template again, the common case) changes nothing and costs one lookup:
+   template sets are remembered by their bytes (``_template_sets``), and a packet made of a
+   template set seen before plus one data set takes ``_refresh_and_data`` (no walk at all).
+   Data sets of fixed-length templates found on this path join the front end's groups (their
+   records are read from the same buffer).
+3. Per group of records (v5, or one template), vectorized: the records are copied out of the
+   buffer in one fancy index and viewed with the template's structured dtype; the packet
+   context (receive time, exporter, header clock, sampling rate) is read from the gathered
+   headers and spread to records (``context.py``); the columns are built (``columns.py``).
+   Then every group is concatenated into one Arrow batch.
 
-Data sets whose template is unknown wait in a bounded buffer (``DecoderLimits.max_pending_*``)
-and are decoded as soon as the template arrives. Nothing in here raises on bad input: problems
-are counted in ``stats.errors`` by reason and the valid part is returned.
+Counters are exact whichever path a packet takes. Rows come grouped: v5, then one group per
+template in order of first packet (records in packet order within a group), then what the
+per-packet path kept for itself (variable-length records, data released from the buffer below).
+Data sets whose template is unknown wait in a bounded buffer
+(``DecoderLimits.max_pending_*``) and are decoded as soon as the template arrives. Nothing in here
+raises on bad input: problems are counted in ``stats.errors`` by reason and the valid part is
+returned.
 """
 
 from __future__ import annotations
@@ -34,26 +49,18 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ingest.decode import columns, ipfix, v5, v9
+from ingest.decode import columns, frontend, ipfix, v5, v9
+from ingest.decode.context import Context, packet_table
 from ingest.decode.fields import SAMPLING_ROLES
 from ingest.decode.sampling import EXPORTER_WIDE, SamplingDefaults, options_rate, record_rate
 from ingest.decode.templates import Template, TemplateError, TemplateKey, parse_template_set, split_varlen_records
 from ingest.schema import empty_flows
 
 _SET = struct.Struct("!HH")
-_V9_FAST = struct.Struct("!16xIHH")  # source id, first set id, first set length
-_IPFIX_FAST = struct.Struct("!2xH8xIHH")  # message length, domain, first set id, first set length
 MAX_RATE = 0xFFFFFFFF  # the sampling_rate column is uint32
-# The first 24 bytes of every packet, read as words: v5 (uptime, secs, nsecs, .., rate),
-# v9 (uptime, secs, sequence, source id), IPFIX (secs, sequence, domain).
-_HEAD = np.dtype(
-    {
-        "names": ["version", "w1", "w2", "w3", "w4", "sampling"],
-        "formats": [">u2", ">u4", ">u4", ">u4", ">u4", ">u2"],
-        "offsets": [0, 4, 8, 12, 16, 22],
-        "itemsize": 24,
-    }
-)
+MAX_REPLANS = 32  # template changes in one call after which the rest of it takes the per-packet path
+TEMPLATE_SET_CACHE = 4096  # template sets remembered by their bytes (refreshes skip parsing) ...
+TEMPLATE_SET_BYTES = 4 << 20  # ... and the bytes they may hold
 MAX_TIME_MS = 1 << 44  # year 2527: larger boot times are garbage
 Exporter = bytes | str
 
@@ -91,12 +98,12 @@ class DecoderStats:
 
 
 class _Group:
-    """Record bytes of one template gathered across the packets of a call."""
+    """Record bytes of one template gathered by the per-packet path during a call."""
 
     __slots__ = ("bodies", "chunks", "heads", "recvs")
 
     def __init__(self) -> None:
-        # Fixed-length path, one entry per data set: whole records only (the record count is
+        # Fixed-length templates, one entry per data set: whole records only (the record count is
         # len // record length), the receive time and the first 24 bytes of its packet. Kept per
         # group, not per call: the exporter, version and domain are the template's.
         self.chunks: list[bytes] = []
@@ -106,7 +113,7 @@ class _Group:
 
 
 class _Call:
-    """Accumulators of one ``decode_many`` call."""
+    """Accumulators of the per-packet path (``_packet``) during one ``decode_many`` call."""
 
     def __init__(self) -> None:
         # per packet: receive µs, exporter, first 24 bytes (headers are decoded vectorized later);
@@ -117,6 +124,10 @@ class _Call:
         self.groups: dict[Template, _Group] = {}
         self.v5_chunks: list[bytes] = []
         self.v5_pidx: list[int] = []
+        # Data sets of fixed-length templates in packets of the front end's batch: read from its
+        # buffer with the front end's groups, (template, batch row, start in payload, records).
+        self.row: int | None = None  # the batch row ``_packet`` is walking (None: not from a batch)
+        self.in_batch: list[tuple[Template, int, int, int]] = []
 
     def add(self, receive_us: int, exp: bytes, head: bytes) -> int:
         """Record one packet's context; returns its index."""
@@ -153,6 +164,13 @@ class Decoder:
         self._last_sweep_us = -(1 << 62)
         self._exporters: set[bytes] = set()
         self._addr_cache: dict[Any, bytes | None] = {}
+        # Template sets seen verbatim before: (exporter, version, domain, options, set bytes) ->
+        # the templates they defined. A refresh (the same bytes again) then costs one lookup.
+        self._template_sets: dict[tuple, tuple[Template, ...]] = {}
+        self._template_sets_bytes = 0
+        # Bumped whenever the templates a data set would be decoded with may have changed
+        # (learned, changed, withdrawn, expired, refreshed back in time): decode_many re-plans.
+        self._epoch = 0
         self.stats = DecoderStats()
         self.last_internal_error = ""  # message of the last bug caught by the safety nets
 
@@ -164,89 +182,28 @@ class Decoder:
     def decode_many(self, packets: Sequence[tuple[Exporter, bytes, int]]) -> pa.RecordBatch:
         """Decode ``(exporter, payload, receive_time_us)`` packets in order, vectorized per template.
 
-        The loop body is the hot path (a couple of µs per packet): v5 packets and v9/IPFIX packets
-        made of one data set of a known fixed-length template are handled inline; anything else
-        (templates, options, several sets, errors) goes through ``_packet``.
+        The front end (``frontend.py``) reads all headers at once and takes the common packets
+        (v5, one data set of a known fixed-length template); the others go through ``_packet``
+        one by one, in order. See the module docstring.
         """
         call = _Call()
-        recvs, exps, heads, groups, templates = call.recvs, call.exps, call.heads, call.groups, self.templates
-        v5_pidx, v5_chunks = call.v5_pidx, call.v5_chunks
-        timeout_us = self.limits.template_timeout_s * 1_000_000
-        counts = [0] * 11  # packets by version (5, 9, 10) on the fast path
-        last_exporter, last_exp = None, None
-        last_key, tmpl, add_chunk, add_recv_g, add_head_g = None, None, None, None, None
-        add_recv, add_exp, add_head = recvs.append, exps.append, heads.append  # bound once: hot loop
-        for exporter, payload, receive_us in packets:
-            if exporter is not last_exporter:
-                last_exporter = exporter
-                last_exp = (
-                    exporter if type(exporter) is bytes and len(exporter) == 16 else self._exporter_bytes(exporter)
-                )
-            exp = last_exp
-            if exp is None:
-                self.stats.errors["bad_exporter"] += 1
-                continue
-            if type(payload) is not bytes:
-                payload = bytes(payload)
-            size = len(payload)
-            if size >= 24 and payload[0] == 0:
-                version = payload[1]
-                if version == 9:  # domain and the first set header in one unpack
-                    domain, set_id, length = _V9_FAST.unpack_from(payload)
-                    start, end = 24, size
-                elif version == 10:
-                    end, domain, set_id, length = _IPFIX_FAST.unpack_from(payload)
-                    start = 20
-                elif version == 5:
-                    count = (payload[2] << 8) | payload[3]
-                    if count and 24 + 48 * count <= size:
-                        v5_pidx.append(len(recvs))
-                        add_recv(receive_us)
-                        add_exp(exp)
-                        add_head(payload[:24])
-                        v5_chunks.append(payload[24 : 24 + 48 * count])
-                        counts[5] += 1
-                        continue
-                    start = end = length = -1
-                else:
-                    start = end = length = -1
-                if start - 4 + length == end <= size and end > 0:  # exactly one set filling the packet
-                    key = (exp, version, domain, set_id)
-                    if key != last_key:  # consecutive packets of one template: skip the lookups
-                        last_key, tmpl = key, templates.get(key)
-                        if tmpl is not None and tmpl.fast:
-                            group = groups.get(tmpl)
-                            if group is None:
-                                group = groups[tmpl] = _Group()
-                            add_chunk, add_recv_g, add_head_g, record_length = (
-                                group.chunks.append,
-                                group.recvs.append,
-                                group.heads.append,
-                                tmpl.record_length,
-                            )
-                    if tmpl is not None and tmpl.fast and receive_us - tmpl.last_seen_us <= timeout_us:
-                        add_chunk(payload[start : start + (length - 4) // record_length * record_length])
-                        add_recv_g(receive_us)
-                        add_head_g(payload[:24])
-                        counts[version] += 1
-                        continue
-            last_key = None  # the slow path may learn, change or withdraw templates
+        batch, fast = None, []
+        if not isinstance(packets, list | tuple):
+            packets = list(packets)  # an iterator: read once, here
+        if packets:
             try:
-                self._packet(call, exp, payload, receive_us)
-            except (struct.error, IndexError, ValueError, OverflowError, TypeError) as exc:
-                # A parser bug, never expected on any input: counted (the fuzz run asserts zero).
-                self.stats.errors["internal"] += 1
-                self.stats.events[f"internal:{type(exc).__name__}"] += 1
-                self.last_internal_error = f"{type(exc).__name__}: {exc}"
-        for version in (5, 9, 10):
-            self.stats.packets[version] += counts[version]
+                batch = frontend.Batch(packets, self._exporter_bytes)
+            except (TypeError, ValueError, IndexError, OverflowError):
+                batch = None  # not plain (exporter, bytes, int) items: the per-packet loop copes
+            if batch is None:
+                self._each(call, packets)
+            else:
+                fast = self._front(call, batch)
         try:
-            return self._finish(call)
+            return self._finish(call, batch, fast)
         except (ValueError, OverflowError, TypeError, IndexError) as exc:
             # Safety net like the per-packet one: a bug must not take the collector down.
-            self.stats.errors["internal"] += 1
-            self.stats.events[f"internal:{type(exc).__name__}"] += 1
-            self.last_internal_error = f"{type(exc).__name__}: {exc}"
+            self._internal(exc)
             return empty_flows()
 
     def save_state(self, path: str | os.PathLike) -> None:
@@ -297,6 +254,101 @@ class Decoder:
         if len(self._addr_cache) < 65536:
             self._addr_cache[exporter] = result
         return result
+
+    # --- the call's packets ---------------------------------------------------------------
+    def _front(self, call: _Call, batch: frontend.Batch) -> list[frontend.Group]:
+        """Classify every packet at once, run the others through ``_packet`` in order, return
+        the groups of packets whose records are read straight from the batch buffer."""
+        shapes = batch.classify()
+        plan = frontend.Plan(batch, shapes, self._lookup, self.limits.template_timeout_s * 1_000_000)
+        v5_rows = shapes.v5
+        bad = batch.bad_exporter()
+        if bad is not None:
+            self.stats.errors["bad_exporter"] += int(bad.sum())
+            v5_rows = v5_rows & ~bad
+        settled = v5_rows if bad is None else v5_rows | bad  # never through ``_packet``
+        self._in_order(call, batch, plan, settled)
+        rows = np.flatnonzero(v5_rows)
+        groups = plan.groups(call.in_batch)
+        if len(rows):
+            groups.insert(0, frontend.Group(None, rows, shapes.v5_count[rows], batch.offsets[rows] + v5.HEADER_LEN))
+        self.stats.packets[5] += len(rows)
+        self.stats.packets[9] += plan.packets(9)
+        self.stats.packets[10] += plan.packets(10)
+        return groups
+
+    def _in_order(self, call: _Call, batch: frontend.Batch, plan: frontend.Plan, settled: np.ndarray) -> None:
+        """Packets the plan does not take, through ``_packet`` in order (or ``_refresh_and_data``).
+
+        When one of them changes the templates (``_epoch`` moves: not on a plain refresh), the
+        candidates after it are planned again with the new templates; after ``MAX_REPLANS``
+        changes in one call they all take the per-packet path, which is always right, only slower."""
+        todo, i = np.flatnonzero(~(settled | (plan.slot >= 0))).tolist(), 0
+        epoch, replans = self._epoch, 0
+        refreshes = plan.shapes.refreshes
+        while i < len(todo):
+            p = todo[i]
+            i += 1
+            shape = refreshes.get(p)
+            if shape is None or not self._refresh_and_data(call, batch, p, shape):
+                call.row = p
+                self._guarded(call, batch.exporter(p), batch.payload(p), batch.receive_time(p))
+            if self._epoch == epoch:
+                continue
+            epoch, replans = self._epoch, replans + 1
+            if replans > MAX_REPLANS:
+                plan.give_up(p + 1)
+            else:
+                plan.assign(p + 1)
+            todo, i = (np.flatnonzero(~(settled[p + 1 :] | (plan.slot[p + 1 :] >= 0))) + p + 1).tolist(), 0
+
+    def _refresh_and_data(self, call: _Call, batch: frontend.Batch, p: int, shape: tuple[int, ...]) -> bool:
+        """The light path of a packet made of a template set then a data set (``Shapes.refreshes``):
+        when the template set is one seen before byte for byte (``_template_sets``) and the data
+        set's template is fast and unexpired, do what ``_packet`` would (refresh the templates,
+        take the records) without walking the packet. False: nothing done, use ``_packet``."""
+        version, domain, set_start, set_end, template_id, data_start, data_length = shape
+        exp, payload, receive_us = batch.exporter(p), batch.payload(p), batch.receive_time(p)
+        known = self._template_sets.get((exp, version, domain, False, payload[set_start:set_end]))
+        tmpl = self.templates.get((exp, version, domain, template_id))  # type: ignore[arg-type]
+        if known is None or tmpl is None or not tmpl.fast:
+            return False
+        if any(self.templates.get(t.key) is not t for t in known):
+            return False
+        if tmpl not in known and receive_us - tmpl.last_seen_us > self.limits.template_timeout_s * 1_000_000:
+            return False  # expires here: ``_packet`` does that
+        for t in known:
+            self._refresh(t, receive_us)
+        self.stats.packets[version] += 1
+        if count := data_length // tmpl.record_length:
+            call.in_batch.append((tmpl, p, data_start, count))
+        return True
+
+    def _lookup(self, exp: bytes | None, version: int, domain: int, template_id: int) -> Template | None:
+        """The template a front-end candidate packet can be decoded with (fixed length, data)."""
+        tmpl = self.templates.get((exp, version, domain, template_id))  # type: ignore[arg-type]
+        return tmpl if tmpl is not None and tmpl.fast else None
+
+    def _each(self, call: _Call, packets: Sequence[tuple[Exporter, bytes, int]]) -> None:
+        """Every packet through ``_packet`` (when the call's items are not what the front end reads)."""
+        for exporter, payload, receive_us in packets:
+            exp = self._exporter_bytes(exporter)
+            if exp is None:
+                self.stats.errors["bad_exporter"] += 1
+                continue
+            self._guarded(call, exp, payload if type(payload) is bytes else bytes(payload), receive_us)
+
+    def _guarded(self, call: _Call, exp: bytes, payload: bytes, receive_us: int) -> None:
+        try:
+            self._packet(call, exp, payload, receive_us)
+        except (struct.error, IndexError, ValueError, OverflowError, TypeError) as exc:
+            self._internal(exc)  # a parser bug, never expected on any input (the fuzz run asserts zero)
+
+    def _internal(self, exc: Exception) -> None:
+        """Count a bug caught by a safety net (``stats.errors["internal"]``) and keep its message."""
+        self.stats.errors["internal"] += 1
+        self.stats.events[f"internal:{type(exc).__name__}"] += 1
+        self.last_internal_error = f"{type(exc).__name__}: {exc}"
 
     def _packet(self, call: _Call, exp: bytes, payload: bytes, receive_us: int) -> None:
         if len(payload) < 4:
@@ -392,15 +444,25 @@ class Decoder:
                 if tmpl is None:
                     self._hold(key, payload[start:end], call.context(pidx))
                 else:
-                    self._data(call, tmpl, payload, start, end, pidx)
+                    self._data(call, tmpl, payload, start, end, pidx, call.row)
             elif set_id in (template_set, options_set):
                 self._templates(call, exp, version, domain, payload, start, end, set_id == options_set, receive_us)
             else:
                 self.stats.errors["reserved_set_id"] += 1
 
-    def _data(self, call: _Call, tmpl: Template, payload: bytes, start: int, end: int, pidx: int) -> None:
+    def _data(
+        self, call: _Call, tmpl: Template, payload: bytes, start: int, end: int, pidx: int, row: int | None = None
+    ) -> None:
+        """A data set: options data read now, records gathered for ``_finish`` (``row``: the
+        payload is that packet of the front end's batch)."""
         if tmpl.is_options:
             self._options_data(tmpl, payload, start, end)
+            return
+        size = tmpl.record_length
+        count = (end - start) // size if size else 0
+        if row is not None and tmpl.fast:
+            if count:
+                call.in_batch.append((tmpl, row, start, count))
             return
         group = call.groups.get(tmpl)
         if group is None:
@@ -408,8 +470,6 @@ class Decoder:
         if tmpl.slow:
             group.bodies.append((payload, start, end, pidx))
             return
-        size = tmpl.record_length
-        count = (end - start) // size if size else 0
         if count:
             group.chunks.append(payload[start : start + count * size])
             group.recvs.append(call.recvs[pidx])
@@ -428,6 +488,12 @@ class Decoder:
         options: bool,
         receive_us: int,
     ) -> None:
+        cache_key = (exp, version, domain, options, payload[start:end])
+        known_set = self._template_sets.get(cache_key)
+        if known_set is not None and all(self.templates.get(t.key) is t for t in known_set):
+            for tmpl in known_set:  # the same bytes as last time: a refresh of each, nothing to parse
+                self._refresh(tmpl, receive_us)
+            return
         try:
             records = parse_template_set(
                 payload, start, end, ipfix=version == 10, options=options,
@@ -436,6 +502,7 @@ class Decoder:
         except TemplateError as exc:
             self.stats.errors[exc.reason] += 1
             return
+        defined: list[Template] = []
         for template_id, fields, scope_count in records:
             if not fields:
                 self._withdraw(exp, version, domain, template_id, options)
@@ -443,16 +510,36 @@ class Decoder:
             key = (exp, version, domain, template_id)
             known = self.templates.get(key)
             if known is not None and known.fields == fields and known.is_options == options:
-                known.last_seen_us = receive_us  # a refresh: the common case, nothing to compile
+                self._refresh(known, receive_us)  # the common case, nothing to compile
+                defined.append(known)
                 continue
             if not self._admit(exp, known, receive_us):
                 continue
             tmpl = Template(key, fields, scope_count, options, receive_us)
             self.templates[key] = tmpl
+            self._epoch += 1
             self._exporters.add(exp)
             self.stats.templates = len(self.templates)
             self.stats.events["template_changed" if known else "template_learned"] += 1
             self._release(call, key, tmpl)
+            defined.append(tmpl)
+        if len(defined) == len(records):  # no withdrawal, nothing refused: same bytes, same outcome
+            self._remember_set(cache_key, tuple(defined))
+
+    def _refresh(self, tmpl: Template, receive_us: int) -> None:
+        if receive_us < tmpl.last_seen_us:
+            self._epoch += 1  # an earlier expiry time than the front end planned with
+        tmpl.last_seen_us = receive_us
+
+    def _remember_set(self, cache_key: tuple, defined: tuple[Template, ...]) -> None:
+        """Cache a template set by its bytes (bounded: cleared when it grows past its budget)."""
+        size = len(cache_key[-1])
+        if len(self._template_sets) >= TEMPLATE_SET_CACHE or self._template_sets_bytes + size > TEMPLATE_SET_BYTES:
+            self._template_sets.clear()
+            self._template_sets_bytes = 0
+        if size <= TEMPLATE_SET_BYTES:
+            self._template_sets[cache_key] = defined
+            self._template_sets_bytes += size
 
     def _admit(self, exp: bytes, known: Template | None, receive_us: int) -> bool:
         if known is not None:
@@ -479,6 +566,7 @@ class Decoder:
             keys = [(exp, 10, domain, template_id)]
         for key in keys:
             if self.templates.pop(key, None) is not None:
+                self._epoch += 1
                 self.stats.events["template_withdrawn"] += 1
         self.stats.templates = len(self.templates)
 
@@ -495,6 +583,7 @@ class Decoder:
 
     def _expire(self, key: TemplateKey) -> None:
         self.templates.pop(key, None)
+        self._epoch += 1
         self.stats.templates = len(self.templates)
         self.stats.events["template_expired"] += 1
 
@@ -569,74 +658,66 @@ class Decoder:
             self.stats.events["pending_released"] += 1
 
     # --- vectorized finish -------------------------------------------------------------------
-    def _finish(self, call: _Call) -> pa.RecordBatch:
-        if not call.recvs and not call.groups:
+    def _finish(self, call: _Call, batch: frontend.Batch | None, fast: list[frontend.Group]) -> pa.RecordBatch:
+        parts = [self._fast_columns(batch, group) for group in fast] if batch is not None else []
+        parts += self._slow_columns(call)
+        parts = [p for p in parts if len(p["bytes"][0])]
+        if not parts:
             return empty_flows()
-        packet = self._packet_arrays(call.recvs, call.exps, call.heads) if call.recvs else {}
+        out = columns.to_batch(columns.concat(parts))
+        self.stats.records += out.num_rows
+        return out
+
+    def _fast_columns(self, batch: frontend.Batch, group: frontend.Group) -> columns.Columns:
+        """Columns of a front-end group: its records copied out of the batch buffer in one go."""
+        tmpl = group.template
+        length, dtype = (tmpl.record_length, tmpl.dtype) if tmpl is not None else (v5.RECORD_LEN, v5.RECORD)
+        recs = batch.records(group.starts, group.counts, length, dtype)
+        counts = group.counts
+        same = int(counts[0]) if (counts == counts[0]).all() else counts  # an int: cheaper np.repeat
+        ids = batch.exporter_index[group.rows] if batch.exporter_index is not None else None
+        exporters = [e or b"" for e in batch.exporters]  # packets of a bad exporter are never in a group
+        if tmpl is not None:
+            ids, exporters = None, [tmpl.key[0]]
+        key = tmpl.key if tmpl is not None else None
+        version = key[1] if key is not None else 5
+        packet = packet_table(batch.recv[group.rows], batch.head[group.rows], ids, exporters, self._resolve, version)
+        ctx = Context(packet, None, same, key)
+        return self._group_columns(recs, tmpl, ctx, None)
+
+    def _slow_columns(self, call: _Call) -> list[columns.Columns]:
+        """Columns of what the per-packet path gathered (``_Call``)."""
+        if not call.v5_chunks and not call.groups:
+            return []
+        slow = call.v5_chunks or any(group.bodies for group in call.groups.values())
+        packet = self._call_table(call.recvs, call.heads, call.exps) if slow else {}
         parts: list[columns.Columns] = []
         if call.v5_chunks:
             recs = np.frombuffer(b"".join(call.v5_chunks), v5.RECORD)
-            ctx = _Context(packet, np.asarray(call.v5_pidx, np.int64), _counts(call.v5_chunks, v5.RECORD_LEN))
+            ctx = Context(packet, np.asarray(call.v5_pidx, np.int64), _counts(call.v5_chunks, v5.RECORD_LEN))
             parts.append(self._group_columns(recs, None, ctx, None))
         for tmpl, group in call.groups.items():
             if group.chunks:
                 recs = np.frombuffer(b"".join(group.chunks), tmpl.dtype)
                 counts = _counts(group.chunks, tmpl.record_length)
-                own = self._packet_arrays(group.recvs, [tmpl.key[0]] * len(group.recvs), group.heads)
-                ctx = _Context(own, own["pidx"], counts, tmpl.key)
-                parts.append(self._group_columns(recs, tmpl, ctx, None))
+                own = self._call_table(group.recvs, group.heads, [tmpl.key[0]])
+                parts.append(self._group_columns(recs, tmpl, Context(own, None, counts, tmpl.key), None))
             if group.bodies:
                 recs, sections, pidx = self._slow_records(tmpl, group.bodies)
                 if len(recs):
-                    parts.append(self._group_columns(recs, tmpl, _Context(packet, pidx, None, tmpl.key), sections))
-        parts = [p for p in parts if len(p["bytes"][0])]
-        if not parts:
-            return empty_flows()
-        batch = columns.to_batch(columns.concat(parts))
-        self.stats.records += batch.num_rows
-        return batch
+                    parts.append(self._group_columns(recs, tmpl, Context(packet, pidx, None, tmpl.key), sections))
+        return parts
 
-    def _packet_arrays(self, recv: list[int], exps: list[bytes], heads: list[bytes]) -> dict[str, Any]:
-        """Per-packet context arrays from receive times, exporters and the 24-byte headers."""
-        head = np.frombuffer(b"".join(heads), _HEAD)
-        version = head["version"].astype(np.uint8)
-        v9, v10, v5 = version == 9, version == 10, version == 5
-        w1, w2, w3 = (head[f"w{i}"].astype(np.int64) for i in (1, 2, 3))
-        arrays: dict[str, Any] = {
-            "recv": np.array(recv, np.int64),
-            "exporter": np.frombuffer(b"".join(exps), "V16"),
-            "version": version,
-            "domain": np.where(v9, head["w4"], np.where(v10, head["w3"], 0)).astype(np.uint32),
-            "secs": np.where(v10, w1, w2),
-            "uptime": np.where(v10, 0, w1),
-            "nsecs": np.where(v5, w3, 0),
-            "pidx": np.arange(len(recv), dtype=np.int64),
-        }
-        v5_rate = np.where(v5, head["sampling"] & 0x3FFF, 0).astype(np.int64)
-        exps, domain = list(exps), arrays["domain"].tolist()
-        arrays["has_uptime"] = arrays["version"] != 10
-        # Fallback rate and boot time per distinct (exporter, domain, v5 header rate): one
-        # np.unique over packed keys, then dict lookups for the few distinct ones.
-        single = exps[0] if exps.count(exps[0]) == len(exps) else None
-        if single is not None and (arrays["domain"] == domain[0]).all() and (v5_rate == v5_rate[0]).all():
-            first, inverse = np.zeros(1, np.int64), np.zeros(len(recv), np.int64)  # one template's group
-        else:
-            keys = np.empty(len(recv), [("exp", "V16"), ("dom", "<u4"), ("rate5", "<u4")])
-            keys["exp"], keys["dom"], keys["rate5"] = arrays["exporter"], arrays["domain"], v5_rate
-            _, first, inverse = np.unique(keys.view("V24"), return_index=True, return_inverse=True)
-        rates, inits, owners = [], [], []
-        for i in first.tolist():
-            exp, dom, rate5 = exps[i], domain[i], int(v5_rate[i])
-            rates.append(self.samplers.get((exp, dom, EXPORTER_WIDE)) or rate5 or self.sampling_defaults.rate_for(exp))
-            inits.append(self.system_init.get((exp, dom), 0))
-            owners.append((exp, dom))
-        inverse = inverse.reshape(-1)
-        arrays["rate"] = np.array(rates, np.int64)[inverse]
-        arrays["system_init_ms"] = np.array(inits, np.int64)[inverse]
-        arrays["exdom"] = inverse.astype(np.int64)
-        arrays["_owners"] = owners  # exdom -> (exporter, domain)
-        arrays["_single_exporter"] = single
-        return arrays
+    def _call_table(self, recvs: list[int], heads: list[bytes], exps: list[bytes]) -> dict[str, Any]:
+        """``packet_table`` from the per-packet path's lists (``exps``: one per packet, or one for all)."""
+        head = np.frombuffer(b"".join(heads), np.uint8).reshape(-1, frontend.HEAD_LEN)
+        ids, distinct = frontend.index(exps)
+        return packet_table(np.array(recvs, np.int64), head, ids, distinct, self._resolve)
+
+    def _resolve(self, exp: bytes, domain: int, v5_rate: int) -> tuple[int, int]:
+        """Fallback sampling rate (see ``sampling.py``) and boot time of one exporter and domain."""
+        rate = self.samplers.get((exp, domain, EXPORTER_WIDE)) or v5_rate or self.sampling_defaults.rate_for(exp)
+        return rate, self.system_init.get((exp, domain), 0)
 
     def _slow_records(self, tmpl: Template, bodies: list) -> tuple[np.ndarray, list[bytes], np.ndarray]:
         rows, sections, pidx = [], [], []
@@ -649,33 +730,34 @@ class Decoder:
         return recs, sections, np.asarray(pidx, np.int64)
 
     def _group_columns(
-        self, recs: np.ndarray, tmpl: Template | None, ctx: _Context, sections: list[bytes] | None
+        self, recs: np.ndarray, tmpl: Template | None, ctx: Context, sections: list[bytes] | None
     ) -> columns.Columns:
         # Reduced-size fields of odd widths (3, 5, 6, 7 bytes) arrive as byte columns: widen them
         # once here so every rule below sees one integer per record.
         values = {name: columns.widen(recs[name]) if recs[name].ndim == 2 else recs[name] for name in recs.dtype.names}
         cols = columns.forward(values, ctx, sections if tmpl is not None and tmpl.frame_section is not None else None)
-        rate, unsampled = self._rates(values, ctx) if tmpl is not None else (ctx["rate"], ctx.all_one("rate"))
+        rate = self._rates(values, ctx)
         reverse = columns.reverse(cols, values)
         keep = columns.nsel_keep(values, cols)
         forward_rate = rate
         if keep is not None and not keep.all():
             self.stats.events["nsel_create_skipped"] += int((~keep).sum())
             cols = columns.select(cols, keep)
-            forward_rate = rate[keep]
-        columns.scale(cols, forward_rate, unsampled)
+            forward_rate = columns.pick(rate, keep)
+        columns.scale(cols, forward_rate)
         if reverse is None:
             return cols
         rev_cols, rev_keep = reverse
         self.stats.events["reverse_records"] += len(rev_cols["bytes"][0])
-        columns.scale(rev_cols, rate[rev_keep], unsampled)
+        columns.scale(rev_cols, columns.pick(rate, rev_keep))
         return columns.concat([cols, rev_cols])
 
-    def _rates(self, values: dict[str, np.ndarray], ctx: _Context) -> tuple[np.ndarray, bool]:
-        """Per-record sampling rate (see ``sampling.py`` for the order) and whether all are 1."""
+    def _rates(self, values: dict[str, np.ndarray], ctx: Context) -> np.ndarray | int:
+        """Per-record sampling rate (see ``sampling.py`` for the order): an int when all the same."""
         in_record = any(role in values for role in SAMPLING_ROLES)
         if not in_record:
-            return ctx["rate"], ctx.all_one("rate")
+            same = ctx.constant("rate")
+            return ctx["rate"] if same is None else same
         rate = record_rate(values, ctx.n)
         if (sampler := values.get("sampler_id")) is not None and self.samplers:
             sid = (columns.widen(sampler).astype(np.uint64) & np.uint64(0xFFFFFFFF)).astype(np.int64)
@@ -684,52 +766,10 @@ class Decoder:
             owners = ctx.packet["_owners"]  # exdom index -> (exporter, domain)
             found = [self.samplers.get((*owners[int(u) >> 32], int(u) & 0xFFFFFFFF), 0) for u in uniq]
             table = np.array(found, np.int64)
-            rate = np.where(rate == 0, table[inverse], rate)
-        rate = np.where(rate == 0, ctx["rate"], rate)
-        return rate, False
+            rate = np.where(rate == 0, table[inverse.reshape(-1)], rate)
+        return np.where(rate == 0, ctx["rate"], rate)
 
 
 def _counts(chunks: list[bytes], record_length: int) -> np.ndarray:
     """Records per chunk (chunks hold whole records only)."""
     return np.fromiter(map(len, chunks), np.int64, len(chunks)) // record_length
-
-
-class _Context:
-    """Per-packet values seen per record, expanded (``np.repeat``) only when a column needs them."""
-
-    def __init__(
-        self, packet: dict[str, Any], rows: np.ndarray, counts: np.ndarray | None, key: TemplateKey | None = None
-    ) -> None:
-        self.packet, self._rows, self._counts = packet, rows, counts
-        self.n = int(counts.sum()) if counts is not None else len(rows)
-        self._cache: dict[str, np.ndarray] = {}
-        self._constant: dict[str, Any] = {}
-        self._exporter: bytes | None = None
-        if key is None:  # NetFlow v5: one version, no domain; often a single exporter per call
-            key = (packet["_single_exporter"], 5, 0, 0)
-        exp, version, domain, _ = key  # one template: the same exporter, version and domain throughout
-        self._constant = {"version": (version, np.uint8), "domain": (domain, np.uint32),
-                          "has_uptime": (version != 10, bool)}  # fmt: skip
-        self._exporter = exp
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        value = self._cache.get(name)
-        if value is None and name == "exporter" and self._exporter is not None:
-            value = self._cache[name] = np.frombuffer(self._exporter * self.n, "V16")  # fast fill
-        if value is None and name in self._constant:
-            scalar, dtype = self._constant[name]
-            value = self._cache[name] = np.full(self.n, scalar, dtype)
-        if value is None:
-            per_packet = self.packet[name][self._rows]
-            value = np.repeat(per_packet, self._counts) if self._counts is not None else per_packet
-            self._cache[name] = value
-        return value
-
-    def get(self, name: str, default: Any = None) -> np.ndarray | None:
-        """Optional context (``nsecs``, ``system_init_ms``): None when no packet has it."""
-        if name not in self.packet or not self.packet[name][self._rows].any():
-            return default
-        return self[name]
-
-    def all_one(self, name: str) -> bool:
-        return bool((self.packet[name][self._rows] == 1).all())

@@ -15,6 +15,8 @@ exporters) lands just after the export time instead of 49.7 days before it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 NTP_EPOCH_OFFSET = 2_208_988_800
@@ -29,55 +31,77 @@ def ntp_to_unix_us(ntp: np.ndarray) -> np.ndarray:
     return secs * 1_000_000 + (frac * 1_000_000 >> 32)
 
 
-def uptime_to_unix_us(
-    value: np.ndarray, header_secs: np.ndarray, header_uptime: np.ndarray, header_nsecs: np.ndarray | None = None
-) -> np.ndarray:
-    """sysUptime-relative ms -> Unix µs against each record's packet header (wrap-safe)."""
-    age = header_uptime - value.astype(np.int64)  # in place from here: these arrays are large
-    age += 1 << 31
-    age &= _U32
-    age -= 1 << 31  # signed 32-bit: flows marginally after the header
-    age *= 1000
-    export_us = header_secs * 1_000_000
-    if header_nsecs is not None:
-        export_us += header_nsecs // 1000
-    export_us -= age
-    return export_us
+def uptime_to_unix_us(value: np.ndarray, export_us: np.ndarray, header_uptime: np.ndarray) -> np.ndarray:
+    """sysUptime-relative ms -> Unix µs against each record's packet header (wrap-safe).
+
+    ``export_us`` is the header's export time in µs, ``header_uptime`` its sysUptime (``uint32``).
+    The age is computed in ``uint32`` (wrapping exactly like the exporter's clock) and read as
+    ``int32``: no masking passes."""
+    age = np.subtract(header_uptime, value.astype(np.uint32), dtype=np.uint32)
+    out = np.multiply(age.view(np.int32), -1000, dtype=np.int64)
+    out += export_us
+    return out
 
 
-def side(values: dict[str, np.ndarray], prefix: str, ctx: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(µs array, present mask) for ``prefix`` "start" or "end" from the role columns in ``values``."""
-    n = ctx.n
-    out = np.zeros(n, np.int64)
-    present = np.zeros(n, bool)
+class _Merge:
+    """Times of one side from sources in priority order: per record, the first present one wins."""
 
-    def fill(us: np.ndarray, mask: np.ndarray) -> None:
-        nonlocal out, present
-        if not present.any():  # first source: take it whole (the common, fast case)
-            out, present = (us, mask.copy()) if mask.all() else (np.where(mask, us, 0), mask.copy())
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.out: np.ndarray | None = None
+        self.present: np.ndarray | None = None  # None once ``out`` is set: every record has a time
+
+    @property
+    def open(self) -> bool:
+        """Whether some record still lacks a time (later sources are only read if so)."""
+        return self.out is None or self.present is not None
+
+    def add(self, us: np.ndarray, mask: np.ndarray | None) -> None:
+        """A source: ``us`` per record, present where ``mask`` (None: everywhere)."""
+        if mask is not None and mask.all():
+            mask = None
+        if self.out is None:
+            self.out, self.present = (us, None) if mask is None else (np.where(mask, us, 0), mask)
             return
-        take = mask & ~present
-        out[take] = us[take]
-        present[take] = True
+        take = ~self.present if mask is None else mask & ~self.present
+        self.out[take] = us[take]
+        present = self.present | take
+        self.present = None if present.all() else present
 
+    def result(self) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.out is None:
+            return np.zeros(self.n, np.int64), np.zeros(self.n, bool)
+        return self.out, self.present
+
+
+def _scaled(v: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """An absolute time field in units of 1/``factor`` s -> (µs, present: nonzero)."""
+    us = v.astype(np.int64)
+    present = us != 0
+    us *= factor
+    return us, present
+
+
+def side(values: dict[str, np.ndarray], prefix: str, ctx: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """(µs, present mask or None when every record has one) for ``prefix`` "start" or "end"."""
+    merge = _Merge(ctx.n)
     if (v := values.get(f"{prefix}_ms")) is not None:
-        fill(v.astype(np.int64) * 1000, v != 0)
+        merge.add(*_scaled(v, 1000))
     for unit in ("us", "ns"):
-        if (v := values.get(f"{prefix}_{unit}")) is not None:
-            fill(ntp_to_unix_us(v), v != 0)
-    if (v := values.get(f"{prefix}_s")) is not None:
-        fill(v.astype(np.int64) * 1_000_000, v != 0)
-    if (v := values.get(f"{prefix}_uptime")) is not None:
+        if (v := values.get(f"{prefix}_{unit}")) is not None and merge.open:
+            merge.add(ntp_to_unix_us(v), v != 0)
+    if (v := values.get(f"{prefix}_s")) is not None and merge.open:
+        merge.add(*_scaled(v, 1_000_000))
+    if (v := values.get(f"{prefix}_uptime")) is not None and merge.open:
         init = values.get("system_init_ms")
         if init is None:
             init = ctx.get("system_init_ms")
         if init is not None:
-            has_init = init != 0
-            fill(init.astype(np.int64) * 1000 + v.astype(np.int64) * 1000, has_init)
-        v9 = ctx["has_uptime"]
-        fill(uptime_to_unix_us(v, ctx["secs"], ctx["uptime"], ctx.get("nsecs")), v9)
-    if (v := values.get(f"{prefix}_delta_us")) is not None:
-        fill(ctx["secs"].astype(np.int64) * 1_000_000 - v.astype(np.int64), np.ones(n, bool))
-    if (v := values.get("observation_ms")) is not None:
-        fill(v.astype(np.int64) * 1000, v != 0)
-    return out, present
+            merge.add(init.astype(np.int64) * 1000 + v.astype(np.int64) * 1000, init != 0)
+        if ctx.has_uptime and merge.open:
+            merge.add(uptime_to_unix_us(v, ctx["export_us"], ctx["uptime"]), None)
+    if (v := values.get(f"{prefix}_delta_us")) is not None and merge.open:
+        merge.add(ctx["secs"] * 1_000_000 - v.astype(np.int64), None)
+    if (v := values.get("observation_ms")) is not None and merge.open:
+        merge.add(*_scaled(v, 1000))
+    return merge.result()
