@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from assets import changes, enriched_flows, flow_stats, topology
+from ingest.addresses import V4_PREFIX
 from ingest.benchmark import report
 from ingest.config import load_config
 from ingest.schema import FLOW_SCHEMA
@@ -35,7 +36,7 @@ from ingest.schema import FLOW_SCHEMA
 SEED_UPSERTS_PER_S = 35_000
 BENCH_DATABASE = f"flowlens_pipeline_bench_{os.getpid()}"
 BATCH_ROWS = 1_000_000
-V4 = np.frombuffer(b"\x00" * 10 + b"\xff\xff", np.uint8)
+V4 = np.frombuffer(V4_PREFIX, np.uint8)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

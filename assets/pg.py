@@ -33,11 +33,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
+from ingest.addresses import V4_PREFIX
+from ingest.land.pgbinary import addresses
+
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 COPY_TRAILER = struct.pack(">h", -1)
 NULL_FIELD = struct.pack(">i", -1)
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in Unix microseconds
-V4_PREFIX = b"\x00" * 10 + b"\xff\xff"
 # inet binary: family (2 = IPv4, 3 = IPv6), prefix bits, is_cidr, address length, address.
 INET4_HEAD = struct.pack(">i", 8) + bytes([2, 32, 0, 4])
 INET6_HEAD = struct.pack(">i", 20) + bytes([3, 128, 0, 16])
@@ -121,8 +123,7 @@ def address_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
             return None
     if len(column) == 0:
         return np.empty((0, 16), np.uint8)
-    data = np.frombuffer(column.buffers()[1], np.uint8)
-    return data[column.offset * 16 : (column.offset + len(column)) * 16].reshape(-1, 16)
+    return addresses(column)
 
 
 def _fixed_width_fields(table: pa.Table, pg_types: Sequence[str]) -> list[tuple] | None:

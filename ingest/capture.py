@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
-V4_PREFIX = b"\x00" * 10 + b"\xff\xff"
+from ingest.addresses import V4_PREFIX
+
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1_000),  # little-endian, microseconds (factor to ns)
     b"\xa1\xb2\xc3\xd4": (">", 1_000),

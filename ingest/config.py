@@ -240,6 +240,11 @@ class IngestConfig(_Section):
     landing_writers: int = Field(2, ge=1)  # concurrent PostgreSQL COPYs per receiving process
     template_state_file: str = "templates-{worker}.state"  # under state_dir/ingest; {worker} = process index
 
+    @property
+    def process_count(self) -> int:
+        """Receiving processes the daemon runs: ``processes``, or one per core when 0."""
+        return self.processes or os.cpu_count() or 1
+
     @field_validator("allowed_exporters", mode="before")
     @classmethod
     def _cidrs(cls, value: Any) -> Any:

@@ -86,7 +86,7 @@ class Supervisor:
         self.cfg = cfg
         self.stats_file = stats_file
         self.log_level = log_level
-        self.count = cfg.ingest.processes or os.cpu_count() or 1
+        self.count = cfg.ingest.process_count
         self.instance = cfg.ingest.instance_id or f"{socket.gethostname()}:{os.getpid()}"
         self.collector = DaemonCollector([a.port for a in cfg.ingest.listen])
         self.ctx = mp.get_context("spawn")

@@ -38,9 +38,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingest import mmsg
+from ingest.addresses import V4_PREFIX
 from ingest.encode import IPFIX_IPV4_FIELDS, V9_IPV4_FIELDS, IpfixEncoder, V9Encoder, encode_v5
 
-V4_PREFIX = np.array([0] * 10 + [0xFF, 0xFF], dtype=np.uint8)
+V4_PREFIX_BYTES = np.frombuffer(V4_PREFIX, np.uint8)
 TRUTH_KEYS = ["src_addr", "dst_addr", "dst_port", "protocol"]
 
 
@@ -129,7 +130,7 @@ class Enterprise:
 def _mapped(v4: np.ndarray) -> np.ndarray:
     """IPv4 ints -> (n, 16) IPv4-mapped IPv6 byte matrix."""
     out = np.zeros((len(v4), 16), np.uint8)
-    out[:, :12] = V4_PREFIX
+    out[:, :12] = V4_PREFIX_BYTES
     out[:, 12:] = v4.astype(">u4").view(np.uint8).reshape(-1, 4)
     return out
 

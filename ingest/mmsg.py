@@ -30,14 +30,15 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ingest.addresses import V4_PREFIX
+
 MSG_DONTWAIT = 0x40
 MSG_TRUNC = 0x20
 SLOT_BYTES = 65_536  # one slot per datagram: the largest UDP payload (65,527 over IPv6) fits
 SEND_CHUNK = 64  # datagrams per sendmmsg call (UIO_MAXIOV caps it at 1024)
 SOCKADDR_BYTES = 28  # sizeof(struct sockaddr_in6), also holds a sockaddr_in
-V4_MAPPED = bytes(10) + b"\xff\xff"
 _AF_INET, _AF_INET6 = int(socket.AF_INET), int(socket.AF_INET6)  # plain ints: numpy compares enums slowly
-_MAPPED_WORD = int(np.frombuffer(V4_MAPPED[8:], dtype=np.uint32)[0])  # bytes 00 00 ff ff, native order
+_MAPPED_WORD = int(np.frombuffer(V4_PREFIX[8:], dtype=np.uint32)[0])  # bytes 00 00 ff ff, native order
 
 
 class _Iovec(ctypes.Structure):

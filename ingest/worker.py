@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 from ingest.backpressure import FlowQueue, Queued
 from ingest.config import FlowLensConfig
 from ingest.land import backend_for, open_landing
+from ingest.land.pgbinary import addresses
 from ingest.metrics import PROTOCOLS, WorkerStats
 from ingest.receive import BUSY, AllowList, FairQueue, Receiver, export_time_us, name_this_thread, open_udp_socket
 from ingest.reuseport import balance_by_exporter
@@ -74,8 +75,7 @@ def count_by_exporter(batch: pa.RecordBatch) -> dict[tuple[bytes, int], int]:
     n = batch.num_rows
     if n == 0:
         return {}
-    exp = batch.column("exporter")
-    words = np.frombuffer(exp.buffers()[1], "<u8", 2 * n, exp.offset * 16).reshape(n, 2)
+    words = addresses(batch.column("exporter")).view("<u8")  # (n, 2): one compare per half
     version = batch.column("flow_version").to_numpy(zero_copy_only=False)
     changed = (words[1:] != words[:-1]).any(axis=1) | (version[1:] != version[:-1])
     starts = np.concatenate(([0], np.flatnonzero(changed) + 1))
@@ -125,7 +125,7 @@ class Worker:
         self.backend = backend_for(cfg)
         self.sockets = [open_udp_socket(a.host, a.port, ing.socket_receive_buffer_bytes) for a in ing.listen]
         for sock in self.sockets:  # one exporter, one process: its templates are all in one place
-            balance_by_exporter(sock, ing.processes or os.cpu_count() or 1)
+            balance_by_exporter(sock, ing.process_count)
         self.fairq = FairQueue(ing.receive_queue_packets)
         self.flowq = FlowQueue(cfg.backpressure.ingestion)
         self.receiver = Receiver(

@@ -17,12 +17,13 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ingest.addresses import V4_PREFIX
 from ingest.benchmark import report
 from ingest.decode import Decoder
 from ingest.encode import V9_IPV4_FIELDS, IpfixEncoder, V9Encoder, encode_v5
 
 EXPORT_TIME = 1_700_000_000
-EXPORTER = b"\x00" * 10 + b"\xff\xff" + bytes([192, 0, 2, 10])
+EXPORTER = V4_PREFIX + bytes([192, 0, 2, 10])
 PAYLOAD = 1472  # the largest UDP payload in a 1500-byte MTU
 # A typical router v9 IPv4 template (46 bytes: the defaults plus next hop, masks and ToS).
 V9_BENCH_FIELDS = (*V9_IPV4_FIELDS, (15, 4), (9, 1), (13, 1), (5, 1))

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ingest.addresses import V4_PREFIX
 from ingest.decode.fields import ROLE_PRIORITY
 from ingest.decode.packet_section import parse_frame
 from ingest.decode.timestamps import side
@@ -33,7 +34,6 @@ from ingest.schema import FLOW_SCHEMA
 
 Column = tuple[np.ndarray, np.ndarray | None]  # values, validity (None: all valid)
 Columns = dict[str, Column]
-V4_MAPPED = np.array([0] * 10 + [0xFF, 0xFF], np.uint8)
 NSEL_CREATE = 1
 MAX_TIME_US = 7_258_118_400_000_000  # 2200-01-01: later (or negative) times are garbage -> null
 TARGET = {f.name: np.dtype(f.type.to_pandas_dtype()) for f in FLOW_SCHEMA if pa.types.is_integer(f.type)}
@@ -51,7 +51,7 @@ def widen(values: np.ndarray) -> np.ndarray:
     return out
 
 
-_MAPPED_ROW = np.frombuffer(bytes(10) + b"\xff\xff" + bytes(4), "=u4")  # ::ffff:0.0.0.0 as 4 words
+_MAPPED_ROW = np.frombuffer(V4_PREFIX + bytes(4), "=u4")  # ::ffff:0.0.0.0 as 4 words
 
 
 def mapped(addr4: np.ndarray) -> np.ndarray:

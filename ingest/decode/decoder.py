@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ingest.addresses import V4_PREFIX
 from ingest.decode import columns, frontend, ipfix, v5, v9
 from ingest.decode.context import Context, packet_table
 from ingest.decode.fields import SAMPLING_ROLES
@@ -244,7 +245,7 @@ class Decoder:
             return cached
         try:
             if isinstance(exporter, bytes | bytearray) and len(exporter) == 4:
-                addr = ipaddress.IPv6Address(b"\x00" * 10 + b"\xff\xff" + bytes(exporter))
+                addr = ipaddress.IPv6Address(V4_PREFIX + bytes(exporter))
             else:
                 parsed = ipaddress.ip_address(str(exporter))
                 addr = parsed if parsed.version == 6 else ipaddress.IPv6Address(f"::ffff:{parsed}")

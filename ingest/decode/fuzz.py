@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ingest.addresses import V4_PREFIX
 from ingest.decode import Decoder, DecoderLimits
 from ingest.encode import IPFIX_IPV6_FIELDS, VARLEN, IpfixEncoder, V9Encoder, encode_v5
 from ingest.schema import FLOW_SCHEMA
@@ -112,7 +113,7 @@ def run(total: int, seed: int = 0, batch: int = 64, limits: DecoderLimits = FUZZ
     """Fuzz ``total`` packets; the decoder under test is checked against ``limits`` after each batch."""
     rnd = random.Random(seed)
     seeds = seed_packets()
-    exporters = [b"\x00" * 10 + b"\xff\xff" + bytes([10, 0, 0, i]) for i in range(limits.max_exporters * 2)]
+    exporters = [V4_PREFIX + bytes([10, 0, 0, i]) for i in range(limits.max_exporters * 2)]
     decoder = Decoder(limits=limits)
     result = FuzzResult()
     start = time.perf_counter()

@@ -11,7 +11,8 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-V4_PREFIX = b"\x00" * 10 + b"\xff\xff"
+from ingest.addresses import V4_PREFIX
+
 _VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from ingest.addresses import V4_PREFIX
 from ingest.schema import FLOW_SCHEMA
-
-V4_PREFIX = bytes(10) + b"\xff\xff"
 
 
 def random_flows(n: int, start_us: int, span_us: int = 1_000_000, seed: int = 1, v6_share: float = 0.2,
