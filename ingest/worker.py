@@ -30,7 +30,6 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ingest.backpressure import FlowQueue, Queued
 from ingest.config import FlowLensConfig
@@ -39,6 +38,7 @@ from ingest.land.pgbinary import addresses
 from ingest.metrics import PROTOCOLS, WorkerStats
 from ingest.receive import BUSY, AllowList, FairQueue, Receiver, export_time_us, name_this_thread, open_udp_socket
 from ingest.reuseport import balance_by_exporter
+from ingest.schema import receive_times_us
 
 log = logging.getLogger(__name__)
 WINDOW_US = 300_000_000
@@ -50,8 +50,7 @@ def split_windows(batch: pa.RecordBatch) -> list[pa.RecordBatch]:
     """Split a batch so that no piece straddles a 5-minute receive_time boundary."""
     if batch.num_rows == 0:
         return []
-    times = batch.column("receive_time").cast(pa.int64()).to_numpy()
-    windows = times // WINDOW_US
+    windows = receive_times_us(batch) // WINDOW_US
     if windows[0] == windows[-1] and (windows == windows[0]).all():
         return [batch]
     order = np.argsort(windows, kind="stable")
@@ -62,7 +61,7 @@ def split_windows(batch: pa.RecordBatch) -> list[pa.RecordBatch]:
 
 
 def window_of(batch: pa.RecordBatch) -> int:
-    return int(pc.min(batch.column("receive_time")).cast(pa.int64()).as_py()) // WINDOW_US
+    return int(receive_times_us(batch).min()) // WINDOW_US
 
 
 def count_by_exporter(batch: pa.RecordBatch) -> dict[tuple[bytes, int], int]:

@@ -54,7 +54,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from ingest.land.base import WINDOW, Watermark, WindowRead, window_start
 from ingest.land.pgbinary import addresses
-from ingest.schema import FLOW_SCHEMA
+from ingest.schema import FLOW_SCHEMA, receive_times_us
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +100,6 @@ def to_ipc(batch: pa.RecordBatch, options: pa.ipc.IpcWriteOptions = _RAW) -> byt
     with pa.ipc.new_stream(sink, FLOW_SCHEMA, options=options) as writer:
         writer.write_batch(batch)
     return sink.getvalue().to_pybytes()
-
-
-def _times_us(batch: pa.RecordBatch) -> np.ndarray:
-    """receive_time as int64 µs without a copy (the column is never null)."""
-    col = batch.column("receive_time")
-    return np.frombuffer(col.buffers()[1], np.int64, len(col), col.offset * 8)
 
 
 def from_ipc(value: bytes) -> pa.Table:
@@ -238,7 +232,7 @@ class KafkaLanding:
             on_done([], None)
             return
         for partition, sub in msgs:
-            times = _times_us(sub)
+            times = receive_times_us(sub)
             oldest, newest = int(times.min()), int(times.max())
             window = int(window_start(datetime.fromtimestamp(oldest / 1e6, UTC)).timestamp())
             headers = [
