@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import socket
+import struct
 from collections import defaultdict
 
 import pytest
 
 from ingest.bench import free_udp_port
 from ingest.receive import open_udp_socket
-from ingest.reuseport import balance_by_exporter, exporter_program
+from ingest.reuseport import MOD_K, balance_by_exporter, exporter_program
 
 
 def _deliveries(processes: int, attach: bool) -> dict[str, set[int]]:
@@ -54,4 +55,6 @@ def test_each_exporter_lands_in_one_process_and_they_spread_evenly(processes):
 def test_one_process_needs_no_program():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         assert balance_by_exporter(sock, 1) is False
-    assert len(exporter_program(4)) % 8 == 0
+    # the program divides by the process count it was built for (instruction 6: ``mod #k``)
+    code, _, _, k = struct.unpack_from("=HBBI", exporter_program(4), 6 * 8)
+    assert (code, k) == (MOD_K, 4)
