@@ -39,6 +39,35 @@ MAX_TIME_US = 7_258_118_400_000_000  # 2200-01-01: later (or negative) times are
 TARGET = {f.name: np.dtype(f.type.to_pandas_dtype()) for f in FLOW_SCHEMA if pa.types.is_integer(f.type)}
 _NUMPY_TYPE = TARGET | {f.name: np.dtype(np.int64) for f in FLOW_SCHEMA if pa.types.is_timestamp(f.type)}
 _NULLABLE = {"flow_start", "flow_end", "input_if", "output_if", "src_as", "dst_as", "direction"}
+_FIELDS = [(f.name, f.type, _NUMPY_TYPE.get(f.name), f.name in _NULLABLE) for f in FLOW_SCHEMA]
+CONSTANT_BYTES = 64 << 20  # memory the shared constant columns may hold (beyond: all dropped, rebuilt)
+_constants: dict[tuple[str, bytes], np.ndarray] = {}
+_constant_bytes = 0
+
+
+def constant(value: int | bytes, dtype: np.dtype | str, n: int) -> np.ndarray:
+    """A read-only array of ``n`` times ``value``, shared between calls.
+
+    Columns that repeat one value (an exporter, the version, a sampling rate, an absent field's
+    zeros and its all-null validity) are slices of one cached array per value: writing a fresh
+    one every call costs as much memory bandwidth as decoding a real column. Read-only, so
+    nothing can change it behind the batches that share it."""
+    global _constant_bytes
+    dtype = np.dtype(dtype)
+    raw = value if isinstance(value, bytes) else np.array(value, dtype).tobytes()
+    key = (dtype.str, raw)
+    cached = _constants.get(key)
+    if cached is not None and len(cached) >= n:
+        return cached[:n]
+    size = max(n, 1 << 16)
+    if size * dtype.itemsize > CONSTANT_BYTES // 8:  # too big to keep: a private array
+        return np.frombuffer(raw * n, dtype)
+    if _constant_bytes + size * dtype.itemsize > CONSTANT_BYTES:
+        _constants.clear()
+        _constant_bytes = 0
+    cached = _constants[key] = np.frombuffer(raw * size, dtype)  # bytes: read-only
+    _constant_bytes += size * dtype.itemsize
+    return cached[:n]
 
 
 def widen(values: np.ndarray) -> np.ndarray:
@@ -124,17 +153,22 @@ def forward(values: dict[str, np.ndarray], ctx: Any, sections: list[bytes] | Non
         derived = ~has_end if has_start is None else has_start & ~has_end
         end = np.where(derived, start + duration.astype(np.int64) * 1000, end)
         has_end = has_end | derived
-    cols["flow_start"] = (start, _valid_times(start, has_start))
-    cols["flow_end"] = (end, _valid_times(end, has_end))
+    cols["flow_start"] = (start, valid_times(start, has_start))
+    cols["flow_end"] = (end, valid_times(end, has_end))
     for name in ("input_if", "output_if", "src_as", "dst_as", "direction"):
         v = values.get(name)
-        cols[name] = (v.astype(TARGET[name]), None) if v is not None else (np.zeros(n, TARGET[name]), np.zeros(n, bool))
+        cols[name] = (v.astype(TARGET[name]), None) if v is not None else absent(name, n)
     if sections is not None:
         _apply_sections(cols, values, sections)
     return cols
 
 
-def _valid_times(us: np.ndarray, present: np.ndarray | None) -> np.ndarray | None:
+def absent(name: str, n: int) -> Column:
+    """A nullable column no record has: shared zeros, all null."""
+    return constant(0, TARGET[name], n), constant(0, np.bool_, n)
+
+
+def valid_times(us: np.ndarray, present: np.ndarray | None) -> np.ndarray | None:
     """Present and within 1970-2200 (None: every record; checked with min/max first, the common case)."""
     if present is None and (not len(us) or (int(us.min()) >= 0 and int(us.max()) < MAX_TIME_US)):
         return None
@@ -222,7 +256,7 @@ def scale(cols: Columns, rate: np.ndarray | int) -> None:
         if rate != 1:
             cols["bytes"] = (cols["bytes"][0].astype(np.uint64) * np.uint64(rate), None)
             cols["packets"] = (cols["packets"][0].astype(np.uint64) * np.uint64(rate), None)
-        cols["sampling_rate"] = (np.full(n, rate, np.uint32), None)
+        cols["sampling_rate"] = (constant(rate, np.uint32, n), None)
         return
     r = rate.astype(np.uint64)
     cols["bytes"] = (cols["bytes"][0].astype(np.uint64) * r, None)
@@ -252,11 +286,17 @@ def to_batch(cols: Columns) -> pa.RecordBatch:
     Arrays are built from their buffers (no conversion pass in Arrow): the numpy data as is,
     the validity as a bitmap packed from the mask, only for nullable columns with a null."""
     arrays = []
-    for field in FLOW_SCHEMA:
-        values, valid = cols[field.name]
-        values = np.ascontiguousarray(values.astype(_NUMPY_TYPE.get(field.name, values.dtype), copy=False))
+    for name, type_, numpy_type, nullable in _FIELDS:
+        values, valid = cols[name]
+        if numpy_type is not None and values.dtype != numpy_type:
+            values = values.astype(numpy_type)
+        if not values.flags.c_contiguous:
+            values = np.ascontiguousarray(values)
         bitmap = None
-        if valid is not None and field.name in _NULLABLE and not valid.all():
-            bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
-        arrays.append(pa.Array.from_buffers(field.type, len(values), [bitmap, pa.py_buffer(values)]))
+        if valid is not None and nullable:
+            if not valid.any():
+                bitmap = pa.py_buffer(constant(0, np.uint8, (len(valid) + 7) // 8))
+            elif not valid.all():
+                bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+        arrays.append(pa.Array.from_buffers(type_, len(values), [bitmap, pa.py_buffer(values)]))
     return pa.RecordBatch.from_arrays(arrays, schema=FLOW_SCHEMA)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ingest.decode.columns import constant
 from ingest.decode.templates import TemplateKey
 
 # (exporter, domain, v5 header rate) -> (sampling rate, exporter boot time in ms or 0)
@@ -147,10 +148,10 @@ class Context:
         if value is not None:
             return value
         if name == "exporter" and self._exporter is not None:
-            value = np.frombuffer(self._exporter * self.n, "V16")  # fast fill
+            value = constant(self._exporter, "V16", self.n)
         elif name in self._constant:
             scalar, dtype = self._constant[name]
-            value = np.full(self.n, scalar, dtype)
+            value = constant(scalar, dtype, self.n)
         else:
             value = self.per_packet(name)
             if self._counts is not None:

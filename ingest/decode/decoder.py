@@ -683,6 +683,8 @@ class Decoder:
         key = tmpl.key if tmpl is not None else None
         version = key[1] if key is not None else 5
         packet = packet_table(batch.recv[group.rows], batch.head[group.rows], ids, exporters, self._resolve, version)
+        if tmpl is None and (cols := v5.columns(recs, packet, same)) is not None:
+            return cols
         ctx = Context(packet, None, same, key)
         return self._group_columns(recs, tmpl, ctx, None)
 
