@@ -274,8 +274,9 @@ class Decoder:
         if len(rows):
             groups.insert(0, frontend.Group(None, rows, shapes.v5_count[rows], batch.offsets[rows] + v5.HEADER_LEN))
         self.stats.packets[5] += len(rows)
-        self.stats.packets[9] += plan.packets(9)
-        self.stats.packets[10] += plan.packets(10)
+        v9, v10 = plan.packets()
+        self.stats.packets[9] += v9
+        self.stats.packets[10] += v10
         return groups
 
     def _in_order(self, call: _Call, batch: frontend.Batch, plan: frontend.Plan, settled: np.ndarray) -> None:

@@ -136,7 +136,12 @@ class Shapes:
         rows = np.flatnonzero((version == 9) | (version == 10))
         if len(batch.exporters) > MAX_EXPORTERS:  # ``key`` below could collide: no fast path
             rows = rows[:0]
-        self._sets(batch, rows, version[rows] == 9, w16[rows], count[rows])
+        if len(rows):
+            self._sets(batch, rows, version[rows] == 9, w16[rows], count[rows])
+        else:  # NetFlow v5 only (or nothing usable): no sets to look at
+            self.candidates = self.domain = self.set_id = self.data_length = self.data_start = self.key = rows
+            self.version, self.exporter = rows.astype(np.uint8), rows
+            self.refreshes = {}
 
     def _sets(self, batch: Batch, rows: np.ndarray, v9: np.ndarray, w16: np.ndarray, length: np.ndarray) -> None:
         # v9: a 20-byte header, sets up to the end of the packet. IPFIX: a 16-byte header, sets
@@ -253,6 +258,8 @@ class Plan:
 
         ``extra``: more ``(template, packet, start of its first record in the payload, count)``
         from packets the decoder walked itself (a template set and a data set in one packet)."""
+        if not extra and not len(self.shapes.candidates):
+            return []
         rows = np.flatnonzero(self.slot >= 0)
         position = np.searchsorted(self.shapes.candidates, rows)
         slot = self.slot[rows]
@@ -281,10 +288,13 @@ class Plan:
         out = [Group(self.templates[int(slot[a])], rows[a:b], counts[a:b], starts[a:b]) for a, b in bounds]
         return sorted(out, key=lambda g: int(g.rows[0])) if len(out) > 1 else out
 
-    def packets(self, version: int) -> int:
-        """How many packets of ``version`` (9 or 10) the plan takes."""
+    def packets(self) -> tuple[int, int]:
+        """How many NetFlow v9 and IPFIX packets the plan takes."""
+        if not len(self.shapes.candidates):
+            return 0, 0
         position = np.searchsorted(self.shapes.candidates, np.flatnonzero(self.slot >= 0))
-        return int((self.shapes.version[position] == version).sum())
+        v9 = int((self.shapes.version[position] == 9).sum())
+        return v9, len(position) - v9
 
 
 def index(values: Sequence[Any]) -> tuple[np.ndarray | None, list[Any]]:
