@@ -230,7 +230,7 @@ class IngestConfig(_Section):
     instance_id: str = ""  # empty = hostname:pid
     # Daemon internals (issue 4): receive queue, landing, shutdown.
     receive_queue_packets: int = Field(50_000, ge=16)  # fair per-exporter packet queue bound
-    decode_batch_packets: int = Field(512, ge=1)  # packets per decode_many call
+    decode_batch_packets: int = Field(2048, ge=1)  # packets per decode_many call (at most; linger bounds the wait)
     decode_linger_ms: float = Field(20.0, ge=0)  # wait this long for a fuller decode batch
     receive_coalesce_ms: float = Field(2.0, ge=0, le=50)  # pause after a small drain: fewer wakeups
     kafka_message_max_flows: int = Field(4096, ge=1)  # flows per flows.raw message (broker limit 1 MB)

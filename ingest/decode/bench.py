@@ -2,11 +2,13 @@
 
 Workload: realistic export packets built with ``ingest.encode`` from random IPv4 flows: v5 with
 30 records, v9 (46-byte records) and IPFIX (58-byte records) filling a 1472-byte UDP payload
-(about 31 and 25 records), templates re-sent every 20 packets. The FlowLens decoder runs ``decode_many`` over batches of
-``--batch`` packets, the way the ingest daemon calls it; the ``netflow`` package parses a
-slice of the same packets one by one with its template cache (it is ~50x slower, so a slice
-keeps the run short). Figures are flows per CPU-second of this thread (``time.thread_time``),
-i.e. per core whatever else the machine runs; the best of ``--repeat`` runs is kept.
+(about 31 and 25 records), templates re-sent every 20 packets. The FlowLens decoder runs
+``decode_many`` over batches of ``--batch`` packets, by default the ingest daemon's
+``ingest.decode_batch_packets`` (the most it takes per call when packets are waiting); the
+``netflow`` package parses a slice of the same packets one by one with its template cache (it is
+~50x slower, so a slice keeps the run short). Figures are flows per CPU-second of this thread
+(``time.thread_time``), i.e. per core whatever else the machine runs; the best of ``--repeat``
+runs is kept.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from ingest.addresses import V4_PREFIX
 from ingest.benchmark import report
+from ingest.config import IngestConfig
 from ingest.decode import Decoder
 from ingest.encode import V9_IPV4_FIELDS, IpfixEncoder, V9Encoder, encode_v5
 
@@ -103,8 +106,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     parser.add_argument("--flows", type=int, default=600_000, help="flows per version for FlowLens")
     parser.add_argument("--peer-flows", type=int, default=20_000, help="flows per version for the netflow package")
-    parser.add_argument("--batch", type=int, default=2000, help="packets per decode_many call")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (the best is kept)")
+    parser.add_argument(
+        "--batch", type=int, default=IngestConfig().decode_batch_packets,
+        help="packets per decode_many call (default: the daemon's ingest.decode_batch_packets)",
+    )  # fmt: skip
+    parser.add_argument("--repeat", type=int, default=5, help="runs per figure (the best is kept)")
     args = parser.parse_args(argv)
     figures: dict[str, float] = {}
     baseline: dict[str, float] = {}

@@ -41,32 +41,32 @@ _NUMPY_TYPE = TARGET | {f.name: np.dtype(np.int64) for f in FLOW_SCHEMA if pa.ty
 _NULLABLE = {"flow_start", "flow_end", "input_if", "output_if", "src_as", "dst_as", "direction"}
 _FIELDS = [(f.name, f.type, _NUMPY_TYPE.get(f.name), f.name in _NULLABLE) for f in FLOW_SCHEMA]
 CONSTANT_BYTES = 64 << 20  # memory the shared constant columns may hold (beyond: all dropped, rebuilt)
-_constants: dict[tuple[str, bytes], np.ndarray] = {}
+_constants: dict[tuple[Any, Any], np.ndarray] = {}
 _constant_bytes = 0
 
 
-def constant(value: int | bytes, dtype: np.dtype | str, n: int) -> np.ndarray:
-    """A read-only array of ``n`` times ``value``, shared between calls.
+def constant(value: int | bytes, dtype: Any, n: int) -> np.ndarray:
+    """A read-only array of ``n`` times ``value`` (an int, or the raw bytes of one item), shared
+    between calls.
 
     Columns that repeat one value (an exporter, the version, a sampling rate, an absent field's
     zeros and its all-null validity) are slices of one cached array per value: writing a fresh
     one every call costs as much memory bandwidth as decoding a real column. Read-only, so
     nothing can change it behind the batches that share it."""
     global _constant_bytes
-    dtype = np.dtype(dtype)
-    raw = value if isinstance(value, bytes) else np.array(value, dtype).tobytes()
-    key = (dtype.str, raw)
-    cached = _constants.get(key)
+    cached = _constants.get((value, dtype))
     if cached is not None and len(cached) >= n:
         return cached[:n]
+    dtype_ = np.dtype(dtype)
+    raw = value if isinstance(value, bytes) else np.array(value, dtype_).tobytes()
     size = max(n, 1 << 16)
-    if size * dtype.itemsize > CONSTANT_BYTES // 8:  # too big to keep: a private array
-        return np.frombuffer(raw * n, dtype)
-    if _constant_bytes + size * dtype.itemsize > CONSTANT_BYTES:
+    if size * dtype_.itemsize > CONSTANT_BYTES // 8:  # too big to keep: a private array
+        return np.frombuffer(raw * n, dtype_)
+    if _constant_bytes + size * dtype_.itemsize > CONSTANT_BYTES:
         _constants.clear()
         _constant_bytes = 0
-    cached = _constants[key] = np.frombuffer(raw * size, dtype)  # bytes: read-only
-    _constant_bytes += size * dtype.itemsize
+    cached = _constants[(value, dtype)] = np.frombuffer(raw * size, dtype_)  # from bytes: read-only
+    _constant_bytes += size * dtype_.itemsize
     return cached[:n]
 
 
@@ -80,12 +80,12 @@ def widen(values: np.ndarray) -> np.ndarray:
     return out
 
 
-_MAPPED_ROW = np.frombuffer(V4_PREFIX + bytes(4), "=u4")  # ::ffff:0.0.0.0 as 4 words
+_MAPPED_ZERO = V4_PREFIX + bytes(4)  # ::ffff:0.0.0.0
 
 
 def mapped(addr4: np.ndarray) -> np.ndarray:
     """Raw IPv4 words (``=u4`` holding the 4 network-order bytes) -> ``V16`` IPv4-mapped IPv6."""
-    out = np.tile(_MAPPED_ROW, (len(addr4), 1))  # the fastest way to a prefilled (n, 4) here
+    out = constant(_MAPPED_ZERO, "V16", len(addr4)).copy().view("=u4").reshape(-1, 4)  # prefilled (n, 4)
     # An unaligned source (records of 46 or 58 bytes) takes numpy's slow path in this strided
     # assignment: an aligned copy first is three times faster.
     out[:, 3] = addr4 if addr4.flags.aligned else addr4.copy()
