@@ -40,7 +40,7 @@ TARGET = {f.name: np.dtype(f.type.to_pandas_dtype()) for f in FLOW_SCHEMA if pa.
 _NUMPY_TYPE = TARGET | {f.name: np.dtype(np.int64) for f in FLOW_SCHEMA if pa.types.is_timestamp(f.type)}
 _NULLABLE = {"flow_start", "flow_end", "input_if", "output_if", "src_as", "dst_as", "direction"}
 _FIELDS = [(f.name, f.type, _NUMPY_TYPE.get(f.name), f.name in _NULLABLE) for f in FLOW_SCHEMA]
-CONSTANT_BYTES = 64 << 20  # memory the shared constant columns may hold (beyond: all dropped, rebuilt)
+CONSTANT_BYTES = 32 << 20  # memory the shared constant columns may hold (beyond: all dropped, rebuilt)
 _constants: dict[tuple[Any, Any], np.ndarray] = {}
 _constant_bytes = 0
 
@@ -59,15 +59,22 @@ def constant(value: int | bytes, dtype: Any, n: int) -> np.ndarray:
         return cached[:n]
     dtype_ = np.dtype(dtype)
     raw = value if isinstance(value, bytes) else np.array(value, dtype_).tobytes()
-    size = max(n, 1 << 16)
+    size = 1 << max(12, (n - 1).bit_length())  # a power of two: a few sizes per value as calls vary
     if size * dtype_.itemsize > CONSTANT_BYTES // 8:  # too big to keep: a private array
         return np.frombuffer(raw * n, dtype_)
+    if cached is not None:  # outgrown: replaced below
+        _constant_bytes -= cached.nbytes
     if _constant_bytes + size * dtype_.itemsize > CONSTANT_BYTES:
         _constants.clear()
         _constant_bytes = 0
     cached = _constants[(value, dtype)] = np.frombuffer(raw * size, dtype_)  # from bytes: read-only
-    _constant_bytes += size * dtype_.itemsize
+    _constant_bytes += cached.nbytes
     return cached[:n]
+
+
+def constant_bytes() -> int:
+    """Memory held by the shared constant columns (at most ``CONSTANT_BYTES``)."""
+    return _constant_bytes
 
 
 def widen(values: np.ndarray) -> np.ndarray:

@@ -22,7 +22,8 @@ How a ``decode_many`` call works:
 3. Per group of records (v5, or one template), vectorized: the records are copied out of the
    buffer in one fancy index and viewed with the template's structured dtype; the packet
    context (receive time, exporter, header clock, sampling rate) is read from the gathered
-   headers and spread to records (``context.py``); the columns are built (``columns.py``).
+   headers and spread to records (``context.py``); the columns are built (``columns.py``; v5
+   records by ``v5.flow_columns``, the same rules written out for their one fixed layout).
    Then every group is concatenated into one Arrow batch.
 
 Counters are exact whichever path a packet takes. Rows come grouped: v5, then one group per
@@ -684,7 +685,7 @@ class Decoder:
         key = tmpl.key if tmpl is not None else None
         version = key[1] if key is not None else 5
         packet = packet_table(batch.recv[group.rows], batch.head[group.rows], ids, exporters, self._resolve, version)
-        if tmpl is None and (cols := v5.columns(recs, packet, same)) is not None:
+        if tmpl is None and (cols := v5.flow_columns(recs, packet, same)) is not None:
             return cols
         ctx = Context(packet, None, same, key)
         return self._group_columns(recs, tmpl, ctx, None)

@@ -1,8 +1,8 @@
 """NetFlow v5: a 24-byte header and fixed 48-byte records, decoded with one numpy view.
 
-Every v5 record of a ``decode_many`` call is concatenated and read through ``RECORD`` in one
-``np.frombuffer``; per-packet header values (export time, sysUptime, sampling interval) are
-spread to the records with ``np.repeat``.
+The front end copies every v5 record of a ``decode_many`` call into one array read through
+``RECORD``; ``flow_columns`` turns it into ``FLOW_SCHEMA`` columns, with the per-packet header
+values (export time, sysUptime, sampling rate) spread to the records with ``np.repeat``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ingest.decode import columns as C
-from ingest.decode.columns import Columns
+from ingest.decode import columns
+from ingest.decode.columns import Columns, constant
 from ingest.decode.timestamps import uptime_to_unix_us
 
 HEADER = struct.Struct("!HHIIIIBBH")  # version, count, sysUptime, secs, nsecs, sequence, engine type/id, sampling
@@ -46,7 +46,7 @@ def parse_header(payload: bytes) -> int | str:
     return count
 
 
-def columns(recs: np.ndarray, packet: dict[str, Any], counts: np.ndarray | int) -> Columns | None:
+def flow_columns(recs: np.ndarray, packet: dict[str, Any], counts: np.ndarray | int) -> Columns | None:
     """``FLOW_SCHEMA`` columns of v5 records (``RECORD``) from a ``packet_table`` of their packets
     (``counts`` records each). None when a general rule is needed: an exporter boot time
     learned from options data (the per-template path of ``columns.forward`` handles it).
@@ -59,18 +59,18 @@ def columns(recs: np.ndarray, packet: dict[str, Any], counts: np.ndarray | int) 
     n = len(recs)
     recv = np.repeat(packet["recv"], counts)
     single = packet["_single_exporter"]
-    exporter = C.constant(single, "V16", n) if single is not None else np.repeat(packet["exporter"], counts)
+    exporter = constant(single, "V16", n) if single is not None else np.repeat(packet["exporter"], counts)
     export_us, uptime = packet["export_us"], packet["uptime"]
     start, end = _times(recs, export_us, uptime, counts)
     cols: Columns = {
         "receive_time": (recv, None),
         "exporter": (exporter, None),
-        "observation_domain": (C.constant(0, np.uint32, n), None),
-        "flow_version": (C.constant(5, np.uint8, n), None),
+        "observation_domain": (constant(0, np.uint32, n), None),
+        "flow_version": (constant(5, np.uint8, n), None),
         "flow_start": (start, None),
         "flow_end": (end, None),
-        "src_addr": (C.mapped(recs["src_addr4"]), None),
-        "dst_addr": (C.mapped(recs["dst_addr4"]), None),
+        "src_addr": (columns.mapped(recs["src_addr4"]), None),
+        "dst_addr": (columns.mapped(recs["dst_addr4"]), None),
         "src_port": (recs["src_port"].astype(np.uint16), None),
         "dst_port": (recs["dst_port"].astype(np.uint16), None),
         "protocol": (recs["protocol"].copy(), None),
@@ -81,13 +81,13 @@ def columns(recs: np.ndarray, packet: dict[str, Any], counts: np.ndarray | int) 
         "output_if": (recs["output_if"].astype(np.uint32), None),
         "src_as": (recs["src_as"].astype(np.uint32), None),
         "dst_as": (recs["dst_as"].astype(np.uint32), None),
-        "direction": C.absent("direction", n),
+        "direction": columns.absent("direction", n),
     }
-    if not (int(export_us.min()) >= _MAX_AGE_US and int(export_us.max()) < C.MAX_TIME_US - _MAX_AGE_US):
-        cols["flow_start"] = (start, C.valid_times(start, None))
-        cols["flow_end"] = (end, C.valid_times(end, None))
+    if not (int(export_us.min()) >= _MAX_AGE_US and int(export_us.max()) < columns.MAX_TIME_US - _MAX_AGE_US):
+        cols["flow_start"] = (start, columns.valid_times(start, None))
+        cols["flow_end"] = (end, columns.valid_times(end, None))
     rate = packet["rate"]
-    C.scale(cols, int(rate[0]) if (rate == rate[0]).all() else np.repeat(rate, counts))
+    columns.scale(cols, int(rate[0]) if (rate == rate[0]).all() else np.repeat(rate, counts))
     return cols
 
 

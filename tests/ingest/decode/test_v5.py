@@ -1,6 +1,6 @@
-"""``v5.columns``, the NetFlow v5 column builder, against the general per-template rules.
+"""``v5.flow_columns``, the NetFlow v5 column builder, against the general per-template rules.
 
-The front end decodes v5 records with ``v5.columns``; every other layout goes through
+The front end decodes v5 records with ``v5.flow_columns``; every other layout goes through
 ``columns.forward`` and the decoder's sampling rules. Both must give the same batch for the
 same records: these tests build v5 packets that exercise every input of the builder (several
 exporters, header sampling intervals and configured defaults, packets of different sizes, clocks
@@ -23,14 +23,14 @@ from tests.ingest.decode.helpers import EXPORT_TIME, RECEIVE_US, random_flows
 
 
 def _both(decoder: Decoder, items: list) -> tuple[pa.RecordBatch | None, pa.RecordBatch]:
-    """(``v5.columns``, the general rules) over the v5 records of ``items`` as the front end groups them."""
+    """(``v5.flow_columns``, the general rules) over the v5 records of ``items`` as the front end groups them."""
     batch = frontend.Batch(items, decoder._exporter_bytes)
     (group,) = decoder._front(_Call(), batch)
     assert group.template is None
     recs = batch.records(group.starts, group.counts, v5.RECORD_LEN, v5.RECORD)
     ids = batch.exporter_index[group.rows] if batch.exporter_index is not None else None
     packet = packet_table(batch.recv[group.rows], batch.head[group.rows], ids, batch.exporters, decoder._resolve, 5)
-    fast = v5.columns(recs, packet, group.counts)
+    fast = v5.flow_columns(recs, packet, group.counts)
     general = decoder._group_columns(recs, None, Context(packet, None, group.counts, None), None)
     return (None if fast is None else columns.to_batch(fast)), columns.to_batch(general)
 
