@@ -258,17 +258,15 @@ def pick(rate: np.ndarray | int, keep: np.ndarray) -> np.ndarray | int:
 
 def scale(cols: Columns, rate: np.ndarray | int) -> None:
     """Multiply bytes and packets by the sampling rate (per record, or an int for all) and record it."""
-    n = len(cols["bytes"][0])
     if isinstance(rate, int):
-        if rate != 1:
-            cols["bytes"] = (cols["bytes"][0].astype(np.uint64) * np.uint64(rate), None)
-            cols["packets"] = (cols["packets"][0].astype(np.uint64) * np.uint64(rate), None)
-        cols["sampling_rate"] = (constant(rate, np.uint32, n), None)
-        return
-    r = rate.astype(np.uint64)
-    cols["bytes"] = (cols["bytes"][0].astype(np.uint64) * r, None)
-    cols["packets"] = (cols["packets"][0].astype(np.uint64) * r, None)
-    cols["sampling_rate"] = (rate, None)
+        factor = np.uint64(rate) if rate != 1 else None
+        cols["sampling_rate"] = (constant(rate, np.uint32, len(cols["bytes"][0])), None)
+    else:
+        factor = rate.astype(np.uint64)
+        cols["sampling_rate"] = (rate, None)
+    if factor is not None:
+        cols["bytes"] = (cols["bytes"][0].astype(np.uint64) * factor, None)
+        cols["packets"] = (cols["packets"][0].astype(np.uint64) * factor, None)
 
 
 def concat(parts: list[Columns]) -> Columns:

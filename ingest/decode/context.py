@@ -8,8 +8,8 @@ distinct exporter, domain and v5 header rate, not per packet).
 ``Context`` is the per-record view ``columns.py`` reads: ``ctx["recv"]`` is one value per
 record. Per-packet arrays are expanded with ``np.repeat`` only when a column asks for them;
 what one group of records shares (its template's exporter, version and domain) is filled
-directly, and ``constant`` tells callers when a per-packet value is the same everywhere (the
-sampling rate usually is) so they can use a scalar.
+directly, and ``shared`` gives a per-packet value as a scalar when it is the same everywhere (the
+sampling rate usually is).
 """
 
 from __future__ import annotations
@@ -165,8 +165,9 @@ class Context:
             return default
         return self[name]
 
-    def constant(self, name: str) -> int | None:
-        """The value of a per-packet array when it is the same for every record, else None."""
+    def shared(self, name: str) -> np.ndarray | int:
+        """A per-packet value as one int when every record has the same (the sampling rate
+        usually), else per record."""
         values = self.per_packet(name)
         first = values[0]
-        return int(first) if (values == first).all() else None
+        return int(first) if (values == first).all() else self[name]

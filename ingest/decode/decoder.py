@@ -685,9 +685,9 @@ class Decoder:
         key = tmpl.key if tmpl is not None else None
         version = key[1] if key is not None else 5
         packet = packet_table(batch.recv[group.rows], batch.head[group.rows], ids, exporters, self._resolve, version)
-        if tmpl is None and (cols := v5.flow_columns(recs, packet, same)) is not None:
-            return cols
         ctx = Context(packet, None, same, key)
+        if tmpl is None and (cols := v5.flow_columns(recs, ctx)) is not None:
+            return cols
         return self._group_columns(recs, tmpl, ctx, None)
 
     def _slow_columns(self, call: _Call) -> list[columns.Columns]:
@@ -761,8 +761,7 @@ class Decoder:
         """Per-record sampling rate (see ``sampling.py`` for the order): an int when all the same."""
         in_record = any(role in values for role in SAMPLING_ROLES)
         if not in_record:
-            same = ctx.constant("rate")
-            return ctx["rate"] if same is None else same
+            return ctx.shared("rate")
         rate = record_rate(values, ctx.n)
         if (sampler := values.get("sampler_id")) is not None and self.samplers:
             sid = (columns.widen(sampler).astype(np.uint64) & np.uint64(0xFFFFFFFF)).astype(np.int64)

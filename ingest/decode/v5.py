@@ -2,18 +2,18 @@
 
 The front end copies every v5 record of a ``decode_many`` call into one array read through
 ``RECORD``; ``flow_columns`` turns it into ``FLOW_SCHEMA`` columns, with the per-packet header
-values (export time, sysUptime, sampling rate) spread to the records with ``np.repeat``.
+values (export time, sysUptime, sampling rate) spread to the records by its ``Context``.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 import numpy as np
 
 from ingest.decode import columns
-from ingest.decode.columns import Columns, constant
+from ingest.decode.columns import Columns
+from ingest.decode.context import Context
 from ingest.decode.timestamps import uptime_to_unix_us
 
 HEADER = struct.Struct("!HHIIIIBBH")  # version, count, sysUptime, secs, nsecs, sequence, engine type/id, sampling
@@ -46,27 +46,24 @@ def parse_header(payload: bytes) -> int | str:
     return count
 
 
-def flow_columns(recs: np.ndarray, packet: dict[str, Any], counts: np.ndarray | int) -> Columns | None:
-    """``FLOW_SCHEMA`` columns of v5 records (``RECORD``) from a ``packet_table`` of their packets
-    (``counts`` records each). None when a general rule is needed: an exporter boot time
-    learned from options data (the per-template path of ``columns.forward`` handles it).
+def flow_columns(recs: np.ndarray, ctx: Context) -> Columns | None:
+    """``FLOW_SCHEMA`` columns of v5 records (``RECORD``) with their packets' ``Context``. None
+    when a general rule is needed: an exporter boot time learned from options data (the
+    per-template path of ``columns.forward`` handles it).
 
     The v5 record is fixed, so this is ``columns.forward`` for one known layout without its
     role lookups: one pass per column, and the time validity checked once per packet (a
     record's time is its packet's export time minus at most 2^31 ms)."""
-    if packet["system_init_ms"].any():
+    if ctx.get("system_init_ms") is not None:
         return None
-    n = len(recs)
-    recv = np.repeat(packet["recv"], counts)
-    single = packet["_single_exporter"]
-    exporter = constant(single, "V16", n) if single is not None else np.repeat(packet["exporter"], counts)
-    export_us, uptime = packet["export_us"], packet["uptime"]
-    start, end = _times(recs, export_us, uptime, counts)
+    export_us, uptime = ctx["export_us"], ctx["uptime"]
+    start = uptime_to_unix_us(recs["start_uptime"], export_us, uptime)
+    end = uptime_to_unix_us(recs["end_uptime"], export_us, uptime)
     cols: Columns = {
-        "receive_time": (recv, None),
-        "exporter": (exporter, None),
-        "observation_domain": (constant(0, np.uint32, n), None),
-        "flow_version": (constant(5, np.uint8, n), None),
+        "receive_time": (ctx["recv"], None),
+        "exporter": (ctx["exporter"], None),
+        "observation_domain": (ctx["domain"], None),
+        "flow_version": (ctx["version"], None),
         "flow_start": (start, None),
         "flow_end": (end, None),
         "src_addr": (columns.mapped(recs["src_addr4"]), None),
@@ -81,22 +78,11 @@ def flow_columns(recs: np.ndarray, packet: dict[str, Any], counts: np.ndarray | 
         "output_if": (recs["output_if"].astype(np.uint32), None),
         "src_as": (recs["src_as"].astype(np.uint32), None),
         "dst_as": (recs["dst_as"].astype(np.uint32), None),
-        "direction": columns.absent("direction", n),
+        "direction": columns.absent("direction", ctx.n),
     }
-    if not (int(export_us.min()) >= _MAX_AGE_US and int(export_us.max()) < columns.MAX_TIME_US - _MAX_AGE_US):
+    clock = ctx.per_packet("export_us")
+    if not (int(clock.min()) >= _MAX_AGE_US and int(clock.max()) < columns.MAX_TIME_US - _MAX_AGE_US):
         cols["flow_start"] = (start, columns.valid_times(start, None))
         cols["flow_end"] = (end, columns.valid_times(end, None))
-    rate = packet["rate"]
-    columns.scale(cols, int(rate[0]) if (rate == rate[0]).all() else np.repeat(rate, counts))
+    columns.scale(cols, ctx.shared("rate"))
     return cols
-
-
-def _times(
-    recs: np.ndarray, export_us: np.ndarray, uptime: np.ndarray, counts: np.ndarray | int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(flow start, flow end) in µs from the records' sysUptime stamps and their packet's clock."""
-    export_us, uptime = np.repeat(export_us, counts), np.repeat(uptime, counts)
-    return (
-        uptime_to_unix_us(recs["start_uptime"], export_us, uptime),
-        uptime_to_unix_us(recs["end_uptime"], export_us, uptime),
-    )

@@ -30,7 +30,7 @@ def _both(decoder: Decoder, items: list) -> tuple[pa.RecordBatch | None, pa.Reco
     recs = batch.records(group.starts, group.counts, v5.RECORD_LEN, v5.RECORD)
     ids = batch.exporter_index[group.rows] if batch.exporter_index is not None else None
     packet = packet_table(batch.recv[group.rows], batch.head[group.rows], ids, batch.exporters, decoder._resolve, 5)
-    fast = v5.flow_columns(recs, packet, group.counts)
+    fast = v5.flow_columns(recs, Context(packet, None, group.counts, None))
     general = decoder._group_columns(recs, None, Context(packet, None, group.counts, None), None)
     return (None if fast is None else columns.to_batch(fast)), columns.to_batch(general)
 
