@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -16,6 +15,7 @@ import pytest
 import yaml
 
 from flowlens_dagster.instance import WORKSPACE, dagster_database, instance_settings, write_instance
+from flowlens_dagster.run import ui_answers
 from ingest.config import PROJECT_ROOT, FlowLensConfig
 
 DAGSTER = str(Path(sys.executable).parent / "dagster")
@@ -86,14 +86,6 @@ def test_project_definitions_validate(tmp_path: Path) -> None:
     assert "All code locations passed validation" in result.stdout + result.stderr
 
 
-def _webserver_up(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 def _group_alive(pgid: int) -> list[int]:
     alive = []
     for entry in Path("/proc").iterdir():
@@ -125,7 +117,7 @@ def test_dagster_dev_started_in_the_background_stops_on_sigterm(tmp_path: Path) 
                                 start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        while not _webserver_up(port):
+        while not ui_answers(FlowLensConfig(dagster={"port": port})):
             assert proc.poll() is None, (tmp_path / "dagster.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "dagster dev did not serve within 120 s"
             time.sleep(1)
