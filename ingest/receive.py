@@ -131,29 +131,26 @@ class FairQueue:
         Packets from a socket come in runs (an exporter sends a burst), so grouping consecutive
         packets costs far less per packet than appending them one by one.
         """
-        queues, order = self.queues, self._order
         for exporter, run in groupby(packets, key=itemgetter(EXPORTER)):
-            q = queues.get(exporter)
-            if q is None:
-                q = queues[exporter] = deque()
-            if not q:
-                order.append(exporter)
-            q.extend(run)
+            self._fifo(exporter).extend(run)
         self.size += len(packets)
 
     def _put_shedding(self, packets: list[Packet]) -> None:
         """Packet by packet, shedding as soon as the queue overflows (the decision depends on it)."""
         for pkt in packets:
-            exporter = pkt[EXPORTER]
-            q = self.queues.get(exporter)
-            if q is None:
-                q = self.queues[exporter] = deque()
-            if not q:
-                self._order.append(exporter)
-            q.append(pkt)
+            self._fifo(pkt[EXPORTER]).append(pkt)
             self.size += 1
             if self.size > self.max_packets:
                 self._shed_largest()
+
+    def _fifo(self, exporter: str) -> deque:
+        """The exporter's FIFO, put back in the round-robin order when it was empty."""
+        q = self.queues.get(exporter)
+        if q is None:
+            q = self.queues[exporter] = deque()
+        if not q:
+            self._order.append(exporter)
+        return q
 
     def _shed_largest(self) -> None:
         exporter = max(self.queues, key=lambda e: len(self.queues[e]))
