@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from assets import changes, enriched_flows, flow_stats, topology
-from ingest.addresses import V4_PREFIX
+from ingest.addresses import V4_PREFIX_BYTES
 from ingest.benchmark import report
 from ingest.config import load_config
 from ingest.schema import FLOW_SCHEMA
@@ -36,7 +36,6 @@ from ingest.schema import FLOW_SCHEMA
 SEED_UPSERTS_PER_S = 35_000
 BENCH_DATABASE = f"flowlens_pipeline_bench_{os.getpid()}"
 BATCH_ROWS = 1_000_000
-V4 = np.frombuffer(V4_PREFIX, np.uint8)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -58,7 +57,7 @@ def _fixed16(raw: np.ndarray) -> pa.Array:
 def _addresses(ids: np.ndarray, net: int) -> np.ndarray:
     """IPv4-mapped addresses 10.<net>.x.y from integer ids, as (n, 16) bytes."""
     raw = np.zeros((len(ids), 16), np.uint8)
-    raw[:, :12] = V4
+    raw[:, :12] = V4_PREFIX_BYTES
     raw[:, 12] = 10
     raw[:, 13] = net
     raw[:, 14] = (ids >> 8) & 0xFF

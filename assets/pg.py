@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
-from ingest.addresses import V4_PREFIX
+from ingest.addresses import V4_PREFIX, v4_mapped
 from ingest.land.pgbinary import addresses
 
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
@@ -50,7 +50,6 @@ CHUNK_ROWS = 100_000
 _FIXED = {"int2": ">i2", "int4": ">i4", "int8": ">i8", "float8": ">f8", "bool": ">?", "timestamptz": ">i8"}
 # inet header words (family, prefix bits, is_cidr, address length) for the fixed-width encoder.
 INET4_WORD, INET6_WORD = 0x02200004, 0x03800010
-V4_PREFIX_BYTES = np.frombuffer(V4_PREFIX, np.uint8)
 
 
 class CopyEncodeError(ValueError):
@@ -143,7 +142,7 @@ def _fixed_width_fields(table: pa.Table, pg_types: Sequence[str]) -> list[tuple]
         addrs = address_matrix(column)
         if addrs is None:
             return None
-        is_v4 = (addrs[:, :12] == V4_PREFIX_BYTES).all(axis=1)
+        is_v4 = v4_mapped(addrs)
         if is_v4.all():
             columns.append(([(f"len{i}", ">i4"), (f"head{i}", ">u4"), (f"v{i}", "u1", (4,))], addrs[:, 12:]))
         elif not is_v4.any():

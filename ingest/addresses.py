@@ -1,15 +1,24 @@
 """The 16-byte address form of ``ingest.schema`` and its text form, one value at a time.
 
 IPv4 travels as IPv4-mapped IPv6 (``::ffff:a.b.c.d``) so one fixed-size column holds both families.
-These scalar helpers serve the edges (CLI output, tests, distinct-value tables); whole columns are
-converted vectorized where they are used (decoder, PostgreSQL COPY, enrichment keys).
+The scalar helpers serve the edges (CLI output, tests, distinct-value tables); whole columns are
+converted vectorized where they are used (decoder, PostgreSQL COPY, enrichment keys), with
+``V4_PREFIX_BYTES`` and ``v4_mapped`` for ``(n, 16)`` byte matrices.
 """
 
 from __future__ import annotations
 
 import ipaddress
 
+import numpy as np
+
 V4_PREFIX = b"\x00" * 10 + b"\xff\xff"
+V4_PREFIX_BYTES = np.frombuffer(V4_PREFIX, np.uint8)  # the prefix as a row of an (n, 16) uint8 matrix
+
+
+def v4_mapped(matrix: np.ndarray) -> np.ndarray:
+    """Per row of an ``(n, 16)`` uint8 address matrix: whether it is an IPv4-mapped address."""
+    return (matrix[:, :12] == V4_PREFIX_BYTES).all(axis=1)
 
 
 def addr_text(raw: bytes | None) -> str | None:

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ingest.addresses import v4_mapped
 from ingest.decode.fields import (
     IE,
     IPFIX_IPV4_FIELDS,
@@ -318,7 +319,7 @@ def encode_v5(
 
 
 def _all_ipv4_mapped(addr: np.ndarray) -> bool:
-    return bool((addr[:, :10] == 0).all() and (addr[:, 10:12] == 0xFF).all())
+    return bool(v4_mapped(addr).all())
 
 
 # --- NetFlow v9 and IPFIX --------------------------------------------------------------------

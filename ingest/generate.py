@@ -38,10 +38,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingest import mmsg
-from ingest.addresses import V4_PREFIX
+from ingest.addresses import V4_PREFIX_BYTES
 from ingest.encode import IPFIX_IPV4_FIELDS, V9_IPV4_FIELDS, IpfixEncoder, V9Encoder, encode_v5
 
-V4_PREFIX_BYTES = np.frombuffer(V4_PREFIX, np.uint8)
 TRUTH_KEYS = ["src_addr", "dst_addr", "dst_port", "protocol"]
 
 

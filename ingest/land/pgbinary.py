@@ -22,13 +22,12 @@ import struct
 import numpy as np
 import pyarrow as pa
 
-from ingest.addresses import V4_PREFIX
+from ingest.addresses import v4_mapped
 from ingest.schema import FLOW_COLUMNS, FLOW_SCHEMA
 
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in µs since 1970-01-01
 HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 TRAILER = struct.pack("!h", -1)
-V4_PREFIX_BYTES = np.frombuffer(V4_PREFIX, np.uint8)
 
 # flow_raw column -> binary kind ('ts' timestamptz, 'inet', 'i2'/'i4'/'i8' integers).
 KINDS: dict[str, str] = {
@@ -69,7 +68,7 @@ def encode_copy(batch: pa.RecordBatch) -> bytes:
     for bit, name in enumerate(FLOW_COLUMNS):
         if KINDS[name] == "inet":
             addr = addresses(batch.column(name))
-            is_v4 = (addr[:, :12] == V4_PREFIX_BYTES).all(axis=1)
+            is_v4 = v4_mapped(addr)
             cols[name] = (addr, is_v4)
             shape |= is_v4.astype(np.int64) << bit
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from ingest.addresses import V4_PREFIX
+from ingest.addresses import V4_PREFIX_BYTES
 from ingest.schema import FLOW_SCHEMA
 
 
@@ -17,7 +17,7 @@ def random_flows(n: int, start_us: int, span_us: int = 1_000_000, seed: int = 1,
     def addrs() -> pa.Array:
         raw = rng.integers(0, 256, size=(n, 16), dtype=np.uint8)
         v4 = rng.random(n) >= v6_share
-        raw[v4, :12] = np.frombuffer(V4_PREFIX, np.uint8)
+        raw[v4, :12] = V4_PREFIX_BYTES
         return pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), n, [None, pa.py_buffer(raw.tobytes())])
 
     def maybe_null(values: np.ndarray, typ: pa.DataType) -> pa.Array:
