@@ -50,7 +50,7 @@ DONE_ASSET = "topology_changes"
 SUMMARY_SQL = {
     "flows landed (flow_raw)": "SELECT count(*) FROM flowlens.flow_raw WHERE receive_time >= %(first)s",
     "bytes landed": "SELECT coalesce(sum(bytes), 0) FROM flowlens.flow_raw WHERE receive_time >= %(first)s",
-    "windows processed": "SELECT count(*) FROM flowlens.window_loads WHERE asset = 'topology_changes'"
+    "windows processed": f"SELECT count(*) FROM flowlens.window_loads WHERE asset = '{DONE_ASSET}'"
     " AND window_start >= %(first)s AND window_start < %(end)s",
     "bytes in those windows": "SELECT coalesce(sum(bytes), 0) FROM flowlens.flow_raw"
     " WHERE receive_time >= %(first)s AND receive_time < %(end)s",
