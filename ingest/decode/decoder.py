@@ -673,17 +673,16 @@ class Decoder:
 
     def _fast_columns(self, batch: frontend.Batch, group: frontend.Group) -> columns.Columns:
         """Columns of a front-end group: its records copied out of the batch buffer in one go."""
-        tmpl = group.template
-        length, dtype = (tmpl.record_length, tmpl.dtype) if tmpl is not None else (v5.RECORD_LEN, v5.RECORD)
-        recs = batch.records(group.starts, group.counts, length, dtype)
-        counts = group.counts
+        tmpl, counts = group.template, group.counts
         same = int(counts[0]) if (counts == counts[0]).all() else counts  # an int: cheaper np.repeat
-        ids = batch.exporter_index[group.rows] if batch.exporter_index is not None else None
-        exporters = [e or b"" for e in batch.exporters]  # packets of a bad exporter are never in a group
-        if tmpl is not None:
-            ids, exporters = None, [tmpl.key[0]]
-        key = tmpl.key if tmpl is not None else None
-        version = key[1] if key is not None else 5
+        if tmpl is None:  # NetFlow v5, from any of the call's exporters
+            recs = batch.records(group.starts, counts, v5.RECORD_LEN, v5.RECORD)
+            ids = batch.exporter_index[group.rows] if batch.exporter_index is not None else None
+            exporters = [e or b"" for e in batch.exporters]  # packets of a bad exporter are never in a group
+            key, version = None, 5
+        else:  # one template: one exporter, version and domain
+            recs = batch.records(group.starts, counts, tmpl.record_length, tmpl.dtype)
+            ids, exporters, key, version = None, [tmpl.key[0]], tmpl.key, tmpl.key[1]
         packet = packet_table(batch.recv[group.rows], batch.head[group.rows], ids, exporters, self._resolve, version)
         ctx = Context(packet, None, same, key)
         if tmpl is None and (cols := v5.flow_columns(recs, ctx)) is not None:
