@@ -32,6 +32,7 @@ from ingest.addresses import V4_PREFIX_BYTES
 from ingest.benchmark import report
 from ingest.config import load_config
 from ingest.schema import FLOW_SCHEMA
+from ingest.services import require
 
 SEED_UPSERTS_PER_S = 35_000
 BENCH_DATABASE = f"flowlens_pipeline_bench_{os.getpid()}"
@@ -168,16 +169,50 @@ def _create_topic(cfg) -> None:
 
 
 def cleanup(cfg) -> None:
-    """Drop the bench database, lake and topic."""
+    """Drop the bench database, lake and topic.
+
+    Not ``DROP DATABASE ... WITH (FORCE)``: the application role may not terminate autovacuum
+    workers (busy after a big load) and FORCE fails on them, while a plain drop stops them itself.
+    Our own connections are closed first; any left by a library are ended here (same role).
+    """
     import shutil
 
     import psycopg
 
+    from flowlens_dagster.checks.gx_runner import RUNNER
+
+    RUNNER.close_connections()
     with psycopg.connect(cfg.postgres.dsn("postgres"), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
+        deadline = time.monotonic() + 60
+        while True:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND usename = current_user AND pid <> pg_backend_pid()",
+                (BENCH_DATABASE,),
+            )
+            try:
+                conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE}")
+                break
+            except psycopg.errors.ObjectInUse:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
     shutil.rmtree(cfg.lake_dir, ignore_errors=True)
     if cfg.uses_kafka:
         _drop_topic(cfg)
+
+
+def cleanup_reporting(cfg) -> None:
+    """``cleanup`` that never hides the figures already measured: a failure is one line on stderr."""
+    try:
+        cleanup(cfg)
+    except Exception as exc:  # any failure here must leave the report intact
+        print(
+            f"bench cleanup failed ({type(exc).__name__}: {exc}); the next bench run empties database"
+            f" {BENCH_DATABASE} again, or drop it: FLOWLENS_POSTGRES__DATABASE=postgres flowlens sql"
+            f" 'DROP DATABASE {BENCH_DATABASE}'",
+            file=sys.stderr,
+        )
 
 
 def _drop_topic(cfg) -> None:
@@ -242,6 +277,7 @@ def run_window(cfg, window: datetime) -> dict[str, float]:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     cfg = bench_config(args)
+    require(cfg, ["postgres", "kafka"] if cfg.uses_kafka else ["postgres"], "flowlens bench pipeline")
     now = datetime.now(UTC)
     window = (now - timedelta(hours=1)).replace(minute=now.minute - now.minute % 5, second=0, microsecond=0)
     setup_started = time.perf_counter()
@@ -261,7 +297,7 @@ def main(argv: list[str]) -> int:
         figures["peak_rss_mb"] = peak_rss_mb()
     finally:
         if not args.keep:
-            cleanup(cfg)
+            cleanup_reporting(cfg)
     report(
         "pipeline",
         figures,

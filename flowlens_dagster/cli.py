@@ -11,6 +11,8 @@ import importlib
 import os
 import sys
 
+from ingest.services import ServiceUnavailable
+
 # name -> (module:function, one-line help). Keep sorted by data path.
 COMMANDS: dict[str, tuple[str, str]] = {
     "stack": (
@@ -40,6 +42,9 @@ def _usage() -> str:
 def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(list(sys.argv[1:] if argv is None else argv))
+    except ServiceUnavailable as exc:  # raised by ingest.services.require: already one line for the user
+        print(exc, file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from ingest.config import PROJECT_ROOT, ConfigError, FlowLensConfig, load_config
+from ingest.services import needed, require
 
 WORKSPACE = PROJECT_ROOT / "workspace.yaml"
 MODES = ("minimal", "standard", "full", "auto")
@@ -146,10 +147,12 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(own)
     try:
         cfg = load_config(args.config)
-        path = write_instance(cfg, args.mode)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    require(cfg, needed(cfg), "flowlens dagster")
+    try:
+        path = write_instance(cfg, args.mode)
     except Exception as exc:  # e.g. PostgreSQL down in a PostgreSQL mode
         print(f"flowlens dagster: cannot prepare the instance: {exc}\nRun `flowlens stack up` first.", file=sys.stderr)
         return 1

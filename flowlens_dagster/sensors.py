@@ -39,6 +39,7 @@ from flowlens_dagster.partitions import START, WINDOW, window_key
 from flowlens_dagster.resources import LandingResource, PostgresResource
 from ingest.config import FlowLensConfig, load_config
 from ingest.land.base import Watermark, window_start
+from ingest.services import ServiceUnavailable, require
 
 SENSOR_NAME = "watermark_sensor"
 # the run tags `dagster asset materialize --partition-range A...B` sets (Dagster's system tags)
@@ -94,8 +95,8 @@ def plan_tick(
     cursor: dict,
     newest_landed: datetime | None,
     newest_processed_end: datetime | None,
-    in_flight: int = 0,
-    first_partition: datetime = START,
+    in_flight: int,
+    first_partition: datetime,
 ) -> TickPlan:
     """Decide this tick's run requests and lag state from watermarks and the previous cursor."""
     pipe, bp = cfg.pipeline, cfg.backpressure.kafka
@@ -215,6 +216,10 @@ def build_sensor(job) -> dg.SensorDefinition:
         context: dg.SensorEvaluationContext, landing: LandingResource, postgres: PostgresResource
     ) -> dg.SensorResult | dg.SkipReason:
         cfg = landing.flowlens_config()
+        try:  # a stopped stack is one line per tick in the UI, not a traceback
+            require(cfg, ["postgres", "kafka"] if cfg.uses_kafka else ["postgres"], "watermark sensor")
+        except ServiceUnavailable as exc:
+            return dg.SkipReason(str(exc))
         cursor = json.loads(context.cursor) if context.cursor else {}
         opened = landing.open()
         try:
@@ -229,6 +234,7 @@ def build_sensor(job) -> dg.SensorDefinition:
                 opened.newest_receive_time(),
                 newest_processed + WINDOW if newest_processed else None,
                 in_flight=_in_flight(context, job.name),
+                first_partition=START,
             )
             events = [landed_event(opened, postgres, cfg.mode, w) for w in plan.windows]
         finally:

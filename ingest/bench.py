@@ -43,6 +43,7 @@ from ingest import mmsg
 from ingest.benchmark import report
 from ingest.config import FlowLensConfig, load_config
 from ingest.metrics import udp_socket_stats
+from ingest.services import require
 
 SEED_INSTANCE_FLOWS_PER_S = 25_000
 WARM_UP_RATE, WARM_UP_SECONDS = 500_000, 4.0  # flows/s and seconds sent before the first trial
@@ -442,6 +443,7 @@ def main(argv: list[str]) -> int:
     versions = tuple(int(v) for v in args.versions.split(","))
     processes = args.processes or os.cpu_count() or 1
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    require(cfg, [b for b in backends if b in ("kafka", "postgres")], "flowlens bench ingest")
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else (lambda m: print(m, flush=True))
     workdir = Path(tempfile.mkdtemp(prefix="flowlens-bench-ingest-"))
     # Seconds of traffic, not the seed's 50k flows: at millions of flows/s the seed's queue is 25 ms.

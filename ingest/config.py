@@ -267,7 +267,8 @@ class IngestConfig(_Section):
 
 
 class PipelineConfig(_Section):
-    partition_start: str = ""  # ISO date/time of the first 5-minute partition; empty = 2 days ago
+    partition_start: str = ""  # ISO date/time of the first 5-minute partition; empty = chosen once, persisted
+    partition_lookback_days: int = Field(7, ge=1)  # the persisted start's distance back (flows.raw keeps 7 days)
     window_minutes: Literal[5] = 5
     grace_seconds: int = Field(30, ge=0)
     instance_timeout_seconds: int = Field(120, ge=1)  # a silent ingest instance stops holding windows

@@ -18,6 +18,7 @@ declare -A PACKAGES=(
   [softflowd]=/usr/sbin/softflowd
   [nfdump]=/usr/bin/nfdump
   [tshark]=/usr/bin/tshark
+  [faketime]=/usr/bin/faketime
 )
 missing=()
 for pkg in "${!PACKAGES[@]}"; do

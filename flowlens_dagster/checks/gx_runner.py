@@ -15,6 +15,7 @@ rows and a few example values, in a form that becomes Dagster metadata as is.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
@@ -153,6 +154,17 @@ class GXRunner:
             self._context = gx.get_context(mode="ephemeral")
             self._context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         return self._context
+
+    def close_connections(self) -> None:
+        """Dispose the PostgreSQL sources' connection pools (a database about to be dropped needs it)."""
+        for key, source in list(self._sources.items()):
+            if key == "pandas":
+                continue
+            with contextlib.suppress(Exception):  # a source that never connected has no engine to dispose
+                source.get_engine().dispose()
+            with contextlib.suppress(Exception):
+                self.context().data_sources.delete(source.name)
+            del self._sources[key]
 
     def _postgres(self, url: str) -> Any:
         if url not in self._sources:

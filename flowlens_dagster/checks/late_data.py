@@ -24,6 +24,7 @@ from flowlens_dagster.checks.reconcile import landing_matches_load
 from flowlens_dagster.checks.windows import Span
 from flowlens_dagster.partitions import window_key
 from flowlens_dagster.resources import LakeResource, LandingResource, PostgresResource
+from ingest.services import ServiceUnavailable, require
 
 RECENT_WINDOWS = 6  # windows compared per tick (30 minutes of receive time)
 
@@ -57,6 +58,10 @@ def late_data_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     if landing.mode in ("standard", "full"):
         return dg.SkipReason("landing is Kafka: landing_matches_load runs with each enriched_flows materialization")
+    try:  # a stopped stack is one line per tick in the UI, not a traceback
+        require(landing.flowlens_config(), ["postgres"], "late_data_sensor")
+    except ServiceUnavailable as exc:
+        return dg.SkipReason(str(exc))
     changed = changed_windows(postgres)
     if not changed:
         return dg.SkipReason(f"the landing of the last {RECENT_WINDOWS} processed windows is unchanged")

@@ -125,11 +125,19 @@ def _java_argv(cfg: FlowLensConfig, main_class: str, *args: str) -> list[str]:
 
 
 def _cluster_id(paths: Paths) -> str:
-    if not paths.cluster_id.exists():
-        # Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding.
-        raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        paths.cluster_id.write_text(raw + "\n")
+    # An id starting with "-" reads as an option to kafka-storage's parser, so formatting never
+    # succeeded with one and it is safe to replace (Kafka's own generator avoids them likewise).
+    if not paths.cluster_id.exists() or paths.cluster_id.read_text().startswith("-"):
+        paths.cluster_id.write_text(new_cluster_id() + "\n")
     return paths.cluster_id.read_text().strip()
+
+
+def new_cluster_id() -> str:
+    """Kafka's Uuid text form (16 random bytes, URL-safe base64, no padding), never starting with "-"."""
+    while True:
+        raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not raw.startswith("-"):
+            return raw
 
 
 def configure(cfg: FlowLensConfig) -> None:

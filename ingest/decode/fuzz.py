@@ -1,7 +1,9 @@
 """Mutation fuzzing of the decoder: ``python -m ingest.decode.fuzz --packets 1000000``.
 
-Seeds are the shared corpus (``/work/shared/interop/logstash-netflow/dat``, when present) and
-packets built here with ``ingest.encode`` (v5, v9, IPFIX, IPv6, variable-length and options
+Seeds are real exporters' datagrams: the softflowd captures kept with the decoder tests
+(``tests/ingest/decode/testdata``), an external corpus given with ``--corpus DIR`` (raw payload
+``*.dat`` files or captures; the logstash-netflow interop set, for example), and packets built here
+with ``ingest.encode`` (v5, v9, IPFIX, IPv6, variable-length and options
 templates). Each round takes a seed and applies one to three mutations: bit flips, random bytes,
 truncation, garbage appended, a rewritten set length / field count / template id, or a splice of
 two packets. Mutated packets come from a pool of exporters larger than the decoder's exporter
@@ -27,11 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from ingest.addresses import V4_PREFIX
+from ingest.capture import read_udp
 from ingest.decode import Decoder, DecoderLimits
 from ingest.encode import IPFIX_IPV6_FIELDS, VARLEN, IpfixEncoder, V9Encoder, encode_v5
 from ingest.schema import FLOW_SCHEMA
 
-CORPUS = Path("/work/shared/interop/logstash-netflow/dat")
+# In a source checkout: the captures beside the decoder tests (absent from an installed package).
+TESTDATA = Path(__file__).resolve().parents[2] / "tests" / "ingest" / "decode" / "testdata"
 FUZZ_LIMITS = DecoderLimits(
     max_templates=200, max_exporters=16, max_pending_bytes=1 << 20, max_pending_sets=500, template_timeout_s=60
 )
@@ -54,9 +58,19 @@ class FuzzResult:
         return not (self.raised or self.schema_mismatches or self.cap_violations or self.errors.get("internal"))
 
 
-def seed_packets(corpus: Path = CORPUS) -> list[bytes]:
-    """Corpus payloads (if present) plus packets of every kind the encoder builds."""
-    seeds = [p.read_bytes() for p in sorted(corpus.glob("*.dat"))] if corpus.is_dir() else []
+def corpus_packets(folder: Path) -> list[bytes]:
+    """Every datagram in ``folder``: each ``*.dat`` is one payload, each capture gives its UDP payloads."""
+    if not folder.is_dir():
+        return []
+    seeds = [p.read_bytes() for p in sorted(folder.glob("*.dat"))]
+    for capture in sorted([*folder.glob("*.pcap"), *folder.glob("*.pcapng")]):
+        seeds += [d.payload for d in read_udp(capture)]
+    return seeds
+
+
+def seed_packets(corpus: Path | None = None) -> list[bytes]:
+    """Recorded datagrams (the test captures, plus ``corpus`` if given) and every kind the encoder builds."""
+    seeds = corpus_packets(TESTDATA) + (corpus_packets(corpus) if corpus else [])
     rng = np.random.default_rng(1)
     n = 40
     addr = np.zeros((n, 16), np.uint8)
@@ -109,10 +123,12 @@ def mutate(packet: bytes, other: bytes, rnd: random.Random) -> bytes:
     return bytes(data)
 
 
-def run(total: int, seed: int = 0, batch: int = 64, limits: DecoderLimits = FUZZ_LIMITS) -> FuzzResult:
+def run(
+    total: int, seed: int = 0, batch: int = 64, limits: DecoderLimits = FUZZ_LIMITS, corpus: Path | None = None
+) -> FuzzResult:
     """Fuzz ``total`` packets; the decoder under test is checked against ``limits`` after each batch."""
     rnd = random.Random(seed)
-    seeds = seed_packets()
+    seeds = seed_packets(corpus)
     exporters = [V4_PREFIX + bytes([10, 0, 0, i]) for i in range(limits.max_exporters * 2)]
     decoder = Decoder(limits=limits)
     result = FuzzResult()
@@ -165,8 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ingest.decode.fuzz", description=__doc__.split("\n\n")[0])
     parser.add_argument("--packets", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--corpus", type=Path, help="extra seeds: a folder of *.dat payloads and/or captures")
     args = parser.parse_args(argv)
-    result = run(args.packets, args.seed)
+    if args.corpus and not args.corpus.is_dir():
+        parser.error(f"--corpus {args.corpus}: not a folder")
+    result = run(args.packets, args.seed, corpus=args.corpus)
     print(json.dumps({"ok": result.ok, **vars(result)}))
     return 0 if result.ok else 1
 

@@ -42,6 +42,20 @@ def base_window(now: datetime | None = None) -> datetime:
     return t.replace(minute=t.minute - t.minute % 5, second=0, microsecond=0)
 
 
+def land(dsn: str, base: datetime) -> dict[int, list[dict]]:
+    """The scenario's flows for windows base .. base+2 written to ``flow_raw``; returns them by window."""
+    from ingest.land.postgres import PostgresLanding
+
+    flows = flow_rows(base)
+    landing = PostgresLanding(dsn)
+    try:
+        for rows in flows.values():
+            landing.write(batch(rows))
+    finally:
+        landing.close()
+    return flows
+
+
 def flow_rows(base: datetime, seed: int = 7) -> dict[int, list[dict]]:
     """Raw flow records per window index (several flows per conversation, replies included)."""
     rng = random.Random(seed)

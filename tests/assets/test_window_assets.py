@@ -12,7 +12,6 @@ from assets.flow_stats import flow_stats
 from assets.topology import dependencies, network_assets
 from flowlens_dagster.partitions import window_key
 from flowlens_dagster.resources import build_resources
-from ingest.land.postgres import PostgresLanding
 from tests.assets import scenario
 
 pytestmark = pytest.mark.integration
@@ -41,14 +40,7 @@ def landed(flowlens_config, clean_pg, monkeypatch):
     """Scenario flows in flow_raw, windows base .. base+2; env pointing load_config() at the test stack."""
     monkeypatch.setenv("FLOWLENS_PIPELINE__DEPENDENCY_GONE_AFTER_WINDOWS", str(scenario.GONE_AFTER))
     base = scenario.base_window()
-    flows = scenario.flow_rows(base)
-    landing = PostgresLanding(clean_pg)
-    try:
-        for rows in flows.values():
-            landing.write(scenario.batch(rows))
-    finally:
-        landing.close()
-    return base, flows
+    return base, scenario.land(clean_pg, base)
 
 
 def pipeline_config(cfg):

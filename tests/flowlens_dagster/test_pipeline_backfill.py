@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -31,6 +32,27 @@ def cli_env(cfg, home: Path) -> dict[str, str]:
     }
 
 
+def materialize_cli(cfg, home: Path, first: str, last: str) -> subprocess.CompletedProcess:
+    """`dagster asset materialize` of the window assets over [first, last], as a user runs it."""
+    return subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "flowlens_dagster.definitions",
+            "--select", ",".join(WINDOW_ASSETS), "--partition-range", f"{first}...{last}",
+        ],
+        cwd=ROOT, env=cli_env(cfg, home), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_a_window_six_days_old_can_still_be_backfilled(flowlens_config, clean_pg, pg_dsn, tmp_path, monkeypatch):
+    """The partition set keeps windows the landing still holds (a week), whatever today's date."""
+    monkeypatch.setenv("FLOWLENS_PIPELINE__DEPENDENCY_GONE_AFTER_WINDOWS", str(scenario.GONE_AFTER))
+    base = scenario.base_window(datetime.now(UTC) - timedelta(days=6))
+    flows = scenario.land(clean_pg, base)
+    proc = materialize_cli(flowlens_config, tmp_path, window_key(base), window_key(base + max(flows) * scenario.WINDOW))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert snapshot(pg_dsn)["flow_stats"] == scenario.expected_flow_stats(base, flows)
+
+
 def test_cli_partition_range_backfill_matches_single_windows(flowlens_config, landed, pg_dsn, tmp_path):  # noqa: F811
     base, flows = landed
     for index in sorted(flows):
@@ -41,14 +63,7 @@ def test_cli_partition_range_backfill_matches_single_windows(flowlens_config, la
     with psycopg.connect(pg_dsn) as conn:
         raw = conn.execute("SELECT count(*) FROM flowlens.flow_raw").fetchone()[0]
     truncate_keep_raw(pg_dsn)
-    first, last = window_key(base), window_key(base + max(flows) * scenario.WINDOW)
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "flowlens_dagster.definitions",
-            "--select", ",".join(WINDOW_ASSETS), "--partition-range", f"{first}...{last}",
-        ],
-        cwd=ROOT, env=cli_env(flowlens_config, tmp_path), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc = materialize_cli(flowlens_config, tmp_path, window_key(base), window_key(base + max(flows) * scenario.WINDOW))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     after = snapshot(pg_dsn)
     with psycopg.connect(pg_dsn) as conn:

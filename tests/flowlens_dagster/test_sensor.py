@@ -30,7 +30,7 @@ def mark(name: str, landed_through: datetime, heartbeat_age_s: float = 1) -> Wat
 def test_window_is_complete_only_when_every_live_instance_is_past_it():
     cursor = {"next_window": "2026-11-26T12:10:00+00:00"}
     marks = [mark("a", NOW), mark("b", datetime(2026, 11, 26, 12, 22, tzinfo=UTC))]
-    plan = plan_tick(CFG, marks, NOW, cursor, NOW, None, first_partition=FIRST)
+    plan = plan_tick(CFG, marks, NOW, cursor, NOW, None, 0, FIRST)
     # b has landed through 12:22: windows 12:10 and 12:15 are complete, 12:20 is not
     assert [window_key(w) for w in plan.windows] == ["2026-11-26-12:10", "2026-11-26-12:15"]
     assert plan.next_window == datetime(2026, 11, 26, 12, 20, tzinfo=UTC)
@@ -40,7 +40,7 @@ def test_window_is_complete_only_when_every_live_instance_is_past_it():
 def test_a_silent_instance_stops_holding_windows_back():
     cursor = {"next_window": "2026-11-26T12:10:00+00:00"}
     marks = [mark("a", NOW), mark("dead", datetime(2026, 11, 26, 12, 0, tzinfo=UTC), heartbeat_age_s=600)]
-    plan = plan_tick(CFG, marks, NOW, cursor, NOW, None, first_partition=FIRST)
+    plan = plan_tick(CFG, marks, NOW, cursor, NOW, None, 0, FIRST)
     assert plan.silent_instances == ["dead"]
     # grace: the window ending 12:30 closes only at 12:30:30 -> 12:25 is the last complete one
     assert [window_key(w) for w in plan.windows][-1] == "2026-11-26-12:25"
@@ -49,7 +49,7 @@ def test_a_silent_instance_stops_holding_windows_back():
 def test_requests_are_capped_per_tick_and_the_cursor_resumes_after_them():
     cfg = CFG.model_copy(update={"pipeline": CFG.pipeline.model_copy(update={"max_runs_per_tick": 3})})
     cursor = {"next_window": "2026-11-26T11:00:00+00:00"}
-    plan = plan_tick(cfg, [mark("a", NOW)], NOW, cursor, NOW, NOW - timedelta(minutes=1), first_partition=FIRST)
+    plan = plan_tick(cfg, [mark("a", NOW)], NOW, cursor, NOW, NOW - timedelta(minutes=1), 0, FIRST)
     assert len(plan.windows) == 3
     again = plan_tick(cfg, [mark("a", NOW)], NOW, {"next_window": plan.next_window.isoformat()}, NOW, None, 0, FIRST)
     assert again.windows[0] == plan.windows[-1] + timedelta(minutes=5)
@@ -59,7 +59,7 @@ def test_catch_up_reaches_back_only_as_far_as_the_lookback():
     cfg = CFG.model_copy(update={"pipeline": CFG.pipeline.model_copy(update={"sensor_lookback_minutes": 20})})
     stale = {"next_window": "2026-11-26T08:00:00+00:00"}  # e.g. after a long outage
     for cursor in (stale, {}):
-        plan = plan_tick(cfg, [mark("a", NOW)], NOW, cursor, NOW, None, first_partition=FIRST)
+        plan = plan_tick(cfg, [mark("a", NOW)], NOW, cursor, NOW, None, 0, FIRST)
         # through = 12:30:30 (grace) -> floor = window of 12:10:30 = 12:10
         assert plan.windows[0] == datetime(2026, 11, 26, 12, 10, tzinfo=UTC)
 
@@ -67,7 +67,7 @@ def test_catch_up_reaches_back_only_as_far_as_the_lookback():
 def test_lag_alerts_then_holds_while_runs_are_queued_then_resumes():
     cursor = {"next_window": "2026-11-26T12:00:00+00:00"}
     marks = [mark("a", NOW)]
-    alert = plan_tick(CFG, marks, NOW, cursor, NOW, NOW - timedelta(seconds=200), first_partition=FIRST)
+    alert = plan_tick(CFG, marks, NOW, cursor, NOW, NOW - timedelta(seconds=200), 0, FIRST)
     assert alert.alert and not alert.held and alert.windows
     held = plan_tick(CFG, marks, NOW, cursor, NOW, NOW - timedelta(seconds=700), in_flight=4, first_partition=FIRST)
     assert held.held and held.windows == [] and held.next_window == datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -86,10 +86,10 @@ def test_lag_alerts_then_holds_while_runs_are_queued_then_resumes():
 
 def test_nothing_is_requested_while_a_window_run_is_in_flight():
     cursor = {"next_window": "2026-11-26T12:00:00+00:00"}
-    busy = plan_tick(CFG, [mark("a", NOW)], NOW, cursor, NOW, NOW - timedelta(seconds=60), in_flight=1)
+    busy = plan_tick(CFG, [mark("a", NOW)], NOW, cursor, NOW, NOW - timedelta(seconds=60), 1, FIRST)
     assert busy.windows == [] and busy.next_window == datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     # once it is done, everything that completed meanwhile goes into the next run
-    idle = plan_tick(CFG, [mark("a", NOW)], NOW, cursor, NOW, NOW - timedelta(seconds=60), in_flight=0)
+    idle = plan_tick(CFG, [mark("a", NOW)], NOW, cursor, NOW, NOW - timedelta(seconds=60), 0, FIRST)
     assert [window_key(w) for w in idle.windows][::5] == ["2026-11-26-12:00", "2026-11-26-12:25"]
 
 
@@ -133,3 +133,21 @@ def test_sensor_tick_reports_landed_windows_and_requests_runs(flowlens_config, c
     assert json.loads(result.cursor)["next_window"] == (base + 3 * scenario.WINDOW).isoformat()
     metrics = (tmp_path / "metrics" / "pipeline.prom").read_text()
     assert "flowlens_kafka_consumer_lag_seconds" in metrics
+
+
+def test_a_tick_with_postgres_down_skips_with_one_line(tmp_path):
+    from tests.ingest.test_services import closed_port
+
+    cfg = FlowLensConfig(mode="minimal", state_dir=tmp_path)
+    cfg = cfg.model_copy(update={"postgres": cfg.postgres.model_copy(update={"port": closed_port()})})
+    sensor = defs.resolve_sensor_def(SENSOR_NAME)
+    resources = build_resources(cfg, use_env=False)
+    with dg.instance_for_test() as instance, dg.build_sensor_context(instance=instance, resources=resources) as ctx:
+        result = sensor(ctx)
+    assert isinstance(result, dg.SkipReason)
+    message = result.skip_message
+    assert (
+        "\n" not in message
+        and message.startswith("watermark sensor: PostgreSQL at 127.0.0.1:")
+        and "flowlens stack up" in message
+    )

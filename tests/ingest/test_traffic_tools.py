@@ -15,7 +15,7 @@ from ingest.capture import ethernet_frame, write_pcap
 from ingest.decode import Decoder
 from ingest.receive import export_time_us
 
-INTEROP = Path(__file__).resolve().parents[3] / "shared" / "interop" / "logstash-netflow" / "dat"
+TESTDATA = Path(__file__).resolve().parent / "testdata"
 
 
 class Collector:
@@ -75,7 +75,8 @@ def test_generator_same_seed_same_flows():
 
 
 def test_replay_raw_payload_files_in_order(capsys):
-    files = sorted(INTEROP.glob("netflow9_*.dat"))[:10]
+    files = sorted(TESTDATA.glob("softflowd_*.dat"))
+    assert len(files) == 5, "tests/ingest/testdata holds softflowd's five datagrams"
     collector = Collector()
     assert replay.main([*map(str, files), "--target", f"127.0.0.1:{collector.port}", "--pps", "2000"]) == 0
     got = collector.drain()

@@ -79,3 +79,10 @@ def test_seed_topics() -> None:
     }
     assert topics["changes.detected"][1]["cleanup.policy"] == "compact,delete"
     assert topics["flows.raw"][1]["cleanup.policy"] == "delete"
+
+
+def test_kafka_cluster_ids_never_read_as_an_option() -> None:
+    from flowlens_dagster.stack.kafka import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(2000)]  # about 1 in 64 random ids starts with "-"
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)

@@ -45,3 +45,13 @@ def test_mutations_change_packets() -> None:
 def test_encoder_refuses_ipv6_in_v5() -> None:
     with pytest.raises(ValueError, match="IPv4 only"):
         encode_v5(random_flows(2, 1, ipv6=True), sys_uptime_ms=1, unix_secs=EXPORT_TIME)
+
+
+def test_seeds_include_the_recorded_captures_and_a_given_corpus(tmp_path) -> None:
+    from ingest.capture import read_udp
+    from ingest.decode.fuzz import TESTDATA
+
+    recorded = [d.payload for d in read_udp(TESTDATA / "softflowd_v9.pcap")]
+    assert all(p in seed_packets() for p in recorded)
+    (tmp_path / "one.dat").write_bytes(b"\x00\x0a payload of an external corpus")
+    assert b"\x00\x0a payload of an external corpus" in seed_packets(tmp_path)
