@@ -19,7 +19,7 @@ from assets.landing import FLOWS_LANDED, flows_frame, read_landed
 from assets.metadata import definition_metadata, markdown_table, materialization_metadata
 from assets.pg import record_window_load
 from assets.windows import WindowResult, run_id, run_windows, timed
-from flowlens_dagster.partitions import WINDOW, five_minute_partitions
+from flowlens_dagster.partitions import five_minute_partitions
 from flowlens_dagster.resources import (
     EnrichmentResource,
     KafkaResource,
@@ -28,6 +28,7 @@ from flowlens_dagster.resources import (
     PostgresResource,
 )
 from ingest.schema import FLOW_COLUMNS
+from ingest.window import WINDOW
 
 ENRICHED_FLOWS = "enriched_flows"
 SERVER_SIDE = "server_side"

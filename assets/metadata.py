@@ -14,7 +14,7 @@ import dagster as dg
 import polars as pl
 
 from assets.windows import WindowResult
-from flowlens_dagster.partitions import window_key
+from ingest.window import window_key
 
 Columns = Sequence[tuple[str, str, str]]  # (name, type, description)
 

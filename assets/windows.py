@@ -16,7 +16,7 @@ from typing import Any
 
 import dagster as dg
 
-from flowlens_dagster.partitions import window_key, windows_in
+from ingest.window import window_key, windows_in
 
 # BackfillPolicy is marked beta in Dagster 1.13; it is the documented way to run partition ranges.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)

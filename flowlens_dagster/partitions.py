@@ -1,6 +1,6 @@
 """The pipeline's partitions, defined once: 5-minute windows, plus hourly and daily ones for rollups.
 
-Windows are UTC buckets of the collector's receive time (see ``ingest.land.base.window_start``).
+Windows are UTC buckets of the collector's receive time (see ``ingest.window``).
 
 Where the 5-minute set starts (README "Partitions"): ``pipeline.partition_start`` when the config
 sets it; otherwise a start chosen once and persisted in ``<state_dir>/pipeline/partition_start``:
@@ -20,9 +20,8 @@ from pathlib import Path
 import dagster as dg
 
 from ingest.config import FlowLensConfig, load_config
+from ingest.window import WINDOW_FMT
 
-WINDOW = timedelta(minutes=5)
-WINDOW_FMT = "%Y-%m-%d-%H:%M"  # partition key of a 5-minute window, e.g. 2026-11-26-18:05
 HOUR_FMT = "%Y-%m-%d-%H:%M"
 DAY_FMT = "%Y-%m-%d"
 
@@ -80,22 +79,3 @@ def build_partitions(start: datetime) -> tuple[dg.TimeWindowPartitionsDefinition
 
 START = partition_start()
 five_minute_partitions, hourly_partitions, daily_partitions = build_partitions(START)
-
-
-def window_key(window: datetime) -> str:
-    """The 5-minute partition key of the window starting at ``window`` (aware datetime)."""
-    return window.astimezone(UTC).strftime(WINDOW_FMT)
-
-
-def window_of_key(key: str) -> datetime:
-    """The aware UTC start of the 5-minute partition ``key``."""
-    return datetime.strptime(key, WINDOW_FMT).replace(tzinfo=UTC)
-
-
-def windows_in(start: datetime, end: datetime) -> list[datetime]:
-    """Every 5-minute window start in [start, end): what a single-run backfill loops over."""
-    out, current = [], start
-    while current < end:
-        out.append(current)
-        current += WINDOW
-    return out

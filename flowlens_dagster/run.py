@@ -37,10 +37,9 @@ from pathlib import Path
 import psycopg
 
 from ingest.config import ConfigError, FlowLensConfig, load_config
-from ingest.land.base import window_start
+from ingest.window import WINDOW, WINDOW_MINUTES, window_index, window_start
 
 FLOWLENS = str(Path(sys.executable).parent / "flowlens")
-WINDOW = timedelta(minutes=5)
 QUIET_INSTANCE_SECONDS = 20  # sensor: an ingest instance without a heartbeat this long is not live
 DNS_SECONDS_PER_WINDOW = 1.0  # reverse-DNS budget per window while catching up the generated span
 SPANS_FILE = "spans.jsonl"  # under <state_dir>/run: one line per generated span, with its ground truth
@@ -90,7 +89,7 @@ def plan_span(now: datetime, minutes: int, processed_end: datetime | None) -> tu
     the past. ``first == last`` means there is nothing new to generate.
     """
     last = window_start(now - WINDOW)
-    first = last - timedelta(minutes=minutes - minutes % 5)
+    first = last - timedelta(minutes=minutes - minutes % WINDOW_MINUTES)
     if processed_end is not None:
         first = min(max(first, processed_end), last)
     return first, last
@@ -153,7 +152,7 @@ def generate(cfg: FlowLensConfig, args: argparse.Namespace, first: datetime, las
     proc = subprocess.run(
         [FLOWLENS, "generate", "--target", f"127.0.0.1:{args.port}", "--start", first.isoformat(),
          "--speed", str(args.speed), "--duration", str(real_seconds), "--rate", str(args.rate),
-         "--seed", str(int(first.timestamp()) // 300), "--truth", str(truth)],
+         "--seed", str(window_index(first)), "--truth", str(truth)],
         env=env, check=True, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     sent = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -35,11 +35,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from flowlens_dagster.partitions import START, WINDOW, window_key
+from flowlens_dagster.partitions import START
 from flowlens_dagster.resources import LandingResource, PostgresResource
 from ingest.config import FlowLensConfig, load_config
-from ingest.land.base import Watermark, window_start
+from ingest.land.base import Watermark
 from ingest.services import ServiceUnavailable, require
+from ingest.window import WINDOW, window_key, window_start
 
 SENSOR_NAME = "watermark_sensor"
 # the run tags `dagster asset materialize --partition-range A...B` sets (Dagster's system tags)

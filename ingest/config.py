@@ -26,6 +26,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ingest.window import WINDOW_MINUTES
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "FLOWLENS_"
 NON_CONFIG_ENV_PREFIX = "FLOWLENS_TEST_"  # test-harness switches, not configuration keys
@@ -269,7 +271,7 @@ class IngestConfig(_Section):
 class PipelineConfig(_Section):
     partition_start: str = ""  # ISO date/time of the first 5-minute partition; empty = chosen once, persisted
     partition_lookback_days: int = Field(7, ge=1)  # the persisted start's distance back (flows.raw keeps 7 days)
-    window_minutes: Literal[5] = 5
+    window_minutes: Literal[WINDOW_MINUTES] = WINDOW_MINUTES  # fixed: ingest.window
     grace_seconds: int = Field(30, ge=0)
     instance_timeout_seconds: int = Field(120, ge=1)  # a silent ingest instance stops holding windows
     max_runs_per_tick: int = Field(12, ge=1)

@@ -39,9 +39,9 @@ from ingest.metrics import PROTOCOLS, WorkerStats
 from ingest.receive import BUSY, AllowList, FairQueue, Receiver, export_time_us, name_this_thread, open_udp_socket
 from ingest.reuseport import balance_by_exporter
 from ingest.schema import receive_times_us
+from ingest.window import WINDOW_US
 
 log = logging.getLogger(__name__)
-WINDOW_US = 300_000_000
 # export mode: an exporter silent this long (wall clock) stops holding the process's watermark back
 EXPORTER_IDLE_SECONDS = 10.0
 

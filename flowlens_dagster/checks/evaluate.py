@@ -20,7 +20,7 @@ from flowlens_dagster.checks.reconcile import Finding
 from flowlens_dagster.checks.sources import Sources
 from flowlens_dagster.checks.suites import IP_MINIMUM, TableSuite
 from flowlens_dagster.checks.windows import Span
-from flowlens_dagster.partitions import WINDOW
+from ingest.window import WINDOW
 
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 LAKE_COLUMNS = [

@@ -22,9 +22,9 @@ from flowlens_dagster.checks.asset_checks import check_metadata
 from flowlens_dagster.checks.evaluate import sources_from
 from flowlens_dagster.checks.reconcile import landing_matches_load
 from flowlens_dagster.checks.windows import Span
-from flowlens_dagster.partitions import window_key
 from flowlens_dagster.resources import LakeResource, LandingResource, PostgresResource
 from ingest.services import ServiceUnavailable, require
+from ingest.window import window_key
 
 RECENT_WINDOWS = 6  # windows compared per tick (30 minutes of receive time)
 

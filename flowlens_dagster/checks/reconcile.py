@@ -25,7 +25,7 @@ from typing import Any
 from flowlens_dagster.checks import names
 from flowlens_dagster.checks.sources import Sources, Totals
 from flowlens_dagster.checks.windows import Span
-from flowlens_dagster.partitions import WINDOW, window_key
+from ingest.window import WINDOW, window_key
 
 GAP_LOOKBACK = timedelta(days=1)  # older gaps were reported by the checks of the windows after them
 EXAMPLES = 5

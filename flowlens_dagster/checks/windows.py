@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from flowlens_dagster.partitions import WINDOW, window_key
+from ingest.window import WINDOW, window_key
 
 
 @dataclass(frozen=True)

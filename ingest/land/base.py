@@ -9,12 +9,14 @@ Dagster pipeline) call :meth:`Landing.read_window` and :meth:`Landing.watermarks
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
 import pyarrow as pa
 
-WINDOW = timedelta(minutes=5)
+from ingest.window import WINDOW, window_start
+
+__all__ = ["WINDOW", "Landing", "Watermark", "WindowRead", "window_start"]
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,3 @@ class Landing(Protocol):
         """Receive time of the newest landed flow (for lag in seconds, seed §8.2)."""
 
     def close(self) -> None: ...
-
-
-def window_start(ts: datetime) -> datetime:
-    """The start of the 5-minute window holding ``ts`` (timezone preserved)."""
-    return ts - timedelta(minutes=ts.minute % 5, seconds=ts.second, microseconds=ts.microsecond)

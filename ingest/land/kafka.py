@@ -52,9 +52,10 @@ import pyarrow.compute as pc
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from ingest.land.base import WINDOW, Watermark, WindowRead, window_start
+from ingest.land.base import Watermark, WindowRead
 from ingest.land.pgbinary import addresses
 from ingest.schema import FLOW_SCHEMA, receive_times_us
+from ingest.window import WINDOW, window_start
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from assets.changes import topology_changes
 from assets.enriched_flows import enriched_flows
 from assets.flow_stats import flow_stats
 from assets.topology import dependencies, network_assets
-from flowlens_dagster.partitions import window_key
 from flowlens_dagster.resources import build_resources
+from ingest.window import window_key
 from tests.assets import scenario
 
 pytestmark = pytest.mark.integration

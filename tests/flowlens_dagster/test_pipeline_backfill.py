@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from flowlens_dagster.jobs import WINDOW_ASSETS
-from flowlens_dagster.partitions import window_key
+from ingest.window import window_key
 from tests.assets import scenario
 from tests.assets.test_window_assets import landed, materialize, snapshot  # noqa: F401  (fixture)
 

@@ -9,12 +9,12 @@ import dagster as dg
 import pytest
 
 from flowlens_dagster.definitions import defs
-from flowlens_dagster.partitions import window_key
 from flowlens_dagster.resources import build_resources
 from flowlens_dagster.sensors import SENSOR_NAME, plan_tick, window_run_request
 from ingest.config import FlowLensConfig
 from ingest.land.base import Watermark
 from ingest.land.postgres import PostgresLanding
+from ingest.window import window_key
 from tests.assets import scenario
 from tests.assets.test_window_assets import pipeline_config
 

@@ -21,7 +21,7 @@ from ingest import worker as worker_module
 from ingest.config import ListenAddress
 from ingest.generate import TRUTH_KEYS, Enterprise, Plan, Sender, _aggregate, run
 from ingest.land import open_landing
-from ingest.land.base import WINDOW, window_start
+from ingest.window import WINDOW, window_start
 from ingest.worker import Worker
 from tests.ingest.harness import Daemon, daemon_env, free_udp_port, received_total
 

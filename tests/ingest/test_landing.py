@@ -13,8 +13,8 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from ingest.land import open_landing
-from ingest.land.base import WINDOW
 from ingest.land.kafka import from_ipc, partition_of
+from ingest.window import WINDOW
 from ingest.worker import split_windows
 from tests.ingest.flows import random_flows
 

@@ -15,7 +15,7 @@ import pytest
 from flowlens_dagster.migrate import migrate
 from ingest.generate import TRUTH_KEYS, Plan, _aggregate, run
 from ingest.land import open_landing
-from ingest.land.base import WINDOW
+from ingest.window import WINDOW
 from tests.ingest.harness import Daemon, daemon_env, free_udp_port, received_total
 from tests.ingest.private_services import PrivateKafka, PrivatePostgres
 from tests.ingest.test_daemon_e2e import assert_same, landed_truth, windows_since

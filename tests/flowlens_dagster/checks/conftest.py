@@ -20,7 +20,6 @@ import pytest
 
 from assets import changes, enriched_flows, flow_stats, topology
 from flowlens_dagster.migrate import migrate
-from flowlens_dagster.partitions import window_key
 from flowlens_dagster.resources import (
     KafkaResource,
     LakeResource,
@@ -33,6 +32,7 @@ from ingest.config import FlowLensConfig
 from ingest.decode import Decoder
 from ingest.encode import IpfixEncoder, V9Encoder
 from ingest.land.postgres import PostgresLanding
+from ingest.window import window_key
 from tests.conftest import truncate_flowlens_tables
 
 CHECKS_DATABASE = "flowlens_test_checks"

@@ -10,7 +10,7 @@ import pytest
 from flowlens_dagster.checks import names, run_window_checks
 from flowlens_dagster.checks.evaluate import BY_NAME, CHECKS, evaluate, sources_from
 from flowlens_dagster.checks.windows import Span
-from flowlens_dagster.partitions import window_key
+from ingest.window import window_key
 
 from .conftest import KEY0, WINDOW0, Pipeline
 
