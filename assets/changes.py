@@ -20,16 +20,15 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from assets.keys import DEPENDENCIES, NETWORK_ASSETS, TOPOLOGY_CHANGES
 from assets.metadata import definition_metadata, markdown_table, materialization_metadata
 from assets.pg import record_window_load
-from assets.topology import DEPENDENCIES, NETWORK_ASSETS
 from assets.windows import WindowResult, run_id, run_windows, timed
 from flowlens_dagster.partitions import five_minute_partitions
 from flowlens_dagster.resources import KafkaResource, PostgresResource, RedisResource
 from ingest.config import load_config
 from ingest.window import WINDOW
 
-TOPOLOGY_CHANGES = "topology_changes"
 TABLE = "flowlens.changes"
 REDIS_CHANNEL = "changes:topology"
 COLUMNS = [

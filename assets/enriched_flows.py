@@ -15,7 +15,8 @@ import pyarrow as pa
 from assets import lake as lake_files
 from assets.addresses import with_text
 from assets.direction import orient
-from assets.landing import FLOWS_LANDED, flows_frame, read_landed
+from assets.keys import ENRICHED_FLOWS, FLOWS_LANDED
+from assets.landing import flows_frame, read_landed
 from assets.metadata import definition_metadata, markdown_table, materialization_metadata
 from assets.pg import record_window_load
 from assets.windows import WindowResult, run_id, run_windows, timed
@@ -30,7 +31,6 @@ from flowlens_dagster.resources import (
 from ingest.schema import FLOW_COLUMNS
 from ingest.window import WINDOW
 
-ENRICHED_FLOWS = "enriched_flows"
 SERVER_SIDE = "server_side"
 COLUMNS = [
     *[(name, "flow", "as landed (ingest.schema.FLOW_SCHEMA)") for name in FLOW_COLUMNS],

@@ -13,9 +13,8 @@ import dagster as dg
 import polars as pl
 import pyarrow as pa
 
+from assets.keys import FLOWS_LANDED
 from flowlens_dagster.partitions import five_minute_partitions
-
-FLOWS_LANDED = "flows_landed"
 
 flows_landed = dg.AssetSpec(
     FLOWS_LANDED,

@@ -14,7 +14,7 @@ import dagster as dg
 
 from assets import lake as lake_files
 from assets.changes import _statements
-from assets.flow_stats import FLOW_STATS
+from assets.keys import FLOW_STATS, FLOW_STATS_DAILY, FLOW_STATS_HOURLY
 from assets.metadata import definition_metadata, materialization_metadata
 from assets.pg import ensure_day_partitions, record_window_load
 from assets.windows import WindowResult, run_id, timed
@@ -22,7 +22,6 @@ from flowlens_dagster.partitions import daily_partitions, hourly_partitions
 from flowlens_dagster.resources import ENRICHED_DIR, LakeResource, PostgresResource
 from ingest.config import load_config
 
-FLOW_STATS_HOURLY, FLOW_STATS_DAILY = "flow_stats_hourly", "flow_stats_daily"
 MEASURES = ("bytes", "packets", "flows", "first_seen", "last_seen")
 KEY = ("client_addr", "server_addr", "server_port", "protocol")
 

@@ -17,15 +17,13 @@ import dagster as dg
 import polars as pl
 
 from assets import lake as lake_files
-from assets.enriched_flows import ENRICHED_FLOWS
-from assets.flow_stats import FLOW_STATS
+from assets.keys import DEPENDENCIES, ENRICHED_FLOWS, FLOW_STATS, NETWORK_ASSETS
 from assets.metadata import definition_metadata, materialization_metadata
 from assets.pg import record_window_load, stage
 from assets.windows import WindowResult, run_id, run_windows, timed
 from flowlens_dagster.partitions import five_minute_partitions
 from flowlens_dagster.resources import LakeResource, PostgresResource
 
-NETWORK_ASSETS, DEPENDENCIES = "network_assets", "dependencies"
 ASSETS_TABLE, DEPENDENCIES_TABLE = "flowlens.assets", "flowlens.dependencies"
 # enrichment attributes taken from the enricher's src_*/dst_* columns when it provides them
 ATTRIBUTES: dict[str, tuple[pl.DataType, str]] = {

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.changes import TOPOLOGY_CHANGES
-from assets.enriched_flows import ENRICHED_FLOWS
-from assets.flow_stats import FLOW_STATS
-from assets.landing import FLOWS_LANDED
-from assets.rollups import FLOW_STATS_DAILY, FLOW_STATS_HOURLY, retention_job
-from assets.topology import DEPENDENCIES, NETWORK_ASSETS
+from assets.keys import (
+    FLOW_STATS_DAILY,
+    FLOW_STATS_HOURLY,
+    FLOWS_LANDED,
+    WINDOW_ASSETS,
+)
+from assets.rollups import retention_job
 from flowlens_dagster.partitions import daily_partitions, five_minute_partitions, hourly_partitions
-
-WINDOW_ASSETS = [ENRICHED_FLOWS, FLOW_STATS, NETWORK_ASSETS, DEPENDENCIES, TOPOLOGY_CHANGES]
 
 window_job = dg.define_asset_job(
     "window_job",

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import psycopg
 
+from assets.keys import DONE_ASSET
 from ingest.config import ConfigError, FlowLensConfig, load_config
 from ingest.window import WINDOW, WINDOW_MINUTES, window_index, window_start
 
@@ -44,8 +45,6 @@ QUIET_INSTANCE_SECONDS = 20  # sensor: an ingest instance without a heartbeat th
 DNS_SECONDS_PER_WINDOW = 1.0  # reverse-DNS budget per window while catching up the generated span
 SPANS_FILE = "spans.jsonl"  # under <state_dir>/run: one line per generated span, with its ground truth
 PROCESSED_END = "SELECT max(window_start) + interval '5 minutes' FROM flowlens.window_loads WHERE asset = %s"
-# the last asset of the window job: a window is done when its changes are recorded
-DONE_ASSET = "topology_changes"
 SUMMARY_SQL = {
     "flows landed (flow_raw)": "SELECT count(*) FROM flowlens.flow_raw WHERE receive_time >= %(first)s",
     "bytes landed": "SELECT coalesce(sum(bytes), 0) FROM flowlens.flow_raw WHERE receive_time >= %(first)s",

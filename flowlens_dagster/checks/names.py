@@ -1,23 +1,24 @@
-"""Names of the assets FlowLens checks and of every check, defined once.
+"""Names of every check, defined once, next to the asset keys they are attached to.
 
-Asset keys are the pipeline's contract (``assets/``); check names are what the Dagster UI lists
+Asset keys are the pipeline's contract (``assets.keys``); check names are what the Dagster UI lists
 under each asset, so they read as the property that holds when the check passes.
 """
 
 from __future__ import annotations
 
-# Asset keys (the pipeline's contract).
-FLOWS_LANDED = "flows_landed"
-ENRICHED_FLOWS = "enriched_flows"
-FLOW_STATS = "flow_stats"
-NETWORK_ASSETS = "network_assets"
-DEPENDENCIES = "dependencies"
-TOPOLOGY_CHANGES = "topology_changes"
-FLOW_STATS_HOURLY = "flow_stats_hourly"
-FLOW_STATS_DAILY = "flow_stats_daily"
-
-WINDOW_ASSETS = (ENRICHED_FLOWS, FLOW_STATS, NETWORK_ASSETS, DEPENDENCIES, TOPOLOGY_CHANGES)
-ROLLUP_ASSETS = (FLOW_STATS_HOURLY, FLOW_STATS_DAILY)
+# Asset keys (the pipeline's contract) live in assets.keys; checks refer to them through this module.
+from assets.keys import (  # noqa: F401
+    DEPENDENCIES,
+    ENRICHED_FLOWS,
+    FLOW_STATS,
+    FLOW_STATS_DAILY,
+    FLOW_STATS_HOURLY,
+    FLOWS_LANDED,
+    NETWORK_ASSETS,
+    ROLLUP_ASSETS,
+    TOPOLOGY_CHANGES,
+    WINDOW_ASSETS,
+)
 
 # Great Expectations suites: one check per table, named "<table>_suite".
 LANDING_SUITE = "landing_suite"

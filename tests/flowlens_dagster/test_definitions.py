@@ -9,8 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.keys import WINDOW_ASSETS
 from flowlens_dagster.definitions import defs
-from flowlens_dagster.jobs import WINDOW_ASSETS
 from flowlens_dagster.partitions import five_minute_partitions
 from flowlens_dagster.sensors import SENSOR_NAME
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from flowlens_dagster.jobs import WINDOW_ASSETS
+from assets.keys import WINDOW_ASSETS
 from ingest.window import window_key
 from tests.assets import scenario
 from tests.assets.test_window_assets import landed, materialize, snapshot  # noqa: F401  (fixture)

@@ -6,7 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from assets.rollups import FLOW_STATS_DAILY, FLOW_STATS_HOURLY, roll_up
+from assets.keys import FLOW_STATS_DAILY, FLOW_STATS_HOURLY
+from assets.rollups import roll_up
 from flowlens_dagster.checks import names
 from flowlens_dagster.checks.evaluate import BY_NAME, evaluate, sources_from
 from flowlens_dagster.checks.windows import Span
