@@ -11,6 +11,8 @@ from __future__ import annotations
 import ipaddress
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 V4_PREFIX = b"\x00" * 10 + b"\xff\xff"
 V4_PREFIX_BYTES = np.frombuffer(V4_PREFIX, np.uint8)  # the prefix as a row of an (n, 16) uint8 matrix
@@ -34,3 +36,23 @@ def addr_bytes(text: str) -> bytes:
     """The 16-byte form of an address given as text (IPv4 becomes IPv4-mapped IPv6)."""
     ip = ipaddress.ip_address(text)
     return V4_PREFIX + ip.packed if ip.version == 4 else ip.packed
+
+
+def addresses(col: pa.Array) -> np.ndarray:
+    """A binary(16) Arrow column as an (n, 16) uint8 matrix (zero-copy)."""
+    data = np.frombuffer(col.buffers()[1], np.uint8)
+    return data[col.offset * 16 : (col.offset + len(col)) * 16].reshape(-1, 16)
+
+
+def address_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
+    """A column of 16-byte addresses as an (n, 16) uint8 matrix, or None if a value is another size."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if not (pa.types.is_fixed_size_binary(column.type) and column.type.byte_width == 16):
+        try:
+            column = pc.cast(column, pa.binary(16))  # Polars hands over large_binary
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+    if len(column) == 0:
+        return np.empty((0, 16), np.uint8)
+    return addresses(column)

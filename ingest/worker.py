@@ -31,10 +31,10 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
+from ingest.addresses import addresses
 from ingest.backpressure import FlowQueue, Queued
 from ingest.config import FlowLensConfig
 from ingest.land import backend_for, open_landing
-from ingest.land.pgbinary import addresses
 from ingest.metrics import PROTOCOLS, WorkerStats
 from ingest.receive import BUSY, AllowList, FairQueue, Receiver, export_time_us, name_this_thread, open_udp_socket
 from ingest.reuseport import balance_by_exporter

@@ -52,8 +52,8 @@ import pyarrow.compute as pc
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from ingest.addresses import addresses
 from ingest.land.base import Watermark, WindowRead
-from ingest.land.pgbinary import addresses
 from ingest.schema import FLOW_SCHEMA, receive_times_us
 from ingest.window import WINDOW, window_start
 

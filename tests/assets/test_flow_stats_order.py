@@ -9,7 +9,7 @@ import pytest
 
 from assets.addresses import addr_bytes
 from assets.flow_stats import KEY, in_key_order
-from assets.pg import copy_arrow
+from ingest.land.pgbinary import copy_arrow
 
 pytestmark = pytest.mark.integration
 KEY_DDL = "client_addr inet, server_addr inet, server_port integer, protocol smallint"  # as in flowlens.flow_stats

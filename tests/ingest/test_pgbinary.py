@@ -1,4 +1,4 @@
-"""Binary COPY of Arrow tables (assets.pg) against real PostgreSQL: every type round-trips."""
+"""Binary COPY of Arrow tables (ingest.land.pgbinary) against real PostgreSQL: every type round-trips."""
 
 import ipaddress
 from datetime import UTC, datetime, timedelta
@@ -7,9 +7,9 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from assets import pg
 from assets.addresses import addr_bytes
-from assets.pg import CopyEncodeError, copy_arrow, encode_rows
+from ingest.land import pgbinary as pg
+from ingest.land.pgbinary import CopyEncodeError, copy_arrow, encode_rows
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
