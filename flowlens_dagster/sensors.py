@@ -38,7 +38,7 @@ import dagster as dg
 from flowlens_dagster.partitions import START
 from flowlens_dagster.resources import LandingResource, PostgresResource
 from ingest.config import FlowLensConfig, load_config
-from ingest.land.base import Watermark
+from ingest.land.base import Landing, SummarizesWindows, Watermark
 from ingest.services import ServiceUnavailable, require
 from ingest.window import WINDOW, window_key, window_start
 
@@ -164,27 +164,19 @@ def write_metrics(state_dir: Path, plan: TickPlan, topic: str) -> Path:
 
 
 NEWEST_PROCESSED = "SELECT max(window_start) FROM flowlens.window_loads WHERE asset = 'flow_stats'"
-RAW_SUMMARY = """
-SELECT count(*), coalesce(sum(bytes), 0), coalesce(sum(packets), 0), min(receive_time), max(receive_time)
-FROM flowlens.flow_raw WHERE receive_time >= %s AND receive_time < %s
-"""
 
 
-def landed_event(landing, postgres: PostgresResource, mode: str, window: datetime) -> dg.AssetMaterialization:
-    """The ``flows_landed`` materialization reporting one complete window."""
+def landed_event(landing: Landing, window: datetime) -> dg.AssetMaterialization:
+    """The ``flows_landed`` materialization reporting one complete window (totals when the landing can summarize)."""
     meta: dict[str, object] = {"window_start": window.isoformat(), "window_end": (window + WINDOW).isoformat()}
-    summarize = getattr(landing, "summarize_window", None)
-    if callable(summarize):
-        meta.update(summarize(window, window + WINDOW))
-    elif mode == "minimal":
-        with postgres.connect() as conn:
-            rows, nbytes, packets, first, last = conn.execute(RAW_SUMMARY, (window, window + WINDOW)).fetchone()
+    if isinstance(landing, SummarizesWindows):
+        summary = landing.summarize_window(window, window + WINDOW)
         meta.update(
             {
-                "dagster/row_count": dg.MetadataValue.int(int(rows)),
-                "bytes": dg.MetadataValue.int(int(nbytes)),
-                "packets": dg.MetadataValue.int(int(packets)),
-                "receive_time_range": f"{first} .. {last}",
+                "dagster/row_count": dg.MetadataValue.int(summary.rows),
+                "bytes": dg.MetadataValue.int(summary.bytes),
+                "packets": dg.MetadataValue.int(summary.packets),
+                "receive_time_range": f"{summary.first} .. {summary.last}",
             }
         )
     return dg.AssetMaterialization(asset_key="flows_landed", partition=window_key(window), metadata=meta)
@@ -237,7 +229,7 @@ def build_sensor(job) -> dg.SensorDefinition:
                 in_flight=_in_flight(context, job.name),
                 first_partition=START,
             )
-            events = [landed_event(opened, postgres, cfg.mode, w) for w in plan.windows]
+            events = [landed_event(opened, w) for w in plan.windows]
         finally:
             opened.close()
         (context.log.warning if plan.alert or plan.held else context.log.info)(plan.summary())

@@ -23,28 +23,30 @@ from flowlens_dagster.checks.evaluate import sources_from
 from flowlens_dagster.checks.reconcile import landing_matches_load
 from flowlens_dagster.checks.windows import Span
 from flowlens_dagster.resources import LakeResource, LandingResource, PostgresResource
+from ingest.land.base import SummarizesWindows
 from ingest.services import ServiceUnavailable, require
-from ingest.window import window_key
+from ingest.window import WINDOW, window_key
 
 RECENT_WINDOWS = 6  # windows compared per tick (30 minutes of receive time)
 
 RECENT_SQL = """
-WITH recent AS (
-    SELECT window_start, rows_read FROM flowlens.window_loads
-    WHERE asset = %(asset)s AND source LIKE 'postgres:%%' ORDER BY window_start DESC LIMIT %(n)s
-)
-SELECT r.window_start, r.rows_read,
-       (SELECT count(*) FROM flowlens.flow_raw f
-        WHERE f.receive_time >= r.window_start AND f.receive_time < r.window_start + interval '5 minutes')
-FROM recent r ORDER BY r.window_start
+SELECT window_start, rows_read FROM flowlens.window_loads
+WHERE asset = %(asset)s AND source LIKE 'postgres:%%' ORDER BY window_start DESC LIMIT %(n)s
 """
 
 
-def changed_windows(postgres: PostgresResource, recent: int = RECENT_WINDOWS) -> list[tuple[datetime, int, int]]:
-    """(window, rows enriched_flows read, rows the landing holds now) where the two differ."""
+def changed_windows(
+    postgres: PostgresResource, landing: SummarizesWindows, recent: int = RECENT_WINDOWS
+) -> list[tuple[datetime, int, int]]:
+    """(window, rows enriched_flows read, rows the landing holds now) where the two differ, oldest first."""
     with postgres.connect() as conn:
-        rows = conn.execute(RECENT_SQL, {"asset": names.ENRICHED_FLOWS, "n": recent}).fetchall()
-    return [(w, int(read), int(landed)) for w, read, landed in rows if int(read) != int(landed)]
+        loads = conn.execute(RECENT_SQL, {"asset": names.ENRICHED_FLOWS, "n": recent}).fetchall()
+    out = []
+    for window, read in reversed(loads):
+        landed = landing.summarize_window(window, window + WINDOW).rows
+        if int(read) != landed:
+            out.append((window, int(read), landed))
+    return out
 
 
 @dg.sensor(
@@ -62,7 +64,15 @@ def late_data_sensor(
         require(landing.flowlens_config(), ["postgres"], "late_data_sensor")
     except ServiceUnavailable as exc:
         return dg.SkipReason(str(exc))
-    changed = changed_windows(postgres)
+    opened = landing.open()
+    try:
+        if not isinstance(opened, SummarizesWindows):  # counting its windows means reading them back
+            return dg.SkipReason(
+                f"landing {opened.name} cannot summarize a window: landing_matches_load runs with loads"
+            )
+        changed = changed_windows(postgres, opened)
+    finally:
+        opened.close()
     if not changed:
         return dg.SkipReason(f"the landing of the last {RECENT_WINDOWS} processed windows is unchanged")
     sources = sources_from({"postgres": postgres, "lake": lake, "landing": landing})

@@ -21,6 +21,7 @@ from flowlens_dagster.checks import names
 from flowlens_dagster.checks.suites import TableSuite
 from flowlens_dagster.checks.suspects import MAX_SUSPECTS, summary_sql, suspects_sql
 from flowlens_dagster.checks.windows import Span
+from ingest.land.postgres import summarize_window
 
 
 @dataclass(frozen=True)
@@ -93,12 +94,9 @@ class Sources:
     def _landed(self, span: Span) -> Totals:
         if self.landing_is_kafka(span):
             return _arrow_totals(self.landed_table(span))
-        start, end = span.sql()
-        return _sql_totals(
-            self,
-            f"SELECT count(*), sum(bytes), sum(packets) FROM flowlens.flow_raw WHERE receive_time >= {start} "
-            f"AND receive_time < {end}",
-        )
+        with self.connect() as conn:
+            summary = summarize_window(conn, span.start, span.end)
+        return Totals(summary.rows, summary.bytes, summary.packets)
 
     def lake_files(self, span: Span) -> list[Path]:
         return sorted(self.lake_dir(span.start).glob("*.parquet"))

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
 from ingest.window import WINDOW, window_start
 
-__all__ = ["WINDOW", "Landing", "Watermark", "WindowRead", "window_start"]
+__all__ = ["WINDOW", "Landing", "SummarizesWindows", "Watermark", "WindowRead", "WindowSummary", "window_start"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,17 @@ class WindowRead:
     position: dict[str, Any] = field(default_factory=dict)  # e.g. {"0": [first, last], ...}
 
 
+@dataclass(frozen=True)
+class WindowSummary:
+    """Totals of the flows received in [start, end) (bytes and packets already scaled by sampling)."""
+
+    rows: int
+    bytes: int
+    packets: int
+    first: datetime | None  # receive time of the first and last flow, None when there is none
+    last: datetime | None
+
+
 class Landing(Protocol):
     name: str
 
@@ -57,3 +68,15 @@ class Landing(Protocol):
         """Receive time of the newest landed flow (for lag in seconds, seed §8.2)."""
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class SummarizesWindows(Protocol):
+    """Optional capability: totals of a window without reading its flows back.
+
+    The PostgreSQL landing has it (one aggregate query); the Kafka landing does not, since
+    counting a window there means reading it. Callers test ``isinstance(landing, SummarizesWindows)``.
+    """
+
+    def summarize_window(self, start: datetime, end: datetime) -> WindowSummary:
+        """Row count, byte and packet sums, first and last receive time of [start, end)."""

@@ -23,7 +23,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from ingest.config import PostgresPool
-from ingest.land.base import Watermark, WindowRead
+from ingest.land.base import Watermark, WindowRead, WindowSummary
 from ingest.land.pgbinary import COPY_IN_SQL, READ_COLUMNS, decode_copy, encode_copy
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,18 @@ def batch_days(batch: pa.RecordBatch) -> list[date]:
     times = batch.column("receive_time")
     lo, hi = pc.min(times).as_py(), pc.max(times).as_py()
     return [lo.date() + timedelta(days=i) for i in range((hi.date() - lo.date()).days + 1)]
+
+
+SUMMARY_SQL = """
+SELECT count(*), coalesce(sum(bytes), 0), coalesce(sum(packets), 0), min(receive_time), max(receive_time)
+FROM flowlens.flow_raw WHERE receive_time >= %s AND receive_time < %s
+"""
+
+
+def summarize_window(conn: psycopg.Connection, start: datetime, end: datetime) -> WindowSummary:
+    """The :class:`WindowSummary` of flow_raw's [start, end) over ``conn`` (checks pass their own)."""
+    rows, nbytes, packets, first, last = conn.execute(SUMMARY_SQL, (start, end)).fetchone()
+    return WindowSummary(int(rows), int(nbytes), int(packets), first, last)
 
 
 class PostgresLanding:
@@ -158,6 +170,10 @@ class PostgresLanding:
             if row[0] is None:
                 row = conn.execute("SELECT max(receive_time) FROM flowlens.flow_raw").fetchone()
         return row[0].astimezone(UTC) if row[0] else None
+
+    def summarize_window(self, start: datetime, end: datetime) -> WindowSummary:
+        with self.pool.connection() as conn:
+            return summarize_window(conn, start, end)
 
     def close(self) -> None:
         self.pool.close()

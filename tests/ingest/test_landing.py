@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from ingest.land import open_landing
+from ingest.land.base import SummarizesWindows, WindowSummary
 from ingest.land.kafka import from_ipc, partition_of
 from ingest.window import WINDOW
 from ingest.worker import split_windows
@@ -151,3 +152,22 @@ def test_past_window_reads_whole_with_heartbeats_among_its_flows(landing):
         got = landing.read_window(start, start + WINDOW)
         assert sorted_table(got.flows).equals(sorted_table(pa.Table.from_batches([flows]).cast(got.flows.schema)))
         assert landing.read_window(start, start + WINDOW).position == got.position
+
+
+def test_a_window_summary_matches_what_reading_it_back_gives(landing):
+    """The optional summarize capability (PostgreSQL only) agrees with the window's flows read back."""
+    flows = random_flows(3_000, us(W0), span_us=WINDOW_US - 1, seed=12)
+    landing.write(flows)
+    if not isinstance(landing, SummarizesWindows):
+        assert landing.name == "kafka"  # counting a Kafka window means reading it: no such capability
+        return
+    read = landing.read_window(W0, W0 + WINDOW).flows
+    summary = landing.summarize_window(W0, W0 + WINDOW)
+    assert summary.rows == read.num_rows == 3_000
+    assert summary.bytes == pc.sum(read.column("bytes")).as_py()
+    assert summary.packets == pc.sum(read.column("packets")).as_py()
+    assert (summary.first, summary.last) == (
+        pc.min(read.column("receive_time")).as_py(),
+        pc.max(read.column("receive_time")).as_py(),
+    )
+    assert landing.summarize_window(W0 + WINDOW, W0 + 2 * WINDOW) == WindowSummary(0, 0, 0, None, None)
