@@ -25,8 +25,7 @@ from assets.metadata import definition_metadata, markdown_table, materialization
 from assets.pg import record_window_load
 from assets.windows import WindowResult, run_id, run_windows, timed
 from flowlens_dagster.partitions import five_minute_partitions
-from flowlens_dagster.resources import KafkaResource, PostgresResource, RedisResource
-from ingest.config import load_config
+from flowlens_dagster.resources import KafkaResource, PipelineResource, PostgresResource, RedisResource
 from ingest.window import WINDOW
 
 TABLE = "flowlens.changes"
@@ -140,11 +139,10 @@ def process_window(
     postgres: PostgresResource,
     kafka: KafkaResource | None = None,
     redis: RedisResource | None = None,
-    gone_after: int | None = None,
+    gone_after: int = PipelineResource().dependency_gone_after_windows,
     run: str | None = None,
 ) -> WindowResult:
     """Detect, store and publish window W's changes."""
-    gone_after = gone_after or load_config().pipeline.dependency_gone_after_windows
     result = WindowResult(window, TOPOLOGY_CHANGES, source="postgres:assets,dependencies,flow_stats")
     result.source_position = {"window_start": window.isoformat(), "dependency_gone_after_windows": gone_after}
     publishing = kafka is not None and redis is not None and (kafka.enabled or redis.enabled)
@@ -172,8 +170,13 @@ def process_window(
     metadata=definition_metadata(TABLE, COLUMNS),
 )
 def topology_changes(
-    context: dg.AssetExecutionContext, postgres: PostgresResource, kafka: KafkaResource, redis: RedisResource
+    context: dg.AssetExecutionContext,
+    postgres: PostgresResource,
+    kafka: KafkaResource,
+    redis: RedisResource,
+    pipeline: PipelineResource,
 ) -> dg.MaterializeResult:
-    results = run_windows(context, lambda w: process_window(w, postgres, kafka, redis, run=run_id(context)))
+    gone_after = pipeline.dependency_gone_after_windows
+    results = run_windows(context, lambda w: process_window(w, postgres, kafka, redis, gone_after, run_id(context)))
     meta = materialization_metadata(TABLE, COLUMNS, LINEAGE, results)
     return dg.MaterializeResult(metadata=meta)

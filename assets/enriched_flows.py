@@ -109,7 +109,7 @@ def process_window(
         lake_files.write_window(frame, lake.window_dir(window))
     if kafka is not None and kafka.enabled and enrichment is not None:
         with timed(result, "produce"):
-            _produce(kafka, frame, window, enrichment)
+            _produce(kafka, frame, window)
     totals = frame.select(pl.col("bytes").sum(), pl.col("packets").sum()).row(0) if frame.height else (0, 0)
     result.rows_written, result.bytes_total, result.packets_total = frame.height, int(totals[0]), int(totals[1])
     result.preview = top_servers(frame)
@@ -118,9 +118,9 @@ def process_window(
     return result
 
 
-def _produce(kafka: KafkaResource, frame: pl.DataFrame, window: datetime, enrichment: EnrichmentResource) -> None:
+def _produce(kafka: KafkaResource, frame: pl.DataFrame, window: datetime) -> None:
     """Produce the window to ``flows.enriched`` as Arrow IPC batches when the config asks for it."""
-    if not enrichment.flowlens_config().pipeline.produce_enriched:
+    if not kafka.produce_enriched:
         return
     producer = kafka.producer()
     key = window.strftime("%Y%m%d%H%M").encode()

@@ -19,8 +19,7 @@ from assets.metadata import definition_metadata, materialization_metadata
 from assets.pg import ensure_day_partitions, record_window_load
 from assets.windows import WindowResult, run_id, timed
 from flowlens_dagster.partitions import daily_partitions, hourly_partitions
-from flowlens_dagster.resources import ENRICHED_DIR, LakeResource, PostgresResource
-from ingest.config import load_config
+from flowlens_dagster.resources import ENRICHED_DIR, LakeResource, PipelineResource, PostgresResource
 
 MEASURES = ("bytes", "packets", "flows", "first_seen", "last_seen")
 KEY = ("client_addr", "server_addr", "server_port", "protocol")
@@ -126,8 +125,10 @@ flow_stats_daily = _rollup_asset(FLOW_STATS_DAILY, FLOW_STATS_HOURLY, daily_part
 
 
 @dg.op(description="Drop day partitions and lake folders older than pipeline.retention_days.")
-def drop_old_partitions(context: dg.OpExecutionContext, postgres: PostgresResource, lake: LakeResource) -> None:
-    days = load_config().pipeline.retention_days
+def drop_old_partitions(
+    context: dg.OpExecutionContext, postgres: PostgresResource, lake: LakeResource, pipeline: PipelineResource
+) -> None:
+    days = pipeline.retention_days
     dropped = apply_retention(postgres, lake, days)
     context.log.info(f"retention {days} days: dropped {dropped}")
 

@@ -6,7 +6,8 @@ bound through ``dg.EnvVar`` so the Dagster UI shows where the value came from. C
 opened in methods, never at import or construction, so loading the code location needs no service.
 
 Resource keys (fixed; assets and asset checks ask for them by name): ``postgres``, ``lake``,
-``landing``, ``enrichment``, ``kafka``, ``redis``.
+``landing``, ``enrichment``, ``kafka``, ``redis``, ``pipeline``. Assets never call ``load_config()``:
+what they need from the config reaches them as resource fields, set once in :func:`build_resources`.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from typing import Any
 import dagster as dg
 import psycopg
 
-from ingest.config import FlowLensConfig, load_config
+from ingest.config import FlowLensConfig, PipelineConfig, load_config
 
 POSTGRES, LAKE, LANDING, ENRICHMENT, KAFKA, REDIS = "postgres", "lake", "landing", "enrichment", "kafka", "redis"
+PIPELINE = "pipeline"
 ENRICHED_DIR = "enriched_flows"
 
 
@@ -72,6 +74,7 @@ class KafkaResource(dg.ConfigurableResource):
     raw_topic: str = "flows.raw"
     enriched_topic: str = "flows.enriched"
     changes_topic: str = "changes.detected"
+    produce_enriched: bool = False  # pipeline.produce_enriched: enriched_flows also produces to enriched_topic
 
     def producer(self, **extra: Any):
         """A confluent-kafka Producer, or None when Kafka is not part of this mode."""
@@ -95,6 +98,13 @@ class RedisResource(dg.ConfigurableResource):
         import redis
 
         return redis.Redis.from_url(self.url, socket_timeout=5)
+
+
+class PipelineResource(dg.ConfigurableResource):
+    """The ``pipeline`` settings the assets and jobs act on (defaults: ``ingest.config.PipelineConfig``)."""
+
+    dependency_gone_after_windows: int = PipelineConfig.model_fields["dependency_gone_after_windows"].default
+    retention_days: int = PipelineConfig.model_fields["retention_days"].default
 
 
 class LandingResource(dg.ConfigurableResource):
@@ -190,6 +200,7 @@ def build_resources(cfg: FlowLensConfig | None = None, use_env: bool = True) -> 
         raw_topic=cfg.kafka.raw_topic,
         enriched_topic=cfg.kafka.enriched_topic,
         changes_topic=cfg.kafka.changes_topic,
+        produce_enriched=cfg.pipeline.produce_enriched,
     )
     redis = RedisResource(url=cfg.redis.url(), enabled=cfg.uses_redis)
     mode = env("FLOWLENS_MODE", cfg.mode)
@@ -206,4 +217,10 @@ def build_resources(cfg: FlowLensConfig | None = None, use_env: bool = True) -> 
         ),
         KAFKA: kafka,
         REDIS: redis,
+        PIPELINE: PipelineResource(
+            dependency_gone_after_windows=env(
+                "FLOWLENS_PIPELINE__DEPENDENCY_GONE_AFTER_WINDOWS", cfg.pipeline.dependency_gone_after_windows
+            ),
+            retention_days=env("FLOWLENS_PIPELINE__RETENTION_DAYS", cfg.pipeline.retention_days),
+        ),
     }

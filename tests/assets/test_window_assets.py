@@ -36,16 +36,18 @@ def snapshot(dsn: str) -> dict[str, list[tuple]]:
 
 
 @pytest.fixture
-def landed(flowlens_config, clean_pg, monkeypatch):
-    """Scenario flows in flow_raw, windows base .. base+2; env pointing load_config() at the test stack."""
-    monkeypatch.setenv("FLOWLENS_PIPELINE__DEPENDENCY_GONE_AFTER_WINDOWS", str(scenario.GONE_AFTER))
+def landed(flowlens_config, clean_pg):
+    """Scenario flows in flow_raw, windows base .. base+2."""
     base = scenario.base_window()
     return base, scenario.land(clean_pg, base)
 
 
 def pipeline_config(cfg):
-    """The test stack's config in the minimal mode; no reverse DNS (test addresses have no PTR records)."""
-    return cfg.model_copy(update={"mode": "minimal", "dns": cfg.dns.model_copy(update={"enabled": False})})
+    """The test stack's config in the minimal mode; no reverse DNS (test addresses have no PTR records);
+    dependencies gone after the scenario's number of windows."""
+    pipeline = cfg.pipeline.model_copy(update={"dependency_gone_after_windows": scenario.GONE_AFTER})
+    dns = cfg.dns.model_copy(update={"enabled": False})
+    return cfg.model_copy(update={"mode": "minimal", "dns": dns, "pipeline": pipeline})
 
 
 def materialize(cfg, window) -> None:
