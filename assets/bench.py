@@ -28,8 +28,8 @@ import numpy as np
 import pyarrow as pa
 
 from assets import changes, enriched_flows, flow_stats, topology
+from flowlens_dagster.bench.report import report
 from ingest.addresses import V4_PREFIX_BYTES
-from ingest.benchmark import report
 from ingest.config import load_config
 from ingest.schema import FLOW_SCHEMA
 from ingest.services import require

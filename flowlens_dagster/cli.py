@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("flowlens_dagster.migrate:main", "apply the numbered SQL migrations in sql/"),
     "decode": ("ingest.decode.cli:main", "decode pcap/pcapng captures or raw payload files to JSON lines"),
     "ingest": ("ingest.daemon:main", "run the UDP ingest daemon (receive, decode, land)"),
-    "generate": ("ingest.generate:main", "synthetic NetFlow/IPFIX exporter at a target rate"),
+    "generate": ("ingest.tools.generate:main", "synthetic NetFlow/IPFIX exporter at a target rate"),
     "replay": ("ingest.replay:main", "send captures or payload files to a collector"),
     "inventory": ("assets.enrich.inventory:main", "load the asset inventory file into PostgreSQL"),
     "run": ("flowlens_dagster.run:main", "the main job: stack, migrations, ingest, generator, Dagster"),

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.capture import PCAP_MAGICS, PCAPNG_SHB, CaptureError, CaptureStats, read_udp
+from ingest.tools.capture import PCAP_MAGICS, PCAPNG_SHB, CaptureError, CaptureStats, read_udp
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from ingest.addresses import addr_text
-from ingest.capture import PCAP_MAGICS, PCAPNG_SHB, CaptureError, CaptureStats, read_udp
 from ingest.decode import Decoder
+from ingest.tools.capture import PCAP_MAGICS, PCAPNG_SHB, CaptureError, CaptureStats, read_udp
 
 TABLE_COLUMNS = ("flow_start", "src_addr", "src_port", "dst_addr", "dst_port", "protocol", "bytes", "packets",
                  "sampling_rate", "exporter")  # fmt: skip

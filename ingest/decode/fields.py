@@ -105,7 +105,7 @@ ROLE_PRIORITY: Final[dict[str, tuple[str, ...]]] = {
     "dst_port": ("dst_port", "udp_dst_port", "tcp_dst_port"),
 }
 
-# Default templates of the packet builders in ingest.encode: addresses, then the same fields.
+# Default templates of the packet builders in ingest.tools.encode: addresses, then the same fields.
 _V9_REST: Final = (
     (7, 2),
     (11, 2),

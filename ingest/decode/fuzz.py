@@ -3,7 +3,7 @@
 Seeds are real exporters' datagrams: the softflowd captures kept with the decoder tests
 (``tests/ingest/decode/testdata``), an external corpus given with ``--corpus DIR`` (raw payload
 ``*.dat`` files or captures; the logstash-netflow interop set, for example), and packets built here
-with ``ingest.encode`` (v5, v9, IPFIX, IPv6, variable-length and options
+with ``ingest.tools.encode`` (v5, v9, IPFIX, IPv6, variable-length and options
 templates). Each round takes a seed and applies one to three mutations: bit flips, random bytes,
 truncation, garbage appended, a rewritten set length / field count / template id, or a splice of
 two packets. Mutated packets come from a pool of exporters larger than the decoder's exporter
@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from ingest.addresses import V4_PREFIX
-from ingest.capture import read_udp
 from ingest.decode import Decoder, DecoderLimits
-from ingest.encode import IPFIX_IPV6_FIELDS, VARLEN, IpfixEncoder, V9Encoder, encode_v5
 from ingest.schema import FLOW_SCHEMA
+from ingest.tools.capture import read_udp
+from ingest.tools.encode import IPFIX_IPV6_FIELDS, VARLEN, IpfixEncoder, V9Encoder, encode_v5
 
 # In a source checkout: the captures beside the decoder tests (absent from an installed package).
 TESTDATA = Path(__file__).resolve().parents[2] / "tests" / "ingest" / "decode" / "testdata"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ingest.bench import DaemonRun as Daemon
-from ingest.bench import daemon_env as bench_env
-from ingest.bench import free_udp_port
+from flowlens_dagster.bench.ingest import DaemonRun as Daemon
+from flowlens_dagster.bench.ingest import daemon_env as bench_env
+from flowlens_dagster.bench.ingest import free_udp_port
 from ingest.config import FlowLensConfig
 
 __all__ = ["Daemon", "daemon_env", "free_udp_port", "received_total"]

@@ -19,8 +19,8 @@ from confluent_kafka.admin import AdminClient
 
 from ingest import worker as worker_module
 from ingest.config import ListenAddress
-from ingest.generate import TRUTH_KEYS, Enterprise, Plan, Sender, _aggregate, run
 from ingest.land import open_landing
+from ingest.tools.generate import TRUTH_KEYS, Enterprise, Plan, Sender, _aggregate, run
 from ingest.window import WINDOW, window_start
 from ingest.worker import Worker
 from tests.ingest.harness import Daemon, daemon_env, free_udp_port, received_total
@@ -151,7 +151,7 @@ def test_unknown_exporter_is_rejected_and_counted(pg_cfg, tmp_path):
 
 def test_restart_decodes_with_persisted_templates(pg_cfg, tmp_path):
     """v9/IPFIX data sent after a restart, with no template in it, decodes at once."""
-    from ingest.encode import IpfixEncoder, V9Encoder
+    from ingest.tools.encode import IpfixEncoder, V9Encoder
 
     port = free_udp_port()
     env = daemon_env(pg_cfg, tmp_path, port, processes=1)

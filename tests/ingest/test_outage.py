@@ -13,8 +13,8 @@ import pyarrow as pa
 import pytest
 
 from flowlens_dagster.migrate import migrate
-from ingest.generate import TRUTH_KEYS, Plan, _aggregate, run
 from ingest.land import open_landing
+from ingest.tools.generate import TRUTH_KEYS, Plan, _aggregate, run
 from ingest.window import WINDOW
 from tests.ingest.harness import Daemon, daemon_env, free_udp_port, received_total
 from tests.ingest.private_services import PrivateKafka, PrivatePostgres

@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 
-from ingest.bench import free_udp_port
+from flowlens_dagster.bench.ingest import free_udp_port
 from ingest.receive import open_udp_socket
 from ingest.reuseport import MOD_K, balance_by_exporter, exporter_program
 

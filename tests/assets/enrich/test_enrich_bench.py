@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from assets.enrich.bench import main
+from flowlens_dagster.bench.enrich import main
 
 
 def test_bench_enrich_json_small(capsys) -> None:

@@ -1,7 +1,7 @@
 """A window of real traffic, landed and processed by the real pipeline code, for the check tests.
 
 Flows are built as columns, encoded as real NetFlow v9 and IPFIX export packets
-(``ingest.encode``), decoded by the collector's decoder (``ingest.decode``), landed in PostgreSQL
+(``ingest.tools.encode``), decoded by the collector's decoder (``ingest.decode``), landed in PostgreSQL
 ``flow_raw`` by the minimal-mode landing, then processed window by window with the pipeline's own
 functions (``assets.*.process_window``): lake Parquet, flow_stats, assets, dependencies, changes,
 each recording its ``window_loads`` row. Tests then corrupt what they need and run the checks.
@@ -30,8 +30,8 @@ from flowlens_dagster.resources import (
 from flowlens_dagster.stack.postgres import ensure_database
 from ingest.config import FlowLensConfig
 from ingest.decode import Decoder
-from ingest.encode import IpfixEncoder, V9Encoder
 from ingest.land.postgres import PostgresLanding
+from ingest.tools.encode import IpfixEncoder, V9Encoder
 from ingest.window import window_key
 from tests.conftest import truncate_flowlens_tables
 

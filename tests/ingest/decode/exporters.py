@@ -14,7 +14,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from ingest.capture import ethernet_frame, write_pcap
+from ingest.tools.capture import ethernet_frame, write_pcap
 
 Key = tuple[str, str, int, int, int]  # src, dst, src port, dst port, protocol
 TIMES: dict[Key, list[int]] = {}  # first and last packet time (µs) per key of the last traffic()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ingest.capture import CaptureError, CaptureStats, ethernet_frame, read_udp, write_pcap
 from ingest.decode.cli import main
-from ingest.encode import IpfixEncoder, V9Encoder
+from ingest.tools.capture import CaptureError, CaptureStats, ethernet_frame, read_udp, write_pcap
+from ingest.tools.encode import IpfixEncoder, V9Encoder
 from tests.ingest.decode.exporters import traffic
 from tests.ingest.decode.helpers import EXPORT_TIME, random_flows
 

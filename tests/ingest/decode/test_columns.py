@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ingest.decode import Decoder, columns
-from ingest.encode import encode_v5
+from ingest.tools.encode import encode_v5
 from tests.ingest.decode.helpers import EXPORT_TIME, RECEIVE_US, random_flows
 
 

@@ -7,9 +7,9 @@ import struct
 import numpy as np
 import pytest
 
-from ingest.capture import ethernet_frame
 from ingest.decode import Decoder
-from ingest.encode import VARLEN, IpfixEncoder, V9Encoder, encode_v5
+from ingest.tools.capture import ethernet_frame
+from ingest.tools.encode import VARLEN, IpfixEncoder, V9Encoder, encode_v5
 from tests.ingest.decode.helpers import EXPORT_TIME, EXPORTER, RECEIVE_US, addresses, column, random_flows, times_us
 
 DAY_MS = 86_400_000

@@ -18,7 +18,7 @@ import pytest
 
 from ingest.decode import Decoder, DecoderLimits
 from ingest.decode.decoder import MAX_REPLANS
-from ingest.encode import IPFIX_IPV6_FIELDS, IpfixEncoder, V9Encoder, encode_v5
+from ingest.tools.encode import IPFIX_IPV6_FIELDS, IpfixEncoder, V9Encoder, encode_v5
 from tests.ingest.decode.helpers import EXPORT_TIME, RECEIVE_US, column, random_flows
 
 V9_SHORT = ((8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (1, 4), (2, 4), (22, 4), (21, 4))  # another layout

@@ -8,8 +8,8 @@ import pytest
 
 from ingest.decode import Decoder, DecoderLimits
 from ingest.decode.fuzz import mutate, run, seed_packets
-from ingest.encode import encode_v5
 from ingest.schema import FLOW_SCHEMA
+from ingest.tools.encode import encode_v5
 from tests.ingest.decode.helpers import EXPORT_TIME, random_flows
 
 
@@ -48,8 +48,8 @@ def test_encoder_refuses_ipv6_in_v5() -> None:
 
 
 def test_seeds_include_the_recorded_captures_and_a_given_corpus(tmp_path) -> None:
-    from ingest.capture import read_udp
     from ingest.decode.fuzz import TESTDATA
+    from ingest.tools.capture import read_udp
 
     recorded = [d.payload for d in read_udp(TESTDATA / "softflowd_v9.pcap")]
     assert all(p in seed_packets() for p in recorded)

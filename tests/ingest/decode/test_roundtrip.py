@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from ingest.decode import Decoder
-from ingest.encode import IPFIX_IPV6_FIELDS, V9_IPV6_FIELDS, IpfixEncoder, V9Encoder, encode_v5
 from ingest.schema import FLOW_SCHEMA
+from ingest.tools.encode import IPFIX_IPV6_FIELDS, V9_IPV6_FIELDS, IpfixEncoder, V9Encoder, encode_v5
 from tests.ingest.decode.helpers import EXPORT_TIME, EXPORTER, RECEIVE_US, mapped, random_flows, times_us
 
 SEEDS = [1, 2, 3, 4, 5]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ingest.decode import Decoder, DecoderLimits
-from ingest.encode import IPFIX_IPV6_FIELDS, IpfixEncoder, V9Encoder
+from ingest.tools.encode import IPFIX_IPV6_FIELDS, IpfixEncoder, V9Encoder
 from tests.ingest.decode.helpers import EXPORT_TIME, EXPORTER, RECEIVE_US, column, random_flows
 
 

@@ -18,7 +18,7 @@ import pytest
 from ingest.decode import Decoder, columns, frontend, v5
 from ingest.decode.context import Context, packet_table
 from ingest.decode.decoder import _Call
-from ingest.encode import encode_v5
+from ingest.tools.encode import encode_v5
 from tests.ingest.decode.helpers import EXPORT_TIME, RECEIVE_US, random_flows
 
 

@@ -42,7 +42,7 @@ from assets.enrich.geoip import GeoIP
 from assets.enrich.inventory import Inventory, InventoryEntry
 from assets.enrich.mmdb_files import AutonomousSystem, Place, write_asn_db, write_city_db
 from assets.enrich.ptr_server import PTRServer
-from ingest.benchmark import report
+from flowlens_dagster.bench.report import report
 from ingest.schema import FLOW_SCHEMA
 
 BENCH_REDIS_DB = 13  # a database of its own: flushed before and after the run

@@ -5,7 +5,7 @@ The traffic is a small enterprise (:class:`Enterprise`): client subnets talking 
 the DNS resolvers (UDP 53) and NTP servers (UDP 123), and clients to external destinations on the
 Internet (443). Each exporter sends from its own loopback address (127.0.0.1, 127.0.0.2, ...: Linux
 routes all of 127/8 locally) so a collector sees several exporters; exporters cycle through the
-chosen versions, v9/IPFIX with template refreshes and sequence numbers from ``ingest.encode``.
+chosen versions, v9/IPFIX with template refreshes and sequence numbers from ``ingest.tools.encode``.
 
 Deterministic: the same ``--seed`` and arguments send the same flows. ``--start`` stamps flows and
 export headers in the past, with ``--speed`` simulated seconds per real second, so a collector
@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from ingest import mmsg
 from ingest.addresses import V4_PREFIX_BYTES
-from ingest.encode import IPFIX_IPV4_FIELDS, V9_IPV4_FIELDS, IpfixEncoder, V9Encoder, encode_v5
+from ingest.tools.encode import IPFIX_IPV4_FIELDS, V9_IPV4_FIELDS, IpfixEncoder, V9Encoder, encode_v5
 
 TRUTH_KEYS = ["src_addr", "dst_addr", "dst_port", "protocol"]
 

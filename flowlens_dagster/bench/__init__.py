@@ -6,9 +6,9 @@ import importlib
 import sys
 
 BENCHES: dict[str, str] = {
-    "decode": "ingest.decode.bench:main",
-    "ingest": "ingest.bench:main",
-    "enrich": "assets.enrich.bench:main",
+    "decode": "flowlens_dagster.bench.decode:main",
+    "ingest": "flowlens_dagster.bench.ingest:main",
+    "enrich": "flowlens_dagster.bench.enrich:main",
     "pipeline": "assets.bench:main",
 }
 

@@ -1,6 +1,6 @@
 """``flowlens bench decode [--json]``: decoder throughput per core, next to the Python ``netflow`` package.
 
-Workload: realistic export packets built with ``ingest.encode`` from random IPv4 flows: v5 with
+Workload: realistic export packets built with ``ingest.tools.encode`` from random IPv4 flows: v5 with
 30 records, v9 (46-byte records) and IPFIX (58-byte records) filling a 1472-byte UDP payload
 (about 31 and 25 records), templates re-sent every 20 packets. The FlowLens decoder runs
 ``decode_many`` over batches of ``--batch`` packets, by default the ingest daemon's
@@ -20,11 +20,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from flowlens_dagster.bench.report import report
 from ingest.addresses import V4_PREFIX
-from ingest.benchmark import report
 from ingest.config import IngestConfig
 from ingest.decode import Decoder
-from ingest.encode import V9_IPV4_FIELDS, IpfixEncoder, V9Encoder, encode_v5
+from ingest.tools.encode import V9_IPV4_FIELDS, IpfixEncoder, V9Encoder, encode_v5
 
 EXPORT_TIME = 1_700_000_000
 EXPORTER = V4_PREFIX + bytes([192, 0, 2, 10])

@@ -20,7 +20,7 @@ sampler ids, NSEL events, RFC 5103 reverse counters or IE 315 frame sections int
 
 Example::
 
-    from ingest.encode import encode_v5, V9Encoder, IpfixEncoder
+    from ingest.tools.encode import encode_v5, V9Encoder, IpfixEncoder
     packets = encode_v5(flows, sys_uptime_ms=3_600_000, unix_secs=1_700_000_000, seq=0)
     v9 = V9Encoder(template_id=256, domain=1)  # IPv4 template by default; domain = v9 source id
     packets = v9.packets(flows, export_time=1_700_000_000)  # template in packet 1, then every 20

@@ -39,21 +39,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flowlens_dagster.bench.report import report
 from ingest import mmsg
-from ingest.benchmark import report
-from ingest.config import FlowLensConfig, load_config
+from ingest.config import PROJECT_ROOT, FlowLensConfig, load_config
 from ingest.metrics import udp_socket_stats
 from ingest.services import require
 
 SEED_INSTANCE_FLOWS_PER_S = 25_000
 WARM_UP_RATE, WARM_UP_SECONDS = 500_000, 4.0  # flows/s and seconds sent before the first trial
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 # --- the sender (its own process) ------------------------------------------------------------
 def _sender_main(target: tuple[str, int], versions: tuple[int, ...], pool_flows: int, conn) -> None:
     """Build a packet pool once, then serve send requests (rate, seconds) from the parent."""
-    from ingest.generate import Generator, Plan, Sender
+    from ingest.tools.generate import Generator, Plan, Sender
 
     gen = Generator(Plan(flows=pool_flows, versions=versions, exporters=8, seed=42, chunk=2000))
     pool: list[tuple[str, bytes, int]] = []
@@ -91,7 +90,7 @@ def _flows_in(packets: list[bytes], version: int) -> list[int]:
 
 
 def _ipfix_records(pkt: bytes) -> int:
-    from ingest.encode import IPFIX_IPV4_FIELDS
+    from ingest.tools.encode import IPFIX_IPV4_FIELDS
 
     record = sum(length for _, length in IPFIX_IPV4_FIELDS)
     pos, total = 16, 0
