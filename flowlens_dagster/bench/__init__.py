@@ -1,9 +1,15 @@
-"""``flowlens bench NAME [--json]``: dispatch to the benchmark that owns each figure set."""
+"""``flowlens bench NAME [--json]``: dispatch to the benchmark that owns each figure set.
+
+Benchmarks are developer tools: they run from a source checkout, whose root goes on ``sys.path``
+so they can use the fakes the tests use (``tests/fakes``: GeoIP databases, a PTR server).
+"""
 
 from __future__ import annotations
 
 import importlib
 import sys
+
+from ingest.config import PROJECT_ROOT
 
 BENCHES: dict[str, str] = {
     "decode": "flowlens_dagster.bench.decode:main",
@@ -17,5 +23,7 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in BENCHES:
         print(f"usage: flowlens bench {{{','.join(BENCHES)}}} [--json] [options]", file=sys.stderr)
         return 2
+    if (PROJECT_ROOT / "tests" / "fakes").is_dir() and str(PROJECT_ROOT) not in sys.path:
+        sys.path.append(str(PROJECT_ROOT))
     module_name, func_name = BENCHES[argv[0]].split(":")
     return int(getattr(importlib.import_module(module_name), func_name)(argv[1:]) or 0)

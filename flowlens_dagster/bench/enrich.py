@@ -40,10 +40,10 @@ from assets.enrich.dns import ReverseResolver
 from assets.enrich.enricher import Enricher
 from assets.enrich.geoip import GeoIP
 from assets.enrich.inventory import Inventory, InventoryEntry
-from assets.enrich.mmdb_files import AutonomousSystem, Place, write_asn_db, write_city_db
-from assets.enrich.ptr_server import PTRServer
 from flowlens_dagster.bench.report import report
 from ingest.schema import FLOW_SCHEMA
+from tests.fakes.mmdb_files import AutonomousSystem, Place, write_asn_db, write_city_db
+from tests.fakes.ptr_server import PTRServer
 
 BENCH_REDIS_DB = 13  # a database of its own: flushed before and after the run
 _CITIES = [

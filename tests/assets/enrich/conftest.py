@@ -23,9 +23,9 @@ import pyarrow as pa
 import pytest
 
 from assets.enrich.addresses import to_binary
-from assets.enrich.mmdb_files import AutonomousSystem, Place, write_asn_db, write_city_db
-from assets.enrich.ptr_server import PTRServer
 from ingest.schema import FLOW_SCHEMA
+from tests.fakes.mmdb_files import AutonomousSystem, Place, write_asn_db, write_city_db
+from tests.fakes.ptr_server import PTRServer
 
 FLOW_DTYPES = {f.name: pl.from_arrow(pa.array([], type=f.type)).dtype for f in FLOW_SCHEMA}
 PTR_NAMES = {

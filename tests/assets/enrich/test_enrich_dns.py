@@ -14,7 +14,7 @@ from assets.enrich.dns import (
     parse_ptr_response,
     reverse_name,
 )
-from assets.enrich.ptr_server import PTRServer
+from tests.fakes.ptr_server import PTRServer
 
 
 def _resolver(server: PTRServer, **options) -> ReverseResolver:

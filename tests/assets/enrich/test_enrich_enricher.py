@@ -10,8 +10,8 @@ import pytest
 
 from assets.enrich import DESCRIPTION_COLUMNS, Enricher, EnrichmentCache, GeoIP, GeoIPError, load_inventory
 from assets.enrich.dns import ReverseResolver
-from assets.enrich.ptr_server import PTRServer
 from ingest.config import load_config
+from tests.fakes.ptr_server import PTRServer
 
 TTLS = {"dns": 3600, "geo": 86_400, "asset": 300}
 INVENTORY = """\
