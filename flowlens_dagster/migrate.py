@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.resources
 import re
 import sys
 import time
@@ -28,9 +29,9 @@ from pathlib import Path
 
 import psycopg
 
-from ingest.config import PROJECT_ROOT, ConfigError, FlowLensConfig, load_config
+from ingest.config import ConfigError, FlowLensConfig, load_config
 
-SQL_DIR = PROJECT_ROOT / "sql"
+SQL_DIR = Path(str(importlib.resources.files("sql")))  # package data: a checkout and a wheel alike
 FILE_PATTERN = re.compile(r"^(\d{3})_([A-Za-z0-9_]+)\.sql$")
 LOCK_KEY = 0x466C6F774C656E73  # "FlowLens": one advisory lock for every migrating process
 
