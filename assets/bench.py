@@ -226,15 +226,15 @@ def _drop_topic(cfg) -> None:
 
 def run_checks(cfg, window: datetime) -> dict:
     """Every 5-minute asset check of the window (``flowlens_dagster.checks.run_window_checks``)."""
+    from assets.resources import build_resources
     from flowlens_dagster.checks import run_window_checks
-    from flowlens_dagster.resources import build_resources
 
     return run_window_checks(window, build_resources(cfg, use_env=False))
 
 
 def run_window(cfg, window: datetime) -> dict[str, float]:
     """Every pipeline stage for the window, on the assets' own code; per-stage seconds and counts."""
-    from flowlens_dagster.resources import build_resources
+    from assets.resources import build_resources
     from ingest.land import open_landing
 
     res = build_resources(cfg, use_env=False)

@@ -22,10 +22,10 @@ import polars as pl
 
 from assets.keys import DEPENDENCIES, NETWORK_ASSETS, TOPOLOGY_CHANGES
 from assets.metadata import definition_metadata, markdown_table, materialization_metadata
+from assets.partitions import five_minute_partitions
 from assets.pg import record_window_load
+from assets.resources import KafkaResource, PipelineResource, PostgresResource, RedisResource
 from assets.windows import WindowResult, run_id, run_windows, timed
-from flowlens_dagster.partitions import five_minute_partitions
-from flowlens_dagster.resources import KafkaResource, PipelineResource, PostgresResource, RedisResource
 from ingest.window import WINDOW
 
 TABLE = "flowlens.changes"

@@ -18,16 +18,16 @@ from assets.direction import orient
 from assets.keys import ENRICHED_FLOWS, FLOWS_LANDED
 from assets.landing import flows_frame, read_landed
 from assets.metadata import definition_metadata, markdown_table, materialization_metadata
+from assets.partitions import five_minute_partitions
 from assets.pg import record_window_load
-from assets.windows import WindowResult, run_id, run_windows, timed
-from flowlens_dagster.partitions import five_minute_partitions
-from flowlens_dagster.resources import (
+from assets.resources import (
     EnrichmentResource,
     KafkaResource,
     LakeResource,
     LandingResource,
     PostgresResource,
 )
+from assets.windows import WindowResult, run_id, run_windows, timed
 from ingest.schema import FLOW_COLUMNS
 from ingest.window import WINDOW
 

@@ -20,10 +20,10 @@ from assets import lake as lake_files
 from assets.addresses import with_text
 from assets.keys import ENRICHED_FLOWS, FLOW_STATS
 from assets.metadata import definition_metadata, markdown_table, materialization_metadata
+from assets.partitions import five_minute_partitions
 from assets.pg import ensure_day_partitions, record_window_load
+from assets.resources import LakeResource, PostgresResource
 from assets.windows import WindowResult, run_id, run_windows, timed
-from flowlens_dagster.partitions import five_minute_partitions
-from flowlens_dagster.resources import LakeResource, PostgresResource
 from ingest.addresses import address_matrix
 from ingest.land.pgbinary import copy_arrow
 

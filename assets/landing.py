@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow as pa
 
 from assets.keys import FLOWS_LANDED
-from flowlens_dagster.partitions import five_minute_partitions
+from assets.partitions import five_minute_partitions
 
 flows_landed = dg.AssetSpec(
     FLOWS_LANDED,

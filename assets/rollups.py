@@ -16,10 +16,10 @@ from assets import lake as lake_files
 from assets.changes import _statements
 from assets.keys import FLOW_STATS, FLOW_STATS_DAILY, FLOW_STATS_HOURLY
 from assets.metadata import definition_metadata, materialization_metadata
+from assets.partitions import daily_partitions, hourly_partitions
 from assets.pg import ensure_day_partitions, record_window_load
+from assets.resources import ENRICHED_DIR, LakeResource, PipelineResource, PostgresResource
 from assets.windows import WindowResult, run_id, timed
-from flowlens_dagster.partitions import daily_partitions, hourly_partitions
-from flowlens_dagster.resources import ENRICHED_DIR, LakeResource, PipelineResource, PostgresResource
 
 MEASURES = ("bytes", "packets", "flows", "first_seen", "last_seen")
 KEY = ("client_addr", "server_addr", "server_port", "protocol")

@@ -19,10 +19,10 @@ import polars as pl
 from assets import lake as lake_files
 from assets.keys import DEPENDENCIES, ENRICHED_FLOWS, FLOW_STATS, NETWORK_ASSETS
 from assets.metadata import definition_metadata, materialization_metadata
+from assets.partitions import five_minute_partitions
 from assets.pg import record_window_load, stage
+from assets.resources import LakeResource, PostgresResource
 from assets.windows import WindowResult, run_id, run_windows, timed
-from flowlens_dagster.partitions import five_minute_partitions
-from flowlens_dagster.resources import LakeResource, PostgresResource
 
 ASSETS_TABLE, DEPENDENCIES_TABLE = "flowlens.assets", "flowlens.dependencies"
 # enrichment attributes taken from the enricher's src_*/dst_* columns when it provides them

@@ -2,7 +2,7 @@
 
 ``dagster dev -m flowlens_dagster.definitions`` (or ``flowlens dagster``) serves it; assets live
 in ``assets/``, asset checks in ``flowlens_dagster.checks``, resources are built from the FlowLens
-config (``flowlens_dagster.resources``).
+config (``assets.resources``).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from assets.changes import topology_changes
 from assets.enriched_flows import enriched_flows
 from assets.flow_stats import flow_stats
 from assets.landing import flows_landed
+from assets.resources import build_resources
 from assets.rollups import flow_stats_daily, flow_stats_hourly
 from assets.topology import dependencies, network_assets
 from flowlens_dagster.checks import ALL_CHECKS, ALL_SENSORS, apply_freshness_policies
 from flowlens_dagster.jobs import ALL_JOBS, window_job
-from flowlens_dagster.resources import build_resources
 from flowlens_dagster.schedules import ALL_SCHEDULES
 from flowlens_dagster.sensors import build_sensor
 

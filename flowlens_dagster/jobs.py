@@ -23,8 +23,8 @@ from assets.keys import (
     FLOWS_LANDED,
     WINDOW_ASSETS,
 )
+from assets.partitions import daily_partitions, five_minute_partitions, hourly_partitions
 from assets.rollups import retention_job
-from flowlens_dagster.partitions import daily_partitions, five_minute_partitions, hourly_partitions
 
 window_job = dg.define_asset_job(
     "window_job",

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from flowlens_dagster.partitions import START
-from flowlens_dagster.resources import LandingResource, PostgresResource
+from assets.partitions import START
+from assets.resources import LandingResource, PostgresResource
 from ingest.config import FlowLensConfig, load_config
 from ingest.land.base import Landing, SummarizesWindows, Watermark
 from ingest.services import ServiceUnavailable, require

@@ -14,9 +14,9 @@ from typing import Any
 
 import dagster as dg
 
+from assets.partitions import daily_partitions, five_minute_partitions, hourly_partitions
 from flowlens_dagster.checks.evaluate import BY_NAME, CHECKS, CheckSpec, evaluate, sources_from, spans
 from flowlens_dagster.checks.reconcile import Finding, jsonable
-from flowlens_dagster.partitions import daily_partitions, five_minute_partitions, hourly_partitions
 
 PARTITIONS: dict[str, dg.TimeWindowPartitionsDefinition] = {
     "window": five_minute_partitions,

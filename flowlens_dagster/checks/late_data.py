@@ -17,12 +17,12 @@ from datetime import datetime
 
 import dagster as dg
 
+from assets.resources import LakeResource, LandingResource, PostgresResource
 from flowlens_dagster.checks import names
 from flowlens_dagster.checks.asset_checks import check_metadata
 from flowlens_dagster.checks.evaluate import sources_from
 from flowlens_dagster.checks.reconcile import landing_matches_load
 from flowlens_dagster.checks.windows import Span
-from flowlens_dagster.resources import LakeResource, LandingResource, PostgresResource
 from ingest.land.base import SummarizesWindows
 from ingest.services import ServiceUnavailable, require
 from ingest.window import WINDOW, window_key

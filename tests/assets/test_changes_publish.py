@@ -8,7 +8,7 @@ import redis as redis_lib
 from confluent_kafka import Consumer
 
 from assets.changes import REDIS_CHANNEL, publish
-from flowlens_dagster.resources import KafkaResource, RedisResource
+from assets.resources import KafkaResource, RedisResource
 
 pytestmark = pytest.mark.integration
 WINDOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

@@ -6,8 +6,8 @@ import psycopg
 import pytest
 
 from assets.keys import FLOW_STATS_DAILY, FLOW_STATS_HOURLY
+from assets.resources import build_resources
 from assets.rollups import apply_retention, roll_up
-from flowlens_dagster.resources import build_resources
 from tests.assets import scenario
 from tests.assets.test_window_assets import landed, materialize  # noqa: F401  (fixture)
 

@@ -9,8 +9,8 @@ import pytest
 from assets.changes import topology_changes
 from assets.enriched_flows import enriched_flows
 from assets.flow_stats import flow_stats
+from assets.resources import build_resources
 from assets.topology import dependencies, network_assets
-from flowlens_dagster.resources import build_resources
 from ingest.window import window_key
 from tests.assets import scenario
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import dagster as dg
 
 from assets.keys import WINDOW_ASSETS
+from assets.partitions import five_minute_partitions
 from flowlens_dagster.definitions import defs
-from flowlens_dagster.partitions import five_minute_partitions
 from flowlens_dagster.sensors import SENSOR_NAME
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,11 +22,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from assets.addresses import addr_text
+from assets.partitions import five_minute_partitions
+from assets.resources import build_resources
 from flowlens_dagster.checks import names
 from flowlens_dagster.definitions import defs
 from flowlens_dagster.jobs import window_job
-from flowlens_dagster.partitions import five_minute_partitions
-from flowlens_dagster.resources import build_resources
 from flowlens_dagster.sensors import RANGE_END_TAG, RANGE_START_TAG, SENSOR_NAME
 from ingest.land import open_landing
 from tests.assets import scenario

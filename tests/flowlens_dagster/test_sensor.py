@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
+from assets.resources import build_resources
 from flowlens_dagster.definitions import defs
-from flowlens_dagster.resources import build_resources
 from flowlens_dagster.sensors import SENSOR_NAME, plan_tick, window_run_request
 from ingest.config import FlowLensConfig
 from ingest.land.base import Watermark

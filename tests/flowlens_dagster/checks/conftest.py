@@ -19,14 +19,14 @@ import pyarrow as pa
 import pytest
 
 from assets import changes, enriched_flows, flow_stats, topology
-from flowlens_dagster.migrate import migrate
-from flowlens_dagster.resources import (
+from assets.resources import (
     KafkaResource,
     LakeResource,
     LandingResource,
     PostgresResource,
     build_resources,
 )
+from flowlens_dagster.migrate import migrate
 from flowlens_dagster.stack.postgres import ensure_database
 from ingest.config import FlowLensConfig
 from ingest.decode import Decoder

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from assets import enriched_flows
+from assets.resources import KafkaResource, LandingResource
 from flowlens_dagster.checks import names
 from flowlens_dagster.checks.evaluate import BY_NAME, evaluate, sources_from
 from flowlens_dagster.checks.windows import Span
-from flowlens_dagster.resources import KafkaResource, LandingResource
 
 from .conftest import KEY0, WINDOW0, Pipeline, decode_export, traffic
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flowlens_dagster.partitions import partition_start, start_file
+from assets.partitions import partition_start, start_file
 from ingest.config import FlowLensConfig
 
 DAY = datetime(2026, 3, 10, 15, 42, tzinfo=UTC)
