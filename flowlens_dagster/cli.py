@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "decode": ("ingest.decode.cli:main", "decode pcap/pcapng captures or raw payload files to JSON lines"),
     "ingest": ("ingest.daemon:main", "run the UDP ingest daemon (receive, decode, land)"),
     "generate": ("ingest.tools.generate:main", "synthetic NetFlow/IPFIX exporter at a target rate"),
-    "replay": ("ingest.replay:main", "send captures or payload files to a collector"),
+    "replay": ("ingest.tools.replay:main", "send captures or payload files to a collector"),
     "inventory": ("assets.enrich.inventory:main", "load the asset inventory file into PostgreSQL"),
     "run": ("flowlens_dagster.run:main", "the main job: stack, migrations, ingest, generator, Dagster"),
     "dagster": ("flowlens_dagster.instance:main", "run Dagster (dev UI + daemon) on this project's instance"),

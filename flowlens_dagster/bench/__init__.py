@@ -15,7 +15,7 @@ BENCHES: dict[str, str] = {
     "decode": "flowlens_dagster.bench.decode:main",
     "ingest": "flowlens_dagster.bench.ingest:main",
     "enrich": "flowlens_dagster.bench.enrich:main",
-    "pipeline": "assets.bench:main",
+    "pipeline": "flowlens_dagster.bench.pipeline:main",
 }
 
 

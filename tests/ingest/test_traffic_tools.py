@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ingest import replay
 from ingest.decode import Decoder
 from ingest.receive import export_time_us
-from ingest.tools import generate
+from ingest.tools import generate, replay
 from ingest.tools.capture import ethernet_frame, write_pcap
 
 TESTDATA = Path(__file__).resolve().parent / "testdata"

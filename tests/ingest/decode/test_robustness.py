@@ -1,4 +1,4 @@
-"""Bounded fuzzing (the 1M-packet run is ``python -m ingest.decode.fuzz --packets 1000000``)."""
+"""Bounded fuzzing (the 1M-packet run is ``python -m ingest.tools.fuzz --packets 1000000``)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import random
 import pytest
 
 from ingest.decode import Decoder, DecoderLimits
-from ingest.decode.fuzz import mutate, run, seed_packets
 from ingest.schema import FLOW_SCHEMA
 from ingest.tools.encode import encode_v5
+from ingest.tools.fuzz import mutate, run, seed_packets
 from tests.ingest.decode.helpers import EXPORT_TIME, random_flows
 
 

@@ -1,4 +1,4 @@
-"""Mutation fuzzing of the decoder: ``python -m ingest.decode.fuzz --packets 1000000``.
+"""Mutation fuzzing of the decoder: ``python -m ingest.tools.fuzz --packets 1000000``.
 
 Seeds are real exporters' datagrams: the softflowd captures kept with the decoder tests
 (``tests/ingest/decode/testdata``), an external corpus given with ``--corpus DIR`` (raw payload
@@ -178,7 +178,7 @@ def _check_caps(decoder: Decoder, limits: DecoderLimits, result: FuzzResult) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ingest.decode.fuzz", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ingest.tools.fuzz", description=__doc__.split("\n\n")[0])
     parser.add_argument("--packets", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--corpus", type=Path, help="extra seeds: a folder of *.dat payloads and/or captures")
