@@ -10,7 +10,7 @@ For window W (one transaction that first deletes W's rows, so re-detecting is a 
 
 Each change detected is also published, when those services are part of the mode: to Kafka
 ``changes.detected`` keyed ``kind|subject`` (a compacted topic keeps the latest per subject) and
-to the Redis pub/sub channel ``changes:topology`` (seed §5.2), as JSON.
+to the Redis pub/sub channel ``changes:topology`` (the scaling model §5.2), as JSON.
 """
 
 import json

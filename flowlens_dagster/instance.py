@@ -6,7 +6,7 @@ from the FlowLens config each time:
 - minimal mode: SQLite storage under ``<state_dir>/dagster/storage`` (nothing else to run);
 - standard/full/auto: dagster-postgres in database ``<postgres.database>_dagster`` on the stack's
   PostgreSQL, with ``scheme: postgresql+psycopg2`` because SQLAlchemy 2.1 would otherwise pick
-  psycopg 3, under which Dagster's LISTEN/NOTIFY fails (see FIELD-NOTES);
+  psycopg 3, under which Dagster's LISTEN/NOTIFY fails (checked with Dagster 1.13 and SQLAlchemy 2.1);
 - telemetry off; the run queue sized to the machine's cores (two cores serve everything here).
 
 ``dagster dev`` is started through :func:`exec_dagster`, which restores default signal handlers

@@ -18,7 +18,7 @@ Each tick (``plan_tick``, pure and unit-tested) then:
 - requests nothing while a window run is queued or running: windows are processed in order (topology
   changes compare a window with the ones before it), and the next tick takes every window that
   completed meanwhile as one range run, so a slow run makes the next run bigger, not the queue longer;
-- measures lag (seed §8.2) in seconds: newest landed receive time minus the end of the newest
+- measures lag (the scaling model §8.2) in seconds: newest landed receive time minus the end of the newest
   processed window (``window_loads`` of ``flow_stats``). Above ``alert_at_lag_seconds`` it warns;
   above ``pause_at_lag_seconds`` it holds new requests while queued runs drain, and resumes
   below ``max_acceptable_lag_seconds`` (while held and the queue is empty it releases one capped

@@ -1,4 +1,4 @@
-"""Ingestion backpressure (seed §8.1): a bounded queue of decoded flows that samples, then drops.
+"""Ingestion backpressure (the scaling model §8.1): a bounded queue of decoded flows that samples, then drops.
 
 The queue holds decoded flows between the decoder and the landing. Its depth counts every flow
 accepted and not yet landed, so when the landing is slow or down the depth grows and the rules of
@@ -7,7 +7,7 @@ accepted and not yet landed, so when the landing is slow or down the depth grows
 * depth below ``sample_at_queue_depth``: every flow is kept;
 * from there to ``drop_at_queue_depth``: one flow in ``sample_rate`` (N) is kept; the kept flow's
   ``sampling_rate``, ``bytes`` and ``packets`` are multiplied by N, so byte and packet totals stay
-  unbiased (the seed only counted the skipped flows; we also keep the totals right);
+  unbiased (the scaling model only counted the skipped flows; we also keep the totals right);
 * at ``drop_at_queue_depth``: flows are dropped.
 
 Every sampled-away and dropped flow is counted. The work is vectorized per batch: the decision for
@@ -59,7 +59,7 @@ def scale_sampled(batch: pa.RecordBatch, factor: int) -> pa.RecordBatch:
 
 
 class FlowQueue:
-    """Bounded, thread-safe FIFO of flow batches with the seed's sample/drop admission rules.
+    """Bounded, thread-safe FIFO of flow batches with the scaling model's sample/drop admission rules.
 
     The decoder thread calls :meth:`admit` then the landing thread calls :meth:`get`, writes, and
     calls :meth:`done` with the number of flows it landed, which lowers the depth.

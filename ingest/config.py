@@ -196,7 +196,7 @@ class DNSConfig(_Section):
     port: int = Field(53, ge=1, le=65535)
     timeout_seconds: float = Field(1.0, gt=0)
     concurrency: int = Field(64, ge=1)
-    lookups_per_second: int = Field(500, ge=1)  # budget for cache misses (seed: ~500/s)
+    lookups_per_second: int = Field(500, ge=1)  # budget for cache misses (the scaling model: ~500/s)
     positive_ttl_seconds: int = Field(3600, ge=1)
     negative_ttl_seconds: int = Field(300, ge=1)
     # a window stops starting lookups after this long; the rest wait for later windows (counted)
@@ -230,14 +230,14 @@ class IngestConfig(_Section):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9109, ge=0, le=65535)  # 0 = no metrics endpoint
     instance_id: str = ""  # empty = hostname:pid
-    # Daemon internals (issue 4): receive queue, landing, shutdown.
+    # Daemon internals: receive queue, landing, shutdown (README "Ingest").
     receive_queue_packets: int = Field(50_000, ge=16)  # fair per-exporter packet queue bound
     decode_batch_packets: int = Field(2048, ge=1)  # packets per decode_many call (at most; linger bounds the wait)
     decode_linger_ms: float = Field(20.0, ge=0)  # wait this long for a fuller decode batch
     receive_coalesce_ms: float = Field(2.0, ge=0, le=50)  # pause after a small drain: fewer wakeups
     kafka_message_max_flows: int = Field(4096, ge=1)  # flows per flows.raw message (broker limit 1 MB)
     kafka_read_slack_seconds: float = Field(60.0, ge=0)  # read_window looks this far past the window end
-    landing_backoff_max_seconds: float = Field(30.0, gt=0)  # exponential backoff cap (seed §8.3)
+    landing_backoff_max_seconds: float = Field(30.0, gt=0)  # exponential backoff cap (the scaling model §8.3)
     drain_timeout_seconds: float = Field(120.0, gt=0)  # SIGTERM: how long to try landing what is queued
     landing_writers: int = Field(2, ge=1)  # concurrent PostgreSQL COPYs per receiving process
     template_state_file: str = "templates-{worker}.state"  # under state_dir/ingest; {worker} = process index

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the ingest daemon (seed §9.1 names), aggregated over its processes.
+"""Prometheus metrics of the ingest daemon (the scaling model §9.1 names), aggregated over its processes.
 
 Each receiving process keeps plain counters in a :class:`WorkerStats` and sends a snapshot to the
 parent about once a second; the parent's :class:`DaemonCollector` sums the latest snapshot of every
@@ -6,7 +6,7 @@ process (plus the final totals of processes that ended) and serves them on one e
 avoids prometheus_client's multiprocess mode (files in a shared directory) and keeps the hot path
 free of locks: a worker only adds to ints.
 
-Metric names (seed §9.1, plus the kernel's view of our sockets):
+Metric names (the scaling model §9.1, plus the kernel's view of our sockets):
 
 * ``flowlens_flows_received_total{exporter,protocol}``: flows decoded, by exporter and protocol
 * ``flowlens_flows_dropped_total{reason}``: flows lost (``backpressure``)

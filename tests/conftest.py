@@ -37,7 +37,7 @@ from flowlens_dagster.stack import kafka, postgres
 from ingest.config import FlowLensConfig, load_config
 
 TEST_DATABASE = os.environ.get("FLOWLENS_TEST_DATABASE", "flowlens_test")
-TEST_REDIS_DB = 15  # far from the seed's databases 0-3 used by a developer's running stack
+TEST_REDIS_DB = 15  # far from the scaling model's databases 0-3 used by a developer's running stack
 STACK_MODE = "full"
 
 

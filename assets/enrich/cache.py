@@ -1,4 +1,4 @@
-"""Enrichment caches: Redis keys ``dns:<ip>``, ``geo:<ip>``, ``asset:<ip>`` (seed §5.2), or memory.
+"""Enrichment caches: Redis keys ``dns:<ip>``, ``geo:<ip>``, ``asset:<ip>`` (the scaling model §5.2), or memory.
 
 One :class:`EnrichmentCache` serves every namespace. With a Redis URL it reads and writes the
 shared keys every run and instance sees; without one (minimal mode) it keeps entries in process.
@@ -13,7 +13,7 @@ whose reply is one string per call (values joined by newline). That reads ~800k 
 the callers store hostnames, JSON and asset names, which do not.
 
 Hits and misses are counted per namespace in ``stats`` and in the Prometheus counters
-``flowlens_redis_cache_hits_total{cache}`` / ``flowlens_redis_cache_misses_total{cache}`` (seed §9.1),
+``flowlens_redis_cache_hits_total{cache}`` / ``flowlens_redis_cache_misses_total{cache}`` (the scaling model §9.1),
 whichever backend answered.
 """
 
@@ -185,7 +185,7 @@ class CacheStats:
 class EnrichmentCache:
     """Namespaced TTL cache over addresses: ``get("dns", ips)`` reads the keys ``dns:<ip>``.
 
-    ``ttls`` maps namespace -> seconds (seed: dns 3600, geo 86400, asset 300). ``redis_url`` None
+    ``ttls`` maps namespace -> seconds (the scaling model: dns 3600, geo 86400, asset 300). ``redis_url`` None
     means memory only. Nothing connects until the first get/put.
     """
 

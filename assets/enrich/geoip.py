@@ -3,7 +3,7 @@
 Lookups go through ``maxminddb`` directly (its C extension, memory-mapped): about four times
 faster than building ``geoip2`` model objects, and the enricher only needs six fields. Each
 distinct address is looked up once per window; an address the database has no record for yields
-nulls. Results travel through the cache as the JSON of seed §5.2 (``geo:<ip>``).
+nulls. Results travel through the cache as the JSON of the scaling model §5.2 (``geo:<ip>``).
 """
 
 from __future__ import annotations

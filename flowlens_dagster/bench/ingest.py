@@ -14,7 +14,7 @@ rate for ``--seconds`` and passes only when (as the issue defines it):
 * everything received is landed within 2 s after sending stops (the daemon kept up).
 
 The same search runs against ``nfcapd`` (nfdump's C collector, counting the flows it wrote with
-``nfdump -I``) on the same stream in the same run: that is the baseline. The seed's 25,000 flows/s
+``nfdump -I``) on the same stream in the same run: that is the baseline. The scaling model's 25,000 flows/s
 per ingestion instance is printed beside it. Kafka trials use a throwaway topic; PostgreSQL trials
 a throwaway database ``flowlens_bench`` (dropped at the end).
 """
@@ -445,7 +445,7 @@ def main(argv: list[str]) -> int:
     require(cfg, [b for b in backends if b in ("kafka", "postgres")], "flowlens bench ingest")
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else (lambda m: print(m, flush=True))
     workdir = Path(tempfile.mkdtemp(prefix="flowlens-bench-ingest-"))
-    # Seconds of traffic, not the seed's 50k flows: at millions of flows/s the seed's queue is 25 ms.
+    # Seconds of traffic, not the scaling model's 50k flows: at millions of flows/s the scaling model's queue is 25 ms.
     ingestion = cfg.backpressure.ingestion.model_copy(
         update={"sample_at_queue_depth": 2_000_000, "drop_at_queue_depth": 4_000_000, "max_queue_depth": 4_000_000}
     )

@@ -11,7 +11,7 @@ reverse DNS: the network is not what is measured), write the lake, aggregate ``f
 replace the window in PostgreSQL (the upsert rate), merge network assets and dependencies, detect
 changes, then every asset check registered for these assets (``check_seconds``).
 
-Baseline: the seed's PostgreSQL write capacity, 35,000 upserts/s (labelled ``seed``).
+Baseline: the scaling model's PostgreSQL write capacity, 35,000 upserts/s (labelled ``seed``).
 Targets on 2 cores: ``window_seconds`` < 60 and ``upsert_rows_per_s`` >= 300,000.
 """
 
@@ -291,7 +291,7 @@ def main(argv: list[str]) -> int:
         if not args.no_checks:
             checks = run_checks(cfg, window)
         figures["check_seconds"] = checks["check_seconds"]
-        # Issue 7: checks must cost under a fifth of the window's processing time.
+        # The checks' budget (README "Data quality"): under a fifth of the window's processing time.
         if checks["check_seconds"] is not None:
             figures["check_share_of_window"] = round(checks["check_seconds"] / figures["window_seconds"], 3)
         figures["peak_rss_mb"] = peak_rss_mb()

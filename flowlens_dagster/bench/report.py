@@ -1,8 +1,8 @@
 """Shared output for ``flowlens bench``: a readable table, or one JSON object with ``--json``.
 
-The JSON shape is the contract in DESIGN.md: ``{"bench", "figures", "baseline", "ratio", "config"}``,
+The JSON shape is the contract of README "Benchmarks": ``{"bench", "figures", "baseline", "ratio", "config"}``,
 where ``ratio`` is figures/baseline for every figure that has a baseline measured in the same run
-(or the seed's figure, labelled as such in ``config``).
+(or the scaling model's figure, labelled as such in ``config``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Asset checks for every table FlowLens writes: Great Expectations suites, reconciliation,
-freshness policies and schema-change checks (issue 7).
+freshness policies and schema-change checks (README "Data quality").
 
 For the code location (``flowlens_dagster.definitions``):
 

@@ -202,7 +202,7 @@ def start(cfg: FlowLensConfig, timeout: float = 120.0) -> bool:
 
 
 def ensure_topics(cfg: FlowLensConfig, timeout: float = 30.0) -> list[str]:
-    """Create the seed's topics if missing and (re)apply their settings. Returns the names created."""
+    """Create the scaling model's topics if missing and (re)apply their settings. Returns the names created."""
     client = admin(cfg)
     wanted = kafka_topics(cfg)
     existing = client.list_topics(timeout=10).topics

@@ -1,6 +1,6 @@
 """The stack's Redis: Debian's ``redis-server`` with its own config file, data dir and port.
 
-Layout under ``<state_dir>``: ``redis/redis.conf`` (generated from seed §5.4, see settings.py),
+Layout under ``<state_dir>``: ``redis/redis.conf`` (generated from the scaling model §5.4, see settings.py),
 ``redis/data`` (append-only file), ``logs/redis.log`` and ``run/redis.pid``.
 """
 

@@ -1,8 +1,8 @@
-"""Service settings from the scaling model (seed §3.3, §4.4, §5.4), scaled to this machine.
+"""Service settings from the scaling model (§3.3, §4.4, §5.4), scaled to this machine.
 
 The seed sizes each service for a dedicated host (PostgreSQL: 8 cores / 32 GB; Kafka: 32 GB per
 broker; Redis: 8 GB). The local stack runs all three *plus* Dagster, the ingest daemon and Polars
-on one machine, so memory settings keep the seed's fractions but apply them to this service's share
+on one machine, so memory settings keep the scaling model's fractions but apply them to this service's share
 of RAM, and thread counts follow the core count. Every value that differs from the seed says why.
 Functions return plain dicts so tests and ``stack status --settings`` can show what was applied.
 """
@@ -36,14 +36,14 @@ def _mb(value: int) -> str:
 
 
 def postgres_settings(cfg: FlowLensConfig, ram: int | None = None, cores: int | None = None) -> dict[str, str]:
-    """postgresql.conf values (seed §3.3), written to ``conf.d``-style include by the stack."""
+    """postgresql.conf values (the scaling model §3.3), written to ``conf.d``-style include by the stack."""
     ram = ram or machine_ram_bytes()
     cores = cores or machine_cores()
     budget = int(ram * POSTGRES_RAM_SHARE)
     return {
         "listen_addresses": f"'{cfg.postgres.host}'",
         "port": str(cfg.postgres.port),
-        # Memory: the seed's fractions (25% / 75%) of PostgreSQL's share of RAM, not of the whole
+        # Memory: the scaling model's fractions (25% / 75%) of PostgreSQL's share of RAM, not of the whole
         # machine, because this host also runs Kafka, Redis, Dagster and the Polars pipeline.
         "shared_buffers": _mb(budget // 4),
         "effective_cache_size": _mb(budget * 3 // 4),
@@ -51,7 +51,7 @@ def postgres_settings(cfg: FlowLensConfig, ram: int | None = None, cores: int | 
         "work_mem": _mb(min(256 * MB, budget // 64)),
         # Seed: 2GB; capped at 1/8 of the budget so a VACUUM cannot starve the pipeline.
         "maintenance_work_mem": _mb(min(2 * GB, budget // 8)),
-        # WAL (seed values, max/min sizes scaled by the same budget: 16GB/4GB on a 32 GB host).
+        # WAL (the scaling model's values, max/min sizes scaled by the same budget: 16GB/4GB on a 32 GB host).
         "wal_level": "replica",
         "max_wal_size": _mb(min(16 * GB, max(1 * GB, budget // 2))),
         "min_wal_size": _mb(min(4 * GB, max(256 * MB, budget // 8))),
@@ -62,7 +62,7 @@ def postgres_settings(cfg: FlowLensConfig, ram: int | None = None, cores: int | 
         "commit_delay": "10000",
         "commit_siblings": "10",
         "max_connections": "200",
-        # Parallelism: the seed's 4/8/16 are for 8 cores; follow this machine's core count.
+        # Parallelism: the scaling model's 4/8/16 are for 8 cores; follow this machine's core count.
         "max_parallel_workers_per_gather": str(max(1, min(4, cores // 2))),
         "max_parallel_workers": str(min(8, cores)),
         "max_worker_processes": str(min(16, max(8, cores * 2))),
@@ -94,12 +94,12 @@ def redis_maxmemory(cfg: FlowLensConfig, ram: int | None = None) -> int:
         return parse_size(cfg.redis.maxmemory)
     ram = ram or machine_ram_bytes()
     # Seed: 4gb on an 8 GB Redis host (~700 MB working set per §5.3). Here Redis is one tenant of a
-    # shared machine: 1/16 of RAM, at least 256 MB, never above the seed's 4 GB.
+    # shared machine: 1/16 of RAM, at least 256 MB, never above the scaling model's 4 GB.
     return max(256 * MB, min(4 * GB, int(ram * REDIS_RAM_SHARE)))
 
 
 def redis_settings(cfg: FlowLensConfig, data_dir: str, ram: int | None = None) -> dict[str, str]:
-    """redis.conf values (seed §5.4)."""
+    """redis.conf values (the scaling model §5.4)."""
     return {
         "bind": cfg.redis.host,
         "port": str(cfg.redis.port),
@@ -112,7 +112,7 @@ def redis_settings(cfg: FlowLensConfig, data_dir: str, ram: int | None = None) -
         "logfile": '""',  # stdout, captured to the state dir's log file
         "maxmemory": str(redis_maxmemory(cfg, ram)),
         "maxmemory-policy": "allkeys-lru",
-        # Persistence: the seed's choice (AOF, fsync every second); RDB snapshots off because AOF
+        # Persistence: the scaling model's choice (AOF, fsync every second); RDB snapshots off because AOF
         # already covers restarts and a fork per snapshot would double memory on a shared host.
         "appendonly": "yes",
         "appendfsync": "everysec",
@@ -133,7 +133,7 @@ def kafka_heap_mb(ram: int | None = None) -> int:
 
 
 def kafka_settings(cfg: FlowLensConfig, log_dir: str, cores: int | None = None) -> dict[str, str]:
-    """server.properties for one KRaft node acting as broker and controller (seed §4.4)."""
+    """server.properties for one KRaft node acting as broker and controller (the scaling model §4.4)."""
     cores = cores or machine_cores()
     host, port = cfg.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)
     controller = f"{host}:{cfg.kafka.controller_port}"
@@ -160,7 +160,7 @@ def kafka_settings(cfg: FlowLensConfig, log_dir: str, cores: int | None = None) 
         "log.retention.hours": "168",
         "log.retention.bytes": "-1",
         "log.segment.bytes": str(1024 * MB),
-        # Threads: the seed's 8 I/O / 4 network threads are for 8+ cores; follow the core count.
+        # Threads: the scaling model's 8 I/O / 4 network threads are for 8+ cores; follow the core count.
         "num.io.threads": str(max(2, min(8, cores))),
         "num.network.threads": str(max(2, min(4, cores // 2))),
         "socket.send.buffer.bytes": "102400",
@@ -168,13 +168,13 @@ def kafka_settings(cfg: FlowLensConfig, log_dir: str, cores: int | None = None) 
         "socket.request.max.bytes": "104857600",
         # Not in the seed: no 3 s wait before the first consumer group rebalance (tests, one node).
         "group.initial.rebalance.delay.ms": "0",
-        # Not in the seed: topics are created explicitly with their own settings (seed §4.2).
+        # Not in the scaling model: topics are created explicitly with their own settings (the scaling model §4.2).
         "auto.create.topics.enable": "false",
     }
 
 
 def kafka_topics(cfg: FlowLensConfig) -> dict[str, tuple[int, dict[str, str]]]:
-    """Seed §4.2 topics: name -> (partitions, topic configs). Replication is 1 on one node."""
+    """The scaling model's §4.2 topics: name -> (partitions, topic configs). Replication is 1 on one node."""
     day_ms = 24 * 3600 * 1000
     return {
         cfg.kafka.raw_topic: (cfg.kafka.raw_partitions, {"retention.ms": str(7 * day_ms), "cleanup.policy": "delete"}),

@@ -65,7 +65,7 @@ class Landing(Protocol):
         """The latest watermark of every ingest instance that ever published one."""
 
     def newest_receive_time(self) -> datetime | None:
-        """Receive time of the newest landed flow (for lag in seconds, seed §8.2)."""
+        """Receive time of the newest landed flow (for lag in seconds, the scaling model §8.2)."""
 
     def close(self) -> None: ...
 

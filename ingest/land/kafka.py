@@ -3,7 +3,7 @@
 Message layout (the contract readers rely on):
 
 * value: an Arrow IPC *stream* holding one record batch of :data:`ingest.schema.FLOW_SCHEMA`;
-* partition: ``partition_of(src_addr, dst_addr) % partitions`` (seed §4.2: a hash of source plus
+* partition: ``partition_of(src_addr, dst_addr) % partitions`` (the scaling model §4.2: a hash of source plus
   destination address, so one address pair always lands in one partition); each batch is split by
   partition and into messages of at most ``ingest.kafka_message_max_flows`` flows (the broker's
   default limit is 1 MB per message); the key is the partition number;
@@ -22,12 +22,12 @@ first heartbeat). The same heartbeat also goes to the one-partition topic ``<raw
 (compacted, stamped with the wall clock: the sensor's liveness), which :meth:`watermarks` reads
 without scanning flows.
 
-Producer tuning (seed §4.4, adapted): ``linger.ms=5``; ``batch.size`` 1 MB since one message is
+Producer tuning (the scaling model §4.4, adapted): ``linger.ms=5``; ``batch.size`` 1 MB since one message is
 already ~0.5 MB. Compression is LZ4 *inside the Arrow IPC message* (Arrow's per-buffer body
 compression, ``compression`` argument, "lz4" by default; any Arrow reader decompresses it
 transparently) and Kafka's own ``compression.type`` is ``none``. Measured here on flows.raw
 messages (4096 flows), librdkafka spent 0.24 µs per flow compressing with lz4 (0.39 with zstd,
-6.6 with the seed's gzip), and the broker must decompress a Kafka-compressed batch again to
+6.6 with the scaling model's gzip), and the broker must decompress a Kafka-compressed batch again to
 validate it; compressing the Arrow buffers costs about 40 ns per flow, and the broker only
 appends. The price: messages are 2.4x smaller than raw instead of ~4x (buffers are compressed
 one by one), which a local disk absorbs easily at these rates. ``acks=all`` with

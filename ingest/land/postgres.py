@@ -1,7 +1,7 @@
 """PostgreSQL landing (minimal mode): flows in ``flowlens.flow_raw``, watermarks in ``ingest_watermarks``.
 
 Writes are one binary COPY per batch (see :mod:`ingest.land.pgbinary`) on a connection from a
-psycopg_pool pool sized by ``backpressure.postgresql`` (seed §8.3), inside one transaction, after
+psycopg_pool pool sized by ``backpressure.postgresql`` (the scaling model §8.3), inside one transaction, after
 making sure the day partition (and the next one) exists. A failed write raises; the daemon keeps the
 batch, backs off exponentially and retries, so a PostgreSQL restart costs time, not flows.
 """

@@ -10,7 +10,7 @@ exporters with their own templates; otherwise everything comes from one socket.
 Examples::
 
     flowlens replay capture.pcap --target 127.0.0.1:2055 --speed 10
-    flowlens replay ../shared/interop/logstash-netflow/dat/*.dat --target 127.0.0.1:4739 --pps 1000
+    flowlens replay payloads/*.dat --target 127.0.0.1:4739 --pps 1000
 """
 
 from __future__ import annotations

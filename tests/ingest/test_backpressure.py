@@ -1,4 +1,4 @@
-"""Backpressure (seed §8.1): the vectorized FlowQueue decides exactly as the seed's flow-by-flow loop."""
+"""Backpressure (the scaling model §8.1): the vectorized FlowQueue decides exactly as its flow-by-flow loop."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``flowlens bench enrich`` on a tiny window: the JSON contract of DESIGN.md and honest figures."""
+"""``flowlens bench enrich`` on a tiny window: the JSON contract of README "Benchmarks" and honest figures."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The enrichment cache on real Redis (seed §5.2 keys and TTLs), its memory fallback and its counters."""
+"""The enrichment cache on real Redis (the scaling model §5.2 keys and TTLs), its memory fallback and its counters."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Service settings: the seed's values, scaled by RAM and cores as the comments in settings.py say."""
+"""Service settings: the scaling model's values, scaled by RAM and cores as the comments in settings.py say."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ CFG = FlowLensConfig()
 
 
 def test_postgres_on_the_seed_reference_host_gets_the_seed_memory_fractions_of_its_share() -> None:
-    seed_host = postgres_settings(CFG, ram=128 * GB, cores=8)  # PostgreSQL's share: 32 GB, the seed's host
+    seed_host = postgres_settings(CFG, ram=128 * GB, cores=8)  # PostgreSQL's share: 32 GB, the scaling model's host
     assert (seed_host["shared_buffers"], seed_host["effective_cache_size"]) == ("8192MB", "24576MB")
     assert (seed_host["work_mem"], seed_host["maintenance_work_mem"]) == ("256MB", "2048MB")
     assert (seed_host["max_wal_size"], seed_host["min_wal_size"]) == ("16384MB", "4096MB")
