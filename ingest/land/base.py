@@ -8,6 +8,7 @@ Dagster pipeline) call :meth:`Landing.read_window` and :meth:`Landing.watermarks
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -16,7 +17,20 @@ import pyarrow as pa
 
 from ingest.window import WINDOW, window_start
 
-__all__ = ["WINDOW", "Landing", "SummarizesWindows", "Watermark", "WindowRead", "WindowSummary", "window_start"]
+__all__ = [
+    "WINDOW",
+    "Landing",
+    "OnDone",
+    "SummarizesWindows",
+    "Watermark",
+    "WindowRead",
+    "WindowSummary",
+    "WritesAsync",
+    "window_start",
+]
+
+# called once an asynchronous write settled: (the parts that failed, the error text or None)
+OnDone = Callable[[list[pa.RecordBatch], str | None], None]
 
 
 @dataclass(frozen=True)
@@ -80,3 +94,18 @@ class SummarizesWindows(Protocol):
 
     def summarize_window(self, start: datetime, end: datetime) -> WindowSummary:
         """Row count, byte and packet sums, first and last receive time of [start, end)."""
+
+
+@runtime_checkable
+class WritesAsync(Protocol):
+    """Optional capability: writes that settle later (the Kafka landing's producer).
+
+    ``write_async`` returns at once; ``on_done`` runs from :meth:`poll`, which the writing thread
+    calls regularly. A landing without it is written with the blocking :meth:`Landing.write`.
+    """
+
+    def write_async(self, batch: pa.RecordBatch, on_done: OnDone) -> None:
+        """Start landing ``batch``; ``on_done(failed_parts, error)`` runs once it is settled."""
+
+    def poll(self, timeout: float = 0.0) -> int:
+        """Serve settled writes' callbacks; returns how many ran."""

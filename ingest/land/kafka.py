@@ -43,7 +43,6 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -53,7 +52,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from ingest.addresses import addresses
-from ingest.land.base import Watermark, WindowRead
+from ingest.land.base import OnDone, Watermark, WindowRead
 from ingest.schema import FLOW_SCHEMA, receive_times_us
 from ingest.window import WINDOW, window_start
 
@@ -62,8 +61,6 @@ log = logging.getLogger(__name__)
 KIND = "flowlens-kind"
 _MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9),
         np.uint64(0xD6E8FEB86659FD93), np.uint64(0xFF51AFD7ED558CCD))  # fmt: skip
-
-OnDone = Callable[[list[pa.RecordBatch], str | None], None]
 
 
 def partition_of(batch: pa.RecordBatch | pa.Table, partitions: int) -> np.ndarray:

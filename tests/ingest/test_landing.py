@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from ingest.land import open_landing
-from ingest.land.base import SummarizesWindows, WindowSummary
+from ingest.land.base import SummarizesWindows, WindowSummary, WritesAsync
 from ingest.land.kafka import from_ipc, partition_of
 from ingest.window import WINDOW
 from ingest.worker import split_windows
@@ -158,6 +158,7 @@ def test_a_window_summary_matches_what_reading_it_back_gives(landing):
     """The optional summarize capability (PostgreSQL only) agrees with the window's flows read back."""
     flows = random_flows(3_000, us(W0), span_us=WINDOW_US - 1, seed=12)
     landing.write(flows)
+    assert isinstance(landing, WritesAsync) == (landing.name == "kafka")  # the other optional capability
     if not isinstance(landing, SummarizesWindows):
         assert landing.name == "kafka"  # counting a Kafka window means reading it: no such capability
         return
