@@ -38,6 +38,7 @@ import psycopg
 
 from assets.keys import DONE_ASSET
 from ingest.config import ConfigError, FlowLensConfig, load_config
+from ingest.land.postgres import summarize_window
 from ingest.window import WINDOW, WINDOW_MINUTES, window_index, window_start
 
 FLOWLENS = str(Path(sys.executable).parent / "flowlens")
@@ -45,20 +46,25 @@ QUIET_INSTANCE_SECONDS = 20  # sensor: an ingest instance without a heartbeat th
 DNS_SECONDS_PER_WINDOW = 1.0  # reverse-DNS budget per window while catching up the generated span
 SPANS_FILE = "spans.jsonl"  # under <state_dir>/run: one line per generated span, with its ground truth
 PROCESSED_END = "SELECT max(window_start) + interval '5 minutes' FROM flowlens.window_loads WHERE asset = %s"
+NEVER = datetime.max.replace(tzinfo=UTC)  # open end of a landing summary
+# what the landing holds: label -> value of the [first, end) / [end, never) summaries of flow_raw
+LANDED = {
+    "flows landed (flow_raw)": lambda in_windows, after: in_windows.rows + after.rows,
+    "bytes landed": lambda in_windows, after: in_windows.bytes + after.bytes,
+    "bytes in those windows": lambda in_windows, after: in_windows.bytes,
+    "bytes after them": lambda in_windows, after: after.bytes,
+}
 SUMMARY_SQL = {
-    "flows landed (flow_raw)": "SELECT count(*) FROM flowlens.flow_raw WHERE receive_time >= %(first)s",
-    "bytes landed": "SELECT coalesce(sum(bytes), 0) FROM flowlens.flow_raw WHERE receive_time >= %(first)s",
     "windows processed": f"SELECT count(*) FROM flowlens.window_loads WHERE asset = '{DONE_ASSET}'"
     " AND window_start >= %(first)s AND window_start < %(end)s",
-    "bytes in those windows": "SELECT coalesce(sum(bytes), 0) FROM flowlens.flow_raw"
-    " WHERE receive_time >= %(first)s AND receive_time < %(end)s",
-    "bytes after them": "SELECT coalesce(sum(bytes), 0) FROM flowlens.flow_raw WHERE receive_time >= %(end)s",
     "flow_stats rows": "SELECT count(*) FROM flowlens.flow_stats WHERE window_start >= %(first)s",
     "bytes in flow_stats": "SELECT coalesce(sum(bytes), 0) FROM flowlens.flow_stats WHERE window_start >= %(first)s",
     "network assets": "SELECT count(*) FROM flowlens.assets",
     "dependencies": "SELECT count(*) FROM flowlens.dependencies",
     "changes": "SELECT count(*) FROM flowlens.changes WHERE window_start >= %(first)s",
 }
+# landed, processed, what landed in and after the processed windows, then the pipeline's tables
+SUMMARY_ORDER = (*list(LANDED)[:2], *list(SUMMARY_SQL)[:1], *list(LANDED)[2:], *list(SUMMARY_SQL)[1:])
 TOP_TALKERS = """
 SELECT host(client_addr), host(server_addr) || ':' || server_port || '/' || protocol, sum(bytes) AS bytes
 FROM flowlens.flow_stats WHERE window_start >= %(first)s GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 5
@@ -235,8 +241,12 @@ def print_summary(cfg: FlowLensConfig) -> None:
     with psycopg.connect(cfg.postgres.dsn()) as conn:
         print(f"\nWhat landed in PostgreSQL (database {cfg.postgres.database}) since {first:%Y-%m-%d %H:%M} UTC:")
         print(f"  {'generator sent (truth)':24} {sent_flows:>14,} flows {sent_bytes:>16,} bytes")
-        for label, query in SUMMARY_SQL.items():
-            print(f"  {label:24} {conn.execute(query, {'first': first, 'end': end}).fetchone()[0]:>14,}")
+        in_windows, after = summarize_window(conn, first, end), summarize_window(conn, end, NEVER)
+        params = {"first": first, "end": end}
+        values = {label: value(in_windows, after) for label, value in LANDED.items()}
+        values |= {label: conn.execute(query, params).fetchone()[0] for label, query in SUMMARY_SQL.items()}
+        for label in SUMMARY_ORDER:
+            print(f"  {label:24} {values[label]:>14,}")
         print(f"  processed through        {end:%Y-%m-%d %H:%M} UTC")
         print("  top talkers:")
         for client, service, nbytes in conn.execute(TOP_TALKERS, {"first": first}).fetchall():
