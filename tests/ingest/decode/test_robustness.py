@@ -48,8 +48,8 @@ def test_encoder_refuses_ipv6_in_v5() -> None:
 
 
 def test_seeds_include_the_recorded_captures_and_a_given_corpus(tmp_path) -> None:
-    from ingest.decode.fuzz import TESTDATA
     from ingest.tools.capture import read_udp
+    from ingest.tools.fuzz import TESTDATA
 
     recorded = [d.payload for d in read_udp(TESTDATA / "softflowd_v9.pcap")]
     assert all(p in seed_packets() for p in recorded)
