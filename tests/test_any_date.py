@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PURE = [
-    "tests/flowlens_dagster/test_partitions.py",
+    "tests/assets/test_partitions.py",
     "tests/flowlens_dagster/test_sensor.py",
     "tests/flowlens_dagster/test_definitions.py",
 ]
