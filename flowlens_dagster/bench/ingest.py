@@ -506,20 +506,17 @@ def _backend_config(cfg: FlowLensConfig, backend: str, cleanup: list) -> FlowLen
     import psycopg
 
     from flowlens_dagster.migrate import migrate
+    from flowlens_dagster.stack.postgres import drop_database
 
     database = "flowlens_bench"
+    drop_database(cfg, database)
     with psycopg.connect(cfg.postgres.dsn("postgres"), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {database}")
     pg = cfg.postgres.model_copy(update={"database": database})
     bench_cfg = cfg.model_copy(update={"mode": "minimal", "postgres": pg})
     migrate(bench_cfg, log=lambda _m: None)
 
-    def drop() -> None:
-        with psycopg.connect(cfg.postgres.dsn("postgres"), autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-
-    cleanup.append(drop)
+    cleanup.append(lambda: drop_database(cfg, database))
     return bench_cfg
 
 

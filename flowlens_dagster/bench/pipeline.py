@@ -169,34 +169,14 @@ def _create_topic(cfg) -> None:
 
 
 def cleanup(cfg) -> None:
-    """Drop the bench database, lake and topic.
-
-    Not ``DROP DATABASE ... WITH (FORCE)``: the application role may not terminate autovacuum
-    workers (busy after a big load) and FORCE fails on them, while a plain drop stops them itself.
-    Our own connections are closed first; any left by a library are ended here (same role).
-    """
+    """Drop the bench database (our own connections closed first), lake and topic."""
     import shutil
 
-    import psycopg
-
     from flowlens_dagster.checks.gx_runner import RUNNER
+    from flowlens_dagster.stack.postgres import drop_database
 
     RUNNER.close_connections()
-    with psycopg.connect(cfg.postgres.dsn("postgres"), autocommit=True) as conn:
-        deadline = time.monotonic() + 60
-        while True:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = %s AND usename = current_user AND pid <> pg_backend_pid()",
-                (BENCH_DATABASE,),
-            )
-            try:
-                conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE}")
-                break
-            except psycopg.errors.ObjectInUse:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+    drop_database(cfg, BENCH_DATABASE)
     shutil.rmtree(cfg.lake_dir, ignore_errors=True)
     if cfg.uses_kafka:
         _drop_topic(cfg)

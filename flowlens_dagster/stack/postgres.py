@@ -14,6 +14,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import psycopg
@@ -173,6 +174,30 @@ def ensure_database(cfg: FlowLensConfig, name: str) -> bool:
             return False  # created concurrently by another session
         process.log(f"created database {name}")
         return True
+
+
+def drop_database(cfg: FlowLensConfig, name: str, timeout: float = 60.0) -> None:
+    """Drop database ``name``, ending the configured role's own sessions on it first.
+
+    Not ``DROP DATABASE ... WITH (FORCE)``: the application role may not terminate autovacuum
+    workers (busy after a big load) and FORCE fails on them, while a plain drop stops them itself.
+    A session that is still closing makes the drop wait and retry until ``timeout``.
+    """
+    with psycopg.connect(cfg.postgres.dsn("postgres"), autocommit=True, connect_timeout=5) as conn:
+        deadline = time.monotonic() + timeout
+        while True:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND usename = current_user AND pid <> pg_backend_pid()",
+                (name,),
+            )
+            try:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+                return
+            except psycopg.errors.ObjectInUse:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
 
 def health(cfg: FlowLensConfig) -> tuple[bool, str]:

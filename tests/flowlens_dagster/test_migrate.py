@@ -34,9 +34,8 @@ def scratch_db(flowlens_config: FlowLensConfig) -> Iterator[Callable[[], str]]:
         return flowlens_config.postgres.dsn(name)
 
     yield make
-    with psycopg.connect(flowlens_config.postgres.dsn("postgres"), autocommit=True) as conn:
-        for name in made:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    for name in made:
+        postgres.drop_database(flowlens_config, name)
 
 
 def _write(directory: Path, files: dict[str, str]) -> Path:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from flowlens_dagster.migrate import discover
 from flowlens_dagster.stack import postgres
@@ -82,5 +81,4 @@ def test_an_installed_wheel_migrates_a_database(installed: Path, flowlens_config
         assert applied == [m.version for m in discover()] and len(applied) >= 4
         assert tables
     finally:
-        with psycopg.connect(pg.dsn("postgres"), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        postgres.drop_database(flowlens_config, name)
