@@ -8,12 +8,13 @@
 
 Pure library: no sockets, no files except ``save_state``/``load_state``.
 
-Where the rules live: ``decoder`` (packet walk, data-before-template buffer, caps, error
-counters), ``frontend`` (``decode_many`` reading every packet header of a call at once and
-taking the common packets without a Python step each), ``context`` (what records inherit from
-their packet), ``templates`` (template keys and compilation), ``columns`` (the Cisco ASA NSEL and
-RFC 5103 biflow rules), ``sampling`` (which rate applies), ``timestamps`` (time IEs, sysUptime
-wraparound), ``packet_section`` (IE 315). ``stats.errors`` reasons: ``truncated``, ``malformed``,
+Where the rules live: ``decoder`` (the packet walk), ``store`` (templates, expiry, options-learned
+rates; ``persist`` saves and loads it), ``pending`` (data before template), ``assemble`` (the
+vectorized finish), ``limits`` (caps, error counters), ``frontend`` (``decode_many`` reading
+every packet header of a call at once and taking the common packets without a Python step each),
+``context`` (what records inherit from their packet), ``templates`` (template keys and
+compilation), ``columns`` (the Cisco ASA NSEL and RFC 5103 biflow rules), ``sampling`` (which
+rate applies), ``timestamps`` (time IEs, sysUptime wraparound), ``packet_section`` (IE 315). ``stats.errors`` reasons: ``truncated``, ``malformed``,
 ``unknown_version``, ``reserved_set_id``, ``template_too_large``, ``template_limit``,
 ``exporter_limit``, ``no_template_dropped``, ``bad_exporter``, ``bad_sampling_rate`` and
 ``internal`` (a decoder bug caught by the safety net; never expected).

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pytest
 
 from ingest.decode import Decoder, columns, frontend, v5
+from ingest.decode.calls import Call as _Call
 from ingest.decode.context import Context, packet_table
-from ingest.decode.decoder import _Call
 from ingest.tools.encode import encode_v5
 from tests.ingest.decode.helpers import EXPORT_TIME, RECEIVE_US, random_flows
 
@@ -29,9 +29,11 @@ def _both(decoder: Decoder, items: list) -> tuple[pa.RecordBatch | None, pa.Reco
     assert group.template is None
     recs = batch.records(group.starts, group.counts, v5.RECORD_LEN, v5.RECORD)
     ids = batch.exporter_index[group.rows] if batch.exporter_index is not None else None
-    packet = packet_table(batch.recv[group.rows], batch.head[group.rows], ids, batch.exporters, decoder._resolve, 5)
+    packet = packet_table(
+        batch.recv[group.rows], batch.head[group.rows], ids, batch.exporters, decoder.store.resolve, 5
+    )
     fast = v5.flow_columns(recs, Context(packet, None, group.counts, None))
-    general = decoder._group_columns(recs, None, Context(packet, None, group.counts, None), None)
+    general = decoder._assembler.group_columns(recs, None, Context(packet, None, group.counts, None), None)
     return (None if fast is None else columns.to_batch(fast)), columns.to_batch(general)
 
 
