@@ -21,7 +21,7 @@ FLOW_SCHEMA = pa.schema(
         pa.field("receive_time", TS, nullable=False),  # collector clock: assigns the 5-minute window
         pa.field("exporter", ADDR, nullable=False),  # IP source address of the export packet
         pa.field("observation_domain", pa.uint32(), nullable=False),  # v9 source id / IPFIX domain
-        pa.field("flow_version", pa.uint8(), nullable=False),  # 5, 9 or 10 (IPFIX)
+        pa.field("flow_version", pa.uint8(), nullable=False),  # 5, 9, 10 (IPFIX) or 105 (sFlow v5)
         pa.field("flow_start", TS),
         pa.field("flow_end", TS),
         pa.field("src_addr", ADDR, nullable=False),
@@ -42,6 +42,8 @@ FLOW_SCHEMA = pa.schema(
 )
 
 FLOW_COLUMNS: tuple[str, ...] = tuple(FLOW_SCHEMA.names)
+# ``flow_version`` of sFlow v5 flows: sFlow's own version number (5) is NetFlow v5's.
+SFLOW_VERSION = 105
 
 
 def receive_times_us(batch: pa.RecordBatch) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""NetFlow v5, v9 and IPFIX decoding: bytes in, ``FLOW_SCHEMA`` Arrow record batches out.
+"""NetFlow v5, v9, IPFIX and sFlow v5 decoding: bytes in, ``FLOW_SCHEMA`` Arrow record batches out.
 
     from ingest.decode import Decoder, DecoderLimits
     dec = Decoder(default_sampling_rate=1, sampling_overrides={"10.0.0.0/8": 100})
@@ -14,10 +14,12 @@ vectorized finish), ``limits`` (caps, error counters), ``frontend`` (``decode_ma
 every packet header of a call at once and taking the common packets without a Python step each),
 ``context`` (what records inherit from their packet), ``templates`` (template keys and
 compilation), ``columns`` (the Cisco ASA NSEL and RFC 5103 biflow rules), ``sampling`` (which
-rate applies), ``timestamps`` (time IEs, sysUptime wraparound), ``packet_section`` (IE 315). ``stats.errors`` reasons: ``truncated``, ``malformed``,
-``unknown_version``, ``reserved_set_id``, ``template_too_large``, ``template_limit``,
-``exporter_limit``, ``no_template_dropped``, ``bad_exporter``, ``bad_sampling_rate`` and
-``internal`` (a decoder bug caught by the safety net; never expected).
+rate applies), ``timestamps`` (time IEs, sysUptime wraparound), ``headers`` (sampled packet
+headers: IPFIX packet sections and sFlow), ``sflow`` (sFlow v5 datagrams). ``stats.errors``
+reasons: ``truncated``, ``malformed``, ``unknown_version``, ``reserved_set_id``,
+``template_too_large``, ``template_limit``, ``exporter_limit``, ``no_template_dropped``,
+``bad_exporter``, ``bad_sampling_rate``, ``counter_limit`` and ``internal`` (a decoder bug caught
+by the safety net; never expected).
 """
 
 from ingest.decode.decoder import Decoder, DecoderLimits, DecoderStats

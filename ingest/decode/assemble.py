@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ingest.decode import columns, frontend, v5
+from ingest.decode import columns, frontend, headers, v5
 from ingest.decode.calls import Call
 from ingest.decode.context import Context, packet_table
 from ingest.decode.fields import SAMPLING_ROLES
@@ -24,17 +24,25 @@ from ingest.decode.store import TemplateStore
 from ingest.decode.templates import Template, split_varlen_records
 from ingest.schema import empty_flows
 
+# Where the header parser starts for each packet section IE (see ``templates.SECTION_IES``).
+SECTION_START = {315: headers.ETHERNET, 104: headers.ETHERNET, 313: headers.IP_ANY, 314: headers.TRANSPORT}
+MAX_SECTION = 1024  # bytes of a packet section that are parsed
+
 
 class Assembler:
     """Builds the columns of a call's record groups with the store's sampling state."""
 
-    def __init__(self, store: TemplateStore, stats: DecoderStats) -> None:
-        self.store, self.stats = store, stats
+    def __init__(self, store: TemplateStore, stats: DecoderStats, tunnel: str = "inner") -> None:
+        self.store, self.stats, self.tunnel = store, stats, tunnel
 
-    def finish(self, call: Call, batch: frontend.Batch | None, fast: list[frontend.Group]) -> pa.RecordBatch:
-        """One batch of the front end's groups then what the per-packet path gathered."""
+    def finish(
+        self, call: Call, batch: frontend.Batch | None, fast: list[frontend.Group], extra: list[columns.Columns]
+    ) -> pa.RecordBatch:
+        """One batch of the front end's groups, what the per-packet path gathered, then ``extra``
+        (columns built elsewhere: sFlow)."""
         parts = [self._fast_columns(batch, group) for group in fast] if batch is not None else []
         parts += self._slow_columns(call)
+        parts += extra
         parts = [p for p in parts if len(p["bytes"][0])]
         if not parts:
             return empty_flows()
@@ -96,7 +104,10 @@ class Assembler:
         # Reduced-size fields of odd widths (3, 5, 6, 7 bytes) arrive as byte columns: widen them
         # once here so every rule below sees one integer per record.
         values = {name: columns.widen(recs[name]) if recs[name].ndim == 2 else recs[name] for name in recs.dtype.names}
-        cols = columns.forward(values, ctx, sections if tmpl is not None and tmpl.frame_section is not None else None)
+        parsed = None
+        if sections is not None and tmpl is not None and tmpl.section_ie is not None:
+            parsed = self._sections(sections, tmpl.section_ie, values.get("protocol"))
+        cols = columns.forward(values, ctx, parsed)
         rate = self._rates(values, ctx)
         reverse = columns.reverse(cols, values)
         keep = columns.nsel_keep(values, cols)
@@ -112,6 +123,14 @@ class Assembler:
         self.stats.events["reverse_records"] += len(rev_cols["bytes"][0])
         columns.scale(rev_cols, columns.pick(rate, rev_keep))
         return columns.concat([cols, rev_cols])
+
+    def _sections(self, sections: list[bytes], ie: int, protocol: np.ndarray | None) -> headers.Headers:
+        """Packet sections of a group's records, parsed at once (``headers.py``)."""
+        frames, lengths = headers.frames_matrix(sections, min(max(map(len, sections), default=0), MAX_SECTION))
+        parsed = headers.parse(frames, lengths, SECTION_START[ie], self.tunnel, protocol)
+        if truncated := int(parsed.truncated.sum()):
+            self.stats.events["header_truncated"] += truncated
+        return parsed
 
     def _rates(self, values: dict[str, np.ndarray], ctx: Context) -> np.ndarray | int:
         """Per-record sampling rate (see ``sampling.py`` for the order): an int when all the same."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ingest.decode.templates import Template
 
 
@@ -36,6 +38,10 @@ class Call:
         # buffer with the front end's groups, (template, batch row, start in payload, records).
         self.row: int | None = None  # the batch row ``_packet`` is walking (None: not from a batch)
         self.in_batch: list[tuple[Template, int, int, int]] = []
+        # sFlow datagrams: rows of the front end's batch, or (exporter, payload, receive µs)
+        # items met by the per-packet path; decoded together at the end of the call.
+        self.sflow_rows: np.ndarray | None = None
+        self.sflow_items: list[tuple[bytes, bytes, int]] = []
 
     def add(self, receive_us: int, exp: bytes, head: bytes) -> int:
         """Record one packet's context; returns its index."""

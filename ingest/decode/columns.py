@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from ingest.addresses import V4_PREFIX
 from ingest.decode.fields import ROLE_PRIORITY
-from ingest.decode.packet_section import parse_frame
+from ingest.decode.headers import Headers
 from ingest.decode.timestamps import side
 from ingest.schema import FLOW_SCHEMA
 
@@ -133,7 +133,7 @@ def _uint(values: dict[str, np.ndarray], role: str, n: int) -> np.ndarray:
     return np.zeros(n, dtype)
 
 
-def forward(values: dict[str, np.ndarray], ctx: Any, sections: list[bytes] | None) -> Columns:
+def forward(values: dict[str, np.ndarray], ctx: Any, sections: Headers | None) -> Columns:
     """Forward-direction flow columns for ``ctx.n`` records (before NSEL/biflow handling).
 
     ``ctx`` maps context names (``recv``, ``exporter``, ``domain``, ``version``, ``secs``,
@@ -183,28 +183,27 @@ def valid_times(us: np.ndarray, present: np.ndarray | None) -> np.ndarray | None
     return valid if present is None else valid & present
 
 
-def _apply_sections(cols: Columns, values: dict[str, np.ndarray], sections: list[bytes]) -> None:
-    """Fill addresses, ports, protocol and flags from IE 315 frame sections (per record)."""
-    src, dst = cols["src_addr"][0], cols["dst_addr"][0]
-    has_packets = "packets" in values or "total_packets" in values
-    has_bytes = "bytes" in values or "total_bytes" in values
-    frame_size = values.get("frame_size")
-    for i, frame in enumerate(sections):
-        headers = parse_frame(frame) if frame else None
-        if headers is None:
-            continue
-        if not any(src[i].tobytes()):
-            src[i] = np.void(headers.src)
-            dst[i] = np.void(headers.dst)
-            cols["src_port"][0][i] = headers.src_port
-            cols["dst_port"][0][i] = headers.dst_port
-            cols["protocol"][0][i] = headers.protocol
-            cols["tcp_flags"][0][i] = headers.tcp_flags
-        if not has_packets:
-            cols["packets"][0][i] = 1  # one record = one sampled packet
-        if not has_bytes:
-            size = int(frame_size[i]) if frame_size is not None else 0
-            cols["bytes"][0][i] = size or headers.ip_length
+def _apply_sections(cols: Columns, values: dict[str, np.ndarray], parsed: Headers) -> None:
+    """Fill addresses, ports, protocol and flags from parsed packet sections where the record
+    has no addresses of its own; a record without counters stands for one sampled packet of
+    its IP length (the layer-3 bytes every other flow counts; the frame size only when the
+    section holds no IP header)."""
+    found = parsed.is_ip | (parsed.src_port > 0) | (parsed.dst_port > 0)
+    fill = found & ~as_bytes(cols["src_addr"][0]).any(axis=1)
+    if fill.any():
+        for name in ("src_port", "dst_port", "protocol", "tcp_flags"):
+            cols[name] = (np.where(fill, getattr(parsed, name).astype(TARGET[name]), cols[name][0]), None)
+        with_ip = fill & parsed.is_ip
+        for name, value in (("src_addr", parsed.src), ("dst_addr", parsed.dst)):
+            column = cols[name][0].copy()
+            column[with_ip] = value[with_ip]
+            cols[name] = (column, None)
+    if "packets" not in values and "total_packets" not in values:
+        cols["packets"] = (np.where(found, 1, cols["packets"][0]).astype(np.uint64), None)
+    if "bytes" not in values and "total_bytes" not in values:
+        frame_size = values.get("frame_size")
+        size = frame_size.astype(np.int64) if frame_size is not None else 0
+        cols["bytes"] = (np.where(parsed.ip_length > 0, parsed.ip_length, size).astype(np.uint64), None)
 
 
 def reverse(cols: Columns, values: dict[str, np.ndarray]) -> tuple[Columns, np.ndarray] | None:

@@ -45,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 
 from ingest.addresses import V4_PREFIX
-from ingest.decode import frontend, ipfix, persist, v5, v9
+from ingest.decode import columns, frontend, ipfix, persist, sflow, v5, v9
 from ingest.decode.assemble import Assembler
 from ingest.decode.calls import Call as _Call
 from ingest.decode.calls import Group as _Group
@@ -57,16 +57,20 @@ from ingest.decode.templates import Template, TemplateKey
 from ingest.schema import empty_flows
 
 _SET = struct.Struct("!HH")
+SFLOW_MAGIC = b"\x00\x00\x00\x05"  # an sFlow v5 datagram's first word
 MAX_REPLANS = 32  # template changes in one call after which the rest of it takes the per-packet path
 Exporter = bytes | str
 __all__ = ["MAX_REPLANS", "Decoder", "DecoderLimits", "DecoderStats", "Exporter"]
 
 
 class Decoder:
-    """Stateful NetFlow v5/v9/IPFIX decoder (templates, options and sampling state per exporter).
+    """Stateful NetFlow v5/v9/IPFIX and sFlow v5 decoder (templates, options and sampling state
+    per exporter).
 
     ``default_sampling_rate`` and ``sampling_overrides`` (subnet -> rate, longest prefix wins)
-    apply to exporters that announce no rate. Not thread-safe: use one decoder per thread.
+    apply to exporters that announce no rate. ``tunnel``: whether a VXLAN or GRE packet in a
+    sampled header is a flow of its ``inner`` packet (default) or of the ``outer`` one. Not
+    thread-safe: use one decoder per thread.
     """
 
     def __init__(
@@ -74,13 +78,16 @@ class Decoder:
         default_sampling_rate: int = 1,
         sampling_overrides: dict[str, int] | None = None,
         limits: DecoderLimits | None = None,
+        tunnel: str = "inner",
     ) -> None:
         self.limits = limits or DecoderLimits()
+        self.tunnel = tunnel  # VXLAN/GRE in sampled headers: the flow is the inner or the outer packet
+        self.interface_counters = sflow.InterfaceCounters(self.limits.max_sampler_entries)
         self.sampling_defaults = SamplingDefaults(default_sampling_rate, sampling_overrides)
         self.stats = DecoderStats()
         self.store = TemplateStore(self.limits, self.stats, self.sampling_defaults)
         self.pending = PendingBuffer(self.limits, self.stats)
-        self._assembler = Assembler(self.store, self.stats)
+        self._assembler = Assembler(self.store, self.stats, tunnel)
         self._addr_cache: dict[Any, bytes | None] = {}
         self.last_internal_error = ""  # message of the last bug caught by the safety nets
 
@@ -122,7 +129,7 @@ class Decoder:
             else:
                 fast = self._front(call, batch)
         try:
-            return self._assembler.finish(call, batch, fast)
+            return self._assembler.finish(call, batch, fast, self._sflow(call, batch))
         except (ValueError, OverflowError, TypeError, IndexError) as exc:
             # Safety net like the per-packet one: a bug must not take the collector down.
             self._internal(exc)
@@ -167,7 +174,11 @@ class Decoder:
         if bad is not None:
             self.stats.errors["bad_exporter"] += int(bad.sum())
             v5_rows = v5_rows & ~bad
-        settled = v5_rows if bad is None else v5_rows | bad  # never through ``_packet``
+        sflow_rows = (batch.sizes >= 4) & (batch.head[:, :4].view(">u4")[:, 0] == 5)  # sFlow v5
+        if bad is not None:
+            sflow_rows &= ~bad
+        call.sflow_rows = np.flatnonzero(sflow_rows)
+        settled = v5_rows | sflow_rows if bad is None else v5_rows | sflow_rows | bad  # never through ``_packet``
         self._in_order(call, batch, plan, settled)
         rows = np.flatnonzero(v5_rows)
         groups = plan.groups(call.in_batch)
@@ -258,8 +269,27 @@ class Decoder:
             self._ipfix(call, exp, payload, receive_us)
         elif version == 5:
             self._v5(call, exp, payload, receive_us)
+        elif payload[:4] == SFLOW_MAGIC:
+            call.sflow_items.append((exp, payload, receive_us))
         else:
             self.stats.errors["unknown_version"] += 1
+
+    def _sflow(self, call: _Call, batch: frontend.Batch | None) -> list[columns.Columns]:
+        """Columns of the call's sFlow datagrams (``sflow.py``), front end's rows and per-packet items."""
+        parts = []
+        if batch is not None and call.sflow_rows is not None and len(call.sflow_rows):
+            rows = call.sflow_rows
+            parts.append(self._sflow_part(batch.buffer, batch.offsets[rows], batch.sizes[rows], batch.recv[rows]))
+        if call.sflow_items:
+            items = frontend.Batch(call.sflow_items, lambda exp: exp)
+            parts.append(self._sflow_part(items.buffer, items.offsets, items.sizes, items.recv))
+        return [p for p in parts if p is not None]
+
+    def _sflow_part(
+        self, buffer: bytes, offsets: np.ndarray, sizes: np.ndarray, recv: np.ndarray
+    ) -> columns.Columns | None:
+        rate_of = self.sampling_defaults.rate_for
+        return sflow.decode(buffer, offsets, sizes, recv, self.stats, rate_of, self.interface_counters, self.tunnel)
 
     def _v5(self, call: _Call, exp: bytes, payload: bytes, receive_us: int) -> None:
         header = v5.parse_header(payload)

@@ -73,6 +73,9 @@ IE: Final[dict[int, tuple[str, str]]] = {
     306: ("sampling_packet_space", "uint"),
     312: ("frame_size", "uint"),  # dataLinkFrameSize: the sampled frame's length (with IE 315)
     315: ("frame_section", "bytes"),  # dataLinkFrameSection (RFC 7133)
+    104: ("l2_section", "bytes"),  # layer2packetSectionData: an Ethernet frame's first bytes
+    313: ("ip_header_section", "bytes"),  # ipHeaderPacketSection: from the IP header on
+    314: ("ip_payload_section", "bytes"),  # ipPayloadPacketSection: from the transport header on
     323: ("observation_ms", "uint"),  # observationTimeMilliseconds (NSEL event time)
     40005: ("fw_event", "uint"),  # Cisco ASA NF_F_FW_EVENT (v9 only)
 }

@@ -6,6 +6,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ingest.schema import SFLOW_VERSION
+
+_PACKET_NAMES = {10: "ipfix", SFLOW_VERSION: "sflow"}
+
 
 @dataclass
 class DecoderLimits:
@@ -24,7 +28,7 @@ class DecoderLimits:
 class DecoderStats:
     """Counters since the decoder was created (``as_dict()`` for JSON/metrics)."""
 
-    packets: dict[int, int] = field(default_factory=lambda: {5: 0, 9: 0, 10: 0})
+    packets: dict[int, int] = field(default_factory=lambda: {5: 0, 9: 0, 10: 0, SFLOW_VERSION: 0})
     records: int = 0
     errors: Counter = field(default_factory=Counter)  # reason -> packets or sets rejected
     events: Counter = field(default_factory=Counter)  # normal happenings: templates learned, ...
@@ -34,6 +38,6 @@ class DecoderStats:
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["packets"] = {f"v{k}" if k != 10 else "ipfix": v for k, v in self.packets.items()}
+        data["packets"] = {_PACKET_NAMES.get(k, f"v{k}"): v for k, v in self.packets.items()}
         data["errors"], data["events"] = dict(self.errors), dict(self.events)
         return data

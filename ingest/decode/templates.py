@@ -8,8 +8,8 @@ the *roles* of ``fields.IE`` (``src_port``, ``bytes``, ...) at their byte offset
 field is a gap. A fixed-length template's data set is then decoded by one ``np.frombuffer`` over
 all its records. Variable-length templates (IPFIX length 65535, or v9 exporters that send it)
 are first reduced record by record to a row of their fixed-length fields (``compact``) so the
-same dtype machinery applies; the variable-length values the decoder needs (IE 315 frame
-sections) are kept aside.
+same dtype machinery applies; the variable-length values the decoder needs (packet
+sections, ``SECTION_IES``) are kept aside.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ VARLEN = 0xFFFF
 TemplateKey = tuple[bytes, int, int, int]  # exporter (16 bytes), version (9/10), domain, template id
 FieldSpec = tuple[int, int, int]  # (IE, length, enterprise number or 0)
 
+# Packet section IEs (one per template is read): dataLinkFrameSection, layer2packetSectionData,
+# ipHeaderPacketSection, ipPayloadPacketSection.
+SECTION_IES = (315, 104, 313, 314)
 _UINT_FORMATS = {1: ">u1", 2: ">u2", 4: ">u4", 8: ">u8"}
 
 
@@ -49,13 +52,15 @@ class Template:
     roles: dict[str, tuple[str, int]] = field(init=False)  # role -> (kind, byte length)
     fixed: bool = field(init=False)
     record_length: int = field(init=False)  # fixed templates: bytes per record; else minimum
-    frame_section: int | None = field(init=False)  # index of the IE 315 field, if any
+    frame_section: int | None = field(init=False)  # index of the packet section field (SECTION_IES), if any
+    section_ie: int | None = field(init=False)  # and its IE
     fast: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.fixed = all(length != VARLEN for _, length, _ in self.fields)
         self.record_length = sum(length if length != VARLEN else 1 for _, length, _ in self.fields)
-        self.frame_section = next((i for i, f in enumerate(self.fields) if f[0] == 315 and not f[2]), None)
+        self.frame_section = next((i for i, f in enumerate(self.fields) if f[0] in SECTION_IES and not f[2]), None)
+        self.section_ie = self.fields[self.frame_section][0] if self.frame_section is not None else None
         self.dtype, self.roles = _compile(self.fields)
         # Data sets can be sliced whole and viewed with one dtype (the decoder's hot path).
         self.fast = self.fixed and self.frame_section is None and not self.is_options and self.record_length > 0
@@ -188,7 +193,7 @@ def _parse_fields(body: bytes, pos: int, end: int, count: int, ipfix: bool) -> t
 
 
 def split_varlen_records(tmpl: Template, body: bytes, start: int, end: int) -> tuple[list[bytes], list[bytes]]:
-    """Walk variable-length records: (compact fixed-field rows, IE 315 values) for each record.
+    """Walk variable-length records: (compact fixed-field rows, packet sections) for each record.
 
     Stops at the first record that does not fit (the rest of the set is padding). Length 65535
     uses the RFC 7011 encoding: one length byte, or 255 followed by a two-byte length.

@@ -85,7 +85,8 @@ def test_packet_section_ie315(ipv6: bool) -> None:
     assert column(batch, "src_port") == [43210, 43210] and column(batch, "dst_port") == [443, 443]
     assert column(batch, "protocol") == [6, 6] and column(batch, "tcp_flags") == [0x12, 0x12]
     assert column(batch, "packets") == [1000, 1000]
-    assert column(batch, "bytes") == [len(frame) * 1000, len(vlan_frame) * 1000]
+    ip_length = len(frame) - 14  # layer-3 bytes (the IP header's length), not the frame's size
+    assert column(batch, "bytes") == [ip_length * 1000, ip_length * 1000]
 
 
 def test_sampling_from_options_sampler_id() -> None:
