@@ -1,0 +1,161 @@
+"""sFlow v5 decoding: samples, rates, interfaces, agents, gateway AS numbers, counters, bad input."""
+
+from __future__ import annotations
+
+import struct
+
+import pyarrow as pa
+import pytest
+
+from ingest.decode import Decoder, DecoderLimits
+from ingest.encode import encode_v5
+from ingest.encode_sflow import (
+    SflowEncoder,
+    counter_sample,
+    datagram,
+    flow_sample,
+    frame,
+    gateway_record,
+    header_record,
+    interface_counters,
+    ipv4_record,
+    switch_record,
+)
+from ingest.schema import FLOW_SCHEMA, SFLOW_VERSION
+from tests.ingest.decode.helpers import EXPORT_TIME, EXPORTER, RECEIVE_US, addresses, column, random_flows
+
+TCP = frame("10.0.0.1", "10.0.0.2", 6, 40000, 443, 1000, 0x18)  # IP length 1040
+ARP = b"\xff" * 6 + b"\x02" * 6 + b"\x08\x06" + bytes(28)
+
+
+def _ports(flows: dict, name: str) -> list[int]:
+    """What the sampled packets carry: ports for TCP and UDP only (ICMP's are its type and code, 0 here)."""
+    return [int(p) if proto in (6, 17) else 0 for p, proto in zip(flows[name], flows["protocol"], strict=True)]
+
+
+def _decode(payloads: list[bytes], decoder: Decoder | None = None) -> tuple[pa.RecordBatch, Decoder]:
+    decoder = decoder or Decoder()
+    return decoder.decode_many([(EXPORTER, p, RECEIVE_US) for p in payloads]), decoder
+
+
+def test_flow_sample_counts_ip_bytes_times_the_rate() -> None:
+    batch, decoder = _decode(
+        [datagram("192.0.2.1", [flow_sample([header_record(TCP)], 1000, input_if=3, output_if=4)])]
+    )
+    assert batch.schema == FLOW_SCHEMA and batch.num_rows == 1
+    assert column(batch, "bytes") == [1040 * 1000] and column(batch, "packets") == [1000]
+    assert column(batch, "sampling_rate") == [1000]
+    assert column(batch, "flow_version") == [SFLOW_VERSION]
+    assert column(batch, "input_if") == [3] and column(batch, "output_if") == [4]
+    assert column(batch, "flow_start") == [None] and column(batch, "src_as") == [None]
+    assert addresses(batch, "src_addr") == ["10.0.0.1"] and column(batch, "tcp_flags") == [0x18]
+    assert decoder.stats.packets[SFLOW_VERSION] == 1 and decoder.stats.as_dict()["packets"]["sflow"] == 1
+    assert not decoder.stats.errors
+
+
+def test_agent_and_sub_agent_are_exporter_and_domain() -> None:
+    sample = flow_sample([header_record(TCP)], 10)
+    batch, _ = _decode([datagram("192.0.2.7", [sample], sub_agent=4), datagram("2001:db8::77", [sample], sub_agent=9)])
+    assert addresses(batch, "exporter") == ["192.0.2.7", "2001:db8::77"]  # not the UDP source
+    assert column(batch, "observation_domain") == [4, 9]
+
+
+def test_interfaces_discarded_multiple_and_unknown_are_null() -> None:
+    samples = [
+        flow_sample([header_record(TCP)], 1, input_if=5, output_if=(1 << 30) | 7),  # output: packet discarded
+        flow_sample([header_record(TCP)], 1, input_if=(2 << 30) | 3, output_if=0x3FFFFFFF),  # multiple; unknown
+        flow_sample([header_record(TCP)], 1, input_if=11, output_if=12, expanded=True),
+    ]
+    batch, _ = _decode([datagram("192.0.2.1", samples)])
+    assert column(batch, "input_if") == [5, None, 11]
+    assert column(batch, "output_if") == [None, None, 12]
+
+
+def test_rate_zero_takes_the_configured_rate() -> None:
+    sample = flow_sample([header_record(TCP)], 0)
+    decoder = Decoder(default_sampling_rate=5, sampling_overrides={"192.0.2.0/24": 64})
+    batch, _ = _decode([datagram("192.0.2.1", [sample]), datagram("198.51.100.1", [sample])], decoder)
+    assert column(batch, "sampling_rate") == [64, 5]  # overrides match the agent address
+    assert column(batch, "bytes") == [1040 * 64, 1040 * 5]
+
+
+def test_header_wins_over_sampled_ip_and_gateway_gives_as_numbers() -> None:
+    both = [ipv4_record("1.1.1.1", "2.2.2.2", 99, 17, 1, 2), header_record(TCP), switch_record(1, 2)]
+    gw = gateway_record("9.9.9.9", 64500, 64501, 64502, [64510, 64511])
+    local = gateway_record("9.9.9.9", 64500, 64501, 0, [])
+    samples = [flow_sample(both, 2), flow_sample([ipv4_record("1.1.1.1", "2.2.2.2", 99, 17, 1, 2), gw], 2),
+               flow_sample([header_record(TCP), local], 2)]  # fmt: skip
+    batch, _ = _decode([datagram("192.0.2.1", samples)])
+    assert addresses(batch, "src_addr") == ["10.0.0.1", "1.1.1.1", "10.0.0.1"]
+    assert column(batch, "bytes") == [2080, 198, 2080]
+    assert column(batch, "src_as") == [None, 64501, 64501]
+    assert column(batch, "dst_as") == [None, 64511, 64500]  # the path's last AS; empty path: the router's
+
+
+def test_non_ip_samples_give_no_flow_and_are_counted() -> None:
+    batch, decoder = _decode([datagram("192.0.2.1", [flow_sample([header_record(ARP)], 1), flow_sample([], 1),
+                                                     flow_sample([header_record(TCP)], 1)])])  # fmt: skip
+    assert batch.num_rows == 1
+    assert decoder.stats.events["sflow_non_ip"] == 1 and decoder.stats.events["sflow_samples"] == 3
+
+
+def test_counter_samples_are_interface_metrics_not_flows() -> None:
+    first = counter_sample([interface_counters(3, {"in_octets": 10, "out_errors": 1})])
+    later = counter_sample([interface_counters(3, {"in_octets": 25})], expanded=True)
+    batch, decoder = _decode([datagram("192.0.2.1", [first], sub_agent=2), datagram("192.0.2.1", [later], sub_agent=2)])
+    assert batch.num_rows == 0
+    (key,) = decoder.interface_counters.latest
+    assert key[1:] == (2, 3)
+    assert decoder.interface_counters.latest[key]["in_octets"] == 25  # the latest wins
+    limited = Decoder(limits=DecoderLimits(max_sampler_entries=1))
+    other = counter_sample([interface_counters(4)])
+    _decode([datagram("192.0.2.1", [first, other])], limited)
+    assert limited.stats.errors["counter_limit"] == 1 and len(limited.interface_counters.latest) == 1
+
+
+def test_bad_datagrams_are_counted_and_the_valid_part_kept() -> None:
+    good = flow_sample([header_record(TCP)], 1)
+    whole = datagram("192.0.2.1", [good, good])
+    bad_agent = whole[:4] + struct.pack("!I", 3) + whole[8:]
+    cut_sample = whole[: len(whole) - 10]  # the second sample runs past the end
+    cut_header = whole[:20]
+    long_record = datagram("192.0.2.1", [good[: 8 + 28] + struct.pack("!I", 1) + struct.pack("!II", 1, 5000)])
+    batch, decoder = _decode([bad_agent, cut_sample, cut_header, long_record, b"\x00\x00\x00\x05"])
+    assert batch.num_rows == 1  # the first sample of ``cut_sample``
+    assert decoder.stats.errors["malformed"] == 1
+    assert decoder.stats.errors["truncated"] == 4  # a sample, a datagram header, a record, a 4-byte datagram
+    assert "internal" not in decoder.stats.errors
+
+
+def test_one_call_mixes_netflow_ipfix_and_sflow() -> None:
+    flows = random_flows(30, 4)
+    v5 = encode_v5(flows, sys_uptime_ms=1_000_000, unix_secs=EXPORT_TIME)
+    sflow = SflowEncoder("192.0.2.9", 100).datagrams(flows)
+    batch, decoder = _decode(v5 + sflow + v5)
+    assert batch.num_rows == 90
+    assert sorted(set(column(batch, "flow_version"))) == [5, SFLOW_VERSION]
+    assert decoder.stats.packets[5] == 2 * len(v5) and decoder.stats.packets[SFLOW_VERSION] == len(sflow)
+    ours = batch.filter(pa.compute.equal(batch.column("flow_version"), SFLOW_VERSION))
+    assert addresses(ours, "src_addr") == addresses(batch.slice(0, 30), "src_addr")
+    assert column(ours, "dst_port") == _ports(flows, "dst_port")
+
+
+def test_per_packet_path_gives_the_same_flows() -> None:
+    """Items the front end cannot read at once (here: a memoryview payload among bytes) take
+    the per-packet path; sFlow decodes the same there."""
+    payloads = SflowEncoder("192.0.2.9", 10).datagrams(random_flows(50, 5))
+    fast, _ = _decode(payloads)
+    slow = Decoder().decode_many([("192.0.2.1", memoryview(p), RECEIVE_US) for p in payloads] + [(None, b"", 0)])
+    assert slow.to_pylist() == fast.to_pylist()
+
+
+@pytest.mark.parametrize("header_len", [128, 64, 40])
+def test_encoder_round_trip(header_len: int) -> None:
+    flows = random_flows(200, 6)
+    payloads = SflowEncoder("192.0.2.9", 256, header_len=header_len).datagrams(flows)
+    batch, decoder = _decode(payloads)
+    assert batch.num_rows == 200
+    assert column(batch, "src_port") == _ports(flows, "src_port")
+    assert column(batch, "protocol") == list(flows["protocol"])
+    assert all(b % 256 == 0 and b > 0 for b in column(batch, "bytes"))
+    assert "internal" not in decoder.stats.errors
