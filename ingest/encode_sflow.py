@@ -184,6 +184,72 @@ def datagram(
     return _u32(5) + _address(agent) + _u32(sub_agent, seq, uptime_ms, len(samples)) + b"".join(samples)
 
 
+# --- examples -----------------------------------------------------------------------------------
+def _ipv6_with_extensions() -> bytes:
+    """Ethernet + IPv6 + hop-by-hop + fragment (first fragment) + TCP."""
+    eth = frame("2001:db8::10", "2001:db8::20", 6, 33000, 22, 64, 0x10)
+    ip, tcp = eth[14:54], eth[54:]
+    hop_by_hop = struct.pack("!BB6s", 44, 0, bytes(6))
+    fragment = struct.pack("!BBHI", 6, 0, 0x0001, 7)  # offset 0, more fragments
+    payload_length = len(hop_by_hop) + len(fragment) + len(tcp)
+    ip = ip[:4] + struct.pack("!HB", payload_length, 0) + ip[7:]
+    return eth[:14] + ip + hop_by_hop + fragment + tcp
+
+
+def example_packets() -> list[bytes]:
+    """Sampled Ethernet frames of every kind the header parser reads (whole packets inside 128
+    bytes where a tunnel is involved: tshark dissects no tunnel payload cut short)."""
+    return [
+        frame("10.0.0.1", "10.0.0.2", 6, 43210, 443, 1000, 0x18),
+        frame("2001:db8::1", "2001:db8::2", 17, 5353, 53, 300),
+        vlan(frame("10.1.0.1", "10.1.0.2", 17, 40000, 4789 + 1, 50), 100, 200),
+        mpls(ip_packet(frame("10.2.0.1", "10.2.0.2", 6, 2222, 80, 500)), [16, 17]),
+        mpls(frame("10.20.0.1", "10.20.0.2", 6, 1111, 8443, 200), [3000, 4000], control_word=True),  # EVPN
+        _ipv6_with_extensions(),
+        icmp_frame("10.3.0.1", "10.3.0.2", 8, 0),
+        icmp_frame("2001:db8::3", "2001:db8::4", 128, 0),
+        vxlan("192.168.1.1", "192.168.1.2", frame("10.4.0.1", "10.4.0.2", 6, 3333, 9000, 0)),
+        gre("192.168.2.1", "192.168.2.2", ip_packet(frame("10.5.0.1", "10.5.0.2", 17, 4444, 161, 20))),
+    ]
+
+
+def example_flow_samples() -> list[bytes]:
+    """Flow samples of every kind the decoder reads, one flow each (test captures and fuzz seeds)."""
+    tcp4, udp6, qinq, labels, evpn, ipv6_ext, icmp4, icmp6, vxlan_frame, gre_frame = example_packets()
+    return [
+        flow_sample([header_record(tcp4), switch_record(10, 20)], 1000, 5000, 3, 4),
+        flow_sample([header_record(udp6, 96)], 2048, 9000, 5, 6, seq=2, expanded=True),
+        flow_sample([header_record(qinq)], 512),
+        flow_sample([header_record(labels)], 100),
+        flow_sample([header_record(evpn)], 100, input_if=7, output_if=0x3FFFFFFF),
+        flow_sample([header_record(ipv6_ext)], 10),
+        flow_sample([header_record(icmp4)], 10),
+        flow_sample([header_record(icmp6)], 10),
+        flow_sample([header_record(vxlan_frame)], 64),
+        flow_sample([header_record(gre_frame)], 64),
+        flow_sample([ipv4_record("198.51.100.1", "198.51.100.2", 1500, 6, 50000, 25, 0x02),
+                     router_record("198.51.100.254", 24, 16),
+                     gateway_record("198.51.100.253", 64500, 64501, 64502, [64510, 64511, 64512], [0xFDE80001])], 400),
+        flow_sample([ipv6_record("2001:db8::5", "2001:db8::6", 700, 17, 123, 123)], 400, expanded=True),
+        # cut inside the TCP header: truncated (no flags), still a flow
+        flow_sample([header_record(frame("10.0.9.1", "10.0.9.2", 6, 4321, 80, 1000), 40)], 1000),
+    ]  # fmt: skip
+
+
+def example_datagrams() -> list[bytes]:
+    """Three datagrams holding ``example_flow_samples`` and counter samples (IPv4 and IPv6 agents)."""
+    samples = example_flow_samples()
+    counters = [
+        counter_sample([interface_counters(3, {"in_octets": 123456, "out_octets": 654321, "in_errors": 2})]),
+        counter_sample([interface_counters(4, {"in_unicast_packets": 99})], source=4, expanded=True),
+    ]
+    return [
+        datagram("192.0.2.1", samples[:5], sub_agent=1, seq=1),
+        datagram("192.0.2.1", samples[5:9] + counters[:1], sub_agent=1, seq=2),
+        datagram("2001:db8::99", samples[9:] + counters[1:], sub_agent=7, seq=1),
+    ]
+
+
 class SflowEncoder:
     """Flow columns -> datagrams of raw-packet flow samples (one sample per flow).
 

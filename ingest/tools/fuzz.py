@@ -3,11 +3,13 @@
 Seeds are real exporters' datagrams: the softflowd captures kept with the decoder tests
 (``tests/ingest/decode/testdata``), an external corpus given with ``--corpus DIR`` (raw payload
 ``*.dat`` files or captures; the logstash-netflow interop set, for example), and packets built here
-with ``ingest.tools.encode`` (v5, v9, IPFIX, IPv6, variable-length and options
-templates). Each round takes a seed and applies one to three mutations: bit flips, random bytes,
-truncation, garbage appended, a rewritten set length / field count / template id, or a splice of
-two packets. Mutated packets come from a pool of exporters larger than the decoder's exporter
-cap, in batches through ``decode_many`` (the production path).
+with ``ingest.tools.encode`` (v5, v9, IPFIX, IPv6, variable-length and options templates) and
+``ingest.encode_sflow`` (sFlow datagrams of every sample and record kind). Each round takes a
+seed and applies one to three mutations: bit flips, random bytes, truncation, garbage appended, a
+rewritten set length / field count / template id, or a splice of two packets. Mutated packets
+come from a pool of exporters larger than the decoder's exporter cap, in batches through
+``decode_many`` (the production path). The packet-header parser is also fuzzed alone, on mutated
+sampled packets (VLAN, MPLS, tunnels, IPv6 extensions) from every starting layer.
 
 The run fails (exit 1) if the decoder raises, counts an ``internal`` error (a parser bug caught
 by its safety net), returns a batch that is not ``FLOW_SCHEMA``, or exceeds a memory cap
@@ -29,13 +31,15 @@ from pathlib import Path
 import numpy as np
 
 from ingest.addresses import V4_PREFIX
-from ingest.decode import Decoder, DecoderLimits
+from ingest.decode import Decoder, DecoderLimits, headers
+from ingest.encode_sflow import example_datagrams, example_packets
 from ingest.schema import FLOW_SCHEMA
 from ingest.tools.capture import read_udp
 from ingest.tools.encode import IPFIX_IPV6_FIELDS, VARLEN, IpfixEncoder, V9Encoder, encode_v5
 
 # In a source checkout: the captures beside the decoder tests (absent from an installed package).
 TESTDATA = Path(__file__).resolve().parents[2] / "tests" / "ingest" / "decode" / "testdata"
+_HEADER_STARTS = (headers.ETHERNET, headers.IPV4, headers.IPV6, headers.MPLS, headers.IP_ANY, headers.TRANSPORT)
 FUZZ_LIMITS = DecoderLimits(
     max_templates=200, max_exporters=16, max_pending_bytes=1 << 20, max_pending_sets=500, template_timeout_s=60
 )
@@ -45,6 +49,7 @@ FUZZ_LIMITS = DecoderLimits(
 class FuzzResult:
     packets: int = 0
     records: int = 0
+    headers: int = 0  # packet headers given to the header parser alone
     raised: list[str] = field(default_factory=list)
     internal: list[dict] = field(default_factory=list)  # bugs caught by the decoder's safety net
     schema_mismatches: int = 0
@@ -91,7 +96,18 @@ def seed_packets(corpus: Path | None = None) -> list[bytes]:
     seeds += varlen.packets(v6, 1_700_000_000)
     seeds.append(varlen.options_packet(402, [(48, 1)], [(34, 4)], {"ie48": [1], "ie34": [10]}, 1_700_000_000))
     seeds.append(varlen.withdrawal_packet(1_700_000_000))
+    seeds += example_datagrams()  # sFlow: every sample and record kind, tunnels, MPLS, IPv6 extensions
     return seeds
+
+
+def fuzz_headers(rnd: random.Random, seeds: list[bytes], rows: int = 64) -> int:
+    """The packet-header parser alone, on mutated sampled packets of every kind, from every
+    starting layer; returns the rows parsed (it must not raise)."""
+    frames = [mutate(rnd.choice(seeds), rnd.choice(seeds), rnd)[: rnd.randint(0, 300)] for _ in range(rows)]
+    matrix, lengths = headers.frames_matrix(frames)
+    start = np.array([rnd.choice(_HEADER_STARTS) for _ in range(rows)])
+    parsed = headers.parse(matrix, lengths, start, rnd.choice(headers.TUNNELS), np.full(rows, rnd.choice((6, 17, 1))))
+    return len(parsed.src)
 
 
 def mutate(packet: bytes, other: bytes, rnd: random.Random) -> bytes:
@@ -129,6 +145,7 @@ def run(
     """Fuzz ``total`` packets; the decoder under test is checked against ``limits`` after each batch."""
     rnd = random.Random(seed)
     seeds = seed_packets(corpus)
+    frames = example_packets()
     exporters = [V4_PREFIX + bytes([10, 0, 0, i]) for i in range(limits.max_exporters * 2)]
     decoder = Decoder(limits=limits)
     result = FuzzResult()
@@ -153,6 +170,11 @@ def run(
         if decoder.stats.errors.get("internal", 0) > internal_seen and len(result.internal) < 5:
             internal_seen = decoder.stats.errors["internal"]
             result.internal.append({"error": decoder.last_internal_error, "packets": [p.hex() for _, p, _ in items]})
+        try:
+            result.headers += fuzz_headers(rnd, frames)
+        except Exception as exc:  # the parser alone: nothing may escape either
+            result.raised.append(f"headers: {type(exc).__name__}: {exc}")
+            break
         result.packets += len(items)
         result.records += out.num_rows
         result.schema_mismatches += not out.schema.equals(FLOW_SCHEMA)
@@ -171,6 +193,7 @@ def _check_caps(decoder: Decoder, limits: DecoderLimits, result: FuzzResult) -> 
         "pending_bytes": (decoder.stats.pending_bytes, limits.max_pending_bytes),
         "pending_sets": (decoder.stats.pending, limits.max_pending_sets),
         "samplers": (len(decoder.samplers), limits.max_sampler_entries),
+        "interface_counters": (len(decoder.interface_counters.latest), limits.max_sampler_entries),
     }
     for name, (value, cap) in checks.items():
         if value > cap and len(result.cap_violations) < 10:
