@@ -2,21 +2,28 @@
 
 Workload: realistic export packets built with ``ingest.tools.encode`` from random IPv4 flows: v5 with
 30 records, v9 (46-byte records) and IPFIX (58-byte records) filling a 1472-byte UDP payload
-(about 31 and 25 records), templates re-sent every 20 packets. The FlowLens decoder runs
+(about 31 and 25 records), templates re-sent every 20 packets; sFlow datagrams of raw-packet
+samples with 128-byte headers (7 samples in 1472 bytes). The FlowLens decoder runs
 ``decode_many`` over batches of ``--batch`` packets, by default the ingest daemon's
 ``ingest.decode_batch_packets`` (the most it takes per call when packets are waiting); the
 ``netflow`` package parses a slice of the same packets one by one with its template cache (it is
-~50x slower, so a slice keeps the run short). Figures are flows per CPU-second of this thread
-(``time.thread_time``), i.e. per core whatever else the machine runs: the best of ``--repeat``
-runs, the versions taking turns, and (``*_median_flows_per_s``) their median.
+~50x slower, so a slice keeps the run short); for sFlow the baseline is tshark (Wireshark's
+dissector) over a pcap of the same slice, its CPU time read from the child's rusage. Figures are
+flows per CPU-second of this thread (``time.thread_time``), i.e. per core whatever else the
+machine runs: the best of ``--repeat`` runs, the versions taking turns, and
+(``*_median_flows_per_s``) their median.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -24,6 +31,8 @@ from flowlens_dagster.bench.report import report
 from ingest.addresses import V4_PREFIX
 from ingest.config import IngestConfig
 from ingest.decode import Decoder
+from ingest.encode_sflow import SflowEncoder
+from ingest.tools.capture import ethernet_frame, write_pcap
 from ingest.tools.encode import V9_IPV4_FIELDS, IpfixEncoder, V9Encoder, encode_v5
 
 EXPORT_TIME = 1_700_000_000
@@ -68,7 +77,15 @@ def workloads(n: int) -> dict[str, list[bytes]]:
         "v5": encode_v5(flows, sys_uptime_ms=86_400_000, unix_secs=EXPORT_TIME, flows_per_packet=30),
         "v9": V9Encoder(256, V9_BENCH_FIELDS, 1, max_payload=PAYLOAD).packets(flows, EXPORT_TIME),
         "ipfix": IpfixEncoder(256, IPFIX_BENCH_FIELDS, 1, max_payload=PAYLOAD).packets(flows, EXPORT_TIME),
+        # raw-packet samples of 128-byte headers, 1 in 1000 (7 per datagram)
+        "sflow": SflowEncoder("192.0.2.10", 1000, header_len=128, max_payload=PAYLOAD).datagrams(flows),
     }
+
+
+def _cpu() -> float:
+    """CPU seconds of this thread plus those of finished child processes (tshark)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.thread_time() + children.ru_utime + children.ru_stime
 
 
 def _rates(runs: dict[str, Callable[[], int]], repeat: int) -> dict[str, tuple[list[float], int]]:
@@ -80,9 +97,9 @@ def _rates(runs: dict[str, Callable[[], int]], repeat: int) -> dict[str, tuple[l
     flows: dict[str, int] = {}
     for _ in range(repeat):
         for name, run in runs.items():
-            start = time.thread_time()
+            start = _cpu()
             flows[name] = run()
-            rates[name].append(flows[name] / max(time.thread_time() - start, 1e-9))
+            rates[name].append(flows[name] / max(_cpu() - start, 1e-9))
     return {name: (rates[name], flows[name]) for name in runs}
 
 
@@ -93,6 +110,22 @@ def flowlens_run(packets: list[bytes], batch: int) -> Callable[[], int]:
     def run() -> int:
         decoder = Decoder()
         return sum(decoder.decode_many(items[i : i + batch]).num_rows for i in range(0, len(items), batch))
+
+    return run
+
+
+def tshark_run(packets: list[bytes]) -> Callable[[], int]:
+    """Wireshark's sFlow dissector on the same datagrams (a pcap, ``tshark -T fields`` of one field
+    per sample): its CPU time is read from the child's rusage, start-up included."""
+    path = Path(tempfile.mkdtemp(prefix="flowlens-bench-")) / "sflow.pcap"
+    collector = bytes([192, 0, 2, 250])
+    write_pcap(path, ((EXPORT_TIME * 1_000_000 + i, ethernet_frame(collector, collector, 17, 50000, 6343, 0, payload=p))
+                      for i, p in enumerate(packets)))  # fmt: skip
+    command = ["tshark", "-n", "-r", str(path), "-T", "fields", "-e", "sflow.flow_sample.sampling_rate"]
+
+    def run() -> int:
+        out = subprocess.run(command, capture_output=True, text=True, check=True)
+        return sum(len(line.split(",")) for line in out.stdout.splitlines() if line)
 
     return run
 
@@ -122,7 +155,10 @@ def main(argv: list[str]) -> int:
     packets = workloads(args.flows)
     ours = _rates({v: flowlens_run(p, args.batch) for v, p in packets.items()}, args.repeat)
     share = args.peer_flows / args.flows
-    peer = _rates({v: netflow_run(p[: max(1, int(len(p) * share))]) for v, p in packets.items()}, args.repeat)
+    peers = {
+        v: (tshark_run if v == "sflow" else netflow_run)(p[: max(1, int(len(p) * share))]) for v, p in packets.items()
+    }
+    peer = _rates(peers, args.repeat)
     figures: dict[str, float] = {}
     baseline: dict[str, float] = {}
     for version, (rates, _) in ours.items():
@@ -136,7 +172,8 @@ def main(argv: list[str]) -> int:
         "batch_packets": args.batch,
         "flows_per_packet": sizes,
         "clock": "time.thread_time (CPU seconds of one core), best and median of --repeat runs",
-        "baseline": "Python netflow package, same packets (first --peer-flows), same run",
+        "baseline": "Python netflow package (sFlow: tshark, start-up included), same packets "
+        "(first --peer-flows), same run",
     }
     report("decode", figures, baseline, config, args.json)
     return 0
