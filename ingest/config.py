@@ -217,13 +217,14 @@ class ListenAddress(_Section):
 
 
 class IngestConfig(_Section):
-    listen: list[ListenAddress] = [ListenAddress(port=2055), ListenAddress(port=4739)]
+    listen: list[ListenAddress] = [ListenAddress(port=2055), ListenAddress(port=4739), ListenAddress(port=6343)]
     processes: int = Field(0, ge=0)  # receiving processes per port (SO_REUSEPORT); 0 = one per core
     socket_receive_buffer_bytes: int = Field(64 * 1024 * 1024, ge=65536)
     allowed_exporters: list[str] = ["0.0.0.0/0", "::/0"]  # addresses or CIDRs
     default_sampling_rate: int = Field(1, ge=1)
     sampling_rate_overrides: dict[str, int] = {}  # exporter address/CIDR -> rate when none is exported
     timestamp_source: Literal["receive", "export"] = "receive"  # which clock assigns the window
+    tunnel_flow: Literal["inner", "outer"] = "inner"  # VXLAN/GRE in sampled headers: which packet is the flow
     batch_max_flows: int = Field(65_536, ge=1)
     batch_max_seconds: float = Field(1.0, gt=0)
     heartbeat_seconds: float = Field(5.0, gt=0)

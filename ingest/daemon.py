@@ -11,7 +11,7 @@ and exit; the parent exits 0 when all of them did. It never imports Dagster.
 
 Examples::
 
-    flowlens ingest                                  # ports 2055 and 4739, mode from config
+    flowlens ingest                                  # ports 2055, 4739 and 6343, mode from config
     flowlens ingest --listen 127.0.0.1:9995 --processes 2 --mode standard
     FLOWLENS_INGEST__ALLOWED_EXPORTERS='["10.0.0.0/8"]' flowlens ingest
 """

@@ -266,6 +266,7 @@ class SflowEncoder:
     def datagrams(self, flows: Any) -> list[bytes]:
         cols = flow_columns(flows)
         n = len(cols["src_addr"])
+        self._lengths = _ip_lengths(cols)
         out: list[bytes] = []
         samples: list[bytes] = []
         size = 0
@@ -280,12 +281,17 @@ class SflowEncoder:
             out.append(self._datagram(samples))
         return out
 
+    def as_decoded(self, flows: Any) -> dict[str, np.ndarray]:
+        """``bytes`` and ``packets`` a collector reads from what ``datagrams`` sends for ``flows``:
+        one sampled packet of the mean size, times the rate (the generator's ground truth)."""
+        cols = flow_columns(flows)
+        return {"bytes": _ip_lengths(cols) * self.rate, "packets": np.full(len(cols["src_addr"]), self.rate)}
+
     def _sample(self, cols: Mapping[str, np.ndarray], i: int) -> bytes:
         src, dst = bytes(cols["src_addr"][i]), bytes(cols["dst_addr"][i])
         if src[:12] == dst[:12] == b"\x00" * 10 + b"\xff\xff":
             src, dst = src[12:], dst[12:]
-        packets = max(int(_get(cols, "packets", i, 1)), 1)
-        ip_len = min(max(int(_get(cols, "bytes", i, 40)) // packets, 40 if len(src) == 4 else 60), 1500)
+        ip_len = int(self._lengths[i])
         protocol = int(_get(cols, "protocol", i, 6))
         header = {6: 40 if len(src) == 4 else 60, 17: 28 if len(src) == 4 else 48}.get(
             protocol, 20 if len(src) == 4 else 40
@@ -300,6 +306,16 @@ class SflowEncoder:
     def _datagram(self, samples: list[bytes]) -> bytes:
         self.seq += 1
         return datagram(self.agent, samples, self.sub_agent, self.seq)
+
+
+def _ip_lengths(cols: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Per flow, the IP length of its sampled packet: the mean packet size, 40 (IPv4) or 60 (IPv6)
+    to 1500 bytes."""
+    n = len(cols["src_addr"])
+    v4 = (np.asarray(cols["src_addr"])[:, :12] == np.frombuffer(b"\x00" * 10 + b"\xff\xff", np.uint8)).all(axis=1)
+    packets = np.maximum(np.asarray(cols.get("packets", np.ones(n)), np.int64), 1)
+    mean = np.asarray(cols.get("bytes", np.full(n, 40)), np.int64) // packets
+    return np.minimum(np.maximum(mean, np.where(v4, 40, 60)), 1500)
 
 
 def _get(cols: Mapping[str, np.ndarray], name: str, i: int, default: int) -> int:

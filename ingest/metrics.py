@@ -20,6 +20,7 @@ Metric names (the scaling model §9.1, plus the kernel's view of our sockets):
 * ``flowlens_pg_writes_total{table}`` (rows), ``flowlens_pg_write_latency_seconds{table}`` (histogram)
 * ``flowlens_pg_connections_active``, ``flowlens_pg_connections_waiting``
 * ``flowlens_landing_failures_total{backend}``, ``flowlens_landing_up{backend}``
+* ``flowlens_interface_*``: sFlow counter samples (``interface_metrics.py``)
 * ``flowlens_kernel_udp_drops_total{port}``, ``flowlens_kernel_udp_queue_bytes{port}``: from
   ``/proc/net/udp`` and ``/proc/net/udp6`` for the sockets bound to our ports
 """
@@ -37,10 +38,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from ingest import interface_metrics
+from ingest.schema import SFLOW_VERSION
+
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-PROTOCOLS = {5: "netflow_v5", 9: "netflow_v9", 10: "ipfix"}
+PROTOCOLS = {5: "netflow_v5", 9: "netflow_v9", 10: "ipfix", SFLOW_VERSION: "sflow"}
 
 
 class Histogram:
@@ -85,6 +89,7 @@ class WorkerStats:
         self.landing_failures: Counter[str] = Counter()
         self.landing_up: dict[str, int] = {}
         self.flows_landed = 0
+        self.interfaces: dict[str, dict[str, int]] = {}  # sFlow interface counters (interface_metrics.py)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -104,6 +109,7 @@ class WorkerStats:
             "landing_failures": dict(self.landing_failures),
             "landing_up": dict(self.landing_up),
             "flows_landed": self.flows_landed,
+            "interfaces": self.interfaces,
         }
 
 
@@ -121,7 +127,9 @@ def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
     latency = Histogram()
     pg_latency: dict[str, Histogram] = defaultdict(Histogram)
     landing_up: dict[str, int] = {}
+    interfaces: dict[str, dict[str, int]] = {}
     for snap in snapshots:
+        interfaces.update(snap.get("interfaces", {}))
         for key in _COUNTER_KEYS:
             total[key].update(snap.get(key, {}))
         for key in (*_SCALAR_COUNTERS, "queue_depth", "pg_active", "pg_waiting"):
@@ -134,6 +142,7 @@ def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
     total["latency"] = latency.state()
     total["pg_latency"] = {k: h.state() for k, h in pg_latency.items()}
     total["landing_up"] = landing_up
+    total["interfaces"] = interfaces
     return total
 
 
@@ -210,6 +219,7 @@ class DaemonCollector:
                         ["backend"], {(k,): v for k, v in t["landing_failures"].items()})  # fmt: skip
         yield _labelled(GaugeMetricFamily, "flowlens_landing_up", "1 when the last landing attempt worked",
                         ["backend"], {(k,): v for k, v in t["landing_up"].items()})  # fmt: skip
+        yield from interface_metrics.families(t["interfaces"])
         kernel = udp_socket_stats(self.ports)
         yield _labelled(CounterMetricFamily, "flowlens_kernel_udp_drops", "Kernel drops on our UDP sockets",
                         ["port"], {(str(p),): s["drops"] for p, s in kernel.items()})  # fmt: skip

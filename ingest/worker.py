@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
+from ingest import interface_metrics
 from ingest.addresses import addresses
 from ingest.backpressure import FlowQueue, Queued
 from ingest.config import FlowLensConfig
@@ -162,6 +163,7 @@ class Worker:
         dec = Decoder(
             default_sampling_rate=self.cfg.ingest.default_sampling_rate,
             sampling_overrides=self.cfg.ingest.sampling_rate_overrides,
+            tunnel=self.cfg.ingest.tunnel_flow,
         )
         # Every process loads every saved file: after a restart an exporter may hash to another process.
         for path in sorted(self.state_dir.glob(self.cfg.ingest.template_state_file.format(worker="*"))):
@@ -467,6 +469,7 @@ class Worker:
 
     def _report(self, final: bool) -> None:
         self.stats.queue_depth = self.flowq.depth
+        self.stats.interfaces = interface_metrics.snapshot(self.decoder.interface_counters.latest)
         if self.report is not None:
             self.report(self.stats.snapshot(), final)
 

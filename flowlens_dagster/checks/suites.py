@@ -19,11 +19,12 @@ from typing import Any
 
 from flowlens_dagster.checks import names
 from flowlens_dagster.checks.windows import Span
+from ingest.schema import SFLOW_VERSION
 
 # IANA protocol numbers in use: 0-145 assigned, 253-254 experimentation. 146-252 are unassigned and
 # 255 reserved, so a value there means a decoder or aggregation bug, not real traffic.
 SANE_PROTOCOLS: tuple[int, ...] = (*range(0, 146), 253, 254)
-FLOW_VERSIONS: tuple[int, ...] = (5, 9, 10)
+FLOW_VERSIONS: tuple[int, ...] = (5, 9, 10, SFLOW_VERSION)
 CHANGE_KINDS: tuple[str, ...] = ("new_asset", "new_dependency", "dependency_gone")
 MAX_U32 = 2**32 - 1
 IP_MINIMUM = "bytes_minus_20x_packets"
@@ -154,7 +155,7 @@ def _flow_record_rules() -> list[Expect]:
         Expect(
             "ExpectColumnValuesToBeInSet",
             {"column": "flow_version", "value_set": list(FLOW_VERSIONS)},
-            "flow_version is 5, 9 or 10 (IPFIX)",
+            "flow_version is 5, 9, 10 (IPFIX) or 105 (sFlow)",
         ),
         between("sampling_rate", 1, MAX_U32, "sampling_rate is >= 1 (1 = unsampled)"),
         between("observation_domain", 0, MAX_U32, "observation_domain is an unsigned 32-bit id"),

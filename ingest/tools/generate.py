@@ -39,6 +39,8 @@ import pyarrow.parquet as pq
 
 from ingest import mmsg
 from ingest.addresses import V4_PREFIX_BYTES
+from ingest.encode_sflow import SflowEncoder
+from ingest.schema import SFLOW_VERSION
 from ingest.tools.encode import IPFIX_IPV4_FIELDS, V9_IPV4_FIELDS, IpfixEncoder, V9Encoder, encode_v5
 
 TRUTH_KEYS = ["src_addr", "dst_addr", "dst_port", "protocol"]
@@ -143,7 +145,9 @@ class Exporter:
         self.source = source
         self.v5_seq = 0
         self.boot_ms: int | None = None
-        if version == 9:
+        if version == SFLOW_VERSION:
+            self.encoder = SflowEncoder(source, sampling_rate=1, sub_agent=index)
+        elif version == 9:
             self.encoder = V9Encoder(256 + index, V9_IPV4_FIELDS, domain=index)
         elif version == 10:
             self.encoder = IpfixEncoder(300 + index, IPFIX_IPV4_FIELDS, domain=index)
@@ -158,7 +162,15 @@ class Exporter:
             out = encode_v5(cols, sys_uptime_ms=uptime, unix_secs=export_s, seq=self.v5_seq, engine_id=self.index)
             self.v5_seq += len(cols["bytes"])
             return out
+        if self.version == SFLOW_VERSION:
+            return self.encoder.datagrams(cols)
         return self.encoder.packets(cols, export_time=export_s)
+
+    def as_sent(self, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The flows as a collector reads them back (sFlow: one sampled packet per flow)."""
+        if self.version != SFLOW_VERSION:
+            return cols
+        return cols | {k: v.astype(cols[k].dtype) for k, v in self.encoder.as_decoded(cols).items()}
 
 
 @dataclass
@@ -207,7 +219,7 @@ class Generator:
             times = clock - self.rng.integers(0, 2_000_000, n)
             cols = self.model.flows(n, self.rng, times)
             packets = exporter.packets(cols, clock // 1_000_000)
-            self._remember(cols)
+            self._remember(exporter.as_sent(cols))
             self.sent_flows += n
             yield exporter, packets, n
 
@@ -338,7 +350,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--rate", type=float, default=10_000, help="flows per second (0 = as fast as possible)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds to send (ignored with --flows)")
     p.add_argument("--flows", type=int, help="send exactly this many flows, then stop")
-    p.add_argument("--versions", default="9", help="comma-separated NetFlow versions: 5, 9, 10 (IPFIX)")
+    p.add_argument(
+        "--versions", default="9", help="comma-separated: 5, 9, 10 (IPFIX), sflow (sFlow v5 raw-packet samples)"
+    )
     p.add_argument("--exporters", type=int, default=3, help="exporters, sending from 127.0.0.1, .2, ...")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--start", help="simulated start time (ISO, UTC), e.g. two hours ago, to fill past windows")
@@ -346,11 +360,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--truth", type=Path, help="write the ground truth here (.parquet or .json)")
     args = p.parse_args(argv)
     try:
-        versions = tuple(int(v) for v in args.versions.split(","))
+        versions = tuple(SFLOW_VERSION if v.strip() == "sflow" else int(v) for v in args.versions.split(","))
     except ValueError:
         versions = ()
-    if not versions or any(v not in (5, 9, 10) for v in versions):
-        print(f"flowlens generate: --versions {args.versions!r}: use 5, 9 and/or 10, e.g. 9,10", file=sys.stderr)
+    if not versions or any(v not in (5, 9, 10, SFLOW_VERSION) for v in versions):
+        print(f"flowlens generate: --versions {args.versions!r}: use 5, 9, 10 and/or sflow, e.g. 9,10", file=sys.stderr)
         return 2
     plan = Plan(rate=args.rate, duration=args.duration, flows=args.flows, versions=versions,
                 exporters=max(1, min(args.exporters, 250)), seed=args.seed, start_us=parse_start(args.start),

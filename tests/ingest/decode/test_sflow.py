@@ -21,6 +21,7 @@ from ingest.encode_sflow import (
     ipv4_record,
     switch_record,
 )
+from ingest.generate import Generator, Plan
 from ingest.schema import FLOW_SCHEMA, SFLOW_VERSION
 from tests.ingest.decode.helpers import EXPORT_TIME, EXPORTER, RECEIVE_US, addresses, column, random_flows
 
@@ -159,3 +160,14 @@ def test_encoder_round_trip(header_len: int) -> None:
     assert column(batch, "protocol") == list(flows["protocol"])
     assert all(b % 256 == 0 and b > 0 for b in column(batch, "bytes"))
     assert "internal" not in decoder.stats.errors
+
+
+def test_generator_sends_sflow_and_its_truth_is_what_decodes() -> None:
+    generator = Generator(Plan(rate=0, flows=700, versions=(SFLOW_VERSION, 9), exporters=2, chunk=100))
+    items = [(e.source, p, RECEIVE_US) for e, packets, _ in generator.steps(lambda: RECEIVE_US) for p in packets]
+    batch = Decoder().decode_many(items)
+    truth = generator.truth()
+    assert batch.num_rows == 700 == pa.compute.sum(truth.column("flows")).as_py()
+    assert pa.compute.sum(batch.column("bytes")).as_py() == pa.compute.sum(truth.column("bytes")).as_py()
+    assert pa.compute.sum(batch.column("packets")).as_py() == pa.compute.sum(truth.column("packets")).as_py()
+    assert set(column(batch, "flow_version")) == {9, SFLOW_VERSION}
