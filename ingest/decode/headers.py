@@ -40,9 +40,6 @@ PAD = 64  # zero columns ``frames`` must carry past the widest header: reads the
 
 # States of a row during the walk.
 _ETH, _MPLS, _IP4, _IP6, _L4, _IPX, _DONE = 0, 1, 2, 3, 4, 5, 6
-_VLAN_TYPES = np.array([0x8100, 0x88A8, 0x9100], np.int64)
-_IPV6_EXTENSIONS = np.array([0, 43, 44, 51, 60], np.int64)
-_PORTED = np.array([6, 17, 132], np.int64)  # TCP, UDP, SCTP
 _MAX_ROUNDS = 24  # every layer takes a round; a stack deeper than this is left where it stopped
 
 
@@ -81,6 +78,8 @@ class _Walk:
 
     def __init__(self, frames: np.ndarray, lengths: np.ndarray, start: np.ndarray, tunnel: str) -> None:
         n, self.width = frames.shape
+        self.n = n
+        self.frames = frames
         self.flat = frames.reshape(-1)
         self.base = np.arange(n, dtype=np.int64) * self.width
         self.limit = np.minimum(lengths.astype(np.int64), self.width - PAD)
@@ -95,13 +94,28 @@ class _Walk:
         self.ip_length = np.zeros(n, np.int64)
         self.l4_only = np.zeros(n, bool)  # started at the transport header (no IP layer of its own)
 
-    # --- reads at per-row offsets (``rows`` a slice or index array, ``at`` per row) ---------------
-    def u8(self, rows: slice | np.ndarray, at: np.ndarray) -> np.ndarray:
-        return self.flat[self.base[rows] + np.minimum(at, self.width - 1)].astype(np.int64)
+    # --- reads at per-row offsets (``rows`` an index array, ``at`` per row) -----------------------
+    def columns(self, rows: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
+        """``(len(rows), width)`` bytes from ``at`` of each row. When every row reads at the same
+        offset (the common case: one layout for the whole batch) that is a column slice, else
+        one gather."""
+        first = int(at[0]) if len(at) else 0
+        if len(at) and first == at.min() == at.max():
+            first = min(first, self.width - width)
+            return (
+                self.frames[:, first : first + width]
+                if len(rows) == self.n
+                else self.frames[rows, first : first + width]
+            )
+        idx = (self.base[rows] + np.minimum(at, self.width - width))[:, None] + np.arange(width)
+        return self.flat[idx]
 
-    def u16(self, rows: slice | np.ndarray, at: np.ndarray) -> np.ndarray:
-        idx = self.base[rows] + np.minimum(at, self.width - 2)
-        return (self.flat[idx].astype(np.int64) << 8) | self.flat[idx + 1]
+    def u8(self, rows: np.ndarray, at: np.ndarray) -> np.ndarray:
+        return self.columns(rows, at, 1)[:, 0].astype(np.int64)
+
+    def u16(self, rows: np.ndarray, at: np.ndarray) -> np.ndarray:
+        two = self.columns(rows, at, 2)
+        return (two[:, 0].astype(np.int64) << 8) | two[:, 1]
 
     def fits(self, rows: slice | np.ndarray, at: np.ndarray) -> np.ndarray:
         """Whether ``at`` bytes are inside each row's captured header."""
@@ -181,7 +195,7 @@ def _ethernet(walk: _Walk, rows: np.ndarray) -> None:
     ethertype = walk.u16(rows, pos + 12)
     pos = pos + 14
     for _ in range(2):  # 802.1Q, or QinQ's outer and inner tags
-        tagged = np.isin(ethertype, _VLAN_TYPES)
+        tagged = (ethertype == 0x8100) | (ethertype == 0x88A8) | (ethertype == 0x9100)
         if not tagged.any():
             break
         short |= tagged & ~walk.fits(rows, pos + 4)
@@ -239,7 +253,7 @@ def _ipv6(walk: _Walk, rows: np.ndarray) -> None:
     pos = pos + 40
     fragment_later = np.zeros(len(take), bool)
     for _ in range(4):  # extension headers, then the transport header
-        ext = np.isin(nxt, _IPV6_EXTENSIONS)
+        ext = (nxt == 0) | (nxt == 43) | (nxt == 44) | (nxt == 51) | (nxt == 60)  # extension headers
         if not ext.any():
             break
         fits = walk.fits(take, pos + 8)
@@ -310,10 +324,9 @@ def _results(walk: _Walk) -> Headers:
         rows = np.flatnonzero(is_ip & (walk.family == family))
         if not len(rows):
             continue
-        cols = np.arange(width)
-        at = walk.base[rows, None] + walk.ip_pos[rows, None] + a + cols
-        src[rows, 16 - width :] = walk.flat[at]
-        dst[rows, 16 - width :] = walk.flat[at + width]
+        both = walk.columns(rows, walk.ip_pos[rows] + a, 2 * width)
+        src[rows, 16 - width :] = both[:, :width]
+        dst[rows, 16 - width :] = both[:, width:]
         if family == 4:
             src[rows, :12] = dst[rows, :12] = np.frombuffer(V4_PREFIX, np.uint8)
     src_port = np.zeros(n, np.int64)
@@ -321,7 +334,7 @@ def _results(walk: _Walk) -> Headers:
     flags = np.zeros(n, np.int64)
     l4 = walk.l4_pos
     proto = walk.protocol
-    ported = np.flatnonzero((l4 >= 0) & np.isin(proto, _PORTED))
+    ported = np.flatnonzero((l4 >= 0) & ((proto == 6) | (proto == 17) | (proto == 132)))
     cut = ~walk.fits(ported, l4[ported] + 4)
     walk.truncated[ported[cut]] = True
     ported = ported[~cut]

@@ -79,14 +79,21 @@ class InterfaceCounters:
 
 
 class _Buffer:
-    """Big-endian reads at arrays of offsets into one byte buffer (zero padded past its end)."""
+    """Big-endian reads at arrays of offsets into one byte buffer whose datagrams start at
+    multiples of 4 (sFlow is XDR: every field of a well-formed datagram is 4-byte aligned, so a
+    32-bit read is one gather from a word view), zero padded past its end."""
 
     def __init__(self, buffer: bytes) -> None:
         self.raw = buffer
         self.b = np.frombuffer(buffer, np.uint8)
+        self.w = np.frombuffer(buffer, ">u4", len(buffer) // 4)
 
     def u32(self, at: np.ndarray) -> np.ndarray:
-        return self.b[at[:, None] + _K4].view(">u4").reshape(-1).astype(np.int64)
+        return self.w[at >> 2].astype(np.int64)
+
+    def u32s(self, at: np.ndarray, count: int) -> np.ndarray:
+        """``count`` consecutive words at each offset: ``(len(at), count)``."""
+        return self.w[(at >> 2)[:, None] + np.arange(count)].astype(np.int64)
 
     def bytes16(self, at: np.ndarray, v4: np.ndarray) -> np.ndarray:
         """Addresses at ``at``: 16 bytes, or IPv4-mapped from 4 bytes where ``v4``."""
@@ -96,31 +103,70 @@ class _Buffer:
             out[v4, :12] = np.frombuffer(V4_PREFIX, np.uint8)
         return out.view("V16").reshape(-1)
 
+    def rows(self, at: np.ndarray, width: int) -> np.ndarray:
+        """``(len(at), width)`` bytes starting at each offset (one row copy each, no index matrix)."""
+        view = np.ndarray((len(self.raw) - width + 1, width), np.uint8, self.raw, 0, (1, 1))
+        return view[at]
 
-def _walk(buf: _Buffer, start: np.ndarray, end: np.ndarray, count: np.ndarray, stats: DecoderStats) -> tuple:
+
+Items = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # owner, format, body start, body length
+_NO_ITEMS: Items = tuple(np.zeros(0, np.int64) for _ in range(4))  # type: ignore[assignment]
+
+
+def _walk(buf: _Buffer, start: np.ndarray, end: np.ndarray, count: np.ndarray, stats: DecoderStats) -> Items:
     """Walk ``count[i]`` ``(format, length, body)`` items from ``start[i]`` up to ``end[i]``, all
     containers at once: (container index, format, body start, body length) of every whole item,
-    in container order. An item running past its container ends that container (counted)."""
-    cur, left = start.copy(), count.copy()
-    found: list[tuple[np.ndarray, ...]] = []
+    in container order. An item running past its container, or leaving the 4-byte alignment,
+    ends that container (counted as ``truncated`` / ``malformed``)."""
+    uniform, rest = _uniform(buf, start, end, count)
+    found = [uniform] if len(uniform[0]) else []
+    cur, left = start.copy(), np.where(rest, count, 0)
     live = np.flatnonzero(left > 0)
     while len(live):
         c = cur[live]
         head_fits = c + 8 <= end[live]
-        fmt = np.where(head_fits, buf.u32(np.where(head_fits, c, 0)), 0)
-        length = np.where(head_fits, buf.u32(np.where(head_fits, c + 4, 0)), 0)
+        words = buf.u32s(np.where(head_fits, c, 0), 2)
+        fmt, length = words[:, 0], words[:, 1]
         whole = head_fits & (c + 8 + length <= end[live])
+        aligned = (length & 3) == 0
         _count(stats.errors, "truncated", (~whole).sum())
+        _count(stats.errors, "malformed", (whole & ~aligned).sum())
         found.append((live[whole], fmt[whole], c[whole] + 8, length[whole]))
         cur[live] = c + 8 + length
         left[live] -= 1
-        live = live[whole & (left[live] > 0)]
+        live = live[whole & aligned & (left[live] > 0)]
     if not found:
-        empty = np.zeros(0, np.int64)
-        return empty, empty, empty, empty
+        return _NO_ITEMS
+    if len(found) == 1:
+        return found[0]
     owner, fmt, body, length = (np.concatenate(parts) for parts in zip(*found, strict=True))
-    order = np.argsort(owner, kind="stable")  # rounds interleave containers: back to container order
+    order = np.argsort(body, kind="stable")  # containers lie in buffer order: position = container order
     return owner[order], fmt[order], body[order], length[order]
+
+
+def _uniform(buf: _Buffer, start: np.ndarray, end: np.ndarray, count: np.ndarray) -> tuple[Items, np.ndarray]:
+    """The common case at once: containers whose items all have the first one's length and fill
+    the container exactly (an agent's samples of one kind, a sample's single record). Returns
+    their items and the mask of containers left for the walk."""
+    first_fits = (count > 0) & (start + 8 <= end)
+    first_len = np.where(first_fits, buf.u32(np.where(first_fits, start + 4, 0)), -1)
+    stride = first_len + 8
+    plausible = first_fits & ((first_len & 3) == 0) & (count <= (end - start) // 8)
+    plausible &= start + np.where(plausible, count, 0) * stride == end
+    rows = np.flatnonzero(plausible)
+    if not len(rows):
+        return _NO_ITEMS, count > 0
+    counts = count[rows]
+    owner = np.repeat(rows, counts)
+    index = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+    pos = start[owner] + index * stride[owner]
+    words = buf.u32s(pos, 2)
+    bad = words[:, 1] != first_len[owner]
+    if bad.any():  # lengths differ inside: those containers take the walk
+        plausible[np.unique(owner[bad])] = False
+        keep = plausible[owner]
+        owner, pos, words = owner[keep], pos[keep], words[keep]
+    return (owner, words[:, 0], pos + 8, words[:, 1]), (count > 0) & ~plausible
 
 
 def decode(
@@ -135,24 +181,40 @@ def decode(
 ) -> Columns | None:
     """Flow columns of the sFlow datagrams at ``offsets`` (``sizes`` bytes, received at ``recv``
     µs) in ``buffer``, which must be zero padded by ``MAX_HEADER + headers.PAD`` bytes at least."""
+    if (offsets & 3).any():  # datagrams of a call that also holds other packets: realign them
+        buffer, offsets = _aligned(buffer, offsets, sizes)
     buf = _Buffer(buffer)
     dgram = _datagrams(buf, offsets, sizes, stats)
     if dgram is None:
         return None
     owner, fmt, body, length = _walk(buf, dgram["first"], offsets + sizes, dgram["samples"], stats)
+    _count(stats.events, "sflow_samples", len(fmt))
     counter_rows = (fmt == COUNTER_SAMPLE) | (fmt == COUNTER_SAMPLE_EXPANDED)
     if counter_rows.any():
-        _counters(buf, dgram, owner[counter_rows], fmt[counter_rows], body[counter_rows], length[counter_rows],
-                  counters, stats)  # fmt: skip
+        items = (owner[counter_rows], fmt[counter_rows], body[counter_rows], length[counter_rows])
+        _counters(buf, dgram, items, counters, stats)
     flow_rows = (fmt == FLOW_SAMPLE) | (fmt == FLOW_SAMPLE_EXPANDED)
-    _count(stats.events, "sflow_samples", len(fmt))
-    if not flow_rows.any():
+    if not flow_rows.all():
+        owner, fmt, body, length = owner[flow_rows], fmt[flow_rows], body[flow_rows], length[flow_rows]
+    if not len(owner):
         return None
-    sample = _flow_samples(buf, owner[flow_rows], fmt[flow_rows], body[flow_rows], length[flow_rows], stats)
+    sample = _flow_samples(buf, owner, fmt, body, length, stats)
     if sample is None:
         return None
-    rec_owner, rec_fmt, rec_body, rec_len = _walk(buf, sample["first"], sample["end"], sample["records"], stats)
-    return _flows(buf, dgram, sample, (rec_owner, rec_fmt, rec_body, rec_len), recv, rate_of, stats, tunnel)
+    records = _walk(buf, sample["first"], sample["end"], sample["records"], stats)
+    return _flows(buf, dgram, sample, records, recv, rate_of, stats, tunnel)
+
+
+def _aligned(buffer: bytes, offsets: np.ndarray, sizes: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """The datagrams copied to a buffer where each starts at a multiple of 4 (same padding)."""
+    view = memoryview(buffer)
+    padded = (sizes + 3) & ~3
+    parts = [
+        view[o : o + s].tobytes().ljust(p, b"\x00")
+        for o, s, p in zip(offsets.tolist(), sizes.tolist(), padded.tolist(), strict=True)
+    ]
+    parts.append(bytes(MAX_HEADER + headers.PAD + 64))
+    return b"".join(parts), np.cumsum(padded) - padded
 
 
 def _datagrams(buf: _Buffer, offsets: np.ndarray, sizes: np.ndarray, stats: DecoderStats) -> dict | None:
@@ -163,19 +225,18 @@ def _datagrams(buf: _Buffer, offsets: np.ndarray, sizes: np.ndarray, stats: Deco
     _count(stats.errors, "malformed", ((header == 0) & (sizes >= 8)).sum())
     _count(stats.errors, "truncated", ((sizes < 8) | ((header > 0) & ~fits)).sum())
     stats.packets[SFLOW_VERSION] += int(fits.sum())
-    keep = np.flatnonzero(fits)
-    if not len(keep):
+    if not fits.any():
         return None
-    off, header = offsets[keep], header[keep]
-    samples = np.zeros(len(offsets), np.int64)
-    first = np.zeros(len(offsets), np.int64)
-    agent = np.zeros(len(offsets), "V16")
-    sub_agent = np.zeros(len(offsets), np.int64)
-    agent[keep] = buf.bytes16(off + 8, header == 28)
-    sub_agent[keep] = buf.u32(off + header - 16)
-    samples[keep] = buf.u32(off + header - 4)
-    first[keep] = off + header
-    return {"agent": agent, "sub_agent": sub_agent, "samples": samples, "first": first}
+    n = len(offsets)
+    agent = np.zeros(n, "V16")
+    agent[fits] = buf.bytes16(offsets[fits] + 8, header[fits] == 28)
+    tail = buf.u32s(offsets + np.maximum(header, 16) - 16, 4)  # sub-agent, sequence, uptime, samples
+    return {
+        "agent": agent,
+        "sub_agent": tail[:, 0],
+        "samples": np.where(fits, tail[:, 3], 0),
+        "first": offsets + header,
+    }
 
 
 def _flow_samples(
@@ -185,28 +246,34 @@ def _flow_samples(
     expanded = fmt == FLOW_SAMPLE_EXPANDED
     fixed = np.where(expanded, 44, 32)
     fits = length >= fixed
-    _count(stats.errors, "truncated", (~fits).sum())
     if not fits.all():
+        _count(stats.errors, "truncated", (~fits).sum())
         owner, expanded, body, length, fixed = owner[fits], expanded[fits], body[fits], length[fits], fixed[fits]
     if not len(owner):
         return None
-    rate = buf.u32(body + np.where(expanded, 12, 8))
-    word_in = buf.u32(body + np.where(expanded, 28, 20))
-    word_out = buf.u32(body + np.where(expanded, 36, 24))
-    # compact: format in the top 2 bits; expanded: a format word before each value
-    fmt_in = np.where(expanded, buf.u32(body + 24), word_in >> 30)
-    fmt_out = np.where(expanded, buf.u32(body + 32), word_out >> 30)
-    value_in = np.where(expanded, word_in, word_in & UNKNOWN_IF)
-    value_out = np.where(expanded, word_out, word_out & UNKNOWN_IF)
+    if expanded.any():
+        w = buf.u32s(body, 11)
+        pick = lambda compact, wide: np.where(expanded, w[:, wide], w[:, compact])  # noqa: E731
+        word_in, word_out = pick(5, 7), pick(6, 9)
+        fmt_in = np.where(expanded, w[:, 6], word_in >> 30)  # compact: the format in the top 2 bits
+        fmt_out = np.where(expanded, w[:, 8], word_out >> 30)
+        value_in = np.where(expanded, word_in, word_in & UNKNOWN_IF)
+        value_out = np.where(expanded, word_out, word_out & UNKNOWN_IF)
+        rate, pool, records = pick(2, 3), pick(3, 4), pick(7, 10)
+    else:  # compact samples only (the common case): plain columns
+        w = buf.u32s(body, 8)
+        fmt_in, fmt_out = w[:, 5] >> 30, w[:, 6] >> 30
+        value_in, value_out = w[:, 5] & UNKNOWN_IF, w[:, 6] & UNKNOWN_IF
+        rate, pool, records = w[:, 2], w[:, 3], w[:, 7]
     return {
         "packet": owner,
         "rate": rate,
-        "pool": buf.u32(body + np.where(expanded, 16, 12)),
+        "pool": pool,
         "input_if": value_in,
         "input_ok": fmt_in == 0,
         "output_if": value_out,
         "output_ok": (fmt_out == 0) & (value_out != UNKNOWN_IF),
-        "records": buf.u32(body + fixed - 4),
+        "records": records,
         "first": body + fixed,
         "end": body + length,
     }
@@ -214,6 +281,8 @@ def _flow_samples(
 
 def _first_of(owner: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
     """Per sample (``n``), the index of its first record matching ``mask`` (-1: none)."""
+    if len(owner) == n and owner[-1] == n - 1 and (np.diff(owner) == 1).all():  # one record per sample
+        return np.where(mask, np.arange(n), -1)
     out = np.full(n, -1, np.int64)
     rows = np.flatnonzero(mask)
     if len(rows):
@@ -318,15 +387,78 @@ def _parse_headers(
     buf: _Buffer, at: np.ndarray, length: np.ndarray, stats: DecoderStats, tunnel: str
 ) -> headers.Headers:
     """The sampled-header records at ``at`` (record bodies of ``length`` bytes), parsed."""
-    protocol = buf.u32(at)
-    captured = np.minimum(buf.u32(at + 12), length - 16)
-    start = np.zeros(len(at), np.int64)
-    for code, layer in _HEADER_START.items():
-        start[protocol == code] = layer
+    fields = buf.u32s(at, 4)  # header protocol, frame length, stripped, header length
+    protocol = fields[:, 0]
+    captured = np.minimum(fields[:, 3], length - 16)
+    if (protocol == 1).all():  # Ethernet, the common case
+        start: int | np.ndarray = headers.ETHERNET
+    else:
+        start = np.zeros(len(at), np.int64)
+        for code, layer in _HEADER_START.items():
+            start[protocol == code] = layer
+    fast = _fast_lane(buf, at + 16, captured) if (protocol == 1).any() else None
+    if fast is not None and fast[0].all():
+        return fast[1]
+    slow = np.arange(len(at)) if fast is None else np.flatnonzero(~fast[0])
+    at, captured = at[slow], captured[slow]
+    start = start if isinstance(start, int) else start[slow]
     width = int(min(max(int(captured.max()), 1), MAX_HEADER))
-    view = np.ndarray((len(buf.raw) - width - headers.PAD + 1, width + headers.PAD), np.uint8, buf.raw, 0, (1, 1))
-    frames = view[at + 16]
-    return headers.parse(frames, np.minimum(captured, width), start, tunnel)
+    parsed = headers.parse(buf.rows(at + 16, width + headers.PAD), np.minimum(captured, width), start, tunnel)
+    if fast is None:
+        return parsed
+    merged = fast[1]
+    for name, values in zip(headers.Headers._fields, parsed, strict=True):
+        getattr(merged, name)[slow] = values
+    return merged
+
+
+def _fast_lane(buf: _Buffer, frame: np.ndarray, captured: np.ndarray) -> tuple[np.ndarray, headers.Headers]:
+    """The common sampled packet read straight from the datagram's words: Ethernet with at most
+    one 802.1Q tag, then IPv4 without options and not a later fragment, or IPv6 without extension
+    headers, then anything but a tunnel, captured through the TCP flags. The header's bytes sit at
+    a multiple of 4 in the XDR record, so every field comes from one ``(n, 13)`` gather of 32-bit
+    words (those at 4k + 2, behind the 14-byte Ethernet header, from two neighbours). Returns (the
+    rows it took: ``headers.parse`` gives the same answer for them and reads the others, results
+    with those rows filled)."""
+    n = len(frame)
+    k0 = frame >> 2
+    ether = buf.w[k0[:, None] + np.array([3, 4])].astype(np.int64)
+    tagged = (ether[:, 0] >> 16) == 0x8100
+    word = np.where(tagged, ether[:, 1], ether[:, 0])
+    ethertype, first = word >> 16, (word >> 8) & 0xFF
+    w = buf.w[(k0 + tagged)[:, None] + np.arange(4, 17)].astype(np.int64)  # w[:, j]: word 4 + j of the frame
+
+    def mid(j: int) -> np.ndarray:  # the word starting 2 bytes into w[:, j]
+        return ((w[:, j] & 0xFFFF) << 16) | (w[:, j + 1] >> 16)
+
+    v4 = (ethertype == 0x0800) & (first == 0x45) & ((w[:, 1] >> 16) & 0x1FFF == 0)
+    v6 = (ethertype == 0x86DD) & ((first >> 4) == 6)
+    proto = np.where(v4, w[:, 1] & 0xFF, w[:, 1] >> 24)
+    ports = np.where(v4, mid(4), mid(9))
+    l2 = 14 + 4 * tagged
+    take = (v4 & (captured >= l2 + 34)) | (v6 & (captured >= l2 + 54))
+    tunnel = (proto == 47) | ((proto == 17) & ((ports & 0xFFFF) == headers.VXLAN_PORT))
+    ipv6_ext = (proto == 0) | (proto == 43) | (proto == 44) | (proto == 51) | (proto == 60)
+    take &= ~tunnel & ~(v6 & ipv6_ext)
+    src = np.zeros((n, 4), np.int64)  # as four native words, swapped once below
+    dst = np.zeros((n, 4), np.int64)
+    if v6.any():
+        src[v6] = np.stack([mid(j) for j in (1, 2, 3, 4)], axis=1)[v6]
+        dst[v6] = np.stack([mid(j) for j in (5, 6, 7, 8)], axis=1)[v6]
+    src[:, 2] = np.where(v4, 0xFFFF, src[:, 2])
+    dst[:, 2] = src[:, 2] if not v6.any() else np.where(v4, 0xFFFF, dst[:, 2])
+    src[:, 3], dst[:, 3] = np.where(v4, mid(2), src[:, 3]), np.where(v4, mid(3), dst[:, 3])
+    src, dst = src.astype(">u4"), dst.astype(">u4")
+    ported = (proto == 6) | (proto == 17) | (proto == 132)
+    icmp = (proto == 1) | (proto == 58)
+    result = headers.Headers(
+        src.view("V16").reshape(-1), dst.view("V16").reshape(-1), proto.astype(np.uint8),
+        np.where(ported, ports >> 16, 0).astype(np.uint16),
+        np.where(ported, ports & 0xFFFF, np.where(icmp, ports >> 16, 0)).astype(np.uint16),
+        np.where(proto == 6, np.where(v4, w[:, 7], w[:, 12]) & 0xFF, 0).astype(np.uint16),
+        np.where(v4, w[:, 0] >> 16, (w[:, 0] & 0xFFFF) + 40), take.copy(), np.zeros(n, bool),
+    )  # fmt: skip
+    return take, result
 
 
 def _gateways(
@@ -381,14 +513,12 @@ def gateway(raw: bytes, pos: int, end: int) -> dict[str, Any] | None:
 def _counters(
     buf: _Buffer,
     dgram: dict,
-    owner: np.ndarray,
-    fmt: np.ndarray,
-    body: np.ndarray,
-    length: np.ndarray,
+    items: Items,
     counters: InterfaceCounters,
     stats: DecoderStats,
 ) -> None:
     """Generic interface counters of counter samples into ``counters`` (samples are few)."""
+    owner, fmt, body, length = items
     expanded = fmt == COUNTER_SAMPLE_EXPANDED
     fixed = np.where(expanded, 16, 12)
     fits = length >= fixed
