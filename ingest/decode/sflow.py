@@ -295,7 +295,7 @@ def _flows(
     buf: _Buffer,
     dgram: dict,
     sample: dict[str, np.ndarray],
-    records: tuple[np.ndarray, ...],
+    records: Items,
     recv: np.ndarray,
     rate_of: RateOf,
     stats: DecoderStats,
@@ -303,39 +303,11 @@ def _flows(
 ) -> Columns | None:
     owner, fmt, body, length = records
     n = len(sample["packet"])
-    src, dst = np.zeros(n, "V16"), np.zeros(n, "V16")
-    proto, sport, dport, flags = (np.zeros(n, np.int64) for _ in range(4))
-    ip_len = np.zeros(n, np.int64)
-    has = np.zeros(n, bool)
-    head = _first_of(owner, (fmt == SAMPLED_HEADER) & (length >= 16), n)
-    rows = np.flatnonzero(head >= 0)
-    if len(rows):
-        parsed = _parse_headers(buf, body[head[rows]], length[head[rows]], stats, tunnel)
-        ok = parsed.is_ip
-        _count(stats.events, "sflow_non_ip", (~ok).sum())
-        _count(stats.events, "header_truncated", parsed.truncated.sum())
-        take = rows[ok]
-        src[take], dst[take] = parsed.src[ok], parsed.dst[ok]
-        proto[take], sport[take], dport[take] = parsed.protocol[ok], parsed.src_port[ok], parsed.dst_port[ok]
-        flags[take], ip_len[take] = parsed.tcp_flags[ok], parsed.ip_length[ok]
-        has[take] = True
-    for record, size, family in ((SAMPLED_IPV4, 32, 4), (SAMPLED_IPV6, 56, 6)):
-        idx = _first_of(owner, (fmt == record) & (length >= size), n)
-        rows = np.flatnonzero((idx >= 0) & ~has)
-        if not len(rows):
-            continue
-        at = body[idx[rows]]
-        width = 4 if family == 4 else 16
-        v4 = np.full(len(rows), family == 4)
-        ip_len[rows], proto[rows] = buf.u32(at), buf.u32(at + 4)
-        src[rows], dst[rows] = buf.bytes16(at + 8, v4), buf.bytes16(at + 8 + width, v4)
-        ports = at + 8 + 2 * width
-        sport[rows], dport[rows], flags[rows] = buf.u32(ports), buf.u32(ports + 4), buf.u32(ports + 8)
-        has[rows] = True
-    if not has.any():
+    found = _packet_fields(buf, records, n, stats, tunnel)
+    if found is None:
         return None
-    gateway = _gateways(buf, owner, fmt, body, length, n)
-    keep = np.flatnonzero(has)
+    fields, has = found
+    keep: slice | np.ndarray = slice(None) if has.all() else np.flatnonzero(has)
     packet = sample["packet"][keep]
     agent = dgram["agent"][packet]
     rate = sample["rate"][keep]
@@ -344,7 +316,7 @@ def _flows(
         agents, inverse = np.unique(agent[zero], return_inverse=True)
         rate = rate.copy()
         rate[zero] = np.array([rate_of(a.tobytes()) for a in agents], np.int64)[inverse.reshape(-1)]
-    k = len(keep)
+    k = len(packet)
     no_time = (columns.constant(0, np.int64, k), columns.constant(0, np.bool_, k))
     cols: Columns = {
         "receive_time": (recv[packet], None),
@@ -353,24 +325,68 @@ def _flows(
         "flow_version": (columns.constant(SFLOW_VERSION, np.uint8, k), None),
         "flow_start": no_time,  # a sample is one packet at an unknown time: no flow times
         "flow_end": no_time,
-        "src_addr": (src[keep], None),
-        "dst_addr": (dst[keep], None),
-        "src_port": (sport[keep].astype(np.uint16), None),
-        "dst_port": (dport[keep].astype(np.uint16), None),
-        "protocol": (proto[keep].astype(np.uint8), None),
-        "tcp_flags": (flags[keep].astype(np.uint16), None),
-        "bytes": (ip_len[keep].astype(np.uint64), None),
         "packets": (columns.constant(1, np.uint64, k), None),
         "input_if": (sample["input_if"][keep].astype(np.uint32), _mask(sample["input_ok"][keep])),
         "output_if": (sample["output_if"][keep].astype(np.uint32), _mask(sample["output_ok"][keep])),
         "direction": columns.absent("direction", k),
     }
+    for name, dtype in (("src_addr", None), ("dst_addr", None), ("src_port", np.uint16), ("dst_port", np.uint16),
+                        ("protocol", np.uint8), ("tcp_flags", np.uint16), ("bytes", np.uint64)):  # fmt: skip
+        values = fields[name][keep]
+        cols[name] = (values if dtype is None else values.astype(dtype), None)
+    gateway = _gateways(buf, owner, fmt, body, length, n)
     for name in ("src_as", "dst_as"):
         values, valid = gateway[name]
         cols[name] = (values[keep].astype(np.uint32), _mask(valid[keep]))
     same = int(rate[0]) if (rate == rate[0]).all() else rate
     columns.scale(cols, same)
     return cols
+
+
+def _packet_fields(
+    buf: _Buffer, records: Items, n: int, stats: DecoderStats, tunnel: str
+) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+    """Per sample: addresses, ports, protocol, flags and IP length from its sampled header, else
+    from its sampled IPv4/IPv6 record; and which samples have them."""
+    owner, fmt, body, length = records
+    head = _first_of(owner, (fmt == SAMPLED_HEADER) & (length >= 16), n)
+    rows = np.flatnonzero(head >= 0)
+    fields: dict[str, np.ndarray] = {}
+    has = np.zeros(n, bool)
+    if len(rows):
+        parsed = _parse_headers(buf, body[head[rows]], length[head[rows]], stats, tunnel)
+        ok = parsed.is_ip
+        _count(stats.events, "sflow_non_ip", (~ok).sum())
+        _count(stats.events, "header_truncated", parsed.truncated.sum())
+        names = {"src_addr": parsed.src, "dst_addr": parsed.dst, "protocol": parsed.protocol,
+                 "src_port": parsed.src_port, "dst_port": parsed.dst_port, "tcp_flags": parsed.tcp_flags,
+                 "bytes": parsed.ip_length}  # fmt: skip
+        if len(rows) == n:  # every sample has a header (the common case): the parser's arrays as they are
+            fields, has = names, ok.copy()
+        else:
+            fields = {name: np.zeros(n, values.dtype) for name, values in names.items()}
+            for name, values in names.items():
+                fields[name][rows] = values
+            has[rows] = ok
+    for record, size, family in ((SAMPLED_IPV4, 32, 4), (SAMPLED_IPV6, 56, 6)):
+        idx = _first_of(owner, (fmt == record) & (length >= size), n)
+        rows = np.flatnonzero((idx >= 0) & ~has)
+        if not len(rows):
+            continue
+        if not fields:
+            fields = {name: np.zeros(n, "V16" if name.endswith("addr") else np.int64) for name in
+                      ("src_addr", "dst_addr", "protocol", "src_port", "dst_port", "tcp_flags", "bytes")}  # fmt: skip
+        at = body[idx[rows]]
+        width = 4 if family == 4 else 16
+        v4 = np.full(len(rows), family == 4)
+        ports = at + 8 + 2 * width
+        values = {"bytes": buf.u32(at), "protocol": buf.u32(at + 4), "src_addr": buf.bytes16(at + 8, v4),
+                  "dst_addr": buf.bytes16(at + 8 + width, v4), "src_port": buf.u32(ports),
+                  "dst_port": buf.u32(ports + 4), "tcp_flags": buf.u32(ports + 8)}  # fmt: skip
+        for name, value in values.items():
+            fields[name][rows] = value
+        has[rows] = True
+    return (fields, has) if has.any() else None
 
 
 def _count(counter: Counter, reason: str, n: Any) -> None:
