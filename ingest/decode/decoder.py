@@ -2,6 +2,8 @@
 
 How a ``decode_many`` call works:
 
+0. sFlow v5 datagrams (first word 5) are set aside and decoded together, vectorized, by
+   ``sflow.py``; their flows come after the others.
 1. The front end (``frontend.py``), vectorized over the whole call: the payloads are joined into
    one buffer, every packet's first 24 bytes are read at once and the packets classified: v5
    (``24 + 48 * count <= size``), or a v9/IPFIX *candidate* made of exactly one data set
