@@ -87,6 +87,14 @@ class _Buffer:
         self.raw = buffer
         self.b = np.frombuffer(buffer, np.uint8)
         self.w = np.frombuffer(buffer, ">u4", len(buffer) // 4)
+        self._native: np.ndarray | None = None
+
+    @property
+    def native(self) -> np.ndarray:
+        """The words byte-swapped once (``uint32``): for the fast lane's many column operations."""
+        if self._native is None:
+            self._native = self.w.astype(np.uint32)
+        return self._native
 
     def u32(self, at: np.ndarray) -> np.ndarray:
         return self.w[at >> 2].astype(np.int64)
@@ -438,11 +446,12 @@ def _fast_lane(buf: _Buffer, frame: np.ndarray, captured: np.ndarray) -> tuple[n
     with those rows filled)."""
     n = len(frame)
     k0 = frame >> 2
-    ether = buf.w[k0[:, None] + np.array([3, 4])].astype(np.int64)
+    words = buf.native
+    ether = words[k0[:, None] + np.array([3, 4])]
     tagged = (ether[:, 0] >> 16) == 0x8100
     word = np.where(tagged, ether[:, 1], ether[:, 0])
     ethertype, first = word >> 16, (word >> 8) & 0xFF
-    w = buf.w[(k0 + tagged)[:, None] + np.arange(4, 17)].astype(np.int64)  # w[:, j]: word 4 + j of the frame
+    w = words[(k0 + tagged)[:, None] + np.arange(4, 17)]  # w[:, j]: word 4 + j of the frame
 
     def mid(j: int) -> np.ndarray:  # the word starting 2 bytes into w[:, j]
         return ((w[:, j] & 0xFFFF) << 16) | (w[:, j + 1] >> 16)
@@ -456,8 +465,8 @@ def _fast_lane(buf: _Buffer, frame: np.ndarray, captured: np.ndarray) -> tuple[n
     tunnel = (proto == 47) | ((proto == 17) & ((ports & 0xFFFF) == headers.VXLAN_PORT))
     ipv6_ext = (proto == 0) | (proto == 43) | (proto == 44) | (proto == 51) | (proto == 60)
     take &= ~tunnel & ~(v6 & ipv6_ext)
-    src = np.zeros((n, 4), np.int64)  # as four native words, swapped once below
-    dst = np.zeros((n, 4), np.int64)
+    src = np.zeros((n, 4), np.uint32)  # as four native words, swapped once below
+    dst = np.zeros((n, 4), np.uint32)
     if v6.any():
         src[v6] = np.stack([mid(j) for j in (1, 2, 3, 4)], axis=1)[v6]
         dst[v6] = np.stack([mid(j) for j in (5, 6, 7, 8)], axis=1)[v6]
@@ -472,7 +481,7 @@ def _fast_lane(buf: _Buffer, frame: np.ndarray, captured: np.ndarray) -> tuple[n
         np.where(ported, ports >> 16, 0).astype(np.uint16),
         np.where(ported, ports & 0xFFFF, np.where(icmp, ports >> 16, 0)).astype(np.uint16),
         np.where(proto == 6, np.where(v4, w[:, 7], w[:, 12]) & 0xFF, 0).astype(np.uint16),
-        np.where(v4, w[:, 0] >> 16, (w[:, 0] & 0xFFFF) + 40), take.copy(), np.zeros(n, bool),
+        np.where(v4, w[:, 0] >> 16, (w[:, 0] & 0xFFFF) + 40).astype(np.int64), take.copy(), np.zeros(n, bool),
     )  # fmt: skip
     return take, result
 
