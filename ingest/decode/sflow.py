@@ -287,10 +287,17 @@ def _flow_samples(
     }
 
 
-def _first_of(owner: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+def _one_each(owner: np.ndarray, n: int) -> bool:
+    """Whether each of the ``n`` samples has exactly one record (records are in sample order)."""
+    return len(owner) == n and (n == 0 or (owner[-1] == n - 1 and bool((owner[1:] != owner[:-1]).all())))
+
+
+def _first_of(owner: np.ndarray, mask: np.ndarray, n: int, one_each: bool = False) -> np.ndarray:
     """Per sample (``n``), the index of its first record matching ``mask`` (-1: none)."""
-    if len(owner) == n and owner[-1] == n - 1 and (np.diff(owner) == 1).all():  # one record per sample
+    if one_each:
         return np.where(mask, np.arange(n), -1)
+    if not mask.any():
+        return np.full(n, -1, np.int64)
     out = np.full(n, -1, np.int64)
     rows = np.flatnonzero(mask)
     if len(rows):
@@ -357,7 +364,8 @@ def _packet_fields(
     """Per sample: addresses, ports, protocol, flags and IP length from its sampled header, else
     from its sampled IPv4/IPv6 record; and which samples have them."""
     owner, fmt, body, length = records
-    head = _first_of(owner, (fmt == SAMPLED_HEADER) & (length >= 16), n)
+    one_each = _one_each(owner, n)
+    head = _first_of(owner, (fmt == SAMPLED_HEADER) & (length >= 16), n, one_each)
     rows = np.flatnonzero(head >= 0)
     fields: dict[str, np.ndarray] = {}
     has = np.zeros(n, bool)
@@ -377,7 +385,9 @@ def _packet_fields(
                 fields[name][rows] = values
             has[rows] = ok
     for record, size, family in ((SAMPLED_IPV4, 32, 4), (SAMPLED_IPV6, 56, 6)):
-        idx = _first_of(owner, (fmt == record) & (length >= size), n)
+        if has.all():
+            break
+        idx = _first_of(owner, (fmt == record) & (length >= size), n, one_each)
         rows = np.flatnonzero((idx >= 0) & ~has)
         if not len(rows):
             continue
@@ -492,6 +502,8 @@ def _gateways(
     """``src_as`` / ``dst_as`` per sample from its extended gateway record (read per record: rare)."""
     out = {name: (np.zeros(n, np.int64), np.zeros(n, bool)) for name in ("src_as", "dst_as")}
     idx = _first_of(owner, fmt == EXTENDED_GATEWAY, n)
+    if not (idx >= 0).any():
+        return out
     for s in np.flatnonzero(idx >= 0).tolist():
         i = int(idx[s])
         parsed = gateway(buf.raw, int(body[i]), int(body[i] + length[i]))
