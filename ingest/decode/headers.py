@@ -135,10 +135,10 @@ def parse(
     tunnel: str = "inner",
     protocol: np.ndarray | None = None,
 ) -> Headers:
-    """Parse ``frames`` (``(n, w + PAD)`` uint8, rows zero past their ``lengths``) from layer
-    ``start`` (per row or for all: ``ETHERNET``, ``IPV4``, ``IPV6``, ``IP_ANY``, ``MPLS``, or
-    ``TRANSPORT`` for a header that starts at the transport layer, whose IP ``protocol`` the
-    caller knows from elsewhere)."""
+    """Parse ``frames`` (``(n, w + PAD)`` uint8; row ``i`` holds ``lengths[i]`` captured bytes,
+    what follows them is never taken as data) from layer ``start`` (per row or for all:
+    ``ETHERNET``, ``IPV4``, ``IPV6``, ``IP_ANY``, ``MPLS``, or ``TRANSPORT`` for a header that
+    starts at the transport layer, whose IP ``protocol`` the caller knows from elsewhere)."""
     n = len(frames)
     if frames.shape[1] < PAD or tunnel not in TUNNELS:
         raise ValueError(f"frames need {PAD} zero columns past the data; tunnel is one of {TUNNELS}")
