@@ -31,9 +31,9 @@ from flowlens_dagster.bench.report import report
 from ingest.addresses import V4_PREFIX
 from ingest.config import IngestConfig
 from ingest.decode import Decoder
-from ingest.encode_sflow import SflowEncoder
 from ingest.tools.capture import ethernet_frame, write_pcap
 from ingest.tools.encode import V9_IPV4_FIELDS, IpfixEncoder, V9Encoder, encode_v5
+from ingest.tools.encode_sflow import SflowEncoder
 
 EXPORT_TIME = 1_700_000_000
 EXPORTER = V4_PREFIX + bytes([192, 0, 2, 10])

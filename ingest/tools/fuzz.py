@@ -4,7 +4,7 @@ Seeds are real exporters' datagrams: the softflowd captures kept with the decode
 (``tests/ingest/decode/testdata``), an external corpus given with ``--corpus DIR`` (raw payload
 ``*.dat`` files or captures; the logstash-netflow interop set, for example), and packets built here
 with ``ingest.tools.encode`` (v5, v9, IPFIX, IPv6, variable-length and options templates) and
-``ingest.encode_sflow`` (sFlow datagrams of every sample and record kind). Each round takes a
+``ingest.tools.encode_sflow`` (sFlow datagrams of every sample and record kind). Each round takes a
 seed and applies one to three mutations: bit flips, random bytes, truncation, garbage appended, a
 rewritten set length / field count / template id, or a splice of two packets. Mutated packets
 come from a pool of exporters larger than the decoder's exporter cap, in batches through
@@ -32,10 +32,10 @@ import numpy as np
 
 from ingest.addresses import V4_PREFIX
 from ingest.decode import Decoder, DecoderLimits, headers
-from ingest.encode_sflow import example_datagrams, example_packets
 from ingest.schema import FLOW_SCHEMA
 from ingest.tools.capture import read_udp
 from ingest.tools.encode import IPFIX_IPV6_FIELDS, VARLEN, IpfixEncoder, V9Encoder, encode_v5
+from ingest.tools.encode_sflow import example_datagrams, example_packets
 
 # In a source checkout: the captures beside the decoder tests (absent from an installed package).
 TESTDATA = Path(__file__).resolve().parents[2] / "tests" / "ingest" / "decode" / "testdata"

@@ -39,9 +39,9 @@ import pyarrow.parquet as pq
 
 from ingest import mmsg
 from ingest.addresses import V4_PREFIX_BYTES
-from ingest.encode_sflow import SflowEncoder
 from ingest.schema import SFLOW_VERSION
 from ingest.tools.encode import IPFIX_IPV4_FIELDS, V9_IPV4_FIELDS, IpfixEncoder, V9Encoder, encode_v5
+from ingest.tools.encode_sflow import SflowEncoder
 
 TRUTH_KEYS = ["src_addr", "dst_addr", "dst_port", "protocol"]
 

@@ -6,8 +6,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from ingest import interface_metrics
 from ingest.decode import Decoder
-from ingest.encode_sflow import counter_sample, datagram, interface_counters
 from ingest.metrics import DaemonCollector, WorkerStats
+from ingest.tools.encode_sflow import counter_sample, datagram, interface_counters
 
 
 def _worker_snapshot(agent: str, if_index: int, values: dict[str, int]) -> dict:

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ingest.encode_sflow import counter_sample, datagram, interface_counters
-from ingest.generate import Plan, Sender, run
 from ingest.land import open_landing
 from ingest.schema import SFLOW_VERSION
+from ingest.tools.encode_sflow import counter_sample, datagram, interface_counters
+from ingest.tools.generate import Plan, Sender, run
 from tests.ingest.harness import Daemon, daemon_env, free_udp_port, received_total
 from tests.ingest.test_daemon_e2e import assert_same, landed_truth
 

@@ -1,4 +1,4 @@
-"""The sFlow and IPFIX packet-section captures under ``testdata/``, built from ``ingest.encode_sflow``.
+"""The sFlow and IPFIX packet-section captures under ``testdata/``, built from ``ingest.tools.encode_sflow``.
 
 ``python -m tests.ingest.decode.sflow_captures`` writes them again; a test checks that the files
 in git are what this module builds, so the captures and their recipe cannot drift apart.
@@ -9,9 +9,9 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from ingest.capture import ethernet_frame, write_pcap
-from ingest.encode import VARLEN, IpfixEncoder
-from ingest.encode_sflow import example_datagrams, frame, ip_packet, vlan
+from ingest.tools.capture import ethernet_frame, write_pcap
+from ingest.tools.encode import VARLEN, IpfixEncoder
+from ingest.tools.encode_sflow import example_datagrams, frame, ip_packet, vlan
 
 TESTDATA = Path(__file__).parent / "testdata"
 SFLOW_PCAP = TESTDATA / "sflow_kinds.pcap"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ingest.decode import headers
-from ingest.encode_sflow import frame, gre, icmp_frame, ip_packet, mpls, vlan, vxlan
+from ingest.tools.encode_sflow import frame, gre, icmp_frame, ip_packet, mpls, vlan, vxlan
 
 
 def _parse(packets: list[bytes], start: int = headers.ETHERNET, tunnel: str = "inner", **kw) -> headers.Headers:

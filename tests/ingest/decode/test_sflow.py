@@ -9,8 +9,9 @@ import pyarrow as pa
 import pytest
 
 from ingest.decode import Decoder, DecoderLimits, headers
-from ingest.encode import encode_v5
-from ingest.encode_sflow import (
+from ingest.schema import FLOW_SCHEMA, SFLOW_VERSION
+from ingest.tools.encode import encode_v5
+from ingest.tools.encode_sflow import (
     SflowEncoder,
     counter_sample,
     datagram,
@@ -24,8 +25,7 @@ from ingest.encode_sflow import (
     switch_record,
     vlan,
 )
-from ingest.generate import Generator, Plan
-from ingest.schema import FLOW_SCHEMA, SFLOW_VERSION
+from ingest.tools.generate import Generator, Plan
 from tests.ingest.decode.helpers import EXPORT_TIME, EXPORTER, RECEIVE_US, addresses, column, random_flows
 
 TCP = frame("10.0.0.1", "10.0.0.2", 6, 40000, 443, 1000, 0x18)  # IP length 1040

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from ingest.capture import read_udp
 from ingest.decode import Decoder
-from ingest.encode_sflow import example_flow_samples
+from ingest.tools.capture import read_udp
+from ingest.tools.encode_sflow import example_flow_samples
 from tests.ingest.decode import sflow_captures
 
 pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark missing: scripts/setup.sh installs it")

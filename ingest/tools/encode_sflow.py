@@ -9,7 +9,7 @@ turns flow columns (the names ``ingest.encode`` reads) into datagrams of raw-pac
 
 Example::
 
-    from ingest.encode_sflow import SflowEncoder
+    from ingest.tools.encode_sflow import SflowEncoder
     datagrams = SflowEncoder("192.0.2.1", sampling_rate=1000).datagrams(flows)
 """
 
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ingest.capture import ethernet_frame
-from ingest.encode import flow_columns
+from ingest.tools.capture import ethernet_frame
+from ingest.tools.encode import flow_columns
 
 MAC_A, MAC_B = b"\x02\x00\x00\x00\x00\x02", b"\x02\x00\x00\x00\x00\x01"
 
