@@ -17,7 +17,9 @@ machine runs: the best of ``--repeat`` runs, the versions taking turns, and
 from __future__ import annotations
 
 import argparse
+import atexit
 import resource
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -117,7 +119,9 @@ def flowlens_run(packets: list[bytes], batch: int) -> Callable[[], int]:
 def tshark_run(packets: list[bytes]) -> Callable[[], int]:
     """Wireshark's sFlow dissector on the same datagrams (a pcap, ``tshark -T fields`` of one field
     per sample): its CPU time is read from the child's rusage, start-up included."""
-    path = Path(tempfile.mkdtemp(prefix="flowlens-bench-")) / "sflow.pcap"
+    folder = tempfile.mkdtemp(prefix="flowlens-bench-")
+    atexit.register(shutil.rmtree, folder, True)  # the pcap lives as long as the bench
+    path = Path(folder) / "sflow.pcap"
     collector = bytes([192, 0, 2, 250])
     write_pcap(path, ((EXPORT_TIME * 1_000_000 + i, ethernet_frame(collector, collector, 17, 50000, 6343, 0, payload=p))
                       for i, p in enumerate(packets)))  # fmt: skip
