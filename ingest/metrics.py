@@ -20,6 +20,7 @@ Metric names (the scaling model §9.1, plus the kernel's view of our sockets):
 * ``flowlens_pg_writes_total{table}`` (rows), ``flowlens_pg_write_latency_seconds{table}`` (histogram)
 * ``flowlens_pg_connections_active``, ``flowlens_pg_connections_waiting``
 * ``flowlens_landing_failures_total{backend}``, ``flowlens_landing_up{backend}``
+* ``flowlens_mode_switches_total{from,to}``: auto mode's landing switches (``postgres``, ``kafka``)
 * ``flowlens_kernel_udp_drops_total{port}``, ``flowlens_kernel_udp_queue_bytes{port}``: from
   ``/proc/net/udp`` and ``/proc/net/udp6`` for the sockets bound to our ports
 """
@@ -85,6 +86,7 @@ class WorkerStats:
         self.landing_failures: Counter[str] = Counter()
         self.landing_up: dict[str, int] = {}
         self.flows_landed = 0
+        self.mode_switches: Counter[str] = Counter()  # "from>to" -> switches (auto mode)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -104,12 +106,13 @@ class WorkerStats:
             "landing_failures": dict(self.landing_failures),
             "landing_up": dict(self.landing_up),
             "flows_landed": self.flows_landed,
+            "mode_switches": dict(self.mode_switches),
         }
 
 
 _COUNTER_KEYS = (
     "received", "flows_dropped", "packets_dropped", "kafka_produced", "kafka_errors",
-    "pg_writes", "landing_failures",
+    "pg_writes", "landing_failures", "mode_switches",
 )  # fmt: skip
 _SCALAR_COUNTERS = ("packets_received", "sampled", "flows_landed")
 
@@ -210,6 +213,9 @@ class DaemonCollector:
                         ["backend"], {(k,): v for k, v in t["landing_failures"].items()})  # fmt: skip
         yield _labelled(GaugeMetricFamily, "flowlens_landing_up", "1 when the last landing attempt worked",
                         ["backend"], {(k,): v for k, v in t["landing_up"].items()})  # fmt: skip
+        switches = {tuple(k.split(">", 1)): v for k, v in t["mode_switches"].items()}
+        yield _labelled(CounterMetricFamily, "flowlens_mode_switches", "Auto mode landing switches", ["from", "to"],
+                        switches)  # fmt: skip
         kernel = udp_socket_stats(self.ports)
         yield _labelled(CounterMetricFamily, "flowlens_kernel_udp_drops", "Kernel drops on our UDP sockets",
                         ["port"], {(str(p),): s["drops"] for p, s in kernel.items()})  # fmt: skip
