@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from assets import lake as lake_files
 from assets.addresses import with_text
+from assets.catch_up import catching_up
 from assets.direction import orient
 from assets.keys import ENRICHED_FLOWS, FLOWS_LANDED
 from assets.landing import flows_frame, read_landed
@@ -152,13 +153,15 @@ def enriched_flows(
     kafka: KafkaResource,
 ) -> dg.MaterializeResult:
     inventory = enrichment.inventory(context.log)
-    enricher = enrichment.enricher(inventory)
+    deferred = catching_up(context)  # behind: no DNS lookups, nothing to flows.enriched
+    enricher = enrichment.enricher(inventory, dns=not deferred)
+    kafka_out = None if deferred else kafka
     opened = landing.open()
     try:
         results = run_windows(
             context,
             lambda w: process_window(
-                w, opened, lake, enrichment, postgres, kafka, run_id(context), inventory, enricher
+                w, opened, lake, enrichment, postgres, kafka_out, run_id(context), inventory, enricher
             ),
         )
     finally:

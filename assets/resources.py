@@ -155,12 +155,16 @@ class EnrichmentResource(dg.ConfigurableResource):
                 log.warning(f"{self.inventory_file}:{line}: {message} (row skipped)")
         return inventory
 
-    def enricher(self, inventory=None):
-        """An ``assets.enrich.Enricher`` (caches in Redis when the mode has Redis, in process otherwise)."""
+    def enricher(self, inventory=None, dns: bool = True):
+        """An ``assets.enrich.Enricher`` (caches in Redis when the mode has Redis, in process otherwise);
+        ``dns=False`` defers reverse DNS (catch-up runs)."""
         from assets.enrich import Enricher
 
+        cfg = self.flowlens_config()
+        if not dns:
+            cfg = cfg.model_copy(update={"dns": cfg.dns.model_copy(update={"enabled": False})})
         redis_url = self.redis.url if self.redis.enabled else None
-        return Enricher.from_config(self.flowlens_config(), redis_url=redis_url, inventory=inventory)
+        return Enricher.from_config(cfg, redis_url=redis_url, inventory=inventory)
 
 
 def _apply(cfg: FlowLensConfig, mode: str, pg: PostgresResource | None, kafka: KafkaResource | None) -> FlowLensConfig:

@@ -28,7 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("flowlens_dagster.run:main", "the main job: stack, migrations, ingest, generator, Dagster"),
     "dagster": ("flowlens_dagster.instance:main", "run Dagster (dev UI + daemon) on this project's instance"),
     "sql": ("flowlens_dagster.sql_shell:main", "run SQL against FlowLens PostgreSQL or the Parquet lake"),
-    "bench": ("flowlens_dagster.bench:main", "benchmarks: decode, ingest, enrich, pipeline"),
+    "plan": ("ingest.scaling.plan:main", "capacity plan for a flow rate, a burst and an API load (scaling model)"),
+    "bench": ("flowlens_dagster.bench:main", "benchmarks: decode, ingest, enrich, pipeline, burst"),
 }
 
 

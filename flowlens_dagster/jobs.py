@@ -25,6 +25,18 @@ from assets.keys import (
 )
 from assets.partitions import daily_partitions, five_minute_partitions, hourly_partitions
 from assets.rollups import retention_job
+from ingest.config import load_config
+
+
+def window_retry_policy() -> dg.RetryPolicy:
+    """A failed step of a window run is retried in the run (``pipeline.window_retries``, exponential
+    backoff from ``pipeline.window_retry_delay_seconds``); a run that still fails is requested again
+    by the watermark sensor (``pipeline.window_max_attempts``)."""
+    pipe = load_config().pipeline
+    return dg.RetryPolicy(
+        max_retries=pipe.window_retries, delay=pipe.window_retry_delay_seconds, backoff=dg.Backoff.EXPONENTIAL
+    )
+
 
 window_job = dg.define_asset_job(
     "window_job",
@@ -32,6 +44,7 @@ window_job = dg.define_asset_job(
     partitions_def=five_minute_partitions,
     executor_def=dg.in_process_executor,
     description="One 5-minute window from the landing to flow_stats, assets, dependencies and changes.",
+    op_retry_policy=window_retry_policy(),
 )
 hourly_rollup_job = dg.define_asset_job(
     "hourly_rollup_job",

@@ -15,17 +15,20 @@ Each tick (``plan_tick``, pure and unit-tested) then:
   partition-range run (every window asset has ``BackfillPolicy.single_run``) with run key
   ``windows-<first>...<last>``, so a window is never requested twice. Automatic catch-up reaches
   back at most ``pipeline.sensor_lookback_minutes``; older windows need a backfill;
+- requests a window run that failed again before any new window (see :mod:`flowlens_dagster.lag`);
 - requests nothing while a window run is queued or running: windows are processed in order (topology
   changes compare a window with the ones before it), and the next tick takes every window that
   completed meanwhile as one range run, so a slow run makes the next run bigger, not the queue longer;
 - measures lag (the scaling model §8.2) in seconds: newest landed receive time minus the end of the newest
-  processed window (``window_loads`` of ``flow_stats``). Above ``alert_at_lag_seconds`` it warns;
-  above ``pause_at_lag_seconds`` it holds new requests while queued runs drain, and resumes
-  below ``max_acceptable_lag_seconds`` (while held and the queue is empty it releases one capped
-  batch per tick, so it can catch up). Lag, hold and completeness are in the tick's log and in
+  processed window (``window_loads`` of ``flow_stats``). Above ``alert_at_lag_seconds`` it alerts
+  (log and Redis ``changes:alerts``). Above ``pause_at_lag_seconds`` it *pauses one-window
+  processing* and catches up until lag is below ``max_acceptable_lag_seconds``: each run takes up
+  to ``pipeline.catch_up_windows_per_run`` windows as one single-run backfill, tagged
+  ``flowlens/catch_up`` so it defers the non-blocking work (reverse DNS, ``flows.enriched``; see
+  :mod:`assets.catch_up`). Lag, catch-up and completeness are in the tick's log and in
   Prometheus text-file metrics (``<state_dir>/metrics/pipeline.prom``).
 
-The cursor is JSON: ``{"next_window": ISO time, "held": bool}``.
+The cursor is JSON: ``{"next_window": ISO time, "held": bool, "alert": bool, "given_up": [run ids]}``.
 """
 
 import json
@@ -35,10 +38,13 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.catch_up import CATCH_UP_TAG
 from assets.partitions import START
 from assets.resources import LandingResource, PostgresResource
+from flowlens_dagster.lag import RETRY_OF_TAG, given_up_event, lag_events, retry_requests
 from ingest.config import FlowLensConfig, load_config
 from ingest.land.base import Landing, SummarizesWindows, Watermark
+from ingest.scaling.alerts import publish_alert
 from ingest.services import ServiceUnavailable, require
 from ingest.window import WINDOW, window_key, window_start
 
@@ -63,7 +69,11 @@ class TickPlan:
 
     def summary(self) -> str:
         lag = "n/a" if self.lag_seconds is None else f"{self.lag_seconds:.0f}s"
-        state = "HOLD (lag above pause threshold, waiting for queued runs to drain)" if self.held else "running"
+        state = (
+            "CATCH-UP (lag above pause threshold: large runs, DNS and flows.enriched deferred)"
+            if self.held
+            else "running"
+        )
         return (
             f"complete through {self.complete_through.isoformat() if self.complete_through else 'nothing'}; "
             f"requesting {len(self.windows)} window(s) {[window_key(w) for w in self.windows[:3]]}"
@@ -125,12 +135,12 @@ def plan_tick(
 
     windows: list[datetime] = []
     # One window run at a time, held or not: windows must be processed in order, and whatever
-    # completes while a run is in flight goes into the next (range) run. Held, this is also what
-    # lets queued runs drain; once they have, one capped batch per tick is released (otherwise a
-    # held pipeline could never process its way back under the resume threshold).
+    # completes while a run is in flight goes into the next (range) run. Held (catching up), a run
+    # takes many more windows: one run's fixed cost is paid once for all of them.
+    cap = pipe.catch_up_windows_per_run if held else pipe.max_runs_per_tick
     if through is not None and in_flight == 0:
         current = next_window
-        while current + WINDOW <= through and len(windows) < pipe.max_runs_per_tick:
+        while current + WINDOW <= through and len(windows) < cap:
             windows.append(current)
             current += WINDOW
         next_window = current
@@ -217,6 +227,8 @@ def build_sensor(job) -> dg.SensorDefinition:
         opened = landing.open()
         try:
             now = datetime.now(UTC)
+            in_flight = _in_flight(context, job.name)
+            retries, given_up = retry_requests(context.instance, job.name, cfg, now)
             with postgres.connect() as conn:
                 newest_processed = conn.execute(NEWEST_PROCESSED).fetchone()[0]
             plan = plan_tick(
@@ -226,7 +238,7 @@ def build_sensor(job) -> dg.SensorDefinition:
                 cursor,
                 opened.newest_receive_time(),
                 newest_processed + WINDOW if newest_processed else None,
-                in_flight=_in_flight(context, job.name),
+                in_flight=in_flight or len(retries),  # a failed window goes first
                 first_partition=START,
             )
             events = [landed_event(opened, w) for w in plan.windows]
@@ -234,22 +246,43 @@ def build_sensor(job) -> dg.SensorDefinition:
             opened.close()
         (context.log.warning if plan.alert or plan.held else context.log.info)(plan.summary())
         write_metrics(cfg.state_dir, plan, cfg.kafka.raw_topic if cfg.uses_kafka else "flow_raw")
-        new_cursor = json.dumps({"next_window": plan.next_window.isoformat(), "held": plan.held})
+        state = _tell(context, cfg, cursor, plan, given_up)
+        new_cursor = json.dumps({"next_window": plan.next_window.isoformat(), **state})
+        if retries and not in_flight:
+            context.log.warning(f"window run {retries[0].tags[RETRY_OF_TAG]} failed: requesting its windows again")
+            return dg.SensorResult(run_requests=retries[:1], cursor=new_cursor)
         if not plan.windows:
             context.update_cursor(new_cursor)
             return dg.SkipReason(plan.summary())
-        return dg.SensorResult(run_requests=[window_run_request(plan.windows)], cursor=new_cursor, asset_events=events)
+        request = window_run_request(plan.windows, catch_up=plan.held)
+        return dg.SensorResult(run_requests=[request], cursor=new_cursor, asset_events=events)
 
     return watermark_sensor
 
 
-def window_run_request(windows: list[datetime]) -> dg.RunRequest:
-    """One run over consecutive ``windows``: a plain partition run for one, a range run for several."""
+def window_run_request(windows: list[datetime], catch_up: bool = False) -> dg.RunRequest:
+    """One run over consecutive ``windows``: a plain partition run for one, a range run for several;
+    ``catch_up`` tags it so it defers non-blocking work (:mod:`assets.catch_up`)."""
     first, last = window_key(windows[0]), window_key(windows[-1])
+    tags = {CATCH_UP_TAG: "true"} if catch_up else {}
     if len(windows) == 1:
-        return dg.RunRequest(partition_key=first, run_key=f"window-{first}")
+        return dg.RunRequest(partition_key=first, run_key=f"window-{first}", tags=tags)
     # every window asset (single_run backfill policy) sees the whole range in context.partition_time_window
     return dg.RunRequest(
         run_key=f"windows-{first}...{last}",
-        tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
+        tags={RANGE_START_TAG: first, RANGE_END_TAG: last, **tags},
     )
+
+
+def _tell(context, cfg: FlowLensConfig, cursor: dict, plan: TickPlan, given_up: list) -> dict:
+    """Log and publish (Redis ``changes:alerts``) this tick's lag transitions and newly given-up
+    windows; return the cursor state that makes each one told once."""
+    told = list(cursor.get("given_up", []))
+    events = lag_events(cursor, plan.lag_seconds, plan.alert, plan.held, cfg)
+    events += [given_up_event(run) for run in given_up if run.run_id not in told]
+    for event in events:
+        context.log.warning(f"alert: {json.dumps(event)}")
+        if cfg.uses_redis:
+            publish_alert(cfg, event)
+    told += [e["run_id"] for e in events if e["kind"] == "window_failed"]
+    return {"held": plan.held, "alert": plan.alert, "given_up": told[-50:]}

@@ -48,6 +48,11 @@ class KafkaThresholds(_Section):
     disable_at_flows_per_sec: int = Field(5_000, ge=0)  # hysteresis
     burst_threshold_flows_per_sec: int = Field(30_000, ge=0)
     burst_duration_trigger_seconds: int = Field(30, ge=1)
+    # auto mode (not in §7.2): the rate compared with enable/disable is averaged over this many
+    # seconds, and a landing is kept at least min_dwell_seconds before switching back (a burst
+    # switches to Kafka at once, whatever the dwell).
+    rate_window_seconds: int = Field(60, ge=1)
+    min_dwell_seconds: int = Field(120, ge=0)
 
     @model_validator(mode="after")
     def _hysteresis(self) -> KafkaThresholds:
@@ -55,6 +60,11 @@ class KafkaThresholds(_Section):
             raise ValueError(
                 f"disable_at_flows_per_sec ({self.disable_at_flows_per_sec}) must not exceed "
                 f"enable_at_flows_per_sec ({self.enable_at_flows_per_sec})"
+            )
+        if self.burst_threshold_flows_per_sec < self.enable_at_flows_per_sec:
+            raise ValueError(
+                f"burst_threshold_flows_per_sec ({self.burst_threshold_flows_per_sec}) is below "
+                f"enable_at_flows_per_sec ({self.enable_at_flows_per_sec}): a burst is a rate above the enable rate"
             )
         return self
 
@@ -282,6 +292,12 @@ class PipelineConfig(_Section):
     produce_enriched: bool = False  # also produce enriched flows to flows.enriched (Kafka modes)
     sensor_interval_seconds: int = Field(30, ge=5)  # how often the watermark sensor ticks
     sensor_lookback_minutes: int = Field(180, ge=5)  # automatic catch-up reaches back this far; older = backfill
+    # lag above backpressure.kafka.pause_at_lag_seconds: catch-up runs of up to this many windows,
+    # DNS lookups and flows.enriched deferred, until lag is below max_acceptable_lag_seconds
+    catch_up_windows_per_run: int = Field(36, ge=1)
+    window_retries: int = Field(2, ge=0)  # a failed window step is retried in its run (RetryPolicy)
+    window_retry_delay_seconds: float = Field(5.0, ge=0)  # first retry delay, doubled each time
+    window_max_attempts: int = Field(3, ge=1)  # runs of a failed window the sensor requests, then alerts
 
 
 class DagsterConfig(_Section):
@@ -307,11 +323,13 @@ class FlowLensConfig(_Section):
 
     @property
     def uses_kafka(self) -> bool:
-        return self.mode in ("standard", "full")
+        """Kafka is part of the mode: always (standard, full) or when the rate calls for it (auto)."""
+        return self.mode in ("standard", "full", "auto")
 
     @property
     def uses_redis(self) -> bool:
-        return self.mode in ("standard", "full")
+        """Redis is part of the mode; auto mode may need it, so it runs (caches fall back to memory)."""
+        return self.mode in ("standard", "full", "auto")
 
     @property
     def lake_dir(self) -> Path:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.config import ConfigError, FlowLensConfig, ListenAddress, load_config
+from ingest.land import landing_name
 from ingest.metrics import DaemonCollector, serve
 from ingest.receive import open_udp_socket
 from ingest.worker import run_worker
@@ -44,7 +45,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--config", help="FlowLens YAML config (default: $FLOWLENS_CONFIG or ./flowlens.yaml)")
     p.add_argument("--listen", action="append", metavar="HOST:PORT", help="listen address (repeatable)")
     p.add_argument("--processes", type=int, help="receiving processes (default ingest.processes; 0 = cores)")
-    p.add_argument("--mode", choices=["minimal", "standard", "full"], help="override the mode (picks the landing)")
+    p.add_argument("--mode", choices=["minimal", "standard", "full", "auto"], help="override the mode (the landing)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port (0 = none)")
     p.add_argument("--instance-id", help="watermark instance name (default hostname:pid)")
     p.add_argument("--stats-file", type=Path, help="write aggregated counters as JSON here every second")
@@ -123,7 +124,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         log.info("ingest %s: %d process(es), landing in %s, listening on %s", self.instance, self.count,
-                 "Kafka" if self.cfg.uses_kafka else "PostgreSQL",
+                 landing_name(self.cfg),
                  ", ".join(f"{a.host}:{a.port}" for a in self.cfg.ingest.listen))  # fmt: skip
         failures = 0
         next_write = 0.0

@@ -21,6 +21,7 @@ Metric names (the scaling model §9.1, plus the kernel's view of our sockets):
 * ``flowlens_pg_connections_active``, ``flowlens_pg_connections_waiting``
 * ``flowlens_landing_failures_total{backend}``, ``flowlens_landing_up{backend}``
 * ``flowlens_interface_*``: sFlow counter samples (``interface_metrics.py``)
+* ``flowlens_mode_switches_total{from,to}``: auto mode's landing switches (``postgres``, ``kafka``)
 * ``flowlens_kernel_udp_drops_total{port}``, ``flowlens_kernel_udp_queue_bytes{port}``: from
   ``/proc/net/udp`` and ``/proc/net/udp6`` for the sockets bound to our ports
 """
@@ -90,6 +91,7 @@ class WorkerStats:
         self.landing_up: dict[str, int] = {}
         self.flows_landed = 0
         self.interfaces: dict[str, dict[str, int]] = {}  # sFlow interface counters (interface_metrics.py)
+        self.mode_switches: Counter[str] = Counter()  # "from>to" -> switches (auto mode)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -110,12 +112,13 @@ class WorkerStats:
             "landing_up": dict(self.landing_up),
             "flows_landed": self.flows_landed,
             "interfaces": self.interfaces,
+            "mode_switches": dict(self.mode_switches),
         }
 
 
 _COUNTER_KEYS = (
     "received", "flows_dropped", "packets_dropped", "kafka_produced", "kafka_errors",
-    "pg_writes", "landing_failures",
+    "pg_writes", "landing_failures", "mode_switches",
 )  # fmt: skip
 _SCALAR_COUNTERS = ("packets_received", "sampled", "flows_landed")
 
@@ -220,6 +223,9 @@ class DaemonCollector:
         yield _labelled(GaugeMetricFamily, "flowlens_landing_up", "1 when the last landing attempt worked",
                         ["backend"], {(k,): v for k, v in t["landing_up"].items()})  # fmt: skip
         yield from interface_metrics.families(t["interfaces"])
+        switches = {tuple(k.split(">", 1)): v for k, v in t["mode_switches"].items()}
+        yield _labelled(CounterMetricFamily, "flowlens_mode_switches", "Auto mode landing switches", ["from", "to"],
+                        switches)  # fmt: skip
         kernel = udp_socket_stats(self.ports)
         yield _labelled(CounterMetricFamily, "flowlens_kernel_udp_drops", "Kernel drops on our UDP sockets",
                         ["port"], {(str(p),): s["drops"] for p, s in kernel.items()})  # fmt: skip

@@ -16,6 +16,7 @@ BENCHES: dict[str, str] = {
     "ingest": "flowlens_dagster.bench.ingest:main",
     "enrich": "flowlens_dagster.bench.enrich:main",
     "pipeline": "flowlens_dagster.bench.pipeline:main",
+    "burst": "flowlens_dagster.bench.burst:main",
 }
 
 
@@ -25,5 +26,14 @@ def main(argv: list[str]) -> int:
         return 2
     if (PROJECT_ROOT / "tests" / "fakes").is_dir() and str(PROJECT_ROOT) not in sys.path:
         sys.path.append(str(PROJECT_ROOT))
+    from flowlens_dagster.bench import report
+    from ingest.config import ConfigError, load_config
+    from ingest.scaling.figures import bench_dir
+
+    try:  # results are saved where `flowlens plan` reads them
+        report.SAVE_DIR = bench_dir(load_config().state_dir)
+    except ConfigError as exc:
+        print(f"flowlens bench: {exc}", file=sys.stderr)
+        return 2
     module_name, func_name = BENCHES[argv[0]].split(":")
     return int(getattr(importlib.import_module(module_name), func_name)(argv[1:]) or 0)

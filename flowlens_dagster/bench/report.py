@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
+
+# Set by ``flowlens bench`` (<state_dir>/bench): every result is also saved there for ``flowlens plan``.
+SAVE_DIR: Path | None = None
 
 
 def ratios(figures: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
@@ -37,6 +41,10 @@ def report(
         "ratio": ratios(figures, baseline),
         "config": config,
     }
+    if SAVE_DIR is not None:
+        from ingest.scaling.figures import save_result
+
+        save_result(SAVE_DIR, result)
     if as_json:
         print(json.dumps(result, default=str), file=stream)
         return result

@@ -165,7 +165,7 @@ def sources_from(resources: Mapping[str, Any] | Any) -> Sources:
     an object with those attributes, such as ``context.resources``)."""
     get = resources.get if isinstance(resources, Mapping) else lambda k: getattr(resources, k, None)
     postgres, lake, landing = get("postgres"), get("lake"), get("landing")
-    kafka = landing is not None and getattr(landing, "mode", "minimal") in ("standard", "full")
+    kafka = landing is not None and getattr(landing, "mode", "minimal") in ("standard", "full", "auto")
     return Sources(postgres.dsn(), postgres.sqlalchemy_url(), lake.window_dir, landing.open if landing else None, kafka)
 
 

@@ -58,8 +58,8 @@ def changed_windows(
 def late_data_sensor(
     context: dg.SensorEvaluationContext, postgres: PostgresResource, lake: LakeResource, landing: LandingResource
 ) -> dg.SensorResult | dg.SkipReason:
-    if landing.mode in ("standard", "full"):
-        return dg.SkipReason("landing is Kafka: landing_matches_load runs with each enriched_flows materialization")
+    if landing.mode in ("standard", "full", "auto"):
+        return dg.SkipReason("landing is Kafka or auto: landing_matches_load runs with each materialization")
     try:  # a stopped stack is one line per tick in the UI, not a traceback
         require(landing.flowlens_config(), ["postgres"], "late_data_sensor")
     except ServiceUnavailable as exc:

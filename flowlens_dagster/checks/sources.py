@@ -114,7 +114,8 @@ class Sources:
         if self.open_landing is None:
             return False
         load = self.load(span, names.ENRICHED_FLOWS)
-        return str(load["source"]).startswith("kafka") if load else self.kafka_landing
+        # auto mode ("auto:...") reads a window from both landings: count what the landing reads, as for Kafka
+        return str(load["source"]).startswith(("kafka", "auto")) if load else self.kafka_landing
 
     def landed_table(self, span: Span) -> Any:
         """The landing's rows for the window as Arrow (Kafka mode, where there is no table to query)."""

@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
+from assets.catch_up import CATCH_UP_TAG
 from assets.resources import build_resources
 from flowlens_dagster.definitions import defs
+from flowlens_dagster.lag import lag_events
 from flowlens_dagster.sensors import SENSOR_NAME, plan_tick, window_run_request
 from ingest.config import FlowLensConfig
 from ingest.land.base import Watermark
@@ -151,3 +153,27 @@ def test_a_tick_with_postgres_down_skips_with_one_line(tmp_path):
         and message.startswith("watermark sensor: PostgreSQL at 127.0.0.1:")
         and "flowlens stack up" in message
     )
+
+
+def test_above_the_pause_threshold_catch_up_runs_take_more_windows_and_defer_work():
+    cfg = CFG.model_copy(
+        update={"pipeline": CFG.pipeline.model_copy(update={"max_runs_per_tick": 4, "catch_up_windows_per_run": 10})}
+    )
+    cursor = {"next_window": "2026-11-26T10:00:00+00:00"}
+    normal = plan_tick(cfg, [mark("a", NOW)], NOW, cursor, NOW, NOW - timedelta(seconds=100), 0, FIRST)
+    behind = plan_tick(cfg, [mark("a", NOW)], NOW, cursor, NOW, NOW - timedelta(seconds=700), 0, FIRST)
+    assert (normal.held, len(normal.windows)) == (False, 4)
+    assert (behind.held, len(behind.windows)) == (True, 10)
+    request = window_run_request(behind.windows, catch_up=behind.held)
+    assert request.tags[CATCH_UP_TAG] == "true"
+    assert CATCH_UP_TAG not in window_run_request(normal.windows).tags
+
+
+def test_lag_transitions_are_told_once():
+    assert [e["kind"] for e in lag_events({}, 200.0, True, False, CFG)] == ["lag_alert"]
+    assert lag_events({"alert": True}, 250.0, True, False, CFG) == []  # still above: told already
+    both = lag_events({"alert": True}, 700.0, True, True, CFG)
+    assert [e["kind"] for e in both] == ["catch_up_started"] and both[0]["lag_seconds"] == 700.0
+    assert [e["kind"] for e in lag_events({"alert": True, "held": True}, 100.0, False, False, CFG)] == [
+        "catch_up_ended"
+    ]
