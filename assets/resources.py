@@ -5,6 +5,11 @@ Each resource is a ``dg.ConfigurableResource`` whose fields come from the FlowLe
 bound through ``dg.EnvVar`` so the Dagster UI shows where the value came from. Connections are
 opened in methods, never at import or construction, so loading the code location needs no service.
 
+Which value wins: :func:`build_resources` loads the config once (file, then ``FLOWLENS_*``
+environment), when the code location loads; the landing and enrichment resources carry that whole
+config as a JSON field (``settings``) and only their connection fields, which Dagster resolves
+from ``dg.EnvVar`` at run time, are applied over it. Nothing reads the config again during a run.
+
 Resource keys (fixed; assets and asset checks ask for them by name): ``postgres``, ``lake``,
 ``landing``, ``enrichment``, ``kafka``, ``redis``, ``pipeline``. Assets never call ``load_config()``:
 what they need from the config reaches them as resource fields, set once in :func:`build_resources`.
@@ -113,10 +118,11 @@ class LandingResource(dg.ConfigurableResource):
     mode: str = "minimal"
     postgres: PostgresResource
     kafka: KafkaResource
+    settings: str = ""  # the whole FlowLens config as JSON, set by build_resources; empty = defaults
 
     def flowlens_config(self) -> FlowLensConfig:
-        """The FlowLens config with this resource's connection settings applied."""
-        return _apply(load_config(), self.mode, self.postgres, self.kafka)
+        """The FlowLens config this resource was built from, with its connection fields applied."""
+        return _apply(_settings(self.settings), self.mode, self.postgres, self.kafka)
 
     def open(self):
         """An open ``ingest.land.base.Landing`` (close it when done)."""
@@ -133,9 +139,11 @@ class EnrichmentResource(dg.ConfigurableResource):
     redis: RedisResource
     inventory_file: str = ""  # empty: no inventory (direction falls back to SYN and port rules)
     dns_enabled: bool = True
+    settings: str = ""  # the whole FlowLens config as JSON, set by build_resources; empty = defaults
 
     def flowlens_config(self) -> FlowLensConfig:
-        cfg = _apply(load_config(), self.mode, self.postgres, None)
+        """The FlowLens config this resource was built from, with its own fields applied."""
+        cfg = _apply(_settings(self.settings), self.mode, self.postgres, None)
         return cfg.model_copy(
             update={
                 "dns": cfg.dns.model_copy(update={"enabled": self.dns_enabled}),
@@ -167,6 +175,11 @@ class EnrichmentResource(dg.ConfigurableResource):
         return Enricher.from_config(cfg, redis_url=redis_url, inventory=inventory)
 
 
+def _settings(text: str) -> FlowLensConfig:
+    """The config a resource carries (the one ``build_resources`` loaded), never a second load."""
+    return FlowLensConfig.model_validate_json(text) if text else FlowLensConfig()
+
+
 def _apply(cfg: FlowLensConfig, mode: str, pg: PostgresResource | None, kafka: KafkaResource | None) -> FlowLensConfig:
     update: dict[str, Any] = {"mode": mode}
     if pg is not None:
@@ -190,6 +203,7 @@ def _env(name: str, value: Any) -> Any:
 def build_resources(cfg: FlowLensConfig | None = None, use_env: bool = True) -> dict[str, dg.ConfigurableResource]:
     """Every resource, keyed as assets expect, from ``cfg`` (default: ``load_config()``)."""
     cfg = cfg or load_config()
+    settings = cfg.model_dump_json()
     env = _env if use_env else (lambda _name, value: value)
     pg = PostgresResource(
         host=env("FLOWLENS_POSTGRES__HOST", cfg.postgres.host),
@@ -211,9 +225,10 @@ def build_resources(cfg: FlowLensConfig | None = None, use_env: bool = True) -> 
     return {
         POSTGRES: pg,
         LAKE: LakeResource(root=str(cfg.lake_dir)),
-        LANDING: LandingResource(mode=mode, postgres=pg, kafka=kafka),
+        LANDING: LandingResource(mode=mode, postgres=pg, kafka=kafka, settings=settings),
         ENRICHMENT: EnrichmentResource(
             mode=mode,
+            settings=settings,
             postgres=pg,
             redis=redis,
             inventory_file=str(cfg.enrichment.inventory_file or ""),

@@ -28,6 +28,7 @@ from flowlens_dagster.checks import names
 from flowlens_dagster.definitions import defs
 from flowlens_dagster.jobs import window_job
 from flowlens_dagster.sensors import RANGE_END_TAG, RANGE_START_TAG, SENSOR_NAME
+from ingest.config import load_config
 from ingest.land import open_landing
 from tests.assets import scenario
 from tests.assets.test_window_assets import pipeline_config
@@ -87,7 +88,8 @@ def tick_and_run(cfg, base, monkeypatch) -> list[str]:
     for name, value in env_for(cfg).items():
         if name.startswith("FLOWLENS_"):
             monkeypatch.setenv(name, value)
-    resources = build_resources(cfg, use_env=False)
+    # What the code location loads with this environment (the test's Redis db kept): resources carry it.
+    resources = build_resources(load_config().model_copy(update={"redis": cfg.redis}), use_env=False)
     sensor = defs.resolve_sensor_def(SENSOR_NAME)
     with dg.instance_for_test() as instance:
         cursor = json.dumps({"next_window": base.isoformat()})

@@ -108,7 +108,6 @@ def test_one_window_is_a_partition_run_several_are_one_range_run():
 
 @pytest.mark.integration
 def test_sensor_tick_reports_landed_windows_and_requests_runs(flowlens_config, clean_pg, monkeypatch, tmp_path):
-    monkeypatch.setenv("FLOWLENS_STATE_DIR", str(tmp_path))  # metrics file goes here
     base = scenario.base_window()
     flows = scenario.flow_rows(base)
     landing = PostgresLanding(clean_pg)
@@ -118,7 +117,8 @@ def test_sensor_tick_reports_landed_windows_and_requests_runs(flowlens_config, c
         landing.heartbeat("test-instance", base + 3 * scenario.WINDOW, sum(len(r) for r in flows.values()))
     finally:
         landing.close()
-    resources = build_resources(pipeline_config(flowlens_config), use_env=False)
+    cfg = pipeline_config(flowlens_config).model_copy(update={"state_dir": tmp_path})  # metrics file goes here
+    resources = build_resources(cfg, use_env=False)
     sensor = defs.resolve_sensor_def(SENSOR_NAME)
     cursor = json.dumps({"next_window": base.isoformat()})
     with (
