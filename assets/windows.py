@@ -16,6 +16,7 @@ from typing import Any
 
 import dagster as dg
 
+from assets import metrics
 from ingest.window import window_key, windows_in
 
 # BackfillPolicy is marked beta in Dagster 1.13; it is the documented way to run partition ranges.
@@ -75,7 +76,16 @@ def run_windows(context: dg.AssetExecutionContext, process: Callable[[datetime],
             f"in {sum(result.seconds.values()):.2f}s {result.seconds}"
         )
         results.append(result)
+        _count(context, result)
     return results
+
+
+def _count(context: dg.AssetExecutionContext, result: WindowResult) -> None:
+    """Count the window's work and flush the counters (``assets.metrics``) through its PostgreSQL."""
+    metrics.observe_window(result)
+    postgres = getattr(context.resources, "postgres", None)
+    if postgres is not None:
+        metrics.flush(postgres.dsn())
 
 
 def run_id(context: dg.AssetExecutionContext | None) -> str | None:

@@ -305,6 +305,19 @@ class DagsterConfig(_Section):
     port: int = Field(53000, ge=1, le=65535)
 
 
+class MonitoringConfig(_Section):
+    """Prometheus, Alertmanager and the pipeline's metrics exporter of the local stack (full mode)."""
+
+    host: str = "127.0.0.1"
+    prometheus_port: int = Field(59090, ge=1, le=65535)
+    alertmanager_port: int = Field(59094, ge=1, le=65535)
+    exporter_port: int = Field(9110, ge=1, le=65535)  # `flowlens metrics`: the pipeline's /metrics
+    scrape_interval_seconds: float = Field(15.0, gt=0)
+    evaluation_interval_seconds: float = Field(15.0, gt=0)
+    retention: str = "15d"  # Prometheus --storage.tsdb.retention.time
+    alert_webhook_url: str = ""  # Alertmanager sends alerts here (webhook); empty = shown in its UI only
+
+
 class FlowLensConfig(_Section):
     mode: Mode = "minimal"
     state_dir: Path = PROJECT_ROOT / ".flowlens"
@@ -320,6 +333,7 @@ class FlowLensConfig(_Section):
     ingest: IngestConfig = IngestConfig()
     pipeline: PipelineConfig = PipelineConfig()
     dagster: DagsterConfig = DagsterConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     @property
     def uses_kafka(self) -> bool:

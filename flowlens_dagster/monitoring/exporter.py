@@ -1,0 +1,251 @@
+"""``flowlens metrics``: the pipeline's Prometheus endpoint, a small process beside Dagster.
+
+Dagster runs steps in short-lived processes, so nothing there can serve ``/metrics``. Steps flush
+their counters to PostgreSQL (``assets/metrics.py``); this exporter serves them, and reads the
+state that no step owns at scrape time:
+
+* the counters of ``flowlens.pipeline_metrics`` (flows processed, Kafka messages consumed,
+  per-table write rows and latency, enrichment cache hits and misses, quality checks);
+* ``flowlens_kafka_consumer_lag_seconds{topic,partition,consumer_group}``: per partition of
+  ``flows.raw``, the newest landed receive time minus the end of the newest window the pipeline
+  consumed (``enriched_flows`` in ``window_loads``); 0 when the partition holds nothing newer.
+  The pipeline reads windows by timestamp, not with committed offsets, so ``consumer_group`` is
+  the pipeline's name (:data:`CONSUMER_GROUP`);
+* ``flowlens_pipeline_lag_seconds``: the watermark sensor's lag (newest landed flow minus the end
+  of the newest ``flow_stats`` window), in every mode; ``flowlens_pipeline_processed_through_timestamp``;
+* ``flowlens_redis_memory_used_bytes`` (modes with Redis);
+* ``flowlens_exporter_source_up{source}``: 1 when PostgreSQL / Kafka / Redis answered this scrape.
+  A source that is down costs its series, never the scrape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import redis
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from assets import metrics as pipeline_metrics
+from ingest.config import ConfigError, FlowLensConfig, load_config
+
+log = logging.getLogger(__name__)
+
+CONSUMER_GROUP = "flowlens-pipeline"
+WINDOW = timedelta(minutes=5)
+SOURCE_TIMEOUT_SECONDS = 5
+COUNTERS = "SELECT sample, labels, family, kind, value FROM flowlens.pipeline_metrics ORDER BY family, sample"
+PROCESSED = "SELECT max(window_start) FROM flowlens.window_loads WHERE asset = %s"
+NEWEST_RAW = "SELECT max(receive_time) FROM flowlens.flow_raw"
+
+
+# Gauges read at scrape time: name -> (help, labels).
+GAUGES: dict[str, tuple[str, list[str]]] = {
+    "flowlens_kafka_consumer_lag_seconds": (
+        "Newest landed receive time minus the end of the newest window the pipeline consumed",
+        ["topic", "partition", "consumer_group"],
+    ),
+    "flowlens_pipeline_lag_seconds": ("Newest landed flow minus the end of the newest flow_stats window", []),
+    "flowlens_pipeline_processed_through_timestamp": ("End of the newest flow_stats window (Unix seconds)", []),
+    "flowlens_redis_memory_used_bytes": ("Redis used_memory (INFO memory)", []),
+    "flowlens_exporter_source_up": ("1 when the source answered this scrape", ["source"]),
+}
+
+
+def gauge(name: str, value: float | None = None) -> GaugeMetricFamily:
+    doc, labels = GAUGES[name]
+    return GaugeMetricFamily(name, doc, value=value, labels=labels or None)
+
+
+def _docs() -> dict[str, str]:
+    return {family.name: family.documentation for family in pipeline_metrics.REGISTRY.collect()}
+
+
+class PipelineCollector:
+    """A prometheus_client collector reading PostgreSQL, Kafka and Redis at every scrape."""
+
+    def __init__(self, cfg: FlowLensConfig) -> None:
+        self.cfg = cfg
+        self.docs = _docs()
+
+    def describe(self) -> list[Metric]:
+        """Every family this collector serves (without samples): the step counters and the gauges."""
+        return [*pipeline_metrics.REGISTRY.collect(), *(gauge(name) for name in GAUGES)]
+
+    def collect(self) -> Iterator[Metric]:
+        up = gauge("flowlens_exporter_source_up")
+        state: dict[str, Any] = {}
+        sources: list[tuple[str, Callable[[], Iterable[Metric]]]] = [("postgresql", lambda: self._postgres(state))]
+        if self.cfg.mode != "minimal":  # auto mode may land in Kafka too
+            sources.append(("kafka", lambda: self._kafka(state)))
+            sources.append(("redis", self._redis))
+        for name, read in sources:
+            try:
+                families = list(read())
+            except (psycopg.Error, KafkaException, redis.RedisError, OSError) as exc:
+                log.warning("metrics: %s did not answer: %s", name, exc)
+                up.add_metric([name], 0)
+                continue
+            up.add_metric([name], 1)
+            yield from families
+        yield up
+        yield from self._pipeline_lag(state)
+
+    def _postgres(self, state: dict[str, Any]) -> Iterator[Metric]:
+        with psycopg.connect(self.cfg.postgres.dsn(), connect_timeout=SOURCE_TIMEOUT_SECONDS) as conn:
+            rows = conn.execute(COUNTERS).fetchall()
+            state["consumed_through"] = _end(conn.execute(PROCESSED, ("enriched_flows",)).fetchone()[0])
+            state["processed_through"] = _end(conn.execute(PROCESSED, ("flow_stats",)).fetchone()[0])
+            if self.cfg.mode == "minimal":
+                state["newest"] = _utc(conn.execute(NEWEST_RAW).fetchone()[0])
+        yield from counter_families(rows, self.docs)
+
+    def _kafka(self, state: dict[str, Any]) -> Iterator[Metric]:
+        topic = self.cfg.kafka.raw_topic
+        newest = newest_per_partition(self.cfg.kafka.bootstrap_servers, topic)
+        state["newest"] = max((t for t in newest.values() if t is not None), default=None)
+        through = state.get("consumed_through")
+        family = gauge("flowlens_kafka_consumer_lag_seconds")
+        if through is not None:
+            for partition, ts in sorted(newest.items()):
+                lag = 0.0 if ts is None else max(0.0, (ts - through).total_seconds())
+                family.add_metric([topic, str(partition), CONSUMER_GROUP], lag)
+        yield family
+
+    def _redis(self) -> Iterator[Metric]:
+        client = redis.Redis.from_url(self.cfg.redis.url(), socket_timeout=SOURCE_TIMEOUT_SECONDS,
+                                      socket_connect_timeout=SOURCE_TIMEOUT_SECONDS)  # fmt: skip
+        try:
+            used = client.info("memory")["used_memory"]
+        finally:
+            client.close()
+        yield gauge("flowlens_redis_memory_used_bytes", used)
+
+    def _pipeline_lag(self, state: dict[str, Any]) -> Iterator[Metric]:
+        through, newest = state.get("processed_through"), state.get("newest")
+        if through is None:
+            return
+        yield gauge("flowlens_pipeline_processed_through_timestamp", through.timestamp())
+        if newest is not None:
+            yield gauge("flowlens_pipeline_lag_seconds", max(0.0, (newest - through).total_seconds()))
+
+
+def _utc(ts: datetime | None) -> datetime | None:
+    return ts.astimezone(UTC) if ts is not None else None
+
+
+def _end(window_start: datetime | None) -> datetime | None:
+    return _utc(window_start) + WINDOW if window_start is not None else None
+
+
+def counter_families(rows: Iterable[tuple[str, Any, str, str, float]], docs: dict[str, str]) -> list[Metric]:
+    """Metric families from ``pipeline_metrics`` rows (sample, labels, family, kind, value)."""
+    families: dict[str, Metric] = {}
+    grouped: dict[str, list[tuple[str, dict[str, str], float]]] = defaultdict(list)
+    for sample, labels, family, kind, value in rows:
+        if family not in families:
+            families[family] = Metric(family, docs.get(family, family), kind)
+        grouped[family].append((sample, labels if isinstance(labels, dict) else json.loads(labels), value))
+    for family, samples in grouped.items():
+        for sample, labels, value in sorted(samples, key=_sample_order):
+            families[family].add_sample(sample, labels, value)
+    return list(families.values())
+
+
+def _sample_order(entry: tuple[str, dict[str, str], float]) -> tuple:
+    sample, labels, _ = entry
+    series = sorted((k, v) for k, v in labels.items() if k != "le")
+    le = float(labels.get("le", "inf"))  # histogram buckets in bound order
+    return (series, sample, le)
+
+
+def newest_per_partition(bootstrap: str, topic: str) -> dict[int, datetime | None]:
+    """Newest receive time of each partition's last message (its ``flowlens-max-us`` header or timestamp)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": CONSUMER_GROUP + "-exporter",
+                         "enable.auto.commit": False, "enable.partition.eof": True})  # fmt: skip
+    try:
+        meta = consumer.list_topics(topic, timeout=SOURCE_TIMEOUT_SECONDS).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise KafkaException(f"topic {topic} is not available: {meta.error if meta else 'missing'}")
+        newest: dict[int, datetime | None] = {}
+        for partition in sorted(meta.partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=SOURCE_TIMEOUT_SECONDS)
+            newest[partition] = None if high <= low else _last_time(consumer, topic, partition, high - 1)
+        return newest
+    finally:
+        consumer.close()
+
+
+def _last_time(consumer: Consumer, topic: str, partition: int, offset: int) -> datetime | None:
+    consumer.assign([TopicPartition(topic, partition, offset)])
+    msg = consumer.poll(SOURCE_TIMEOUT_SECONDS)
+    if msg is None or msg.error() is not None:
+        return None
+    max_us = dict(msg.headers() or []).get("flowlens-max-us")
+    if max_us is not None:
+        return datetime.fromtimestamp(int(max_us) / 1e6, UTC)
+    return datetime.fromtimestamp(msg.timestamp()[1] / 1e3, UTC)
+
+
+def serve(cfg: FlowLensConfig, host: str, port: int) -> CollectorRegistry:
+    """Serve ``/metrics`` on host:port in a background thread; OSError when the port is taken."""
+    registry = CollectorRegistry()
+    registry.register(PipelineCollector(cfg))
+    start_http_server(port, addr=host, registry=registry)
+    return registry
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flowlens metrics",
+        description="Serve the pipeline's Prometheus metrics (counters the steps flushed to PostgreSQL, "
+        "Kafka consumer lag per partition, Redis memory) until SIGTERM or Ctrl-C.",
+    )
+    parser.add_argument("--config", help="FlowLens YAML file (default: $FLOWLENS_CONFIG or ./flowlens.yaml)")
+    parser.add_argument("--host", help="listen address (default: monitoring.host)")
+    parser.add_argument("--port", type=int, help="listen port (default: monitoring.exporter_port)")
+    parser.add_argument("--state-dir", help="state_dir override (the stack passes its own)")
+    modes = ("minimal", "standard", "full", "auto")
+    parser.add_argument("--mode", choices=modes, help="Kafka and Redis are read except in minimal (default: config)")
+    parser.add_argument("--marker", help=argparse.SUPPRESS)  # the stack's pidfile check: a path on the command line
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.state_dir or args.mode:
+        cfg = cfg.model_copy(update={"state_dir": args.state_dir or cfg.state_dir, "mode": args.mode or cfg.mode})
+    host, port = args.host or cfg.monitoring.host, args.port or cfg.monitoring.exporter_port
+    try:
+        serve(cfg, host, port)
+    except OSError as exc:
+        print(f"flowlens metrics: cannot listen on {host}:{port} ({exc}); set monitoring.exporter_port "
+              "in flowlens.yaml or FLOWLENS_MONITORING__EXPORTER_PORT=<port>", file=sys.stderr)  # fmt: skip
+        return 1
+    log.info("pipeline metrics on http://%s:%s/metrics", host, port)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
