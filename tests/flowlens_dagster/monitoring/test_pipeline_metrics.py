@@ -1,0 +1,117 @@
+"""The pipeline's counters: flushed by steps to PostgreSQL, served over HTTP by ``flowlens metrics``."""
+
+from __future__ import annotations
+
+import urllib.request
+import uuid
+
+import psycopg
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from assets import metrics
+from flowlens_dagster.monitoring.exporter import PipelineCollector, serve
+from tests.assets import scenario
+from tests.assets.test_window_assets import landed, materialize  # noqa: F401  (fixture)
+from tests.ingest.private_services import free_tcp_port
+
+pytestmark = pytest.mark.integration
+
+
+def table_value(dsn: str, sample: str, **labels: str) -> float | None:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT value FROM flowlens.pipeline_metrics WHERE sample = %s AND labels = %s::jsonb",
+            (sample, psycopg.types.json.Jsonb(labels)),
+        ).fetchone()
+    return row[0] if row else None
+
+
+def scrape(url: str) -> dict[tuple[str, tuple], float]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_a_failed_flush_keeps_its_deltas_and_nothing_is_counted_twice(flowlens_config, clean_pg):
+    service = f"test-{uuid.uuid4().hex[:8]}"
+    metrics.FLOWS_PROCESSED.labels(service=service).inc(7)
+    dead = flowlens_config.postgres.model_copy(update={"port": free_tcp_port()}).dsn()
+    assert metrics.flush(dead) == 0
+    assert metrics.flush(clean_pg) >= 1
+    assert table_value(clean_pg, "flowlens_flows_processed_total", service=service) == 7
+    metrics.FLOWS_PROCESSED.labels(service=service).inc(3)
+    metrics.flush(clean_pg)
+    metrics.flush(clean_pg)  # nothing new: adds nothing
+    assert table_value(clean_pg, "flowlens_flows_processed_total", service=service) == 10
+
+
+def test_window_runs_count_flows_rows_and_write_latency_per_table(flowlens_config, landed, pg_dsn):  # noqa: F811
+    base, flows = landed
+    for index in sorted(flows):
+        materialize(flowlens_config, base + index * scenario.WINDOW)
+    with psycopg.connect(pg_dsn) as conn:
+        loads = conn.execute(
+            "SELECT asset, sum(rows_read), sum(rows_written), count(*) FROM flowlens.window_loads GROUP BY asset"
+        ).fetchall()
+    assert {asset for asset, *_ in loads} >= {"enriched_flows", "flow_stats", "network_assets", "dependencies"}
+
+    port = free_tcp_port()
+    serve(flowlens_config.model_copy(update={"mode": "minimal"}), "127.0.0.1", port)
+    served = scrape(f"http://127.0.0.1:{port}/metrics")
+    for asset, rows_read, rows_written, windows in loads:
+        assert served[("flowlens_flows_processed_total", (("service", asset),))] == rows_read
+        if asset in metrics.PG_TABLES:
+            table = (("table", metrics.PG_TABLES[asset][0]),)
+            assert served[("flowlens_pg_writes_total", table)] == rows_written
+            assert served[("flowlens_pg_write_latency_seconds_count", table)] == windows
+            assert served[("flowlens_pg_write_latency_seconds_bucket", (("le", "+Inf"), *table))] == windows
+    assert served[("flowlens_exporter_source_up", (("source", "postgresql"),))] == 1
+    assert ("flowlens_pipeline_processed_through_timestamp", ()) in served
+
+
+def test_an_unreachable_postgresql_costs_its_series_not_the_scrape(flowlens_config):
+    cfg = flowlens_config.model_copy(
+        update={"mode": "minimal", "postgres": flowlens_config.postgres.model_copy(update={"port": free_tcp_port()})}
+    )
+    families = {f.name: f for f in PipelineCollector(cfg).collect()}
+    assert [(s.labels, s.value) for s in families["flowlens_exporter_source_up"].samples] == [
+        ({"source": "postgresql"}, 0)
+    ]
+
+
+def test_consumer_lag_per_partition_of_flows_raw(flowlens_config, clean_pg, clean_redis, kafka_topic):
+    from datetime import UTC, datetime, timedelta
+
+    from confluent_kafka import Producer
+
+    topic = kafka_topic("flows.raw.lag", partitions=3)
+    consumed_through = datetime(2026, 11, 26, 12, 5, tzinfo=UTC)  # enriched_flows did the 12:00 window
+    with psycopg.connect(clean_pg) as conn:
+        conn.execute(
+            "INSERT INTO flowlens.window_loads (window_start, asset, source, rows_read, rows_written, started_at)"
+            " VALUES (%s, 'enriched_flows', 'kafka:flows.raw', 0, 0, now())",
+            (consumed_through - timedelta(minutes=5),),
+        )
+    producer = Producer({"bootstrap.servers": flowlens_config.kafka.bootstrap_servers})
+    newest = {0: consumed_through + timedelta(seconds=400), 1: consumed_through - timedelta(seconds=30)}
+    for partition, ts in newest.items():  # partition 2 stays empty
+        max_us = str(int(ts.timestamp() * 1e6)).encode()
+        producer.produce(topic, b"x", partition=partition, headers=[("flowlens-max-us", max_us)])
+    producer.flush(30)
+
+    cfg = flowlens_config.model_copy(
+        update={"mode": "standard", "kafka": flowlens_config.kafka.model_copy(update={"raw_topic": topic})}
+    )
+    families = {f.name: f for f in PipelineCollector(cfg).collect()}
+    lag = {s.labels["partition"]: (s.labels, s.value) for s in families["flowlens_kafka_consumer_lag_seconds"].samples}
+    assert lag["0"] == ({"topic": topic, "partition": "0", "consumer_group": "flowlens-pipeline"}, 400.0)
+    assert lag["1"][1] == 0.0 and lag["2"][1] == 0.0  # nothing newer than what was consumed / nothing at all
+    assert {s.labels["source"]: s.value for s in families["flowlens_exporter_source_up"].samples} == {
+        "postgresql": 1, "kafka": 1, "redis": 1,
+    }  # fmt: skip
+    assert families["flowlens_redis_memory_used_bytes"].samples[0].value > 0
