@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import urllib.request
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
 from assets import metrics
@@ -85,10 +87,6 @@ def test_an_unreachable_postgresql_costs_its_series_not_the_scrape(flowlens_conf
 
 
 def test_consumer_lag_per_partition_of_flows_raw(flowlens_config, clean_pg, clean_redis, kafka_topic):
-    from datetime import UTC, datetime, timedelta
-
-    from confluent_kafka import Producer
-
     topic = kafka_topic("flows.raw.lag", partitions=3)
     consumed_through = datetime(2026, 11, 26, 12, 5, tzinfo=UTC)  # enriched_flows did the 12:00 window
     with psycopg.connect(clean_pg) as conn:
