@@ -26,6 +26,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -173,25 +174,31 @@ def _sample_order(entry: tuple[str, dict[str, str], float]) -> tuple:
 def newest_per_partition(bootstrap: str, topic: str) -> dict[int, datetime | None]:
     """Newest receive time of each partition's last message (its ``flowlens-max-us`` header or timestamp)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": CONSUMER_GROUP + "-exporter",
-                         "enable.auto.commit": False, "enable.partition.eof": True})  # fmt: skip
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})  # fmt: skip
     try:
         meta = consumer.list_topics(topic, timeout=SOURCE_TIMEOUT_SECONDS).topics.get(topic)
         if meta is None or meta.error is not None:
             raise KafkaException(f"topic {topic} is not available: {meta.error if meta else 'missing'}")
-        newest: dict[int, datetime | None] = {}
-        for partition in sorted(meta.partitions):
+        newest: dict[int, datetime | None] = dict.fromkeys(sorted(meta.partitions))
+        last = []
+        for partition in newest:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=SOURCE_TIMEOUT_SECONDS)
-            newest[partition] = None if high <= low else _last_time(consumer, topic, partition, high - 1)
+            if high > low:
+                last.append(TopicPartition(topic, partition, high - 1))
+        consumer.assign(last)  # every partition's last message in one round of fetches
+        deadline = time.monotonic() + SOURCE_TIMEOUT_SECONDS
+        pending = {tp.partition for tp in last}
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(len(pending), timeout=0.5):
+                if msg.error() is None and msg.partition() in pending:
+                    pending.discard(msg.partition())
+                    newest[msg.partition()] = _receive_time(msg)
         return newest
     finally:
         consumer.close()
 
 
-def _last_time(consumer: Consumer, topic: str, partition: int, offset: int) -> datetime | None:
-    consumer.assign([TopicPartition(topic, partition, offset)])
-    msg = consumer.poll(SOURCE_TIMEOUT_SECONDS)
-    if msg is None or msg.error() is not None:
-        return None
+def _receive_time(msg) -> datetime:
     max_us = dict(msg.headers() or []).get("flowlens-max-us")
     if max_us is not None:
         return datetime.fromtimestamp(int(max_us) / 1e6, UTC)
