@@ -29,7 +29,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -40,11 +40,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from assets import metrics as pipeline_metrics
 from ingest.config import ConfigError, FlowLensConfig, load_config
+from ingest.land.base import WINDOW
 
 log = logging.getLogger(__name__)
 
 CONSUMER_GROUP = "flowlens-pipeline"
-WINDOW = timedelta(minutes=5)
 SOURCE_TIMEOUT_SECONDS = 5
 COUNTERS = "SELECT sample, labels, family, kind, value FROM flowlens.pipeline_metrics ORDER BY family, sample"
 PROCESSED = "SELECT max(window_start) FROM flowlens.window_loads WHERE asset = %s"

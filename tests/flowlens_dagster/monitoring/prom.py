@@ -14,17 +14,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flowlens_dagster.stack.monitoring import PROMETHEUS_SERVICE
+from flowlens_dagster.stack.monitoring import ALERTMANAGER_SERVICE, PROMETHEUS_SERVICE
 from ingest.config import FlowLensConfig
 from tests.ingest.private_services import free_tcp_port
 
 
 class PrivatePrometheus:
-    def __init__(self, cfg: FlowLensConfig, state_dir: Path, rules: Path | None = None, **ports: int) -> None:
+    def __init__(
+        self, cfg: FlowLensConfig, state_dir: Path, rules: Path | None = None, alertmanager: bool = False, **ports: int
+    ) -> None:
         mon = cfg.monitoring.model_copy(
             update={
                 "prometheus_port": free_tcp_port(),
-                "alertmanager_port": free_tcp_port(),  # nothing listens: alerts are read from Prometheus
+                "alertmanager_port": free_tcp_port(),  # started only with alertmanager=True
                 "exporter_port": ports.get("exporter_port", free_tcp_port()),
                 "scrape_interval_seconds": 1.0,
                 "evaluation_interval_seconds": 1.0,
@@ -32,15 +34,23 @@ class PrivatePrometheus:
         )
         ingest = cfg.ingest.model_copy(update={"metrics_port": ports.get("ingest_port", free_tcp_port())})
         self.cfg = cfg.model_copy(update={"state_dir": state_dir, "monitoring": mon, "ingest": ingest})
-        self.rules = rules
+        self.rules, self.alertmanager = rules, alertmanager
         self.url = PROMETHEUS_SERVICE.url(self.cfg)
 
     def __enter__(self) -> PrivatePrometheus:
+        if self.alertmanager:
+            ALERTMANAGER_SERVICE.start(self.cfg)
         PROMETHEUS_SERVICE.start(self.cfg, rules=self.rules)
         return self
 
     def __exit__(self, *exc: object) -> None:
         PROMETHEUS_SERVICE.down(self.cfg)
+        ALERTMANAGER_SERVICE.down(self.cfg)
+
+    def alertmanager_alerts(self) -> set[str]:
+        """Names of the alerts Alertmanager holds (received from this Prometheus)."""
+        with urllib.request.urlopen(f"{ALERTMANAGER_SERVICE.url(self.cfg)}/api/v2/alerts", timeout=10) as response:
+            return {alert["labels"]["alertname"] for alert in json.load(response)}
 
     def api(self, path: str, **params: str) -> Any:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""

@@ -6,7 +6,7 @@ Prometheus started by the stack's code scrapes the daemon every second and evalu
 the shipped rules (``for:`` shortened to 2 s and range windows to 30 s, so alerts fire within an
 outage of 30 s). PostgreSQL is stopped for 30 s; everything asserted is read from Prometheus's own
 query API: ``flowlens_landing_up`` goes to 0 and the queue rises within 10 s, ``LandingDown`` and
-``HighFlowDropRate`` fire from the real counters, and after recovery every flow sent is landed,
+``HighFlowDropRate`` fire from the real counters and reach Alertmanager, and after recovery every flow sent is landed,
 sampled or dropped, counted.
 """
 
@@ -69,7 +69,7 @@ def test_postgres_outage_is_seen_and_alerted_in_prometheus(outage_pg, tmp_path):
     sent: list = []
     try:
         daemon.wait_ready(1)
-        with PrivatePrometheus(cfg, tmp_path / "prom", rules=rules, ingest_port=metrics_port) as prom:
+        with PrivatePrometheus(cfg, tmp_path / "prom", rules, alertmanager=True, ingest_port=metrics_port) as prom:
             wait_until(lambda: prom.value('flowlens_landing_up{backend="postgres"}') == 1, 30, "landing up scraped")
             traffic = threading.Thread(
                 target=lambda: sent.append(
@@ -88,6 +88,8 @@ def test_postgres_outage_is_seen_and_alerted_in_prometheus(outage_pg, tmp_path):
             firing = wait_until(lambda: {"LandingDown", "HighFlowDropRate"} <= set(prom.firing()) and prom.firing(),
                                 OUTAGE_SECONDS - seen_queue, "LandingDown and HighFlowDropRate firing")  # fmt: skip
             assert firing["LandingDown"][0]["backend"] == "postgres"
+            wait_until(lambda: {"LandingDown", "HighFlowDropRate"} <= prom.alertmanager_alerts(), 10,
+                       "the alerts delivered to Alertmanager")  # fmt: skip
             assert prom.value("sum(rate(flowlens_flows_dropped_total[30s]))") > 1000
             time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - stopped)))
             server.start()
