@@ -6,12 +6,14 @@ import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import polars as pl
 import psycopg
 import pytest
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
 from assets import metrics
+from assets.enrich.cache import EnrichmentCache
 from flowlens_dagster.monitoring.exporter import PipelineCollector, serve
 from tests.assets import scenario
 from tests.assets.test_window_assets import landed, materialize  # noqa: F401  (fixture)
@@ -113,3 +115,14 @@ def test_consumer_lag_per_partition_of_flows_raw(flowlens_config, clean_pg, clea
         "postgresql": 1, "kafka": 1, "redis": 1,
     }  # fmt: skip
     assert families["flowlens_redis_memory_used_bytes"].samples[0].value > 0
+
+
+def test_enrichment_cache_hits_and_misses_reach_the_table(clean_pg, clean_redis):
+    cache = EnrichmentCache({"dns": 3600, "geo": 86_400, "asset": 300}, redis_url=clean_redis)
+    metrics.flush(clean_pg)  # whatever earlier tests in this process counted
+    before = {c: table_value(clean_pg, f"flowlens_redis_cache_{c}_total", cache="geo") or 0 for c in ("hits", "misses")}
+    cache.put("geo", pl.Series(["192.0.2.1"]), pl.Series(['{"country":"US"}']))
+    cache.get("geo", pl.Series(["192.0.2.1", "192.0.2.2", "192.0.2.3"]))
+    metrics.flush(clean_pg)
+    after = {c: table_value(clean_pg, f"flowlens_redis_cache_{c}_total", cache="geo") for c in ("hits", "misses")}
+    assert (after["hits"] - before["hits"], after["misses"] - before["misses"]) == (1, 2)
