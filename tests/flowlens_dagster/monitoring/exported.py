@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import re
 from collections.abc import Iterable
 
 from prometheus_client.core import Metric
+from prometheus_client.metrics import MetricWrapperBase
 
 from flowlens_dagster.monitoring.exporter import PipelineCollector
 from ingest.config import load_config
@@ -34,11 +37,19 @@ def exposition_names(families: Iterable[Metric]) -> set[str]:
     return {family.name + suffix for family in families for suffix in SUFFIXES[family.type]}
 
 
+def api_families() -> list[Metric]:
+    """The query API's metrics, when this build has the API (``flowlens_dagster/api/metrics.py``)."""
+    if importlib.util.find_spec("flowlens_dagster.api") is None:
+        return []
+    module = importlib.import_module("flowlens_dagster.api.metrics")
+    return [family for obj in vars(module).values() if isinstance(obj, MetricWrapperBase) for family in obj.collect()]
+
+
 def exported() -> set[str]:
-    """Every series name the daemon and the pipeline exporter can serve."""
+    """Every series name the daemon, the pipeline exporter and the API can serve."""
     daemon = DaemonCollector(ports=[]).collect()
     pipeline = PipelineCollector(load_config(environ={})).describe()
-    return exposition_names([*daemon, *pipeline])
+    return exposition_names([*daemon, *pipeline, *api_families()])
 
 
 def metric_names(expr: str) -> set[str]:
