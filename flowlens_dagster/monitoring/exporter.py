@@ -12,7 +12,8 @@ state that no step owns at scrape time:
   The pipeline reads windows by timestamp, not with committed offsets, so ``consumer_group`` is
   the pipeline's name (:data:`CONSUMER_GROUP`);
 * ``flowlens_pipeline_lag_seconds``: the watermark sensor's lag (newest landed flow minus the end
-  of the newest ``flow_stats`` window), in every mode; ``flowlens_pipeline_processed_through_timestamp``;
+  of the newest ``flow_stats`` window; in the minimal mode the newest landed flow is the ingest
+  watermark), in every mode; ``flowlens_pipeline_processed_through_timestamp``;
 * ``flowlens_redis_memory_used_bytes`` (modes with Redis);
 * ``flowlens_exporter_source_up{source}``: 1 when PostgreSQL / Kafka / Redis answered this scrape.
   A source that is down costs its series, never the scrape.
@@ -48,7 +49,8 @@ CONSUMER_GROUP = "flowlens-pipeline"
 SOURCE_TIMEOUT_SECONDS = 5
 COUNTERS = "SELECT sample, labels, family, kind, value FROM flowlens.pipeline_metrics ORDER BY family, sample"
 PROCESSED = "SELECT max(window_start) FROM flowlens.window_loads WHERE asset = %s"
-NEWEST_RAW = "SELECT max(receive_time) FROM flowlens.flow_raw"
+# The daemons' watermarks, not max(receive_time) of flow_raw: a scrape must not scan the landing table.
+NEWEST_LANDED = "SELECT max(landed_through) FROM flowlens.ingest_watermarks"
 
 
 # Gauges read at scrape time: name -> (help, labels).
@@ -109,7 +111,7 @@ class PipelineCollector:
             state["consumed_through"] = _end(conn.execute(PROCESSED, ("enriched_flows",)).fetchone()[0])
             state["processed_through"] = _end(conn.execute(PROCESSED, ("flow_stats",)).fetchone()[0])
             if self.cfg.mode == "minimal":
-                state["newest"] = _utc(conn.execute(NEWEST_RAW).fetchone()[0])
+                state["newest"] = _utc(conn.execute(NEWEST_LANDED).fetchone()[0])
         yield from counter_families(rows, self.docs)
 
     def _kafka(self, state: dict[str, Any]) -> Iterator[Metric]:
