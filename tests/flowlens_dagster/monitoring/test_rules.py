@@ -69,8 +69,19 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "fires_at": "5m", "quiet_at": "2m", "labels": {"backend": "postgres"},
     },
     "TemplatePendingFlows": {
-        "series": {"flowlens_template_pending_flows": "1000x20"},
+        "series": {"flowlens_template_pending_sets": "3x20"},
+        "quiet_series": {"flowlens_template_pending_sets": "0x20"},
         "fires_at": "15m", "quiet_at": "5m", "labels": {},
+    },
+    "TemplatePendingDropped": {
+        "series": {'flowlens_template_pending_dropped_total{reason="expired"}': "0 0 0 0 4x20"},
+        "quiet_series": {'flowlens_template_pending_dropped_total{reason="expired"}': "4x20"},
+        "fires_at": "6m", "quiet_at": "2m", "labels": {"reason": "expired"},
+    },
+    "IngestionSpooling": {
+        "series": {"flowlens_spool_bytes": "0 0 1048576x20"},
+        "quiet_series": {"flowlens_spool_bytes": "0x20"},
+        "fires_at": "10m", "quiet_at": "4m", "labels": {},
     },
     "ModeFlapping": {
         "series": {'flowlens_mode_switches_total{from="minimal",to="standard"}': "0+1x30"},
