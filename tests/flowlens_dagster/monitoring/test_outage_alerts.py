@@ -5,8 +5,9 @@ a private PostgreSQL on its own port, with the default 30 s pool timeout operato
 Prometheus started by the stack's code scrapes the daemon every second and evaluates a test copy of
 the shipped rules (``for:`` shortened to 2 s and range windows to 30 s, so alerts fire within an
 outage of 30 s). PostgreSQL is stopped for 30 s; everything asserted is read from Prometheus's own
-query API: ``flowlens_landing_up`` goes to 0 and the queue rises within 10 s, ``LandingDown`` and
-``HighFlowDropRate`` fire from the real counters and reach Alertmanager, and after recovery every flow sent is landed,
+query API: ``flowlens_landing_up`` goes to 0 and the queue rises within 10 s; ``LandingDown``,
+``IngestionSpooling`` (a 1 MB spool) and ``HighFlowDropRate`` (once the spool is full) fire from the
+real series and reach Alertmanager; after recovery every flow sent is landed,
 sampled or dropped, counted.
 """
 
@@ -61,8 +62,10 @@ def outage_pg(flowlens_config):
 def test_postgres_outage_is_seen_and_alerted_in_prometheus(outage_pg, tmp_path):
     server, cfg = outage_pg
     port, metrics_port = free_udp_port(), free_tcp_port()
+    # A 1 MB disk spool fills within seconds at this rate, so the outage runs through every stage:
+    # memory queue, spool, then counted sampling and drops.
     env = daemon_env(cfg, tmp_path / "ingest", port, queue=(4_000, 8_000), processes=1, metrics_port=metrics_port,
-                     landing_backoff_max_seconds=1.0)  # fmt: skip
+                     landing_backoff_max_seconds=1.0, spool_max_bytes=1_000_000)  # fmt: skip
     (tmp_path / "ingest").mkdir()
     daemon = Daemon(env, tmp_path / "ingest")
     rules = shortened_rules(tmp_path / "alerts.yaml")
@@ -85,10 +88,11 @@ def test_postgres_outage_is_seen_and_alerted_in_prometheus(outage_pg, tmp_path):
             wait_until(lambda: (prom.value("sum(flowlens_ingestion_queue_depth)") or 0) >= 4_000, 10 - seen_down,
                        "the queue rising to the sampling depth")  # fmt: skip
             seen_queue = time.monotonic() - stopped
-            firing = wait_until(lambda: {"LandingDown", "HighFlowDropRate"} <= set(prom.firing()) and prom.firing(),
+            alerts = {"LandingDown", "IngestionSpooling", "HighFlowDropRate"}
+            firing = wait_until(lambda: alerts <= set(prom.firing()) and prom.firing(),
                                 OUTAGE_SECONDS - seen_queue, "LandingDown and HighFlowDropRate firing")  # fmt: skip
             assert firing["LandingDown"][0]["backend"] == "postgres"
-            wait_until(lambda: {"LandingDown", "HighFlowDropRate"} <= prom.alertmanager_alerts(), 10,
+            wait_until(lambda: alerts <= prom.alertmanager_alerts(), 10,
                        "the alerts delivered to Alertmanager")  # fmt: skip
             assert prom.value("sum(rate(flowlens_flows_dropped_total[30s]))") > 1000
             time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - stopped)))
