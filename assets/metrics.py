@@ -28,8 +28,10 @@ import threading
 from typing import Any
 
 import psycopg
+from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from assets.consumer_group import commit_forward
 from ingest.metrics import LATENCY_BUCKETS
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,23 @@ def observe_window(result: Any) -> None:
         table, stage = PG_TABLES[result.asset]
         PG_WRITES.labels(table=table).inc(result.rows_written)
         PG_WRITE_LATENCY.labels(table=table).observe(result.seconds.get(stage, 0.0))
+
+
+def after_window(resources: Any, result: Any) -> None:
+    """After a window is written: count it, flush the counters, move the Kafka consumer group forward.
+
+    ``resources`` is the run's (``context.resources``); without ``postgres`` nothing is flushed yet
+    (the next flush carries it), without an enabled ``kafka`` no offset is committed.
+    """
+    observe_window(result)
+    postgres, kafka = getattr(resources, "postgres", None), getattr(resources, "kafka", None)
+    if postgres is not None:
+        flush(postgres.dsn())
+    if result.source.startswith("kafka:") and kafka is not None and kafka.enabled:
+        try:
+            commit_forward(kafka.bootstrap_servers, result.source.split(":", 1)[1], result.source_position)
+        except KafkaException as exc:  # the next window commits past this one
+            log.warning("consumer group offsets not committed: %s", exc)
 
 
 def _current() -> dict[Key, tuple[str, str, float]]:

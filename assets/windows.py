@@ -76,16 +76,8 @@ def run_windows(context: dg.AssetExecutionContext, process: Callable[[datetime],
             f"in {sum(result.seconds.values()):.2f}s {result.seconds}"
         )
         results.append(result)
-        _count(context, result)
+        metrics.after_window(context.resources, result)
     return results
-
-
-def _count(context: dg.AssetExecutionContext, result: WindowResult) -> None:
-    """Count the window's work and flush the counters (``assets.metrics``) through its PostgreSQL."""
-    metrics.observe_window(result)
-    postgres = getattr(context.resources, "postgres", None)
-    if postgres is not None:
-        metrics.flush(postgres.dsn())
 
 
 def run_id(context: dg.AssetExecutionContext | None) -> str | None:

@@ -7,13 +7,12 @@ state that no step owns at scrape time:
 * the counters of ``flowlens.pipeline_metrics`` (flows processed, Kafka messages consumed,
   per-table write rows and latency, enrichment cache hits and misses, quality checks);
 * ``flowlens_kafka_consumer_lag_seconds{topic,partition,consumer_group}``: per partition of
-  ``flows.raw``, the newest landed receive time minus the end of the newest window the pipeline
-  consumed (``enriched_flows`` in ``window_loads``); 0 when the partition holds nothing newer.
-  The pipeline reads windows by timestamp, not with committed offsets, so ``consumer_group`` is
-  the pipeline's name (:data:`CONSUMER_GROUP`);
-* ``flowlens_pipeline_lag_seconds``: the watermark sensor's lag (newest landed flow minus the end
-  of the newest ``flow_stats`` window; in the minimal mode the newest landed flow is the ingest
-  watermark), in every mode; ``flowlens_pipeline_processed_through_timestamp``;
+  ``flows.raw``, the newest landed receive time minus the newest one the pipeline's consumer group
+  (``flowlens-pipeline``, committed after each window: ``assets/consumer_group.py``) consumed;
+* ``flowlens_pipeline_lag_seconds``: the watermark sensor's lag (newest landed flow, from the ingest
+  watermarks in PostgreSQL and the unconsumed ``flows.raw`` data, minus the end of the newest
+  ``flow_stats`` window), in every mode;
+  ``flowlens_pipeline_processed_through_timestamp``;
 * ``flowlens_redis_memory_used_bytes`` (modes with Redis);
 * ``flowlens_exporter_source_up{source}``: 1 when PostgreSQL / Kafka / Redis answered this scrape.
   A source that is down costs its series, never the scrape.
@@ -40,12 +39,12 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from assets import metrics as pipeline_metrics
+from assets.consumer_group import CONSUMER_GROUP, group_consumer
 from ingest.config import ConfigError, FlowLensConfig, load_config
 from ingest.land.base import WINDOW
 
 log = logging.getLogger(__name__)
 
-CONSUMER_GROUP = "flowlens-pipeline"
 SOURCE_TIMEOUT_SECONDS = 5
 COUNTERS = "SELECT sample, labels, family, kind, value FROM flowlens.pipeline_metrics ORDER BY family, sample"
 PROCESSED = "SELECT max(window_start) FROM flowlens.window_loads WHERE asset = %s"
@@ -56,7 +55,7 @@ NEWEST_LANDED = "SELECT max(landed_through) FROM flowlens.ingest_watermarks"
 # Gauges read at scrape time: name -> (help, labels).
 GAUGES: dict[str, tuple[str, list[str]]] = {
     "flowlens_kafka_consumer_lag_seconds": (
-        "Newest landed receive time minus the end of the newest window the pipeline consumed",
+        "Newest landed receive time minus the newest one the pipeline's consumer group consumed",
         ["topic", "partition", "consumer_group"],
     ),
     "flowlens_pipeline_lag_seconds": ("Newest landed flow minus the end of the newest flow_stats window", []),
@@ -108,22 +107,18 @@ class PipelineCollector:
     def _postgres(self, state: dict[str, Any]) -> Iterator[Metric]:
         with psycopg.connect(self.cfg.postgres.dsn(), connect_timeout=SOURCE_TIMEOUT_SECONDS) as conn:
             rows = conn.execute(COUNTERS).fetchall()
-            state["consumed_through"] = _end(conn.execute(PROCESSED, ("enriched_flows",)).fetchone()[0])
             state["processed_through"] = _end(conn.execute(PROCESSED, ("flow_stats",)).fetchone()[0])
-            if self.cfg.mode == "minimal":
-                state["newest"] = _utc(conn.execute(NEWEST_LANDED).fetchone()[0])
+            state["newest"] = _utc(conn.execute(NEWEST_LANDED).fetchone()[0])
         yield from counter_families(rows, self.docs)
 
     def _kafka(self, state: dict[str, Any]) -> Iterator[Metric]:
         topic = self.cfg.kafka.raw_topic
-        newest = newest_per_partition(self.cfg.kafka.bootstrap_servers, topic)
-        state["newest"] = max((t for t in newest.values() if t is not None), default=None)
-        through = state.get("consumed_through")
         family = gauge("flowlens_kafka_consumer_lag_seconds")
-        if through is not None:
-            for partition, ts in sorted(newest.items()):
-                lag = 0.0 if ts is None else max(0.0, (ts - through).total_seconds())
-                family.add_metric([topic, str(partition), CONSUMER_GROUP], lag)
+        lag, newest = partition_lag(self.cfg.kafka.bootstrap_servers, topic)
+        if newest is not None:  # landed in Kafka after the newest ingest watermark in PostgreSQL (if any)
+            state["newest"] = max(newest, state.get("newest") or newest)
+        for partition, seconds in sorted(lag.items()):
+            family.add_metric([topic, str(partition), CONSUMER_GROUP], seconds)
         yield family
 
     def _redis(self) -> Iterator[Metric]:
@@ -173,38 +168,55 @@ def _sample_order(entry: tuple[str, dict[str, str], float]) -> tuple:
     return (series, sample, le)
 
 
-def newest_per_partition(bootstrap: str, topic: str) -> dict[int, datetime | None]:
-    """Newest receive time of each partition's last message (its ``flowlens-max-us`` header or timestamp)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": CONSUMER_GROUP + "-exporter",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})  # fmt: skip
+def partition_lag(bootstrap: str, topic: str) -> tuple[dict[int, float], datetime | None]:
+    """Seconds per partition between the newest landed receive time and the newest one the pipeline's
+    consumer group consumed (the message before its committed offset; the partition's oldest message
+    when the group never committed), 0 when everything is consumed or the partition is empty; and the
+    newest receive time of the unconsumed data (None when all is consumed)."""
+    consumer = group_consumer(bootstrap, **{"fetch.wait.max.ms": 10})
     try:
         meta = consumer.list_topics(topic, timeout=SOURCE_TIMEOUT_SECONDS).topics.get(topic)
         if meta is None or meta.error is not None:
             raise KafkaException(f"topic {topic} is not available: {meta.error if meta else 'missing'}")
-        newest: dict[int, datetime | None] = dict.fromkeys(sorted(meta.partitions))
-        last = []
-        for partition in newest:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=SOURCE_TIMEOUT_SECONDS)
-            if high > low:
-                last.append(TopicPartition(topic, partition, high - 1))
-        consumer.assign(last)  # every partition's last message in one round of fetches
-        deadline = time.monotonic() + SOURCE_TIMEOUT_SECONDS
-        pending = {tp.partition for tp in last}
-        while pending and time.monotonic() < deadline:
-            for msg in consumer.consume(len(pending), timeout=0.5):
-                if msg.error() is None and msg.partition() in pending:
-                    pending.discard(msg.partition())
-                    newest[msg.partition()] = _receive_time(msg)
-        return newest
+        partitions = sorted(meta.partitions)
+        committed = {tp.partition: tp.offset for tp in consumer.committed(
+            [TopicPartition(topic, p) for p in partitions], timeout=SOURCE_TIMEOUT_SECONDS)}  # fmt: skip
+        lag, newest_at, consumed_at = {}, {}, {}
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=SOURCE_TIMEOUT_SECONDS)
+            position = max(committed.get(p, -1), low)
+            lag[p] = 0.0
+            if position < high:  # something unconsumed: compare the newest with the last consumed (or oldest)
+                newest_at[p], consumed_at[p] = high - 1, max(position - 1, low)
+        newest, consumed = _receive_times(consumer, topic, newest_at), _receive_times(consumer, topic, consumed_at)
+        for p in newest_at:
+            if p in newest and p in consumed:
+                lag[p] = max(0.0, (newest[p] - consumed[p]).total_seconds())
+        return lag, max(newest.values(), default=None)
     finally:
         consumer.close()
+
+
+def _receive_times(consumer: Consumer, topic: str, offsets: dict[int, int]) -> dict[int, datetime]:
+    """Newest receive time of the message at each partition's offset, fetched in one round."""
+    if not offsets:
+        return {}
+    consumer.assign([TopicPartition(topic, p, offset) for p, offset in offsets.items()])
+    out: dict[int, datetime] = {}
+    deadline = time.monotonic() + SOURCE_TIMEOUT_SECONDS
+    while len(out) < len(offsets) and time.monotonic() < deadline:
+        for msg in consumer.consume(len(offsets) - len(out), timeout=0.5):
+            if msg.error() is None and msg.offset() == offsets.get(msg.partition()):
+                out[msg.partition()] = _receive_time(msg)
+    consumer.unassign()
+    return out
 
 
 def _receive_time(msg) -> datetime:
     max_us = dict(msg.headers() or []).get("flowlens-max-us")
     if max_us is not None:
         return datetime.fromtimestamp(int(max_us) / 1e6, UTC)
-    return datetime.fromtimestamp(msg.timestamp()[1] / 1e3, UTC)
+    return datetime.fromtimestamp(msg.timestamp()[1] / 1e3, UTC)  # watermark messages: landed_through
 
 
 def serve(cfg: FlowLensConfig, host: str, port: int) -> CollectorRegistry:

@@ -13,6 +13,7 @@ from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
 from assets import metrics
+from assets.consumer_group import CONSUMER_GROUP, commit_forward
 from assets.enrich.cache import EnrichmentCache
 from flowlens_dagster.monitoring.exporter import PipelineCollector, serve
 from tests.assets import scenario
@@ -88,29 +89,29 @@ def test_an_unreachable_postgresql_costs_its_series_not_the_scrape(flowlens_conf
     ]
 
 
-def test_consumer_lag_per_partition_of_flows_raw(flowlens_config, clean_pg, clean_redis, kafka_topic):
-    topic = kafka_topic("flows.raw.lag", partitions=3)
-    consumed_through = datetime(2026, 11, 26, 12, 5, tzinfo=UTC)  # enriched_flows did the 12:00 window
-    with psycopg.connect(clean_pg) as conn:
-        conn.execute(
-            "INSERT INTO flowlens.window_loads (window_start, asset, source, rows_read, rows_written, started_at)"
-            " VALUES (%s, 'enriched_flows', 'kafka:flows.raw', 0, 0, now())",
-            (consumed_through - timedelta(minutes=5),),
-        )
+def test_consumer_lag_per_partition_from_the_pipelines_consumer_group(flowlens_config, clean_pg, kafka_topic):
+    topic = kafka_topic("flows.raw.lag", partitions=4)
+    t0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     producer = Producer({"bootstrap.servers": flowlens_config.kafka.bootstrap_servers})
-    newest = {0: consumed_through + timedelta(seconds=400), 1: consumed_through - timedelta(seconds=30)}
-    for partition, ts in newest.items():  # partition 2 stays empty
-        max_us = str(int(ts.timestamp() * 1e6)).encode()
-        producer.produce(topic, b"x", partition=partition, headers=[("flowlens-max-us", max_us)])
+    sent = {0: [0, 100, 400], 1: [0], 3: [0, 50]}  # seconds after t0 of each message; partition 2 empty
+    for partition, offsets in sent.items():
+        for seconds in offsets:
+            max_us = str(int((t0 + timedelta(seconds=seconds)).timestamp() * 1e6)).encode()
+            producer.produce(topic, b"x", partition=partition, headers=[("flowlens-max-us", max_us)])
     producer.flush(30)
+    # Windows read partition 0 up to offset 2 and partition 1 whole; partition 3 was never read.
+    committed = commit_forward(flowlens_config.kafka.bootstrap_servers, topic, {"0": [0, 2], "1": [0, 1]})
+    assert committed == {0: 2, 1: 1}
+    assert commit_forward(flowlens_config.kafka.bootstrap_servers, topic, {"0": [0, 1]}) == {}  # never backwards
 
     cfg = flowlens_config.model_copy(
         update={"mode": "standard", "kafka": flowlens_config.kafka.model_copy(update={"raw_topic": topic})}
     )
     families = {f.name: f for f in PipelineCollector(cfg).collect()}
-    lag = {s.labels["partition"]: (s.labels, s.value) for s in families["flowlens_kafka_consumer_lag_seconds"].samples}
-    assert lag["0"] == ({"topic": topic, "partition": "0", "consumer_group": "flowlens-pipeline"}, 400.0)
-    assert lag["1"][1] == 0.0 and lag["2"][1] == 0.0  # nothing newer than what was consumed / nothing at all
+    lag = {s.labels["partition"]: s.value for s in families["flowlens_kafka_consumer_lag_seconds"].samples}
+    assert lag == {"0": 300.0, "1": 0.0, "2": 0.0, "3": 50.0}
+    labels = families["flowlens_kafka_consumer_lag_seconds"].samples[0].labels
+    assert labels == {"topic": topic, "partition": "0", "consumer_group": CONSUMER_GROUP}
     assert {s.labels["source"]: s.value for s in families["flowlens_exporter_source_up"].samples} == {
         "postgresql": 1, "kafka": 1, "redis": 1,
     }  # fmt: skip
