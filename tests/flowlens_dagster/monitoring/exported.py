@@ -14,8 +14,8 @@ from flowlens_dagster.monitoring.exporter import PipelineCollector
 from ingest.config import load_config
 from ingest.metrics import DaemonCollector
 
-# Exported by components other engineers build in parallel, agreed by name (scaling model §9.1 and the
-# issue): the auto mode's switch counter, the API's metrics.
+# Exported by components built in parallel, agreed by name (the scaling model §9.1 and the README):
+# the auto mode's switch counter, the API's metrics.
 # test_pending_names_are_not_exported_yet fails once one of them is exported: then drop it here.
 PENDING = {
     "flowlens_mode_switches_total": "auto mode (landing switches)",

@@ -1,4 +1,4 @@
-"""The issue's acceptance test: a PostgreSQL outage, seen as an operator sees it, in Prometheus.
+"""Acceptance test of the monitoring: a PostgreSQL outage, seen as an operator sees it, in Prometheus.
 
 The full path is real: the generator sends NetFlow v9 to ``flowlens ingest`` (a subprocess landing in
 a private PostgreSQL on its own port, with the default 30 s pool timeout operators get), a private
