@@ -21,6 +21,7 @@ state that no step owns at scrape time:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -80,55 +81,74 @@ class PipelineCollector:
     def __init__(self, cfg: FlowLensConfig) -> None:
         self.cfg = cfg
         self.docs = _docs()
+        self._lock = threading.Lock()  # scrapes may overlap; the clients below are shared
+        self._clients: dict[str, Any] = {}  # source -> open connection, kept between scrapes
 
     def describe(self) -> list[Metric]:
         """Every family this collector serves (without samples): the step counters and the gauges."""
         return [*pipeline_metrics.REGISTRY.collect(), *(gauge(name) for name in GAUGES)]
 
     def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            families = self._read_sources()
+        yield from families
+
+    def _read_sources(self) -> list[Metric]:
         up = gauge("flowlens_exporter_source_up")
         state: dict[str, Any] = {}
         sources: list[tuple[str, Callable[[], Iterable[Metric]]]] = [("postgresql", lambda: self._postgres(state))]
         if self.cfg.mode != "minimal":  # auto mode may land in Kafka too
             sources.append(("kafka", lambda: self._kafka(state)))
             sources.append(("redis", self._redis))
+        out: list[Metric] = []
         for name, read in sources:
             try:
-                families = list(read())
+                out += read()
             except (psycopg.Error, KafkaException, redis.RedisError, OSError) as exc:
                 log.warning("metrics: %s did not answer: %s", name, exc)
+                self._drop(name)  # reconnect on the next scrape
                 up.add_metric([name], 0)
                 continue
             up.add_metric([name], 1)
-            yield from families
-        yield up
-        yield from self._pipeline_lag(state)
+        return [*out, up, *self._pipeline_lag(state)]
 
-    def _postgres(self, state: dict[str, Any]) -> Iterator[Metric]:
-        with psycopg.connect(self.cfg.postgres.dsn(), connect_timeout=SOURCE_TIMEOUT_SECONDS) as conn:
-            rows = conn.execute(COUNTERS).fetchall()
-            state["processed_through"] = _end(conn.execute(PROCESSED, ("flow_stats",)).fetchone()[0])
-            state["newest"] = _utc(conn.execute(NEWEST_LANDED).fetchone()[0])
-        yield from counter_families(rows, self.docs)
+    def _client(self, name: str, connect: Callable[[], Any]) -> Any:
+        if name not in self._clients:
+            self._clients[name] = connect()
+        return self._clients[name]
 
-    def _kafka(self, state: dict[str, Any]) -> Iterator[Metric]:
-        topic = self.cfg.kafka.raw_topic
+    def _drop(self, name: str) -> None:
+        client = self._clients.pop(name, None)
+        if client is not None:
+            with contextlib.suppress(Exception):  # already broken: closing is best effort
+                client.close()
+
+    def _postgres(self, state: dict[str, Any]) -> list[Metric]:
+        dsn = self.cfg.postgres.dsn()
+        timeout = f"-c statement_timeout={SOURCE_TIMEOUT_SECONDS * 1000}"  # a scrape never hangs on a query
+        conn = self._client("postgresql", lambda: psycopg.connect(dsn, connect_timeout=SOURCE_TIMEOUT_SECONDS,
+                                                                  autocommit=True, options=timeout))  # fmt: skip
+        rows = conn.execute(COUNTERS).fetchall()
+        state["processed_through"] = _end(conn.execute(PROCESSED, ("flow_stats",)).fetchone()[0])
+        state["newest"] = _utc(conn.execute(NEWEST_LANDED).fetchone()[0])
+        return counter_families(rows, self.docs)
+
+    def _kafka(self, state: dict[str, Any]) -> list[Metric]:
+        topic, bootstrap = self.cfg.kafka.raw_topic, self.cfg.kafka.bootstrap_servers
+        consumer = self._client("kafka", lambda: group_consumer(bootstrap, **{"fetch.wait.max.ms": 10}))
         family = gauge("flowlens_kafka_consumer_lag_seconds")
-        lag, newest = partition_lag(self.cfg.kafka.bootstrap_servers, topic)
+        lag, newest = partition_lag(consumer, topic)
         if newest is not None:  # landed in Kafka after the newest ingest watermark in PostgreSQL (if any)
             state["newest"] = max(newest, state.get("newest") or newest)
         for partition, seconds in sorted(lag.items()):
             family.add_metric([topic, str(partition), CONSUMER_GROUP], seconds)
-        yield family
+        return [family]
 
-    def _redis(self) -> Iterator[Metric]:
-        client = redis.Redis.from_url(self.cfg.redis.url(), socket_timeout=SOURCE_TIMEOUT_SECONDS,
-                                      socket_connect_timeout=SOURCE_TIMEOUT_SECONDS)  # fmt: skip
-        try:
-            used = client.info("memory")["used_memory"]
-        finally:
-            client.close()
-        yield gauge("flowlens_redis_memory_used_bytes", used)
+    def _redis(self) -> list[Metric]:
+        url = self.cfg.redis.url()
+        client = self._client("redis", lambda: redis.Redis.from_url(
+            url, socket_timeout=SOURCE_TIMEOUT_SECONDS, socket_connect_timeout=SOURCE_TIMEOUT_SECONDS))  # fmt: skip
+        return [gauge("flowlens_redis_memory_used_bytes", client.info("memory")["used_memory"])]
 
     def _pipeline_lag(self, state: dict[str, Any]) -> Iterator[Metric]:
         through, newest = state.get("processed_through"), state.get("newest")
@@ -168,33 +188,29 @@ def _sample_order(entry: tuple[str, dict[str, str], float]) -> tuple:
     return (series, sample, le)
 
 
-def partition_lag(bootstrap: str, topic: str) -> tuple[dict[int, float], datetime | None]:
+def partition_lag(consumer: Consumer, topic: str) -> tuple[dict[int, float], datetime | None]:
     """Seconds per partition between the newest landed receive time and the newest one the pipeline's
     consumer group consumed (the message before its committed offset; the partition's oldest message
     when the group never committed), 0 when everything is consumed or the partition is empty; and the
     newest receive time of the unconsumed data (None when all is consumed)."""
-    consumer = group_consumer(bootstrap, **{"fetch.wait.max.ms": 10})
-    try:
-        meta = consumer.list_topics(topic, timeout=SOURCE_TIMEOUT_SECONDS).topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise KafkaException(f"topic {topic} is not available: {meta.error if meta else 'missing'}")
-        partitions = sorted(meta.partitions)
-        committed = {tp.partition: tp.offset for tp in consumer.committed(
-            [TopicPartition(topic, p) for p in partitions], timeout=SOURCE_TIMEOUT_SECONDS)}  # fmt: skip
-        lag, newest_at, consumed_at = {}, {}, {}
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=SOURCE_TIMEOUT_SECONDS)
-            position = max(committed.get(p, -1), low)
-            lag[p] = 0.0
-            if position < high:  # something unconsumed: compare the newest with the last consumed (or oldest)
-                newest_at[p], consumed_at[p] = high - 1, max(position - 1, low)
-        newest, consumed = _receive_times(consumer, topic, newest_at), _receive_times(consumer, topic, consumed_at)
-        for p in newest_at:
-            if p in newest and p in consumed:
-                lag[p] = max(0.0, (newest[p] - consumed[p]).total_seconds())
-        return lag, max(newest.values(), default=None)
-    finally:
-        consumer.close()
+    meta = consumer.list_topics(topic, timeout=SOURCE_TIMEOUT_SECONDS).topics.get(topic)
+    if meta is None or meta.error is not None:
+        raise KafkaException(f"topic {topic} is not available: {meta.error if meta else 'missing'}")
+    partitions = sorted(meta.partitions)
+    committed = {tp.partition: tp.offset for tp in consumer.committed(
+        [TopicPartition(topic, p) for p in partitions], timeout=SOURCE_TIMEOUT_SECONDS)}  # fmt: skip
+    lag, newest_at, consumed_at = {}, {}, {}
+    for p in partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=SOURCE_TIMEOUT_SECONDS)
+        position = max(committed.get(p, -1), low)
+        lag[p] = 0.0
+        if position < high:  # something unconsumed: compare the newest with the last consumed (or oldest)
+            newest_at[p], consumed_at[p] = high - 1, max(position - 1, low)
+    newest, consumed = _receive_times(consumer, topic, newest_at), _receive_times(consumer, topic, consumed_at)
+    for p in newest_at:
+        if p in newest and p in consumed:
+            lag[p] = max(0.0, (newest[p] - consumed[p]).total_seconds())
+    return lag, max(newest.values(), default=None)
 
 
 def _receive_times(consumer: Consumer, topic: str, offsets: dict[int, int]) -> dict[int, datetime]:

@@ -19,6 +19,7 @@ from flowlens_dagster.monitoring.exporter import PipelineCollector, serve
 from tests.assets import scenario
 from tests.assets.test_window_assets import landed, materialize  # noqa: F401  (fixture)
 from tests.ingest.private_services import free_tcp_port
+from tests.ingest.test_outage import private_pg  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -127,3 +128,18 @@ def test_enrichment_cache_hits_and_misses_reach_the_table(clean_pg, clean_redis)
     metrics.flush(clean_pg)
     after = {c: table_value(clean_pg, f"flowlens_redis_cache_{c}_total", cache="geo") for c in ("hits", "misses")}
     assert (after["hits"] - before["hits"], after["misses"] - before["misses"]) == (1, 2)
+
+
+def test_the_exporter_reconnects_after_postgresql_comes_back(private_pg):  # noqa: F811
+    server, cfg = private_pg
+    collector = PipelineCollector(cfg)
+
+    def up() -> float:
+        families = {f.name: f for f in collector.collect()}
+        return families["flowlens_exporter_source_up"].samples[0].value
+
+    assert up() == 1
+    server.stop()
+    assert up() == 0
+    server.start()
+    assert up() == 1
