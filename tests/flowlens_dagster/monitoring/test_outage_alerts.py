@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flowlens_dagster.migrate import migrate
 from flowlens_dagster.monitoring import RULES_FILE, asset_path
 from ingest.generate import Plan, run
 from tests.flowlens_dagster.monitoring.prom import PrivatePrometheus, wait_until
 from tests.ingest.harness import Daemon, daemon_env, free_udp_port
-from tests.ingest.private_services import PrivatePostgres, free_tcp_port
+from tests.ingest.private_services import free_tcp_port
+from tests.ingest.test_outage import private_pg  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -45,22 +45,11 @@ def shortened_rules(target: Path) -> Path:
     return target
 
 
-@pytest.fixture
-def outage_pg(flowlens_config):
-    server = PrivatePostgres()
-    try:
-        server.start()
-        pg = flowlens_config.postgres.model_copy(update={"port": server.port, "database": "flowlens_alerts"})
-        server.create_database(pg.user, pg.password, pg.database)
-        cfg = flowlens_config.model_copy(update={"mode": "minimal", "postgres": pg})
-        migrate(cfg, log=lambda _m: None)
-        yield server, cfg
-    finally:
-        server.destroy()
-
-
-def test_postgres_outage_is_seen_and_alerted_in_prometheus(outage_pg, tmp_path):
-    server, cfg = outage_pg
+def test_postgres_outage_is_seen_and_alerted_in_prometheus(private_pg, tmp_path):  # noqa: F811
+    server, cfg = private_pg
+    # The default pool timeout (30 s), as an operator runs it.
+    pool = cfg.backpressure.postgresql.model_copy(update={"pool_timeout_seconds": 30.0})
+    cfg = cfg.model_copy(update={"backpressure": cfg.backpressure.model_copy(update={"postgresql": pool})})
     port, metrics_port = free_udp_port(), free_tcp_port()
     # A 1 MB disk spool fills within seconds at this rate, so the outage runs through every stage:
     # memory queue, spool, then counted sampling and drops.
