@@ -31,6 +31,7 @@ import psycopg
 from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from assets import keys
 from assets.consumer_group import commit_forward
 from ingest.metrics import LATENCY_BUCKETS
 
@@ -56,12 +57,12 @@ QUALITY_CHECKS = Counter(
 # Asset -> (PostgreSQL table it writes, WindowResult stage timing that write's transaction).
 # enriched_flows writes the lake, not a table; topology_changes and rollups compute in their transaction.
 PG_TABLES: dict[str, tuple[str, str]] = {
-    "flow_stats": ("flow_stats", "write_pg"),
-    "network_assets": ("assets", "write_pg"),
-    "dependencies": ("dependencies", "write_pg"),
-    "topology_changes": ("changes", "detect"),
-    "flow_stats_hourly": ("flow_stats_hourly", "rollup"),
-    "flow_stats_daily": ("flow_stats_daily", "rollup"),
+    keys.FLOW_STATS: ("flow_stats", "write_pg"),
+    keys.NETWORK_ASSETS: ("assets", "write_pg"),
+    keys.DEPENDENCIES: ("dependencies", "write_pg"),
+    keys.TOPOLOGY_CHANGES: ("changes", "detect"),
+    keys.FLOW_STATS_HOURLY: ("flow_stats_hourly", "rollup"),
+    keys.FLOW_STATS_DAILY: ("flow_stats_daily", "rollup"),
 }
 
 Key = tuple[str, str]  # (sample name, labels as sorted JSON)

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from assets import metrics
+from assets import keys, metrics
 from assets.pg import record_window_load
 from assets.windows import WindowResult
 from flowlens_dagster.bench.report import report
@@ -38,7 +38,6 @@ from ingest.config import FlowLensConfig, load_config
 from ingest.services import ServiceUnavailable, require
 
 BENCH_DATABASE = f"flowlens_monitoring_bench_{os.getpid()}"
-ASSETS = ("enriched_flows", "flow_stats", "network_assets", "dependencies", "topology_changes")
 
 
 def _free_port() -> int:
@@ -63,7 +62,7 @@ def _percentiles(name: str, values: list[float]) -> dict[str, float]:
 
 def _window_results(window: datetime) -> list[WindowResult]:
     results = []
-    for asset in ASSETS:
+    for asset in keys.WINDOW_ASSETS:
         result = WindowResult(window, asset, source="postgres:flow_raw", rows_read=50_000, rows_written=20_000)
         result.seconds = {"write_pg": 0.12, "detect": 0.05, "rollup": 0.2}
         results.append(result)

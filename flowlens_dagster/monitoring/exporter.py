@@ -39,10 +39,11 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from assets import keys
 from assets import metrics as pipeline_metrics
 from assets.consumer_group import CONSUMER_GROUP, group_consumer
 from ingest.config import ConfigError, FlowLensConfig, load_config
-from ingest.land.base import WINDOW
+from ingest.window import WINDOW
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class PipelineCollector:
         conn = self._client("postgresql", lambda: psycopg.connect(dsn, connect_timeout=SOURCE_TIMEOUT_SECONDS,
                                                                   autocommit=True, options=timeout))  # fmt: skip
         rows = conn.execute(COUNTERS).fetchall()
-        state["processed_through"] = _end(conn.execute(PROCESSED, ("flow_stats",)).fetchone()[0])
+        state["processed_through"] = _end(conn.execute(PROCESSED, (keys.FLOW_STATS,)).fetchone()[0])
         state["newest"] = _utc(conn.execute(NEWEST_LANDED).fetchone()[0])
         return counter_families(rows, self.docs)
 

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from flowlens_dagster.monitoring import RULES_FILE, asset_path
-from ingest.generate import Plan, run
+from ingest.tools.generate import Plan, run
 from tests.flowlens_dagster.monitoring.prom import PrivatePrometheus, wait_until
 from tests.ingest.harness import Daemon, daemon_env, free_udp_port
 from tests.ingest.private_services import free_tcp_port
