@@ -94,6 +94,11 @@ class LandingLoop:
         self._writing: list[tuple[Future, Unit, pa.RecordBatch]] = []  # blocking writes in progress
         self._backoff = 0.1
         self._retry_after = 0.0  # monotonic time before which the landing is not tried again
+        # Blocking landings publish heartbeats from their own thread: a heartbeat waiting on a dead
+        # database must not stop the loop (nor the metrics) for a pool timeout.
+        self._blocking = getattr(landing, "write_async", None) is None
+        self._heartbeats = ThreadPoolExecutor(1, thread_name_prefix="flowlens-heartbeat") if self._blocking else None
+        self._heartbeat_running: Future | None = None
 
     # --- one turn of the loop -----------------------------------------------------------------
     def step(self, timeout: float, draining: bool) -> None:
@@ -110,9 +115,13 @@ class LandingLoop:
     def idle(self) -> bool:
         return not self.batcher and not self._retry and not self._writing and self.flowq.depth == 0
 
-    def close(self) -> None:
+    def close(self, graceful: bool = True) -> None:
+        """Stop writing; ``graceful`` also closes the landing (which may wait for its last writes)."""
         self._writers.shutdown(wait=False, cancel_futures=True)
-        self.landing.close()
+        if self._heartbeats is not None:
+            self._heartbeats.shutdown(wait=False, cancel_futures=True)
+        if graceful:
+            self.landing.close()
 
     # --- writing ------------------------------------------------------------------------------
     def _land(self, unit: Unit) -> None:
@@ -126,8 +135,8 @@ class LandingLoop:
         While the landing is backing off, new batches wait on the retry list too (in order), so a
         dead database costs one timeout per backoff step, not one per batch.
         """
-        if time.monotonic() < self._retry_after:
-            self._retry.append((self._retry_after, unit, batch))
+        if time.monotonic() < self._retry_after or self._retry:
+            self._retry.append((self._retry_after, unit, batch))  # behind the older ones, in order
             return
         write_async = getattr(self.landing, "write_async", None)
         if write_async is None:
@@ -140,10 +149,17 @@ class LandingLoop:
 
     def _submit(self, unit: Unit, batch: pa.RecordBatch) -> None:
         """Blocking landings (PostgreSQL) write from a few threads, so encoding the next batch
-        overlaps the database's work on the previous one; at most ``landing_writers`` at once."""
-        while len(self._writing) >= self.cfg.ingest.landing_writers:
-            wait([f for f, _, _ in self._writing], return_when=FIRST_COMPLETED)
+        overlaps the database's work on the previous one; at most ``landing_writers`` at once.
+
+        With every writer busy the loop waits a little for one, never for a whole write: the unit
+        then waits on the retry list (in order), so the loop keeps its turns (drain deadline).
+        """
+        if len(self._writing) >= self.cfg.ingest.landing_writers:
+            wait([f for f, _, _ in self._writing], timeout=0.05, return_when=FIRST_COMPLETED)
             self._collect_writes()
+        if len(self._writing) >= self.cfg.ingest.landing_writers:
+            self._retry.append((time.monotonic(), unit, batch))
+            return
         self._writing.append((self._writers.submit(self.landing.write, batch), unit, batch))
 
     def _collect_writes(self) -> None:
@@ -199,6 +215,19 @@ class LandingLoop:
 
     # --- watermarks ---------------------------------------------------------------------------
     def heartbeat(self, instance: str, landed_through_us: Callable[[], int | None]) -> None:
+        """Publish the watermark: inline for Kafka (bounded wait), from a thread for a blocking landing."""
+        if self._heartbeats is None:
+            self._publish(instance, landed_through_us)
+        elif self._heartbeat_running is None or self._heartbeat_running.done():
+            self._heartbeat_running = self._heartbeats.submit(self._publish, instance, landed_through_us)
+
+    def final_heartbeat(self, instance: str, landed_through_us: Callable[[], int | None]) -> None:
+        """The last watermark, at exit, from the loop's thread (after the last write was confirmed)."""
+        if self._heartbeat_running is not None:
+            wait([self._heartbeat_running], timeout=5)
+        self._publish(instance, landed_through_us)
+
+    def _publish(self, instance: str, landed_through_us: Callable[[], int | None]) -> None:
         through_us = landed_through_us()
         if through_us is None:
             return

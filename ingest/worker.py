@@ -133,6 +133,7 @@ class Worker:
         self.late_packets_clamped = 0
         self._late_logged = 0.0
         self._drain_deadline: float | None = None
+        self._finished = threading.Event()  # the landing loop ended: no more periodic reports
         self.state_dir = cfg.state_dir / "ingest"
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.decoder = self._make_decoder()
@@ -264,9 +265,11 @@ class Worker:
         decode_thread.start()
         log.info("worker %d (%s) receiving on %s, landing in %s", self.index, self.instance,
                  ", ".join(f"{a.host}:{a.port}" for a in self.cfg.ingest.listen), self.backend)  # fmt: skip
+        reporter = threading.Thread(target=self._report_every_second, name="flowlens-report", daemon=True)
+        reporter.start()
         ing = self.cfg.ingest
         next_heartbeat = time.monotonic()
-        next_report = time.monotonic()
+        graceful = True
         while True:
             draining = self.stopping.is_set()
             if draining and self._drain_deadline is None:
@@ -277,9 +280,6 @@ class Worker:
             if now >= next_heartbeat:
                 self._heartbeat()
                 next_heartbeat = now + ing.heartbeat_seconds
-            if now >= next_report:
-                self._report(final=False)
-                next_report = now + 1.0
             if draining and self._decode_done.is_set() and self.loop.idle:
                 break
             if draining and now > self._drain_deadline:
@@ -287,13 +287,22 @@ class Worker:
                     "worker %d: drain timeout with %d flows not landed (landing down?)", self.index, self.flowq.depth
                 )
                 self.stats.flows_dropped["shutdown_unlanded"] += self.flowq.depth
+                graceful = False
                 break
-        self._heartbeat()
+        self._finished.set()
+        if graceful:  # a landing that is down gets no last word: the deadline is the supervisor's promise
+            self.loop.final_heartbeat(self.instance, self.landed_through_us)
         decode_thread.join(timeout=5)
-        self.loop.close()
+        self.loop.close(graceful)
         for sock in self.sockets:
             sock.close()
+        reporter.join(timeout=2)
         self._report(final=True)
+
+    def _report_every_second(self) -> None:
+        """Counters towards the parent from their own thread: a stuck landing never freezes the metrics."""
+        while not self._finished.wait(1.0):
+            self._report(final=False)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -363,6 +372,12 @@ def run_worker(cfg: FlowLensConfig, index: int, instance: str, channel, log_leve
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     channel.put({"worker": index, "ready": True, "pid": os.getpid()})
     worker.run()
+    # Writer threads may still wait on a dead landing (a pool timeout): the final report is all the
+    # parent needs, so deliver it and leave without joining them.
+    channel.close()
+    channel.join_thread()
+    logging.shutdown()
+    os._exit(0)
 
 
 def _drain_when_parent_dies() -> None:
