@@ -242,6 +242,7 @@ class IngestConfig(_Section):
     metrics_port: int = Field(9109, ge=0, le=65535)  # 0 = no metrics endpoint
     instance_id: str = ""  # empty = hostname:pid
     # Daemon internals: receive queue, landing, shutdown (README "Ingest").
+    max_datagram_bytes: int = Field(9_216, ge=512, le=65_535)  # longer datagrams: counted as oversized
     receive_queue_packets: int = Field(50_000, ge=16)  # fair per-exporter packet queue bound
     decode_batch_packets: int = Field(2048, ge=1)  # packets per decode_many call (at most; linger bounds the wait)
     decode_linger_ms: float = Field(20.0, ge=0)  # wait this long for a fuller decode batch
@@ -375,9 +376,19 @@ def _describe(exc: ValidationError, origin: str) -> str:
         allowed = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             allowed = "unknown key; see flowlens.example.yaml for the keys that exist"
-        env = ENV_PREFIX + "__".join(str(p).upper() for p in err["loc"] if not isinstance(p, int))
+        env = _env_name(err["loc"])
         lines.append(f"  {key} = {shown}: {allowed} (file key flowlens.{key}, or env {env})")
     return "\n".join(lines)
+
+
+def _env_name(loc: tuple) -> str:
+    """The variable that overrides the key at ``loc``; inside a list, the whole list (as JSON)."""
+    path = []
+    for part in loc:
+        if isinstance(part, int):
+            return ENV_PREFIX + "__".join(path) + "='[...]' (the whole list, as JSON)"
+        path.append(str(part).upper())
+    return ENV_PREFIX + "__".join(path)
 
 
 def default_config_path(environ: dict[str, str] | None = None) -> Path | None:

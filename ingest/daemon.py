@@ -33,7 +33,7 @@ from typing import Any
 
 from ingest.config import ConfigError, FlowLensConfig, ListenAddress, load_config
 from ingest.land import landing_name
-from ingest.metrics import DaemonCollector, serve
+from ingest.metrics import DaemonCollector, MetricsPortError, serve
 from ingest.receive import open_udp_socket
 from ingest.worker import run_worker
 
@@ -118,9 +118,12 @@ class Supervisor:
 
     def run(self) -> int:
         self.check_ports()
+        try:  # before any worker starts: a daemon that cannot be monitored does not start
+            serve(self.collector, self.cfg.ingest.metrics_host, self.cfg.ingest.metrics_port)
+        except MetricsPortError as exc:
+            raise ConfigError(str(exc)) from None
         for i in range(self.count):
             self.start(i)
-        serve(self.collector, self.cfg.ingest.metrics_host, self.cfg.ingest.metrics_port)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         log.info("ingest %s: %d process(es), landing in %s, listening on %s", self.instance, self.count,

@@ -251,8 +251,16 @@ def _histogram(name: str, doc: str, labels: list[str], states: dict[tuple[str, .
     return family
 
 
+class MetricsPortError(OSError):
+    """The metrics endpoint cannot listen; the message names the setting to change."""
+
+
 def serve(collector: DaemonCollector, host: str, port: int) -> CollectorRegistry | None:
-    """Start the /metrics HTTP endpoint (port 0 = none); a busy port is a warning, not a crash."""
+    """Start the /metrics HTTP endpoint (port 0 = none).
+
+    A port that cannot be bound raises :class:`MetricsPortError`: a daemon running unmonitored
+    would hide every fault the metrics exist to show.
+    """
     if not port:
         return None
     registry = CollectorRegistry()
@@ -260,7 +268,10 @@ def serve(collector: DaemonCollector, host: str, port: int) -> CollectorRegistry
     try:
         start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
-        log.warning("metrics endpoint %s:%s not started (%s); set ingest.metrics_port to a free port", host, port, exc)
-        return None
+        raise MetricsPortError(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; pick a free port with --metrics-port, "
+            "ingest.metrics_port or FLOWLENS_INGEST__METRICS_PORT (0 = no metrics endpoint), or stop the "
+            "program holding it"
+        ) from None
     log.info("metrics on http://%s:%s/metrics", host, port)
     return registry

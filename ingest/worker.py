@@ -120,6 +120,7 @@ class Worker:
             self.stats,
             ing.timestamp_source == "export",
             ing.receive_coalesce_ms / 1000,
+            ing.max_datagram_bytes,
         )
         self.landing = open_landing(cfg, stats=self.stats)
         self.loop = LandingLoop(cfg, index, self.landing, self.backend, self.flowq, self.stats)
