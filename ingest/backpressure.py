@@ -12,6 +12,13 @@ accepted and not yet landed, so when the landing is slow or down the depth grows
 
 Every sampled-away and dropped flow is counted. The work is vectorized per batch: the decision for
 a batch of n flows is the same as taking its flows one by one.
+
+In the daemon the limits are the daemon's, as the scaling model states them, not each receiving
+process's: a :class:`DaemonLoad` in shared memory holds every process's depth and measured rate,
+and a process admits against the sum. The levels also follow the measured rate: sampling starts at
+``sample_at_queue_seconds`` of traffic (dropping at ``drop_at_queue_seconds``) when that is more
+than the configured counts, which stay the floors. A daemon that lands 3M flows/s is not behind
+when 50,000 flows (17 ms of its traffic) wait, while at the model's 25,000 flows/s that was 2 s.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -58,6 +66,60 @@ def scale_sampled(batch: pa.RecordBatch, factor: int) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
 
+RATE_WINDOW_SECONDS = 0.1  # a process's offered rate is measured over windows this long
+RATE_HALF_LIFE_SECONDS = 10.0  # a lull lowers the rate slowly: full queues keep their levels
+
+
+class DaemonLoad:
+    """Every receiving process's queue depth and offered rate, in one shared array of doubles.
+
+    Slot ``2*i`` is process i's depth (flows), ``2*i+1`` its offered rate (flows/s). Each process
+    writes only its own slots and reads the others' without a lock: a reading a few microseconds
+    stale moves a level by a few flows. ``slots=None`` gives a private array (one process).
+    """
+
+    def __init__(self, slots: Any | None = None, index: int = 0):
+        self.slots = slots if slots is not None else [0.0, 0.0]
+        self.index = index
+        self.slots[2 * index] = self.slots[2 * index + 1] = 0.0  # a restarted process starts empty
+        self._window_start_us: int | None = None
+        self._window_flows = 0
+        self._rate = 0.0
+
+    @staticmethod
+    def shared(processes: int, context) -> Any:
+        """The array to hand to every process (``context``: the multiprocessing context)."""
+        return context.RawArray("d", 2 * processes)
+
+    def offered(self, flows: int, first_us: int, last_us: int) -> None:
+        """Count flows offered to the queue, received from ``first_us`` to ``last_us``.
+
+        The rate is measured on the receive clock, not on when decoding got to the flows: the
+        first batch after a start (packets that waited in the socket) already tells the rate, so
+        the levels are right before the first decision.
+        """
+        if self._window_start_us is None:
+            self._window_start_us = first_us
+        self._window_flows += flows
+        elapsed = (last_us - self._window_start_us) / 1e6
+        if elapsed >= RATE_WINDOW_SECONDS:
+            measured = self._window_flows / elapsed
+            decayed = self._rate * 0.5 ** (elapsed / RATE_HALF_LIFE_SECONDS)
+            self._rate = max(measured, decayed)
+            self.slots[2 * self.index + 1] = self._rate
+            self._window_start_us, self._window_flows = last_us, 0
+
+    def publish_depth(self, depth: int) -> None:
+        self.slots[2 * self.index] = depth
+
+    def others_depth(self) -> int:
+        return int(sum(self.slots[0::2]) - self.slots[2 * self.index])
+
+    def rate(self) -> float:
+        """The daemon's offered rate (flows/s): every process's, summed."""
+        return float(sum(self.slots[1::2]))
+
+
 class FlowQueue:
     """Bounded, thread-safe FIFO of flow batches with the scaling model's sample/drop admission rules.
 
@@ -65,10 +127,12 @@ class FlowQueue:
     calls :meth:`done` with the number of flows it landed, which lowers the depth.
     """
 
-    def __init__(self, cfg: IngestionBackpressure):
-        self.sample_at = cfg.sample_at_queue_depth
+    def __init__(self, cfg: IngestionBackpressure, load: DaemonLoad | None = None):
+        self.cfg = cfg
+        self.sample_at = cfg.sample_at_queue_depth  # the floors; :meth:`levels` gives the levels in force
         self.drop_at = min(cfg.drop_at_queue_depth, cfg.max_queue_depth)
         self.rate = cfg.sample_rate
+        self.load = load  # None: this queue alone, with the configured counts
         self._batches: deque[Queued] = deque()
         self._outstanding: set[Queued] = set()  # taken by the landing, not yet done
         self._cond = threading.Condition()
@@ -84,26 +148,49 @@ class FlowQueue:
     def admit(self, batch: pa.RecordBatch) -> Admission:
         """Apply the sample/drop rules to ``batch`` and queue what is kept."""
         with self._cond:
+            if self.load is not None and batch.num_rows:
+                span = pc.min_max(batch.column("receive_time").cast(pa.int64()))
+                self.load.offered(batch.num_rows, span["min"].as_py(), span["max"].as_py())
             keep_mask, n_normal, n_sampled, n_dropped = self._decide(batch.num_rows)
             self.sampled_total += n_sampled
             self.dropped_total += n_dropped
             kept = self._kept_part(batch, keep_mask, n_normal)
             if kept is not None and kept.num_rows:
                 self._depth += kept.num_rows
+                self._publish()
                 oldest = pc.min(kept.column("receive_time")).cast(pa.int64()).as_py()
                 self._batches.append(Queued(kept, oldest))
                 self._cond.notify()
             return Admission(kept, n_sampled, n_dropped)
 
+    def levels(self) -> tuple[int, int]:
+        """(sample_at, drop_at) in force: the configured counts, or more seconds of the daemon's rate."""
+        if self.load is None:
+            return self.sample_at, self.drop_at
+        rate, cfg = self.load.rate(), self.cfg
+        drop_at = max(self.drop_at, min(int(rate * cfg.drop_at_queue_seconds), cfg.queue_ceiling_flows))
+        sample_at = max(self.sample_at, min(int(rate * cfg.sample_at_queue_seconds), drop_at))
+        return sample_at, drop_at
+
+    def daemon_depth(self) -> int:
+        """Flows accepted and not yet landed by the whole daemon (this queue alone without a load)."""
+        return self._depth + (self.load.others_depth() if self.load is not None else 0)
+
+    def _publish(self) -> None:
+        if self.load is not None:
+            self.load.publish_depth(self._depth)
+
     def _decide(self, n: int) -> tuple[np.ndarray | slice, int, int, int]:
         """Which of the next ``n`` flows are kept given the current depth (flow-by-flow semantics)."""
-        free_normal = max(self.sample_at - self._depth, 0)
+        sample_at, drop_at = self.levels()
+        depth = self.daemon_depth()
+        free_normal = max(sample_at - depth, 0)
         if n <= free_normal:
             return slice(0, n), n, 0, 0
         n_normal = free_normal
         rest = n - n_normal
         # In the sampling band each kept flow raises the depth by one; the band ends at drop_at.
-        room = max(self.drop_at - max(self._depth, self.sample_at), 0)
+        room = max(drop_at - max(depth, sample_at), 0)
         positions = (self._sample_phase + np.arange(rest)) % self.rate
         kept_in_band = np.flatnonzero(positions == self.rate - 1)
         if room == 0:
@@ -154,6 +241,7 @@ class FlowQueue:
             for item in items:
                 self._outstanding.discard(item)
                 self._depth -= item.batch.num_rows
+            self._publish()
 
     def oldest_us(self) -> int | None:
         """The oldest receive_time (µs) accepted and not yet landed, or None when empty."""

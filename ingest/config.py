@@ -96,6 +96,12 @@ class IngestionBackpressure(_Section):
     sample_at_queue_depth: int = Field(50_000, ge=1)
     sample_rate: int = Field(10, ge=1)  # keep 1 flow in N while sampling
     drop_at_queue_depth: int = Field(100_000, ge=1)
+    # FlowLens additions: the limits also follow the daemon's measured rate (README "Backpressure"):
+    # sample/drop once the queue holds this many seconds of traffic, with the counts above as floors.
+    # 0 = the counts alone. The model's counts are 2 s and 4 s of its 25,000 flows/s instance.
+    sample_at_queue_seconds: float = Field(2.0, ge=0)
+    drop_at_queue_seconds: float = Field(4.0, ge=0)
+    queue_ceiling_flows: int = Field(4_000_000, ge=1)  # memory bound on the rate-following limits
 
     @model_validator(mode="after")
     def _ordered(self) -> IngestionBackpressure:
@@ -104,6 +110,8 @@ class IngestionBackpressure(_Section):
                 "need sample_at_queue_depth <= drop_at_queue_depth <= max_queue_depth, got "
                 f"{self.sample_at_queue_depth} / {self.drop_at_queue_depth} / {self.max_queue_depth}"
             )
+        if self.sample_at_queue_seconds > self.drop_at_queue_seconds:
+            raise ValueError("need sample_at_queue_seconds <= drop_at_queue_seconds")
         return self
 
 

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ingest.backpressure import DaemonLoad
 from ingest.config import ConfigError, FlowLensConfig, ListenAddress, load_config
 from ingest.land import landing_name
 from ingest.metrics import DaemonCollector, MetricsPortError, serve
@@ -92,6 +93,7 @@ class Supervisor:
         self.collector = DaemonCollector([a.port for a in cfg.ingest.listen])
         self.ctx = mp.get_context("spawn")
         self.channel = self.ctx.Queue()
+        self.load_slots = DaemonLoad.shared(self.count, self.ctx)  # the backpressure limits are the daemon's
         self.procs: dict[int, mp.Process] = {}
         self.ready: set[int] = set()  # workers whose sockets are bound
         self.stopping = False
@@ -110,7 +112,7 @@ class Supervisor:
     def start(self, index: int) -> None:
         proc = self.ctx.Process(
             target=run_worker,
-            args=(self.cfg, index, f"{self.instance}/w{index}", self.channel, self.log_level),
+            args=(self.cfg, index, f"{self.instance}/w{index}", self.channel, self.log_level, self.load_slots),
             name=f"flowlens-ingest-w{index}",
         )
         proc.start()

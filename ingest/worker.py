@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from ingest import interface_metrics
 from ingest.addresses import addresses
-from ingest.backpressure import FlowQueue
+from ingest.backpressure import DaemonLoad, FlowQueue
 from ingest.config import FlowLensConfig
 from ingest.land import backend_for, open_landing
 from ingest.landing_loop import LandingLoop
@@ -100,7 +100,7 @@ class ExporterNames:
 class Worker:
     """Everything one receiving process runs; :meth:`run` returns when drained after :meth:`stop`."""
 
-    def __init__(self, cfg: FlowLensConfig, index: int, instance: str, report=None):
+    def __init__(self, cfg: FlowLensConfig, index: int, instance: str, report=None, load_slots=None):
         self.cfg = cfg
         self.index = index
         self.instance = instance
@@ -112,7 +112,9 @@ class Worker:
         for sock in self.sockets:  # one exporter, one process: its templates are all in one place
             balance_by_exporter(sock, ing.process_count)
         self.fairq = FairQueue(ing.receive_queue_packets)
-        self.flowq = FlowQueue(cfg.backpressure.ingestion)
+        # the daemon's limits: every process's depth and rate in shared memory (a private array alone)
+        load = DaemonLoad(load_slots, index if load_slots is not None else 0)
+        self.flowq = FlowQueue(cfg.backpressure.ingestion, load)
         self.receiver = Receiver(
             self.sockets,
             self.fairq,
@@ -352,7 +354,7 @@ class Worker:
             self.report(self.stats.snapshot(), final)
 
 
-def run_worker(cfg: FlowLensConfig, index: int, instance: str, channel, log_level: str) -> None:
+def run_worker(cfg: FlowLensConfig, index: int, instance: str, channel, log_level: str, load_slots=None) -> None:
     """Entry point of a receiving process (multiprocessing target)."""
     logging.basicConfig(level=log_level, format=f"%(asctime)s flowlens-ingest[w{index}] %(levelname)s %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into an orderly stop
@@ -365,7 +367,7 @@ def run_worker(cfg: FlowLensConfig, index: int, instance: str, channel, log_leve
         channel.put({"worker": index, "snapshot": snapshot, "final": final})
 
     try:
-        worker = Worker(cfg, index, instance, report)
+        worker = Worker(cfg, index, instance, report, load_slots)
     except Exception as exc:
         log.error("worker %d cannot start: %s", index, exc)
         channel.put({"worker": index, "error": str(exc)})
