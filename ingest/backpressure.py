@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.config import IngestionBackpressure
+from ingest.spool import Spool
 
 
 @dataclass(eq=False)
@@ -48,9 +49,10 @@ class Queued:
 class Admission:
     """What :meth:`FlowQueue.admit` decided for one batch."""
 
-    kept: pa.RecordBatch | None  # None when nothing was kept
+    kept: pa.RecordBatch | None  # None when nothing was kept in memory
     sampled: int  # flows skipped by 1:N sampling (their bytes/packets live on in the kept flows)
     dropped: int  # flows dropped at the queue limit
+    spooled: int = 0  # flows written to the disk spool instead of being sampled or dropped
 
 
 def scale_sampled(batch: pa.RecordBatch, factor: int) -> pa.RecordBatch:
@@ -127,12 +129,13 @@ class FlowQueue:
     calls :meth:`done` with the number of flows it landed, which lowers the depth.
     """
 
-    def __init__(self, cfg: IngestionBackpressure, load: DaemonLoad | None = None):
+    def __init__(self, cfg: IngestionBackpressure, load: DaemonLoad | None = None, spool: Spool | None = None):
         self.cfg = cfg
         self.sample_at = cfg.sample_at_queue_depth  # the floors; :meth:`levels` gives the levels in force
         self.drop_at = min(cfg.drop_at_queue_depth, cfg.max_queue_depth)
         self.rate = cfg.sample_rate
         self.load = load  # None: this queue alone, with the configured counts
+        self.spool = spool  # None: past the sampling level, sample and drop at once
         self._batches: deque[Queued] = deque()
         self._outstanding: set[Queued] = set()  # taken by the landing, not yet done
         self._cond = threading.Condition()
@@ -146,22 +149,62 @@ class FlowQueue:
         return self._depth
 
     def admit(self, batch: pa.RecordBatch) -> Admission:
-        """Apply the sample/drop rules to ``batch`` and queue what is kept."""
+        """Apply the sample/drop rules to ``batch`` and queue what is kept (or spool it, see below)."""
         with self._cond:
             if self.load is not None and batch.num_rows:
                 span = pc.min_max(batch.column("receive_time").cast(pa.int64()))
                 self.load.offered(batch.num_rows, span["min"].as_py(), span["max"].as_py())
+            spooled = self._spool_part(batch)
+            if spooled is not None:
+                return spooled
             keep_mask, n_normal, n_sampled, n_dropped = self._decide(batch.num_rows)
             self.sampled_total += n_sampled
             self.dropped_total += n_dropped
             kept = self._kept_part(batch, keep_mask, n_normal)
             if kept is not None and kept.num_rows:
-                self._depth += kept.num_rows
-                self._publish()
-                oldest = pc.min(kept.column("receive_time")).cast(pa.int64()).as_py()
-                self._batches.append(Queued(kept, oldest))
-                self._cond.notify()
+                self._enqueue(kept)
             return Admission(kept, n_sampled, n_dropped)
+
+    def _enqueue(self, batch: pa.RecordBatch, oldest_us: int | None = None) -> Queued:
+        self._depth += batch.num_rows
+        self._publish()
+        if oldest_us is None:
+            oldest_us = pc.min(batch.column("receive_time")).cast(pa.int64()).as_py()
+        item = Queued(batch, oldest_us)
+        self._batches.append(item)
+        self._cond.notify()
+        return item
+
+    def _spool_part(self, batch: pa.RecordBatch) -> Admission | None:
+        """With a spool: what the memory queue cannot take without sampling goes to disk, in order.
+
+        While the spool holds flows, the whole batch queues behind them on disk; otherwise the
+        part past the sampling level does. None when the spool cannot take it (none, or full):
+        then the sampling and drop rules apply as they would without one.
+        """
+        if self.spool is None or batch.num_rows == 0:
+            return None
+        free = 0 if self.spool.flows else max(self.levels()[0] - self.daemon_depth(), 0)
+        if batch.num_rows <= free:
+            return None
+        rest = batch.slice(free)
+        if not self.spool.put(rest, pc.min(rest.column("receive_time")).cast(pa.int64()).as_py()):
+            return None
+        kept = batch.slice(0, free) if free else None
+        if kept is not None:
+            self._enqueue(kept)
+        return Admission(kept, 0, 0, spooled=rest.num_rows)
+
+    def readmit(self, batch: pa.RecordBatch, oldest_us: int) -> None:
+        """Queue flows accepted earlier (from the spool) without applying the rules again."""
+        with self._cond:
+            self._enqueue(batch, oldest_us)
+
+    def has_room(self, flows: int) -> bool:
+        """True when ``flows`` more keep the daemon's queue within half its sampling level (or it is empty)."""
+        with self._cond:
+            depth = self.daemon_depth()
+            return depth == 0 or depth + flows <= self.levels()[0] // 2
 
     def levels(self) -> tuple[int, int]:
         """(sample_at, drop_at) in force: the configured counts, or more seconds of the daemon's rate."""

@@ -260,6 +260,10 @@ class IngestConfig(_Section):
     landing_backoff_max_seconds: float = Field(30.0, gt=0)  # exponential backoff cap (the scaling model §8.3)
     drain_timeout_seconds: float = Field(120.0, gt=0)  # SIGTERM: how long to try landing what is queued
     landing_writers: int = Field(2, ge=1)  # concurrent PostgreSQL COPYs per receiving process
+    # Disk spool for what the memory queue cannot hold (an outage longer than it covers); 0 = none.
+    # Per receiving process; about 40-80 bytes a flow (LZ4 Arrow), so 4 GiB is 10 min at 50k flows/s.
+    spool_max_bytes: int = Field(4 << 30, ge=0)
+    spool_dir: Path | None = None  # default: <state_dir>/ingest/spool (one subdirectory per process)
     template_state_file: str = "templates-{worker}.state"  # under state_dir/ingest; {worker} = process index
 
     @property

@@ -23,6 +23,7 @@ from ingest.backpressure import FlowQueue, Queued
 from ingest.config import FlowLensConfig
 from ingest.land.base import Landing
 from ingest.metrics import WorkerStats
+from ingest.spool import read
 from ingest.window import WINDOW_US
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class LandingLoop:
     # --- one turn of the loop -----------------------------------------------------------------
     def step(self, timeout: float, draining: bool) -> None:
         """Take at most one queued batch (waiting up to ``timeout``), write what is due, serve the landing."""
+        self._refill()
         item = self.flowq.get(timeout=timeout)
         now = time.monotonic()
         if item is not None:
@@ -111,9 +113,21 @@ class LandingLoop:
             self._land(unit)
         self._serve_landing()
 
+    def _refill(self) -> None:
+        """Move the oldest spooled batches back into the memory queue while it has room (in order)."""
+        spool = self.flowq.spool
+        while spool is not None and (segment := spool.oldest()) is not None and self.flowq.has_room(segment.flows):
+            batch = read(segment)
+            if batch is None:  # a disk error: say so in the counters, never silently
+                self.stats.flows_dropped["spool_unreadable"] += segment.flows
+            else:
+                self.flowq.readmit(batch, segment.oldest_us)
+            spool.discard(segment)  # after the queue holds the flows: the watermark always sees them
+
     @property
     def idle(self) -> bool:
-        return not self.batcher and not self._retry and not self._writing and self.flowq.depth == 0
+        spooled = self.flowq.spool.flows if self.flowq.spool is not None else 0
+        return not self.batcher and not self._retry and not self._writing and self.flowq.depth == 0 and not spooled
 
     def close(self, graceful: bool = True) -> None:
         """Stop writing; ``graceful`` also closes the landing (which may wait for its last writes)."""

@@ -15,6 +15,8 @@ Metric names (the scaling model §9.1, plus the kernel's view of our sockets):
   datagram longer than the receive slot)
 * ``flowlens_flows_sampled_total``: flows skipped by 1:N sampling under backpressure
 * ``flowlens_ingestion_queue_depth``: flows accepted and not yet landed
+* ``flowlens_flows_spooled_total``, ``flowlens_spool_flows``, ``flowlens_spool_bytes``: the disk
+  spool that takes what the queue cannot hold (:mod:`ingest.spool`)
 * ``flowlens_ingestion_latency_seconds``: receive to landed, per flow (histogram)
 * ``flowlens_kafka_messages_produced_total{topic}``, ``flowlens_kafka_delivery_errors_total{topic}``
 * ``flowlens_pg_writes_total{table}`` (rows), ``flowlens_pg_write_latency_seconds{table}`` (histogram)
@@ -92,6 +94,9 @@ class WorkerStats:
         self.flows_landed = 0
         self.interfaces: dict[str, dict[str, int]] = {}  # sFlow interface counters (interface_metrics.py)
         self.mode_switches: Counter[str] = Counter()  # "from>to" -> switches (auto mode)
+        self.spooled = 0  # flows written to the disk spool (counter)
+        self.spool_flows = 0  # gauges: what the spool holds now
+        self.spool_bytes = 0
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -113,6 +118,9 @@ class WorkerStats:
             "flows_landed": self.flows_landed,
             "interfaces": self.interfaces,
             "mode_switches": dict(self.mode_switches),
+            "spooled": self.spooled,
+            "spool_flows": self.spool_flows,
+            "spool_bytes": self.spool_bytes,
         }
 
 
@@ -120,13 +128,14 @@ _COUNTER_KEYS = (
     "received", "flows_dropped", "packets_dropped", "kafka_produced", "kafka_errors",
     "pg_writes", "landing_failures", "mode_switches",
 )  # fmt: skip
-_SCALAR_COUNTERS = ("packets_received", "sampled", "flows_landed")
+_SCALAR_COUNTERS = ("packets_received", "sampled", "flows_landed", "spooled")
+_GAUGES = ("queue_depth", "pg_active", "pg_waiting", "spool_flows", "spool_bytes")
 
 
 def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Sum the snapshots of several processes into one (gauges are summed too: depth, connections)."""
     total: dict[str, Any] = {key: Counter() for key in _COUNTER_KEYS}
-    total.update({key: 0 for key in (*_SCALAR_COUNTERS, "queue_depth", "pg_active", "pg_waiting")})
+    total.update({key: 0 for key in (*_SCALAR_COUNTERS, *_GAUGES)})
     latency = Histogram()
     pg_latency: dict[str, Histogram] = defaultdict(Histogram)
     landing_up: dict[str, int] = {}
@@ -135,7 +144,7 @@ def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
         interfaces.update(snap.get("interfaces", {}))
         for key in _COUNTER_KEYS:
             total[key].update(snap.get(key, {}))
-        for key in (*_SCALAR_COUNTERS, "queue_depth", "pg_active", "pg_waiting"):
+        for key in (*_SCALAR_COUNTERS, *_GAUGES):
             total[key] += snap.get(key, 0)
         latency.add(snap["latency"])
         for table, state in snap.get("pg_latency", {}).items():
@@ -184,8 +193,8 @@ class DaemonCollector:
             if final:
                 self._live.pop(worker, None)
                 self._retired = [merge_snapshots([*self._retired, snapshot])]
-                self._retired[0]["queue_depth"] = self._retired[0]["pg_active"] = 0
-                self._retired[0]["pg_waiting"] = 0
+                for key in _GAUGES:  # an ended process holds nothing (its spool files wait on disk)
+                    self._retired[0][key] = 0
             else:
                 self._live[worker] = snapshot
 
@@ -206,6 +215,9 @@ class DaemonCollector:
         yield CounterMetricFamily("flowlens_flows_landed", "Flows durably landed", value=t["flows_landed"])
         yield GaugeMetricFamily("flowlens_ingestion_queue_depth", "Flows accepted, not yet landed",
                                 value=t["queue_depth"])  # fmt: skip
+        yield CounterMetricFamily("flowlens_flows_spooled", "Flows written to the disk spool", value=t["spooled"])
+        yield GaugeMetricFamily("flowlens_spool_flows", "Flows waiting in the disk spool", value=t["spool_flows"])
+        yield GaugeMetricFamily("flowlens_spool_bytes", "Bytes of the disk spool", value=t["spool_bytes"])
         yield _histogram("flowlens_ingestion_latency_seconds", "Receive to landed, per flow", [], {(): t["latency"]})
         yield _labelled(CounterMetricFamily, "flowlens_kafka_messages_produced", "Kafka messages delivered",
                         ["topic"], {(k,): v for k, v in t["kafka_produced"].items()})  # fmt: skip

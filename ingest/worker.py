@@ -38,6 +38,7 @@ from ingest.metrics import PROTOCOLS, WorkerStats
 from ingest.receive import BUSY, AllowList, FairQueue, Receiver, export_time_us, name_this_thread, open_udp_socket
 from ingest.reuseport import balance_by_exporter
 from ingest.schema import receive_times_us
+from ingest.spool import Spool
 from ingest.window import WINDOW_US
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class Worker:
         self.fairq = FairQueue(ing.receive_queue_packets)
         # the daemon's limits: every process's depth and rate in shared memory (a private array alone)
         load = DaemonLoad(load_slots, index if load_slots is not None else 0)
-        self.flowq = FlowQueue(cfg.backpressure.ingestion, load)
+        self.flowq = FlowQueue(cfg.backpressure.ingestion, load, self._open_spool())
         self.receiver = Receiver(
             self.sockets,
             self.fairq,
@@ -140,6 +141,13 @@ class Worker:
         self.state_dir = cfg.state_dir / "ingest"
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.decoder = self._make_decoder()
+
+    def _open_spool(self) -> Spool | None:
+        """This process's disk spool (files a previous run left are landed first); None when off."""
+        ing = self.cfg.ingest
+        if not ing.spool_max_bytes:
+            return None
+        return Spool((ing.spool_dir or self.cfg.state_dir / "ingest" / "spool") / f"w{self.index}", ing.spool_max_bytes)
 
     # --- decoder and templates ----------------------------------------------------------------
     def _make_decoder(self):
@@ -187,6 +195,7 @@ class Worker:
                 self._count_received(batch)
                 for piece in split_windows(batch):
                     admitted = self.flowq.admit(piece)
+                    self.stats.spooled += admitted.spooled
                     self.stats.sampled += admitted.sampled
                     self.stats.flows_dropped["backpressure"] += admitted.dropped
             except Exception:  # a bug must not stop the process from receiving: count it, go on
@@ -335,8 +344,10 @@ class Worker:
             if self.receiver.pending == BUSY and self.receiver.is_alive():
                 time.sleep(0.001)
                 continue
-            # Upstream stages first: a batch moving downstream is always visible in one of them.
-            oldest = [s for s in (self.fairq.oldest_stamp(), self.flowq.oldest_us()) if s is not None]
+            # Upstream stages first: a batch moving downstream is always visible in one of them
+            # (the spool comes before the queue: a spooled batch is queued, then leaves the spool).
+            stages = (self.fairq.oldest_stamp(), self._spool_oldest_us(), self.flowq.oldest_us())
+            oldest = [s for s in stages if s is not None]
             candidates = [s for s in (mark, *oldest) if s is not None]
             if not candidates:
                 return None
@@ -344,12 +355,17 @@ class Worker:
             break
         return self._landed_through_us or None
 
+    def _spool_oldest_us(self) -> int | None:
+        return self.flowq.spool.oldest_us() if self.flowq.spool is not None else None
+
     def _heartbeat(self) -> None:
         self.loop.heartbeat(self.instance, self.landed_through_us)
 
     def _report(self, final: bool) -> None:
         self.stats.queue_depth = self.flowq.depth
         self.stats.interfaces = interface_metrics.snapshot(self.decoder.interface_counters.latest)
+        if self.flowq.spool is not None:
+            self.stats.spool_flows, self.stats.spool_bytes = self.flowq.spool.flows, self.flowq.spool.bytes
         if self.report is not None:
             self.report(self.stats.snapshot(), final)
 

@@ -443,6 +443,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--cold-start-repeats", type=int, default=5, help="cold-start scenario repeats (0 = skip it)")
     p.add_argument("--cold-start-rate", type=float, default=300_000, help="cold-start sending rate (flows/s)")
     p.add_argument("--cold-start-seconds", type=float, default=8.0, help="cold-start sending time")
+    p.add_argument("--outage-seconds", type=float, default=0, help="landing outage scenario length (0 = skip it)")
+    p.add_argument("--outage-rate", type=float, default=50_000, help="sending rate during the outage scenario")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
     versions = tuple(int(v) for v in args.versions.split(","))
@@ -454,6 +456,9 @@ def main(argv: list[str]) -> int:
     cold: tuple[dict, dict, dict] = ({}, {}, {})
     if args.cold_start_repeats > 0:  # first, with the configured levels (the sustained search raises them)
         cold = _cold_start(cfg, workdir, processes, args, log)
+    if args.outage_seconds > 0:
+        outage = _outage(cfg, workdir, processes, args, log)
+        cold = tuple({**a, **b} for a, b in zip(cold, outage, strict=True))
     # Seconds of traffic, not the scaling model's 50k flows: at millions of flows/s the scaling model's queue is 25 ms.
     ingestion = cfg.backpressure.ingestion.model_copy(
         update={"sample_at_queue_depth": 2_000_000, "drop_at_queue_depth": 4_000_000, "max_queue_depth": 4_000_000}
@@ -483,11 +488,23 @@ def main(argv: list[str]) -> int:
 def _cold_start(cfg: FlowLensConfig, workdir: Path, processes: int, args, log) -> tuple[dict, dict, dict]:
     from flowlens_dagster.bench.coldstart import figures
 
+    return _on_backend(cfg, "kafka", lambda kafka_cfg: figures(
+        kafka_cfg, workdir / "cold", processes, args.cold_start_repeats, args.cold_start_rate,
+        args.cold_start_seconds, log))  # fmt: skip
+
+
+def _outage(cfg: FlowLensConfig, workdir: Path, processes: int, args, log) -> tuple[dict, dict, dict]:
+    from flowlens_dagster.bench.outage import run
+
+    return _on_backend(cfg, "postgres", lambda pg_cfg: run(
+        pg_cfg, workdir / "outage", processes, args.outage_seconds, args.outage_rate, log))  # fmt: skip
+
+
+def _on_backend(cfg: FlowLensConfig, backend: str, scenario: Callable[[FlowLensConfig], Any]) -> Any:
+    """Run ``scenario`` on a throwaway topic or database of ``backend``, removed afterwards."""
     cleanup: list[Callable[[], None]] = []
     try:
-        kafka_cfg = _backend_config(cfg, "kafka", cleanup)
-        return figures(kafka_cfg, workdir / "cold", processes, args.cold_start_repeats, args.cold_start_rate,
-                       args.cold_start_seconds, log)  # fmt: skip
+        return scenario(_backend_config(cfg, backend, cleanup))
     finally:
         for step in cleanup:
             with contextlib.suppress(Exception):
