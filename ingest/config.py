@@ -264,6 +264,7 @@ class IngestConfig(_Section):
     # Per receiving process; about 40-80 bytes a flow (LZ4 Arrow), so 4 GiB is 10 min at 50k flows/s.
     spool_max_bytes: int = Field(4 << 30, ge=0)
     spool_dir: Path | None = None  # default: <state_dir>/ingest/spool (one subdirectory per process)
+    template_wait_seconds: float = Field(300.0, gt=0)  # data waiting longer for its template is dropped (counted)
     template_state_file: str = "templates-{worker}.state"  # under state_dir/ingest; {worker} = process index
 
     @property

@@ -17,6 +17,10 @@ Metric names (the scaling model §9.1, plus the kernel's view of our sockets):
 * ``flowlens_ingestion_queue_depth``: flows accepted and not yet landed
 * ``flowlens_flows_spooled_total``, ``flowlens_spool_flows``, ``flowlens_spool_bytes``: the disk
   spool that takes what the queue cannot hold (:mod:`ingest.spool`)
+* ``flowlens_template_pending_sets``, ``flowlens_template_pending_bytes``: v9/IPFIX data sets
+  held until their template arrives; ``flowlens_template_pending_dropped_total{reason}`` those that
+  never met it (``limit``: the decoder's bounds, ``expired``: ``ingest.template_wait_seconds``,
+  ``shutdown``). Data sets, not flows: a set's flow count is unknown until its template arrives.
 * ``flowlens_ingestion_latency_seconds``: receive to landed, per flow (histogram)
 * ``flowlens_kafka_messages_produced_total{topic}``, ``flowlens_kafka_delivery_errors_total{topic}``
 * ``flowlens_pg_writes_total{table}`` (rows), ``flowlens_pg_write_latency_seconds{table}`` (histogram)
@@ -95,6 +99,10 @@ class WorkerStats:
         self.interfaces: dict[str, dict[str, int]] = {}  # sFlow interface counters (interface_metrics.py)
         self.mode_switches: Counter[str] = Counter()  # "from>to" -> switches (auto mode)
         self.spooled = 0  # flows written to the disk spool (counter)
+        # v9/IPFIX data sets waiting for their template (flows cannot be counted before it arrives)
+        self.template_pending_sets = 0
+        self.template_pending_bytes = 0
+        self.template_pending_dropped: Counter[str] = Counter()  # reason: limit, expired, shutdown
         self.spool_flows = 0  # gauges: what the spool holds now
         self.spool_bytes = 0
 
@@ -121,15 +129,19 @@ class WorkerStats:
             "spooled": self.spooled,
             "spool_flows": self.spool_flows,
             "spool_bytes": self.spool_bytes,
+            "template_pending_sets": self.template_pending_sets,
+            "template_pending_bytes": self.template_pending_bytes,
+            "template_pending_dropped": dict(self.template_pending_dropped),
         }
 
 
 _COUNTER_KEYS = (
     "received", "flows_dropped", "packets_dropped", "kafka_produced", "kafka_errors",
-    "pg_writes", "landing_failures", "mode_switches",
+    "pg_writes", "landing_failures", "mode_switches", "template_pending_dropped",
 )  # fmt: skip
 _SCALAR_COUNTERS = ("packets_received", "sampled", "flows_landed", "spooled")
-_GAUGES = ("queue_depth", "pg_active", "pg_waiting", "spool_flows", "spool_bytes")
+_GAUGES = ("queue_depth", "pg_active", "pg_waiting", "spool_flows", "spool_bytes", "template_pending_sets",
+           "template_pending_bytes")  # fmt: skip
 
 
 def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -218,6 +230,13 @@ class DaemonCollector:
         yield CounterMetricFamily("flowlens_flows_spooled", "Flows written to the disk spool", value=t["spooled"])
         yield GaugeMetricFamily("flowlens_spool_flows", "Flows waiting in the disk spool", value=t["spool_flows"])
         yield GaugeMetricFamily("flowlens_spool_bytes", "Bytes of the disk spool", value=t["spool_bytes"])
+        yield GaugeMetricFamily("flowlens_template_pending_sets", "v9/IPFIX data sets waiting for their template",
+                                value=t["template_pending_sets"])  # fmt: skip
+        yield GaugeMetricFamily("flowlens_template_pending_bytes", "Bytes of data waiting for a template",
+                                value=t["template_pending_bytes"])  # fmt: skip
+        yield _labelled(CounterMetricFamily, "flowlens_template_pending_dropped",
+                        "Data sets that never met their template, by reason", ["reason"],
+                        {(k,): v for k, v in t["template_pending_dropped"].items()})  # fmt: skip
         yield _histogram("flowlens_ingestion_latency_seconds", "Receive to landed, per flow", [], {(): t["latency"]})
         yield _labelled(CounterMetricFamily, "flowlens_kafka_messages_produced", "Kafka messages delivered",
                         ["topic"], {(k,): v for k, v in t["kafka_produced"].items()})  # fmt: skip

@@ -42,6 +42,8 @@ from ingest.spool import Spool
 from ingest.window import WINDOW_US
 
 log = logging.getLogger(__name__)
+# decoder reasons for data that waited for a template -> flowlens_template_pending_dropped_total{reason}
+PENDING_DROPS = {"no_template_dropped": "limit", "no_template_expired": "expired"}
 # export mode: an exporter silent this long (wall clock) stops holding the process's watermark back
 EXPORTER_IDLE_SECONDS = 10.0
 
@@ -203,12 +205,15 @@ class Worker:
                 self.stats.packets_dropped["internal_error"] += len(packets)
             finally:
                 self.fairq.release()
+            self._expire_pending()
             self._count_decode_errors(errors_seen)
             events = sum(self.decoder.stats.events.values())
             if events != templates_seen and time.monotonic() - last_save > 1.0:
                 templates_seen, last_save = events, time.monotonic()
                 self.save_templates()
         self.save_templates()
+        # Templates are saved, data waiting for one is not: what still waits is lost, and counted.
+        self.stats.template_pending_dropped["shutdown"] += self.decoder.stats.pending
         self._decode_done.set()
 
     def _follow_export_clock(self, packets: list) -> list:
@@ -266,8 +271,19 @@ class Worker:
     def _count_decode_errors(self, seen: dict[str, int]) -> None:
         for reason, count in self.decoder.stats.errors.items():
             if count != seen.get(reason, 0):
-                self.stats.packets_dropped[f"malformed:{reason}"] += count - seen.get(reason, 0)
+                pending_reason = PENDING_DROPS.get(reason)
+                if pending_reason:  # data that waited for a template: not malformed, and not a packet
+                    self.stats.template_pending_dropped[pending_reason] += count - seen.get(reason, 0)
+                else:
+                    self.stats.packets_dropped[f"malformed:{reason}"] += count - seen.get(reason, 0)
                 seen[reason] = count
+
+    def _expire_pending(self) -> None:
+        """Data sets that waited longer than ``ingest.template_wait_seconds`` for their template
+        go (counted); the clock is the packets' own (receive or export time, as they were stamped)."""
+        newest = self.receiver.max_stamp
+        if newest and self.decoder.stats.pending:
+            self.decoder.pending.expire(newest - int(self.cfg.ingest.template_wait_seconds * 1e6))
 
     # --- main thread: the landing loop -----------------------------------------------------
     def run(self) -> None:
@@ -364,6 +380,8 @@ class Worker:
     def _report(self, final: bool) -> None:
         self.stats.queue_depth = self.flowq.depth
         self.stats.interfaces = interface_metrics.snapshot(self.decoder.interface_counters.latest)
+        pending = self.decoder.stats
+        self.stats.template_pending_sets, self.stats.template_pending_bytes = pending.pending, pending.pending_bytes
         if self.flowq.spool is not None:
             self.stats.spool_flows, self.stats.spool_bytes = self.flowq.spool.flows, self.flowq.spool.bytes
         if self.report is not None:
