@@ -43,11 +43,17 @@ SUMMARY_SQL = """
 SELECT count(*), coalesce(sum(bytes), 0), coalesce(sum(packets), 0), min(receive_time), max(receive_time)
 FROM flowlens.flow_raw WHERE receive_time >= %s AND receive_time < %s
 """
+FROM_EXPORTERS = " AND exporter = ANY(%s::inet[])"
 
 
-def summarize_window(conn: psycopg.Connection, start: datetime, end: datetime) -> WindowSummary:
-    """The :class:`WindowSummary` of flow_raw's [start, end) over ``conn`` (checks pass their own)."""
-    rows, nbytes, packets, first, last = conn.execute(SUMMARY_SQL, (start, end)).fetchone()
+def summarize_window(conn: psycopg.Connection, start: datetime, end: datetime,
+                     exporters: list[str] | None = None) -> WindowSummary:  # fmt: skip
+    """The :class:`WindowSummary` of flow_raw's [start, end) over ``conn`` (checks pass their own);
+    with ``exporters``, only the flows those exporters sent."""
+    query, params = SUMMARY_SQL, [start, end]
+    if exporters is not None:
+        query, params = SUMMARY_SQL + FROM_EXPORTERS, [start, end, exporters]
+    rows, nbytes, packets, first, last = conn.execute(query, params).fetchone()
     return WindowSummary(int(rows), int(nbytes), int(packets), first, last)
 
 
