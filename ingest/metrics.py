@@ -214,6 +214,11 @@ class DaemonCollector:
         with self._lock:
             return merge_snapshots([*self._retired, *self._live.values()])
 
+    def parts(self) -> dict[str, dict[str, Any]]:
+        """The snapshots the totals sum: ``ended`` (every process that ended) and each live one."""
+        with self._lock:
+            return {**({"ended": self._retired[0]} if self._retired else {}), **self._live}
+
     def collect(self):
         t = self.totals()
         yield _labelled(CounterMetricFamily, "flowlens_flows_received", "Flows decoded", ["exporter", "protocol"],

@@ -24,11 +24,12 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from ingest import interface_metrics
+from ingest import interface_metrics, stats_file
 from ingest.addresses import addresses
 from ingest.backpressure import DaemonLoad, FlowQueue
 from ingest.config import FlowLensConfig
@@ -388,7 +389,8 @@ class Worker:
             self.report(self.stats.snapshot(), final)
 
 
-def run_worker(cfg: FlowLensConfig, index: int, instance: str, channel, log_level: str, load_slots=None) -> None:
+def run_worker(cfg: FlowLensConfig, index: int, instance: str, channel, log_level: str, load_slots=None,
+               stats_path: Path | None = None) -> None:  # fmt: skip
     """Entry point of a receiving process (multiprocessing target)."""
     logging.basicConfig(level=log_level, format=f"%(asctime)s flowlens-ingest[w{index}] %(levelname)s %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into an orderly stop
@@ -397,8 +399,12 @@ def run_worker(cfg: FlowLensConfig, index: int, instance: str, channel, log_leve
     # socket promptly instead of waiting up to 5 ms behind a decode call.
     sys.setswitchinterval(0.0005)
 
+    parent = os.getppid()
+
     def report(snapshot: dict, final: bool) -> None:
         channel.put({"worker": index, "snapshot": snapshot, "final": final})
+        if final and stats_path is not None and os.getppid() != parent:  # the supervisor is gone
+            stats_file.replace_part(stats_path, str(index), snapshot)
 
     try:
         worker = Worker(cfg, index, instance, report, load_slots)
