@@ -21,6 +21,8 @@ Metric names (the scaling model §9.1, plus the kernel's view of our sockets):
   held until their template arrives; ``flowlens_template_pending_dropped_total{reason}`` those that
   never met it (``limit``: the decoder's bounds, ``expired``: ``ingest.template_wait_seconds``,
   ``shutdown``). Data sets, not flows: a set's flow count is unknown until its template arrives.
+* ``flowlens_ingestion_sample_level``, ``flowlens_ingestion_drop_level``: the daemon's backpressure
+  levels in force (they follow the measured rate, README "Backpressure")
 * ``flowlens_ingestion_latency_seconds``: receive to landed, per flow (histogram)
 * ``flowlens_kafka_messages_produced_total{topic}``, ``flowlens_kafka_delivery_errors_total{topic}``
 * ``flowlens_pg_writes_total{table}`` (rows), ``flowlens_pg_write_latency_seconds{table}`` (histogram)
@@ -103,6 +105,8 @@ class WorkerStats:
         self.template_pending_sets = 0
         self.template_pending_bytes = 0
         self.template_pending_dropped: Counter[str] = Counter()  # reason: limit, expired, shutdown
+        self.sample_level = 0  # the daemon's backpressure levels in force (flows; the same in every process)
+        self.drop_level = 0
         self.spool_flows = 0  # gauges: what the spool holds now
         self.spool_bytes = 0
 
@@ -132,6 +136,8 @@ class WorkerStats:
             "template_pending_sets": self.template_pending_sets,
             "template_pending_bytes": self.template_pending_bytes,
             "template_pending_dropped": dict(self.template_pending_dropped),
+            "sample_level": self.sample_level,
+            "drop_level": self.drop_level,
         }
 
 
@@ -140,12 +146,14 @@ _COUNTER_KEYS = (
     "pg_writes", "landing_failures", "mode_switches", "template_pending_dropped",
 )  # fmt: skip
 _SCALAR_COUNTERS = ("packets_received", "sampled", "flows_landed", "spooled")
+_DAEMON_LEVELS = ("sample_level", "drop_level")
 _GAUGES = ("queue_depth", "pg_active", "pg_waiting", "spool_flows", "spool_bytes", "template_pending_sets",
            "template_pending_bytes")  # fmt: skip
 
 
 def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Sum the snapshots of several processes into one (gauges are summed too: depth, connections)."""
+    snapshots = list(snapshots)
     total: dict[str, Any] = {key: Counter() for key in _COUNTER_KEYS}
     total.update({key: 0 for key in (*_SCALAR_COUNTERS, *_GAUGES)})
     latency = Histogram()
@@ -163,6 +171,8 @@ def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
             pg_latency[table].add(state)
         for backend, up in snap.get("landing_up", {}).items():
             landing_up[backend] = min(landing_up.get(backend, 1), up)
+    for key in _DAEMON_LEVELS:  # each process reports the daemon's level: the newest is the largest
+        total[key] = max((snap.get(key, 0) for snap in snapshots), default=0)
     total["latency"] = latency.state()
     total["pg_latency"] = {k: h.state() for k, h in pg_latency.items()}
     total["landing_up"] = landing_up
@@ -205,7 +215,7 @@ class DaemonCollector:
             if final:
                 self._live.pop(worker, None)
                 self._retired = [merge_snapshots([*self._retired, snapshot])]
-                for key in _GAUGES:  # an ended process holds nothing (its spool files wait on disk)
+                for key in (*_GAUGES, *_DAEMON_LEVELS):  # an ended process holds nothing (its spool files wait on disk)
                     self._retired[0][key] = 0
             else:
                 self._live[worker] = snapshot
@@ -235,6 +245,10 @@ class DaemonCollector:
         yield CounterMetricFamily("flowlens_flows_spooled", "Flows written to the disk spool", value=t["spooled"])
         yield GaugeMetricFamily("flowlens_spool_flows", "Flows waiting in the disk spool", value=t["spool_flows"])
         yield GaugeMetricFamily("flowlens_spool_bytes", "Bytes of the disk spool", value=t["spool_bytes"])
+        yield GaugeMetricFamily("flowlens_ingestion_sample_level", "Queue depth (daemon) where sampling starts",
+                                value=t["sample_level"])  # fmt: skip
+        yield GaugeMetricFamily("flowlens_ingestion_drop_level", "Queue depth (daemon) where dropping starts",
+                                value=t["drop_level"])  # fmt: skip
         yield GaugeMetricFamily("flowlens_template_pending_sets", "v9/IPFIX data sets waiting for their template",
                                 value=t["template_pending_sets"])  # fmt: skip
         yield GaugeMetricFamily("flowlens_template_pending_bytes", "Bytes of data waiting for a template",

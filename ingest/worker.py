@@ -381,6 +381,7 @@ class Worker:
     def _report(self, final: bool) -> None:
         self.stats.queue_depth = self.flowq.depth
         self.stats.interfaces = interface_metrics.snapshot(self.decoder.interface_counters.latest)
+        self.stats.sample_level, self.stats.drop_level = self.flowq.levels()
         pending = self.decoder.stats
         self.stats.template_pending_sets, self.stats.template_pending_bytes = pending.pending, pending.pending_bytes
         if self.flowq.spool is not None:
