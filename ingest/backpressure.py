@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.config import IngestionBackpressure
+from ingest.schema import receive_times_us
 from ingest.spool import Spool
 
 
@@ -68,7 +69,8 @@ def scale_sampled(batch: pa.RecordBatch, factor: int) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
 
-RATE_WINDOW_SECONDS = 0.1  # a process's offered rate is measured over windows this long
+BUCKET_US = 100_000  # flows are counted per 0.1 s of receive time
+RATE_BUCKETS = 10  # the rate is the last second of complete buckets
 RATE_HALF_LIFE_SECONDS = 10.0  # a lull lowers the rate slowly: full queues keep their levels
 
 
@@ -84,8 +86,9 @@ class DaemonLoad:
         self.slots = slots if slots is not None else [0.0, 0.0]
         self.index = index
         self.slots[2 * index] = self.slots[2 * index + 1] = 0.0  # a restarted process starts empty
-        self._window_start_us: int | None = None
-        self._window_flows = 0
+        self._buckets: dict[int, int] = {}  # 0.1 s of receive time -> flows offered
+        self._first_bucket: int | None = None
+        self._newest = 0
         self._rate = 0.0
 
     @staticmethod
@@ -93,23 +96,38 @@ class DaemonLoad:
         """The array to hand to every process (``context``: the multiprocessing context)."""
         return context.RawArray("d", 2 * processes)
 
-    def offered(self, flows: int, first_us: int, last_us: int) -> None:
-        """Count flows offered to the queue, received from ``first_us`` to ``last_us``.
+    def offered(self, receive_us: np.ndarray) -> None:
+        """Count flows offered to the queue by their receive times (µs).
 
-        The rate is measured on the receive clock, not on when decoding got to the flows: the
-        first batch after a start (packets that waited in the socket) already tells the rate, so
-        the levels are right before the first decision.
+        The rate is measured on the receive clock, per 0.1 s bucket, not on when decoding got to
+        the flows: reordering between exporters and a decoder catching up do not inflate it, and
+        the first batch after a start (packets that waited in the socket) already tells the rate,
+        so the levels are right before the first decision.
         """
-        if self._window_start_us is None:
-            self._window_start_us = first_us
-        self._window_flows += flows
-        elapsed = (last_us - self._window_start_us) / 1e6
-        if elapsed >= RATE_WINDOW_SECONDS:
-            measured = self._window_flows / elapsed
-            decayed = self._rate * 0.5 ** (elapsed / RATE_HALF_LIFE_SECONDS)
-            self._rate = max(measured, decayed)
+        if len(receive_us) == 0:
+            return
+        first, newest = int(receive_us.min()) // BUCKET_US, int(receive_us.max()) // BUCKET_US
+        if first == newest:  # the usual case: one bucket, no per-flow work
+            self._buckets[first] = self._buckets.get(first, 0) + len(receive_us)
+        else:  # np.unique, not bincount: exporter clocks (export time) may lie years apart
+            buckets, counts = np.unique(receive_us // BUCKET_US, return_counts=True)
+            for bucket, count in zip(buckets.tolist(), counts.tolist(), strict=True):
+                self._buckets[bucket] = self._buckets.get(bucket, 0) + count
+        if self._first_bucket is None:
+            self._first_bucket = first
+        if newest > self._newest:
+            self._advance(newest)
+
+    def _advance(self, newest: int) -> None:
+        """A new bucket began: the complete buckets of the last second give the rate."""
+        since = max(newest - RATE_BUCKETS, self._first_bucket)
+        self._buckets = {b: n for b, n in self._buckets.items() if b >= since}
+        if newest > since:
+            measured = sum(n for b, n in self._buckets.items() if b < newest) / ((newest - since) * BUCKET_US / 1e6)
+            idle = (newest - self._newest) * BUCKET_US / 1e6  # since the rate was last measured
+            self._rate = max(measured, self._rate * 0.5 ** (idle / RATE_HALF_LIFE_SECONDS))
             self.slots[2 * self.index + 1] = self._rate
-            self._window_start_us, self._window_flows = last_us, 0
+        self._newest = newest
 
     def publish_depth(self, depth: int) -> None:
         self.slots[2 * self.index] = depth
@@ -151,9 +169,8 @@ class FlowQueue:
     def admit(self, batch: pa.RecordBatch) -> Admission:
         """Apply the sample/drop rules to ``batch`` and queue what is kept (or spool it, see below)."""
         with self._cond:
-            if self.load is not None and batch.num_rows:
-                span = pc.min_max(batch.column("receive_time").cast(pa.int64()))
-                self.load.offered(batch.num_rows, span["min"].as_py(), span["max"].as_py())
+            if self.load is not None:
+                self.load.offered(receive_times_us(batch))
             spooled = self._spool_part(batch)
             if spooled is not None:
                 return spooled

@@ -129,13 +129,20 @@ def test_levels_follow_the_measured_rate_with_the_counts_as_floors():
 
 def test_offered_rate_is_measured_on_the_receive_clock_and_decays_slowly():
     load = DaemonLoad([0.0, 0.0], 0)
-    t = 1_764_000_000_000_000
-    load.offered(5_000, t, t + 50_000)
-    assert load.rate() == 0  # the first window (0.1 s of receive time) is not over
-    load.offered(25_000, t + 50_000, t + 125_000)
-    assert load.rate() == 240_000  # 30,000 flows received over 0.125 s, however late decoded
-    load.offered(0, t + 10_125_000, t + 10_125_000)  # a lull of one half-life
-    assert load.rate() == 120_000
+    t = 1_764_000_000_000_000  # a bucket boundary
+
+    def offer(first_us: int, flows: int, span_us: int) -> None:
+        load.offered(first_us + np.arange(flows) * span_us // flows)
+
+    offer(t, 5_000, 50_000)
+    assert load.rate() == 0  # the first bucket (0.1 s of receive time) is not complete
+    offer(t + 100_000, 20_000, 100_000)  # a new bucket: the first one gives 50,000 flows/s
+    assert load.rate() == 50_000
+    offer(t + 50_000, 5_000, 50_000)  # late flows of the first bucket (another exporter, decoded later)
+    offer(t + 200_000, 1, 1)
+    assert load.rate() == (10_000 + 20_000) / 0.2  # every complete bucket of the span, not decode order
+    offer(t + 10_200_000, 1, 1)  # then 10 s of silence: one half-life
+    assert load.rate() == 75_000
 
 
 def test_the_first_batch_after_a_start_sets_the_levels_before_its_own_admission():
@@ -146,5 +153,5 @@ def test_the_first_batch_after_a_start_sets_the_levels_before_its_own_admission(
     batch = batch.set_column(0, "receive_time", times)
     result = queue.admit(batch)
     assert (result.sampled, result.dropped) == (0, 0)
-    rate = 60_000 / (59_999 * 5 / 1e6)  # flows over the span of their receive times
-    assert queue.levels() == (int(2 * rate), int(4 * rate))  # 2 s and 4 s of the measured rate
+    # the complete 0.1 s buckets of receive time (20,000 flows each) give 200,000 flows/s at once
+    assert queue.levels() == (400_000, 800_000)  # 2 s and 4 s of the measured rate
