@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from ingest.backpressure import FlowQueue, Queued
 from ingest.config import FlowLensConfig
-from ingest.land.base import Landing
+from ingest.land.base import Landing, WritesAsync
 from ingest.metrics import WorkerStats
 from ingest.spool import read
 from ingest.window import WINDOW_US
@@ -97,7 +97,7 @@ class LandingLoop:
         self._retry_after = 0.0  # monotonic time before which the landing is not tried again
         # Blocking landings publish heartbeats from their own thread: a heartbeat waiting on a dead
         # database must not stop the loop (nor the metrics) for a pool timeout.
-        self._blocking = getattr(landing, "write_async", None) is None
+        self._blocking = not isinstance(landing, WritesAsync)
         self._heartbeats = ThreadPoolExecutor(1, thread_name_prefix="flowlens-heartbeat") if self._blocking else None
         self._heartbeat_running: Future | None = None
 
@@ -152,12 +152,11 @@ class LandingLoop:
         if time.monotonic() < self._retry_after or self._retry:
             self._retry.append((self._retry_after, unit, batch))  # behind the older ones, in order
             return
-        write_async = getattr(self.landing, "write_async", None)
-        if write_async is None:
+        if self._blocking:
             self._submit(unit, batch)
             return
         try:
-            write_async(batch, lambda failed, error, unit=unit: self._settled(unit, failed, error))
+            self.landing.write_async(batch, lambda failed, error, unit=unit: self._settled(unit, failed, error))
         except Exception as exc:  # any driver error: keep the batch, back off, retry
             self._failed(unit, [batch], str(exc))
 
@@ -217,9 +216,8 @@ class LandingLoop:
             self._succeeded(unit)
 
     def _serve_landing(self) -> None:
-        poll = getattr(self.landing, "poll", None)
-        if poll is not None:
-            poll(0)
+        if not self._blocking:
+            self.landing.poll(0)
         if self._writing:
             self._collect_writes()
         if self._retry and time.monotonic() >= self._retry_after:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ingest.generate import Plan, run
+from ingest.tools.generate import Plan, run
 from tests.ingest.harness import Daemon, daemon_env, free_udp_port, received_total
 from tests.ingest.private_services import free_tcp_port
 from tests.ingest.test_outage import private_pg  # noqa: F401  (fixture)

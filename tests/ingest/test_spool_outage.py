@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 import pytest
 
-from ingest.generate import TRUTH_KEYS, Plan, _aggregate, run
 from ingest.land import open_landing
+from ingest.tools.generate import TRUTH_KEYS, Plan, _aggregate, run
 from tests.ingest.harness import Daemon, daemon_env, free_udp_port, received_total
 from tests.ingest.test_daemon_e2e import assert_same, landed_truth
 from tests.ingest.test_outage import private_pg  # noqa: F401  (fixture)

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from ingest import stats_file
-from ingest.generate import Plan, run
+from ingest.tools.generate import Plan, run
 from tests.ingest.harness import Daemon, daemon_env, free_udp_port, received_total
 from tests.ingest.test_daemon_e2e import pg_cfg  # noqa: F401  (fixture)
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ingest.encode import V9Encoder
+from ingest.tools.encode import V9Encoder
 from tests.ingest.flows import random_flows
 from tests.ingest.harness import Daemon, daemon_env, free_udp_port
 from tests.ingest.test_daemon_e2e import pg_cfg  # noqa: F401  (fixture)
