@@ -16,6 +16,7 @@ from typing import Any
 
 import dagster as dg
 
+from assets import metrics
 from ingest.window import window_key, windows_in
 
 # BackfillPolicy is marked beta in Dagster 1.13; it is the documented way to run partition ranges.
@@ -75,6 +76,7 @@ def run_windows(context: dg.AssetExecutionContext, process: Callable[[datetime],
             f"in {sum(result.seconds.values()):.2f}s {result.seconds}"
         )
         results.append(result)
+        metrics.after_window(context.resources, result)
     return results
 
 

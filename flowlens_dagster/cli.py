@@ -17,7 +17,7 @@ from ingest.services import ServiceUnavailable
 COMMANDS: dict[str, tuple[str, str]] = {
     "stack": (
         "flowlens_dagster.stack.cli:main",
-        "start, check or stop the local PostgreSQL/Redis/Kafka stack",
+        "start, check or stop the local stack (PostgreSQL, Redis, Kafka, Prometheus)",
     ),
     "migrate": ("flowlens_dagster.migrate:main", "apply the numbered SQL migrations in sql/"),
     "decode": ("ingest.decode.cli:main", "decode pcap/pcapng captures or raw payload files to JSON lines"),
@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inventory": ("assets.enrich.inventory:main", "load the asset inventory file into PostgreSQL"),
     "run": ("flowlens_dagster.run:main", "the main job: stack, migrations, ingest, generator, Dagster"),
     "dagster": ("flowlens_dagster.instance:main", "run Dagster (dev UI + daemon) on this project's instance"),
+    "metrics": ("flowlens_dagster.monitoring.exporter:main", "serve the pipeline's Prometheus metrics (/metrics)"),
     "sql": ("flowlens_dagster.sql_shell:main", "run SQL against FlowLens PostgreSQL or the Parquet lake"),
     "plan": ("ingest.scaling.plan:main", "capacity plan for a flow rate, a burst and an API load (scaling model)"),
     "bench": ("flowlens_dagster.bench:main", "benchmarks: decode, ingest, enrich, pipeline, burst"),

@@ -46,7 +46,9 @@ QUIET_INSTANCE_SECONDS = 20  # sensor: an ingest instance without a heartbeat th
 DNS_SECONDS_PER_WINDOW = 1.0  # reverse-DNS budget per window while catching up the generated span
 SPANS_FILE = "spans.jsonl"  # under <state_dir>/run: one line per generated span, with its ground truth
 PROCESSED_END = "SELECT max(window_start) + interval '5 minutes' FROM flowlens.window_loads WHERE asset = %s"
-NEVER = datetime.max.replace(tzinfo=UTC)  # open end of a landing summary
+# flow_raw is compared with the truth only for the generator's exporters inside its spans: other
+# traffic landing meanwhile (a real exporter, a replay) is not the generator's
+DEFAULT_EXPORTERS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]  # flowlens generate's (--exporters 3)
 # what the landing holds: label -> value of the [first, end) / [end, never) summaries of flow_raw
 LANDED = {
     "flows landed (flow_raw)": lambda in_windows, after: in_windows.rows + after.rows,
@@ -161,7 +163,8 @@ def generate(cfg: FlowLensConfig, args: argparse.Namespace, first: datetime, las
         env=env, check=True, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     sent = json.loads(proc.stdout.strip().splitlines()[-1])
-    span = {"first": first.isoformat(), "last": last.isoformat(), "flows": sent["flows"], "bytes": sent["flow_bytes"]}
+    span = {"first": first.isoformat(), "last": last.isoformat(), "flows": sent["flows"], "bytes": sent["flow_bytes"],
+            "exporters": sent["exporters"]}  # fmt: skip
     with open(run_dir / SPANS_FILE, "a") as out:
         out.write(json.dumps(span) + "\n")
     print(f"  sent {sent['flows']:,} flows ({sent['flow_bytes']:,} bytes) in {sent['seconds']:.0f} s; truth {truth}")
@@ -241,7 +244,11 @@ def print_summary(cfg: FlowLensConfig) -> None:
     with psycopg.connect(cfg.postgres.dsn()) as conn:
         print(f"\nWhat landed in PostgreSQL (database {cfg.postgres.database}) since {first:%Y-%m-%d %H:%M} UTC:")
         print(f"  {'generator sent (truth)':24} {sent_flows:>14,} flows {sent_bytes:>16,} bytes")
-        in_windows, after = summarize_window(conn, first, end), summarize_window(conn, end, NEVER)
+        # spans recorded before the exporters were: the generator's default ones
+        exporters = sorted({e for span in generated for e in span.get("exporters", DEFAULT_EXPORTERS)})
+        last = max(datetime.fromisoformat(span["last"]) for span in generated)
+        in_windows = summarize_window(conn, first, end, exporters)
+        after = summarize_window(conn, end, max(end, last), exporters)
         params = {"first": first, "end": end}
         values = {label: value(in_windows, after) for label, value in LANDED.items()}
         values |= {label: conn.execute(query, params).fetchone()[0] for label, query in SUMMARY_SQL.items()}

@@ -25,8 +25,8 @@ Each tick (``plan_tick``, pure and unit-tested) then:
   processing* and catches up until lag is below ``max_acceptable_lag_seconds``: each run takes up
   to ``pipeline.catch_up_windows_per_run`` windows as one single-run backfill, tagged
   ``flowlens/catch_up`` so it defers the non-blocking work (reverse DNS, ``flows.enriched``; see
-  :mod:`assets.catch_up`). Lag, catch-up and completeness are in the tick's log and in
-  Prometheus text-file metrics (``<state_dir>/metrics/pipeline.prom``).
+  :mod:`assets.catch_up`). Lag, catch-up and completeness are in the tick's log; the same
+  lag, per ``flows.raw`` partition, is served by ``flowlens metrics`` (``flowlens_dagster/monitoring``).
 
 The cursor is JSON: ``{"next_window": ISO time, "held": bool, "alert": bool, "given_up": [run ids]}``.
 """
@@ -34,7 +34,6 @@ The cursor is JSON: ``{"next_window": ISO time, "held": bool, "alert": bool, "gi
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import dagster as dg
 
@@ -51,7 +50,6 @@ from ingest.window import WINDOW, window_key, window_start
 SENSOR_NAME = "watermark_sensor"
 # the run tags `dagster asset materialize --partition-range A...B` sets (Dagster's system tags)
 RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
-METRICS_FILE = "pipeline.prom"
 
 
 @dataclass
@@ -147,32 +145,6 @@ def plan_tick(
     return TickPlan(windows, through, next_window, lag, held, alert, live, silent)
 
 
-def write_metrics(state_dir: Path, plan: TickPlan, topic: str) -> Path:
-    """Prometheus text-file metrics (node-exporter textfile format) for the last tick."""
-    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
-
-    registry = CollectorRegistry()
-    lag = Gauge(
-        "flowlens_kafka_consumer_lag_seconds",
-        "Seconds between the newest landed flow and the end of the newest processed window",
-        ["topic", "partition", "consumer_group"],
-        registry=registry,
-    )
-    lag.labels(topic, "all", "dagster").set(plan.lag_seconds if plan.lag_seconds is not None else float("nan"))
-    Gauge("flowlens_pipeline_held", "1 while new window runs are held for lag", registry=registry).set(int(plan.held))
-    Gauge("flowlens_pipeline_lag_alert", "1 while lag is above the alert threshold", registry=registry).set(
-        int(plan.alert)
-    )
-    done = Gauge("flowlens_pipeline_complete_through_timestamp", "Windows complete before this", registry=registry)
-    done.set(plan.complete_through.timestamp() if plan.complete_through else 0)
-    requested = Gauge("flowlens_pipeline_windows_requested", "Windows requested on the last tick", registry=registry)
-    requested.set(len(plan.windows))
-    path = state_dir / "metrics" / METRICS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_to_textfile(str(path), registry)
-    return path
-
-
 NEWEST_PROCESSED = "SELECT max(window_start) FROM flowlens.window_loads WHERE asset = 'flow_stats'"
 
 
@@ -245,7 +217,6 @@ def build_sensor(job) -> dg.SensorDefinition:
         finally:
             opened.close()
         (context.log.warning if plan.alert or plan.held else context.log.info)(plan.summary())
-        write_metrics(cfg.state_dir, plan, cfg.kafka.raw_topic if cfg.uses_kafka else "flow_raw")
         state = _tell(context, cfg, cursor, plan, given_up)
         new_cursor = json.dumps({"next_window": plan.next_window.isoformat(), **state})
         if retries and not in_flight:

@@ -96,6 +96,12 @@ class IngestionBackpressure(_Section):
     sample_at_queue_depth: int = Field(50_000, ge=1)
     sample_rate: int = Field(10, ge=1)  # keep 1 flow in N while sampling
     drop_at_queue_depth: int = Field(100_000, ge=1)
+    # FlowLens additions: the limits also follow the daemon's measured rate (README "Backpressure"):
+    # sample/drop once the queue holds this many seconds of traffic, with the counts above as floors.
+    # 0 = the counts alone. The model's counts are 2 s and 4 s of its 25,000 flows/s instance.
+    sample_at_queue_seconds: float = Field(2.0, ge=0)
+    drop_at_queue_seconds: float = Field(4.0, ge=0)
+    queue_ceiling_flows: int = Field(4_000_000, ge=1)  # memory bound on the rate-following limits
 
     @model_validator(mode="after")
     def _ordered(self) -> IngestionBackpressure:
@@ -104,6 +110,8 @@ class IngestionBackpressure(_Section):
                 "need sample_at_queue_depth <= drop_at_queue_depth <= max_queue_depth, got "
                 f"{self.sample_at_queue_depth} / {self.drop_at_queue_depth} / {self.max_queue_depth}"
             )
+        if self.sample_at_queue_seconds > self.drop_at_queue_seconds:
+            raise ValueError("need sample_at_queue_seconds <= drop_at_queue_seconds")
         return self
 
 
@@ -242,6 +250,7 @@ class IngestConfig(_Section):
     metrics_port: int = Field(9109, ge=0, le=65535)  # 0 = no metrics endpoint
     instance_id: str = ""  # empty = hostname:pid
     # Daemon internals: receive queue, landing, shutdown (README "Ingest").
+    max_datagram_bytes: int = Field(9_216, ge=512, le=65_535)  # longer datagrams: counted as oversized
     receive_queue_packets: int = Field(50_000, ge=16)  # fair per-exporter packet queue bound
     decode_batch_packets: int = Field(2048, ge=1)  # packets per decode_many call (at most; linger bounds the wait)
     decode_linger_ms: float = Field(20.0, ge=0)  # wait this long for a fuller decode batch
@@ -251,6 +260,11 @@ class IngestConfig(_Section):
     landing_backoff_max_seconds: float = Field(30.0, gt=0)  # exponential backoff cap (the scaling model §8.3)
     drain_timeout_seconds: float = Field(120.0, gt=0)  # SIGTERM: how long to try landing what is queued
     landing_writers: int = Field(2, ge=1)  # concurrent PostgreSQL COPYs per receiving process
+    # Disk spool for what the memory queue cannot hold (an outage longer than it covers); 0 = none.
+    # Per receiving process; about 40-80 bytes a flow (LZ4 Arrow), so 4 GiB is 10 min at 50k flows/s.
+    spool_max_bytes: int = Field(4 << 30, ge=0)
+    spool_dir: Path | None = None  # default: <state_dir>/ingest/spool (one subdirectory per process)
+    template_wait_seconds: float = Field(300.0, gt=0)  # data waiting longer for its template is dropped (counted)
     template_state_file: str = "templates-{worker}.state"  # under state_dir/ingest; {worker} = process index
 
     @property
@@ -305,6 +319,19 @@ class DagsterConfig(_Section):
     port: int = Field(53000, ge=1, le=65535)
 
 
+class MonitoringConfig(_Section):
+    """Prometheus, Alertmanager and the pipeline's metrics exporter of the local stack (full mode)."""
+
+    host: str = "127.0.0.1"
+    prometheus_port: int = Field(59090, ge=1, le=65535)
+    alertmanager_port: int = Field(59094, ge=1, le=65535)
+    exporter_port: int = Field(9110, ge=1, le=65535)  # `flowlens metrics`: the pipeline's /metrics
+    scrape_interval_seconds: float = Field(15.0, gt=0)
+    evaluation_interval_seconds: float = Field(15.0, gt=0)
+    retention: str = "15d"  # Prometheus --storage.tsdb.retention.time
+    alert_webhook_url: str = ""  # Alertmanager sends alerts here (webhook); empty = shown in its UI only
+
+
 class FlowLensConfig(_Section):
     mode: Mode = "minimal"
     state_dir: Path = PROJECT_ROOT / ".flowlens"
@@ -320,6 +347,7 @@ class FlowLensConfig(_Section):
     ingest: IngestConfig = IngestConfig()
     pipeline: PipelineConfig = PipelineConfig()
     dagster: DagsterConfig = DagsterConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     @property
     def uses_kafka(self) -> bool:
@@ -375,9 +403,19 @@ def _describe(exc: ValidationError, origin: str) -> str:
         allowed = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             allowed = "unknown key; see flowlens.example.yaml for the keys that exist"
-        env = ENV_PREFIX + "__".join(str(p).upper() for p in err["loc"] if not isinstance(p, int))
+        env = _env_name(err["loc"])
         lines.append(f"  {key} = {shown}: {allowed} (file key flowlens.{key}, or env {env})")
     return "\n".join(lines)
+
+
+def _env_name(loc: tuple) -> str:
+    """The variable that overrides the key at ``loc``; inside a list, the whole list (as JSON)."""
+    path = []
+    for part in loc:
+        if isinstance(part, int):
+            return ENV_PREFIX + "__".join(path) + "='[...]' (the whole list, as JSON)"
+        path.append(str(part).upper())
+    return ENV_PREFIX + "__".join(path)
 
 
 def default_config_path(environ: dict[str, str] | None = None) -> Path | None:

@@ -19,7 +19,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import multiprocessing as mp
 import os
@@ -31,9 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ingest import stats_file
+from ingest.backpressure import DaemonLoad
 from ingest.config import ConfigError, FlowLensConfig, ListenAddress, load_config
 from ingest.land import landing_name
-from ingest.metrics import DaemonCollector, serve
+from ingest.metrics import DaemonCollector, MetricsPortError, serve
 from ingest.receive import open_udp_socket
 from ingest.worker import run_worker
 
@@ -92,6 +93,7 @@ class Supervisor:
         self.collector = DaemonCollector([a.port for a in cfg.ingest.listen])
         self.ctx = mp.get_context("spawn")
         self.channel = self.ctx.Queue()
+        self.load_slots = DaemonLoad.shared(self.count, self.ctx)  # the backpressure limits are the daemon's
         self.procs: dict[int, mp.Process] = {}
         self.ready: set[int] = set()  # workers whose sockets are bound
         self.stopping = False
@@ -108,19 +110,20 @@ class Supervisor:
                 ) from None
 
     def start(self, index: int) -> None:
-        proc = self.ctx.Process(
-            target=run_worker,
-            args=(self.cfg, index, f"{self.instance}/w{index}", self.channel, self.log_level),
-            name=f"flowlens-ingest-w{index}",
-        )
+        instance = f"{self.instance}/w{index}"
+        args = (self.cfg, index, instance, self.channel, self.log_level, self.load_slots, self.stats_file)
+        proc = self.ctx.Process(target=run_worker, args=args, name=f"flowlens-ingest-w{index}")
         proc.start()
         self.procs[index] = proc
 
     def run(self) -> int:
         self.check_ports()
+        try:  # before any worker starts: a daemon that cannot be monitored does not start
+            serve(self.collector, self.cfg.ingest.metrics_host, self.cfg.ingest.metrics_port)
+        except MetricsPortError as exc:
+            raise ConfigError(str(exc)) from None
         for i in range(self.count):
             self.start(i)
-        serve(self.collector, self.cfg.ingest.metrics_host, self.cfg.ingest.metrics_port)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         log.info("ingest %s: %d process(es), landing in %s, listening on %s", self.instance, self.count,
@@ -189,15 +192,11 @@ class Supervisor:
             log.error("worker %s: %s", msg["worker"], msg["error"])
 
     def write_stats(self) -> None:
-        totals = self.collector.totals()
-        totals["received"] = {f"{e}|{p}": n for (e, p), n in totals["received"].items()}
-        totals["instance"] = self.instance
-        totals["workers_alive"] = sum(p.is_alive() for p in self.procs.values())
-        totals["workers_ready"] = len(self.ready)
-        totals["stopping"] = self.stopping
-        tmp = self.stats_file.with_name(self.stats_file.name + ".tmp")
-        tmp.write_text(json.dumps(totals, default=str))
-        tmp.replace(self.stats_file)
+        parts = {key: stats_file.jsonable(snap) for key, snap in self.collector.parts().items()}
+        alive = sum(p.is_alive() for p in self.procs.values())
+        extra = {"instance": self.instance, "pid": os.getpid(), "workers_ready": len(self.ready),
+                 "workers_alive": alive, "stopping": self.stopping}  # fmt: skip
+        stats_file.write(self.stats_file, parts, extra)
 
 
 def main(argv: list[str]) -> int:

@@ -15,6 +15,14 @@ Metric names (the scaling model §9.1, plus the kernel's view of our sockets):
   datagram longer than the receive slot)
 * ``flowlens_flows_sampled_total``: flows skipped by 1:N sampling under backpressure
 * ``flowlens_ingestion_queue_depth``: flows accepted and not yet landed
+* ``flowlens_flows_spooled_total``, ``flowlens_spool_flows``, ``flowlens_spool_bytes``: the disk
+  spool that takes what the queue cannot hold (:mod:`ingest.spool`)
+* ``flowlens_template_pending_sets``, ``flowlens_template_pending_bytes``: v9/IPFIX data sets
+  held until their template arrives; ``flowlens_template_pending_dropped_total{reason}`` those that
+  never met it (``limit``: the decoder's bounds, ``expired``: ``ingest.template_wait_seconds``,
+  ``shutdown``). Data sets, not flows: a set's flow count is unknown until its template arrives.
+* ``flowlens_ingestion_sample_level``, ``flowlens_ingestion_drop_level``: the daemon's backpressure
+  levels in force (they follow the measured rate, README "Backpressure")
 * ``flowlens_ingestion_latency_seconds``: receive to landed, per flow (histogram)
 * ``flowlens_kafka_messages_produced_total{topic}``, ``flowlens_kafka_delivery_errors_total{topic}``
 * ``flowlens_pg_writes_total{table}`` (rows), ``flowlens_pg_write_latency_seconds{table}`` (histogram)
@@ -92,6 +100,15 @@ class WorkerStats:
         self.flows_landed = 0
         self.interfaces: dict[str, dict[str, int]] = {}  # sFlow interface counters (interface_metrics.py)
         self.mode_switches: Counter[str] = Counter()  # "from>to" -> switches (auto mode)
+        self.spooled = 0  # flows written to the disk spool (counter)
+        # v9/IPFIX data sets waiting for their template (flows cannot be counted before it arrives)
+        self.template_pending_sets = 0
+        self.template_pending_bytes = 0
+        self.template_pending_dropped: Counter[str] = Counter()  # reason: limit, expired, shutdown
+        self.sample_level = 0  # the daemon's backpressure levels in force (flows; the same in every process)
+        self.drop_level = 0
+        self.spool_flows = 0  # gauges: what the spool holds now
+        self.spool_bytes = 0
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -113,20 +130,32 @@ class WorkerStats:
             "flows_landed": self.flows_landed,
             "interfaces": self.interfaces,
             "mode_switches": dict(self.mode_switches),
+            "spooled": self.spooled,
+            "spool_flows": self.spool_flows,
+            "spool_bytes": self.spool_bytes,
+            "template_pending_sets": self.template_pending_sets,
+            "template_pending_bytes": self.template_pending_bytes,
+            "template_pending_dropped": dict(self.template_pending_dropped),
+            "sample_level": self.sample_level,
+            "drop_level": self.drop_level,
         }
 
 
 _COUNTER_KEYS = (
     "received", "flows_dropped", "packets_dropped", "kafka_produced", "kafka_errors",
-    "pg_writes", "landing_failures", "mode_switches",
+    "pg_writes", "landing_failures", "mode_switches", "template_pending_dropped",
 )  # fmt: skip
-_SCALAR_COUNTERS = ("packets_received", "sampled", "flows_landed")
+_SCALAR_COUNTERS = ("packets_received", "sampled", "flows_landed", "spooled")
+_DAEMON_LEVELS = ("sample_level", "drop_level")
+_GAUGES = ("queue_depth", "pg_active", "pg_waiting", "spool_flows", "spool_bytes", "template_pending_sets",
+           "template_pending_bytes")  # fmt: skip
 
 
 def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Sum the snapshots of several processes into one (gauges are summed too: depth, connections)."""
+    snapshots = list(snapshots)
     total: dict[str, Any] = {key: Counter() for key in _COUNTER_KEYS}
-    total.update({key: 0 for key in (*_SCALAR_COUNTERS, "queue_depth", "pg_active", "pg_waiting")})
+    total.update({key: 0 for key in (*_SCALAR_COUNTERS, *_GAUGES)})
     latency = Histogram()
     pg_latency: dict[str, Histogram] = defaultdict(Histogram)
     landing_up: dict[str, int] = {}
@@ -135,13 +164,15 @@ def merge_snapshots(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
         interfaces.update(snap.get("interfaces", {}))
         for key in _COUNTER_KEYS:
             total[key].update(snap.get(key, {}))
-        for key in (*_SCALAR_COUNTERS, "queue_depth", "pg_active", "pg_waiting"):
+        for key in (*_SCALAR_COUNTERS, *_GAUGES):
             total[key] += snap.get(key, 0)
         latency.add(snap["latency"])
         for table, state in snap.get("pg_latency", {}).items():
             pg_latency[table].add(state)
         for backend, up in snap.get("landing_up", {}).items():
             landing_up[backend] = min(landing_up.get(backend, 1), up)
+    for key in _DAEMON_LEVELS:  # each process reports the daemon's level: the newest is the largest
+        total[key] = max((snap.get(key, 0) for snap in snapshots), default=0)
     total["latency"] = latency.state()
     total["pg_latency"] = {k: h.state() for k, h in pg_latency.items()}
     total["landing_up"] = landing_up
@@ -184,14 +215,19 @@ class DaemonCollector:
             if final:
                 self._live.pop(worker, None)
                 self._retired = [merge_snapshots([*self._retired, snapshot])]
-                self._retired[0]["queue_depth"] = self._retired[0]["pg_active"] = 0
-                self._retired[0]["pg_waiting"] = 0
+                for key in (*_GAUGES, *_DAEMON_LEVELS):  # an ended process holds nothing (its spool files wait on disk)
+                    self._retired[0][key] = 0
             else:
                 self._live[worker] = snapshot
 
     def totals(self) -> dict[str, Any]:
         with self._lock:
             return merge_snapshots([*self._retired, *self._live.values()])
+
+    def parts(self) -> dict[str, dict[str, Any]]:
+        """The snapshots the totals sum: ``ended`` (every process that ended) and each live one."""
+        with self._lock:
+            return {**({"ended": self._retired[0]} if self._retired else {}), **self._live}
 
     def collect(self):
         t = self.totals()
@@ -206,6 +242,20 @@ class DaemonCollector:
         yield CounterMetricFamily("flowlens_flows_landed", "Flows durably landed", value=t["flows_landed"])
         yield GaugeMetricFamily("flowlens_ingestion_queue_depth", "Flows accepted, not yet landed",
                                 value=t["queue_depth"])  # fmt: skip
+        yield CounterMetricFamily("flowlens_flows_spooled", "Flows written to the disk spool", value=t["spooled"])
+        yield GaugeMetricFamily("flowlens_spool_flows", "Flows waiting in the disk spool", value=t["spool_flows"])
+        yield GaugeMetricFamily("flowlens_spool_bytes", "Bytes of the disk spool", value=t["spool_bytes"])
+        yield GaugeMetricFamily("flowlens_ingestion_sample_level", "Queue depth (daemon) where sampling starts",
+                                value=t["sample_level"])  # fmt: skip
+        yield GaugeMetricFamily("flowlens_ingestion_drop_level", "Queue depth (daemon) where dropping starts",
+                                value=t["drop_level"])  # fmt: skip
+        yield GaugeMetricFamily("flowlens_template_pending_sets", "v9/IPFIX data sets waiting for their template",
+                                value=t["template_pending_sets"])  # fmt: skip
+        yield GaugeMetricFamily("flowlens_template_pending_bytes", "Bytes of data waiting for a template",
+                                value=t["template_pending_bytes"])  # fmt: skip
+        yield _labelled(CounterMetricFamily, "flowlens_template_pending_dropped",
+                        "Data sets that never met their template, by reason", ["reason"],
+                        {(k,): v for k, v in t["template_pending_dropped"].items()})  # fmt: skip
         yield _histogram("flowlens_ingestion_latency_seconds", "Receive to landed, per flow", [], {(): t["latency"]})
         yield _labelled(CounterMetricFamily, "flowlens_kafka_messages_produced", "Kafka messages delivered",
                         ["topic"], {(k,): v for k, v in t["kafka_produced"].items()})  # fmt: skip
@@ -251,8 +301,16 @@ def _histogram(name: str, doc: str, labels: list[str], states: dict[tuple[str, .
     return family
 
 
+class MetricsPortError(OSError):
+    """The metrics endpoint cannot listen; the message names the setting to change."""
+
+
 def serve(collector: DaemonCollector, host: str, port: int) -> CollectorRegistry | None:
-    """Start the /metrics HTTP endpoint (port 0 = none); a busy port is a warning, not a crash."""
+    """Start the /metrics HTTP endpoint (port 0 = none).
+
+    A port that cannot be bound raises :class:`MetricsPortError`: a daemon running unmonitored
+    would hide every fault the metrics exist to show.
+    """
     if not port:
         return None
     registry = CollectorRegistry()
@@ -260,7 +318,10 @@ def serve(collector: DaemonCollector, host: str, port: int) -> CollectorRegistry
     try:
         start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
-        log.warning("metrics endpoint %s:%s not started (%s); set ingest.metrics_port to a free port", host, port, exc)
-        return None
+        raise MetricsPortError(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; pick a free port with --metrics-port, "
+            "ingest.metrics_port or FLOWLENS_INGEST__METRICS_PORT (0 = no metrics endpoint), or stop the "
+            "program holding it"
+        ) from None
     log.info("metrics on http://%s:%s/metrics", host, port)
     return registry

@@ -5,7 +5,8 @@ kernel spreads packets over the processes (by the exporter's address: :mod:`inge
 (:class:`Receiver`) only reads: it drains each readable socket without blocking (on Linux one
 ``recvmmsg`` per socket per pass, see :mod:`ingest.mmsg`), stamps the packets with one clock
 reading per drain, checks the allow-list and puts them in a :class:`FairQueue`. Datagrams longer
-than a 64 KiB slot cannot exist over UDP; should one appear it is counted (``truncated``), not kept.
+than ``ingest.max_datagram_bytes`` (or than a 64 KiB slot) are counted (``oversized``), not kept:
+no exporter sends them, so they are junk or an attack, and the decoder must not spend time on them.
 Decoding and landing happen in other threads, so receiving never waits on them.
 
 Fairness: the queue keeps one FIFO per exporter and the decoder takes packets round-robin. When the
@@ -248,8 +249,10 @@ class Receiver(threading.Thread):
         stats,
         use_export_time: bool = False,
         coalesce_seconds: float = 0.0,
+        max_datagram_bytes: int = MAX_DATAGRAM,
     ):
         super().__init__(name="flowlens-receive", daemon=True)
+        self.max_datagram_bytes = max_datagram_bytes
         self.sockets = sockets
         self.queue = queue
         self.allow = allow
@@ -295,8 +298,10 @@ class Receiver(threading.Thread):
             payloads, sources, truncated = self._read_batch(sock)
         else:
             (payloads, sources), truncated = self._recv_each(sock), 0
+        if self.max_datagram_bytes < MAX_DATAGRAM and payloads:
+            payloads, sources, truncated = self._not_oversized(payloads, sources, truncated)
         if truncated:
-            self.stats.packets_dropped["truncated"] += truncated
+            self.stats.packets_dropped["oversized"] += truncated
         packets = self._stamp(payloads, sources, now_us)
         refused = len(payloads) - len(packets)
         if refused:
@@ -342,6 +347,15 @@ class Receiver(threading.Thread):
             payloads.append(payload)
             sources.append(host[7:] if host.startswith("::ffff:") else host)
         return payloads, sources
+
+    def _not_oversized(self, payloads: list[bytes], sources: list[str], oversized: int):
+        """Payloads and senders without the datagrams over ``max_datagram_bytes``, and how many were
+        oversized in all (``oversized`` = those the reader already cut off at its slot size)."""
+        limit = self.max_datagram_bytes
+        if max(map(len, payloads)) <= limit:
+            return payloads, sources, oversized
+        kept = [(p, s) for p, s in zip(payloads, sources, strict=True) if len(p) <= limit]
+        return [p for p, _ in kept], [s for _, s in kept], oversized + len(payloads) - len(kept)
 
     def _stamp(self, payloads: list[bytes], sources: list[str], now_us: int) -> list[Packet]:
         """Packets from allowed exporters, with their window time (the allow-list is asked once

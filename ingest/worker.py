@@ -24,25 +24,27 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from ingest import interface_metrics
+from ingest import interface_metrics, stats_file
 from ingest.addresses import addresses
-from ingest.backpressure import FlowQueue, Queued
+from ingest.backpressure import DaemonLoad, FlowQueue
 from ingest.config import FlowLensConfig
 from ingest.land import backend_for, open_landing
+from ingest.landing_loop import LandingLoop
 from ingest.metrics import PROTOCOLS, WorkerStats
 from ingest.receive import BUSY, AllowList, FairQueue, Receiver, export_time_us, name_this_thread, open_udp_socket
 from ingest.reuseport import balance_by_exporter
 from ingest.schema import receive_times_us
+from ingest.spool import Spool
 from ingest.window import WINDOW_US
 
 log = logging.getLogger(__name__)
+# decoder reasons for data that waited for a template -> flowlens_template_pending_dropped_total{reason}
+PENDING_DROPS = {"no_template_dropped": "limit", "no_template_expired": "expired"}
 # export mode: an exporter silent this long (wall clock) stops holding the process's watermark back
 EXPORTER_IDLE_SECONDS = 10.0
 
@@ -59,10 +61,6 @@ def split_windows(batch: pa.RecordBatch) -> list[pa.RecordBatch]:
     taken = batch.take(pa.array(order))
     edges = [0, *bounds.tolist(), len(order)]
     return [taken.slice(a, b - a) for a, b in itertools.pairwise(edges)]
-
-
-def window_of(batch: pa.RecordBatch) -> int:
-    return int(receive_times_us(batch).min()) // WINDOW_US
 
 
 def count_by_exporter(batch: pa.RecordBatch) -> dict[tuple[bytes, int], int]:
@@ -103,19 +101,10 @@ class ExporterNames:
         return name
 
 
-@dataclass(eq=False)
-class Unit:
-    """Queued batches of one window landed together; done when every part is confirmed."""
-
-    items: list[Queued]
-    parts_left: int = 1
-    failed: list[pa.RecordBatch] = field(default_factory=list)
-
-
 class Worker:
     """Everything one receiving process runs; :meth:`run` returns when drained after :meth:`stop`."""
 
-    def __init__(self, cfg: FlowLensConfig, index: int, instance: str, report=None):
+    def __init__(self, cfg: FlowLensConfig, index: int, instance: str, report=None, load_slots=None):
         self.cfg = cfg
         self.index = index
         self.instance = instance
@@ -127,7 +116,9 @@ class Worker:
         for sock in self.sockets:  # one exporter, one process: its templates are all in one place
             balance_by_exporter(sock, ing.process_count)
         self.fairq = FairQueue(ing.receive_queue_packets)
-        self.flowq = FlowQueue(cfg.backpressure.ingestion)
+        # the daemon's limits: every process's depth and rate in shared memory (a private array alone)
+        load = DaemonLoad(load_slots, index if load_slots is not None else 0)
+        self.flowq = FlowQueue(cfg.backpressure.ingestion, load, self._open_spool())
         self.receiver = Receiver(
             self.sockets,
             self.fairq,
@@ -135,8 +126,10 @@ class Worker:
             self.stats,
             ing.timestamp_source == "export",
             ing.receive_coalesce_ms / 1000,
+            ing.max_datagram_bytes,
         )
         self.landing = open_landing(cfg, stats=self.stats)
+        self.loop = LandingLoop(cfg, index, self.landing, self.backend, self.flowq, self.stats)
         self.stopping = threading.Event()
         self._decode_done = threading.Event()
         self._exporter_names = ExporterNames()
@@ -146,15 +139,18 @@ class Worker:
         self._clock_lock = threading.Lock()
         self.late_packets_clamped = 0
         self._late_logged = 0.0
-        self._retry: list[tuple[float, Unit, pa.RecordBatch]] = []
-        self._writers = ThreadPoolExecutor(cfg.ingest.landing_writers, thread_name_prefix="flowlens-land")
-        self._writing: list[tuple[Future, Unit, pa.RecordBatch]] = []  # blocking writes in progress
-        self._backoff = 0.1
-        self._retry_after = 0.0  # monotonic time before which the landing is not tried again
         self._drain_deadline: float | None = None
+        self._finished = threading.Event()  # the landing loop ended: no more periodic reports
         self.state_dir = cfg.state_dir / "ingest"
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.decoder = self._make_decoder()
+
+    def _open_spool(self) -> Spool | None:
+        """This process's disk spool (files a previous run left are landed first); None when off."""
+        ing = self.cfg.ingest
+        if not ing.spool_max_bytes:
+            return None
+        return Spool((ing.spool_dir or self.cfg.state_dir / "ingest" / "spool") / f"w{self.index}", ing.spool_max_bytes)
 
     # --- decoder and templates ----------------------------------------------------------------
     def _make_decoder(self):
@@ -202,6 +198,7 @@ class Worker:
                 self._count_received(batch)
                 for piece in split_windows(batch):
                     admitted = self.flowq.admit(piece)
+                    self.stats.spooled += admitted.spooled
                     self.stats.sampled += admitted.sampled
                     self.stats.flows_dropped["backpressure"] += admitted.dropped
             except Exception:  # a bug must not stop the process from receiving: count it, go on
@@ -209,12 +206,15 @@ class Worker:
                 self.stats.packets_dropped["internal_error"] += len(packets)
             finally:
                 self.fairq.release()
+            self._expire_pending()
             self._count_decode_errors(errors_seen)
             events = sum(self.decoder.stats.events.values())
             if events != templates_seen and time.monotonic() - last_save > 1.0:
                 templates_seen, last_save = events, time.monotonic()
                 self.save_templates()
         self.save_templates()
+        # Templates are saved, data waiting for one is not: what still waits is lost, and counted.
+        self.stats.template_pending_dropped["shutdown"] += self.decoder.stats.pending
         self._decode_done.set()
 
     def _follow_export_clock(self, packets: list) -> list:
@@ -272,10 +272,21 @@ class Worker:
     def _count_decode_errors(self, seen: dict[str, int]) -> None:
         for reason, count in self.decoder.stats.errors.items():
             if count != seen.get(reason, 0):
-                self.stats.packets_dropped[f"malformed:{reason}"] += count - seen.get(reason, 0)
+                pending_reason = PENDING_DROPS.get(reason)
+                if pending_reason:  # data that waited for a template: not malformed, and not a packet
+                    self.stats.template_pending_dropped[pending_reason] += count - seen.get(reason, 0)
+                else:
+                    self.stats.packets_dropped[f"malformed:{reason}"] += count - seen.get(reason, 0)
                 seen[reason] = count
 
-    # --- landing loop -------------------------------------------------------------------------
+    def _expire_pending(self) -> None:
+        """Data sets that waited longer than ``ingest.template_wait_seconds`` for their template
+        go (counted); the clock is the packets' own (receive or export time, as they were stamped)."""
+        newest = self.receiver.max_stamp
+        if newest and self.decoder.stats.pending:
+            self.decoder.pending.expire(newest - int(self.cfg.ingest.template_wait_seconds * 1e6))
+
+    # --- main thread: the landing loop -----------------------------------------------------
     def run(self) -> None:
         name_this_thread(f"flowlens-w{self.index}")
         self.receiver.start()
@@ -283,57 +294,44 @@ class Worker:
         decode_thread.start()
         log.info("worker %d (%s) receiving on %s, landing in %s", self.index, self.instance,
                  ", ".join(f"{a.host}:{a.port}" for a in self.cfg.ingest.listen), self.backend)  # fmt: skip
+        reporter = threading.Thread(target=self._report_every_second, name="flowlens-report", daemon=True)
+        reporter.start()
         ing = self.cfg.ingest
-        acc: dict[int, list[Queued]] = {}  # window -> queued batches not yet written
-        acc_rows: dict[int, int] = {}
-        acc_since: dict[int, float] = {}
-        # Batches waiting to be written count in the queue depth: keep them well below the sampling
-        # threshold so batching alone never triggers backpressure.
-        flush_rows = max(1, min(ing.batch_max_flows, self.flowq.sample_at // 4))
         next_heartbeat = time.monotonic()
-        next_report = time.monotonic()
+        graceful = True
         while True:
-            item = self.flowq.get(timeout=0.02)
-            now = time.monotonic()
-            if item is not None:
-                w = window_of(item.batch)
-                acc.setdefault(w, []).append(item)
-                acc_rows[w] = acc_rows.get(w, 0) + item.batch.num_rows
-                acc_since.setdefault(w, now)
             draining = self.stopping.is_set()
             if draining and self._drain_deadline is None:
-                self._drain_deadline = now + ing.drain_timeout_seconds
+                self._drain_deadline = time.monotonic() + ing.drain_timeout_seconds
                 self._stop_receiving()
-            for w in sorted(acc):
-                newer_window = any(other > w for other in acc)
-                full = acc_rows[w] >= flush_rows or now - acc_since[w] >= ing.batch_max_seconds
-                if draining or newer_window or full:
-                    self._land(Unit(acc.pop(w)))
-                    acc_rows.pop(w)
-                    acc_since.pop(w)
-            self._serve_landing()
+            self.loop.step(timeout=0.02, draining=draining)
+            now = time.monotonic()
             if now >= next_heartbeat:
                 self._heartbeat()
                 next_heartbeat = now + ing.heartbeat_seconds
-            if now >= next_report:
-                self._report(final=False)
-                next_report = now + 1.0
-            idle = not acc and not self._retry and not self._writing and self.flowq.depth == 0
-            if draining and self._decode_done.is_set() and idle:
+            if draining and self._decode_done.is_set() and self.loop.idle:
                 break
             if draining and now > self._drain_deadline:
                 log.error(
                     "worker %d: drain timeout with %d flows not landed (landing down?)", self.index, self.flowq.depth
                 )
                 self.stats.flows_dropped["shutdown_unlanded"] += self.flowq.depth
+                graceful = False
                 break
-        self._heartbeat()
+        self._finished.set()
+        if graceful:  # a landing that is down gets no last word: the deadline is the supervisor's promise
+            self.loop.final_heartbeat(self.instance, self.landed_through_us)
         decode_thread.join(timeout=5)
-        self._writers.shutdown(wait=False, cancel_futures=True)
-        self.landing.close()
+        self.loop.close(graceful)
         for sock in self.sockets:
             sock.close()
+        reporter.join(timeout=2)
         self._report(final=True)
+
+    def _report_every_second(self) -> None:
+        """Counters towards the parent from their own thread: a stuck landing never freezes the metrics."""
+        while not self._finished.wait(1.0):
+            self._report(final=False)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -342,88 +340,6 @@ class Worker:
         self.receiver.stopping.set()
         self.receiver.join(timeout=5)
         self.receiver.drain_all()  # what the kernel already accepted for us is accepted too
-
-    def _land(self, unit: Unit) -> None:
-        batches = [q.batch for q in unit.items]
-        batch = batches[0] if len(batches) == 1 else pa.concat_batches(batches)
-        self._write(unit, batch)
-
-    def _write(self, unit: Unit, batch: pa.RecordBatch) -> None:
-        """Write (or start writing) one batch of a unit; a failure puts it on the retry list.
-
-        While the landing is backing off, new batches wait on the retry list too (in order), so a
-        dead database costs one timeout per backoff step, not one per batch.
-        """
-        if time.monotonic() < self._retry_after:
-            self._retry.append((self._retry_after, unit, batch))
-            return
-        write_async = getattr(self.landing, "write_async", None)
-        if write_async is None:
-            self._submit(unit, batch)
-            return
-        try:
-            write_async(batch, lambda failed, error, unit=unit: self._settled(unit, failed, error))
-        except Exception as exc:  # any driver error: keep the batch, back off, retry
-            self._failed(unit, [batch], str(exc))
-
-    def _submit(self, unit: Unit, batch: pa.RecordBatch) -> None:
-        """Blocking landings (PostgreSQL) write from a few threads, so encoding the next batch
-        overlaps the database's work on the previous one; at most ``landing_writers`` at once."""
-        while len(self._writing) >= self.cfg.ingest.landing_writers:
-            wait([f for f, _, _ in self._writing], return_when=FIRST_COMPLETED)
-            self._collect_writes()
-        self._writing.append((self._writers.submit(self.landing.write, batch), unit, batch))
-
-    def _collect_writes(self) -> None:
-        """Settle the finished blocking writes (in the landing loop's thread)."""
-        still = []
-        for future, unit, batch in self._writing:
-            if not future.done():
-                still.append((future, unit, batch))
-            elif future.exception() is not None:
-                self._failed(unit, [batch], str(future.exception()))
-            else:
-                self._succeeded(unit)
-        self._writing = still
-
-    def _failed(self, unit: Unit, parts: list[pa.RecordBatch], error: str) -> None:
-        """Count a failed write and schedule its retry after the current backoff (seed §8.3)."""
-        self.stats.landing_failures[self.backend] += 1
-        self.stats.landing_up[self.backend] = 0
-        log.warning("worker %d: landing in %s failed (%s); retrying in %.1fs (queued: %d flows)",
-                    self.index, self.backend, error.strip()[:200], self._backoff, self.flowq.depth)  # fmt: skip
-        self._retry_after = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, self.cfg.ingest.landing_backoff_max_seconds)
-        batch = parts[0] if len(parts) == 1 else pa.concat_batches(parts)
-        self._retry.append((self._retry_after, unit, batch))
-
-    def _succeeded(self, unit: Unit) -> None:
-        self._backoff = 0.1
-        self.stats.landing_up[self.backend] = 1
-        rows = sum(q.batch.num_rows for q in unit.items)
-        self.stats.flows_landed += rows
-        now_us = time.time_ns() // 1000
-        for q in unit.items:
-            self.stats.latency.observe(max(now_us - q.oldest_us, 0) / 1e6, q.batch.num_rows)
-        self.flowq.done(unit.items)
-
-    def _settled(self, unit: Unit, failed: list[pa.RecordBatch], error: str | None) -> None:
-        """Kafka delivery report for one write of a unit (called from poll): retry what failed."""
-        if failed:
-            self._failed(unit, failed, f"{len(failed)} message(s) not delivered: {error}")
-        else:
-            self._succeeded(unit)
-
-    def _serve_landing(self) -> None:
-        poll = getattr(self.landing, "poll", None)
-        if poll is not None:
-            poll(0)
-        if self._writing:
-            self._collect_writes()
-        if self._retry and time.monotonic() >= self._retry_after:
-            due, self._retry = self._retry, []
-            for _, unit, batch in due:  # oldest first; a new failure re-queues the rest behind it
-                self._write(unit, batch)
 
     # --- watermarks ---------------------------------------------------------------------------
     def landed_through_us(self) -> int | None:
@@ -445,8 +361,10 @@ class Worker:
             if self.receiver.pending == BUSY and self.receiver.is_alive():
                 time.sleep(0.001)
                 continue
-            # Upstream stages first: a batch moving downstream is always visible in one of them.
-            oldest = [s for s in (self.fairq.oldest_stamp(), self.flowq.oldest_us()) if s is not None]
+            # Upstream stages first: a batch moving downstream is always visible in one of them
+            # (the spool comes before the queue: a spooled batch is queued, then leaves the spool).
+            stages = (self.fairq.oldest_stamp(), self._spool_oldest_us(), self.flowq.oldest_us())
+            oldest = [s for s in stages if s is not None]
             candidates = [s for s in (mark, *oldest) if s is not None]
             if not candidates:
                 return None
@@ -454,27 +372,26 @@ class Worker:
             break
         return self._landed_through_us or None
 
+    def _spool_oldest_us(self) -> int | None:
+        return self.flowq.spool.oldest_us() if self.flowq.spool is not None else None
+
     def _heartbeat(self) -> None:
-        through_us = self.landed_through_us()
-        if through_us is None:
-            return
-        through = datetime.fromtimestamp(through_us / 1e6, UTC)
-        try:
-            self.landing.heartbeat(self.instance, through, self.stats.flows_landed)  # delivered, or raises
-            self.stats.landing_up[self.backend] = 1
-        except Exception as exc:  # landing down: the next heartbeat will say it
-            self.stats.landing_failures[self.backend] += 1
-            self.stats.landing_up[self.backend] = 0
-            log.warning("worker %d: heartbeat not landed (%s)", self.index, str(exc).strip()[:200])
+        self.loop.heartbeat(self.instance, self.landed_through_us)
 
     def _report(self, final: bool) -> None:
         self.stats.queue_depth = self.flowq.depth
         self.stats.interfaces = interface_metrics.snapshot(self.decoder.interface_counters.latest)
+        self.stats.sample_level, self.stats.drop_level = self.flowq.levels()
+        pending = self.decoder.stats
+        self.stats.template_pending_sets, self.stats.template_pending_bytes = pending.pending, pending.pending_bytes
+        if self.flowq.spool is not None:
+            self.stats.spool_flows, self.stats.spool_bytes = self.flowq.spool.flows, self.flowq.spool.bytes
         if self.report is not None:
             self.report(self.stats.snapshot(), final)
 
 
-def run_worker(cfg: FlowLensConfig, index: int, instance: str, channel, log_level: str) -> None:
+def run_worker(cfg: FlowLensConfig, index: int, instance: str, channel, log_level: str, load_slots=None,
+               stats_path: Path | None = None) -> None:  # fmt: skip
     """Entry point of a receiving process (multiprocessing target)."""
     logging.basicConfig(level=log_level, format=f"%(asctime)s flowlens-ingest[w{index}] %(levelname)s %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into an orderly stop
@@ -483,11 +400,15 @@ def run_worker(cfg: FlowLensConfig, index: int, instance: str, channel, log_leve
     # socket promptly instead of waiting up to 5 ms behind a decode call.
     sys.setswitchinterval(0.0005)
 
+    parent = os.getppid()
+
     def report(snapshot: dict, final: bool) -> None:
         channel.put({"worker": index, "snapshot": snapshot, "final": final})
+        if final and stats_path is not None and os.getppid() != parent:  # the supervisor is gone
+            stats_file.replace_part(stats_path, str(index), snapshot)
 
     try:
-        worker = Worker(cfg, index, instance, report)
+        worker = Worker(cfg, index, instance, report, load_slots)
     except Exception as exc:
         log.error("worker %d cannot start: %s", index, exc)
         channel.put({"worker": index, "error": str(exc)})
@@ -495,6 +416,12 @@ def run_worker(cfg: FlowLensConfig, index: int, instance: str, channel, log_leve
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     channel.put({"worker": index, "ready": True, "pid": os.getpid()})
     worker.run()
+    # Writer threads may still wait on a dead landing (a pool timeout): the final report is all the
+    # parent needs, so deliver it and leave without joining them.
+    channel.close()
+    channel.join_thread()
+    logging.shutdown()
+    os._exit(0)
 
 
 def _drain_when_parent_dies() -> None:

@@ -19,6 +19,8 @@ declare -A PACKAGES=(
   [nfdump]=/usr/bin/nfdump
   [tshark]=/usr/bin/tshark
   [faketime]=/usr/bin/faketime
+  [prometheus]=/usr/bin/promtool
+  [prometheus-alertmanager]=/usr/bin/prometheus-alertmanager
 )
 missing=()
 for pkg in "${!PACKAGES[@]}"; do

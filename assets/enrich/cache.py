@@ -13,8 +13,8 @@ whose reply is one string per call (values joined by newline). That reads ~800k 
 the callers store hostnames, JSON and asset names, which do not.
 
 Hits and misses are counted per namespace in ``stats`` and in the Prometheus counters
-``flowlens_redis_cache_hits_total{cache}`` / ``flowlens_redis_cache_misses_total{cache}`` (the scaling model §9.1),
-whichever backend answered.
+``flowlens_redis_cache_hits_total{cache}`` / ``flowlens_redis_cache_misses_total{cache}`` (scaling model
+§9.1; ``assets.metrics`` flushes them to PostgreSQL for ``flowlens metrics``), whichever backend answered.
 """
 
 from __future__ import annotations
@@ -26,12 +26,10 @@ from dataclasses import dataclass, field
 
 import polars as pl
 import redis
-from prometheus_client import Counter
+
+from assets.metrics import CACHE_HITS, CACHE_MISSES
 
 log = logging.getLogger(__name__)
-
-CACHE_HITS = Counter("flowlens_redis_cache_hits", "Enrichment cache hits", ["cache"])
-CACHE_MISSES = Counter("flowlens_redis_cache_misses", "Enrichment cache misses", ["cache"])
 
 CHUNK = 20_000  # keys per Lua call: large enough to amortize, small enough not to stall Redis
 CALLS_IN_FLIGHT = 8  # Lua calls sent before their replies are read

@@ -282,6 +282,9 @@ def daemon_env(cfg: FlowLensConfig, state_dir: Path, port: int, settings: dict[s
             "FLOWLENS_BACKPRESSURE__INGESTION__DROP_AT_QUEUE_DEPTH": str(bp.ingestion.drop_at_queue_depth),
             "FLOWLENS_BACKPRESSURE__INGESTION__MAX_QUEUE_DEPTH": str(bp.ingestion.max_queue_depth),
             "FLOWLENS_BACKPRESSURE__INGESTION__SAMPLE_RATE": str(bp.ingestion.sample_rate),
+            "FLOWLENS_BACKPRESSURE__INGESTION__SAMPLE_AT_QUEUE_SECONDS": str(bp.ingestion.sample_at_queue_seconds),
+            "FLOWLENS_BACKPRESSURE__INGESTION__DROP_AT_QUEUE_SECONDS": str(bp.ingestion.drop_at_queue_seconds),
+            "FLOWLENS_BACKPRESSURE__INGESTION__QUEUE_CEILING_FLOWS": str(bp.ingestion.queue_ceiling_flows),
         }
     )
     settings = {"listen": [{"host": "127.0.0.1", "port": port}], "metrics_port": 0, **settings}
@@ -437,6 +440,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--processes", type=int, default=0, help="receiving processes (0 = one per core)")
     p.add_argument("--backends", default="kafka,postgres,nfcapd", help="what to measure, comma-separated")
     p.add_argument("--config", help="FlowLens config (services)")
+    p.add_argument("--cold-start-repeats", type=int, default=5, help="cold-start scenario repeats (0 = skip it)")
+    p.add_argument("--cold-start-rate", type=float, default=300_000, help="cold-start sending rate (flows/s)")
+    p.add_argument("--cold-start-seconds", type=float, default=8.0, help="cold-start sending time")
+    p.add_argument("--outage-seconds", type=float, default=0, help="landing outage scenario length (0 = skip it)")
+    p.add_argument("--outage-rate", type=float, default=50_000, help="sending rate during the outage scenario")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
     versions = tuple(int(v) for v in args.versions.split(","))
@@ -445,6 +453,12 @@ def main(argv: list[str]) -> int:
     require(cfg, [b for b in backends if b in ("kafka", "postgres")], "flowlens bench ingest")
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else (lambda m: print(m, flush=True))
     workdir = Path(tempfile.mkdtemp(prefix="flowlens-bench-ingest-"))
+    cold: tuple[dict, dict, dict] = ({}, {}, {})
+    if args.cold_start_repeats > 0:  # first, with the configured levels (the sustained search raises them)
+        cold = _cold_start(cfg, workdir, processes, args, log)
+    if args.outage_seconds > 0:
+        outage = _outage(cfg, workdir, processes, args, log)
+        cold = tuple({**a, **b} for a, b in zip(cold, outage, strict=True))
     # Seconds of traffic, not the scaling model's 50k flows: at millions of flows/s the scaling model's queue is 25 ms.
     ingestion = cfg.backpressure.ingestion.model_copy(
         update={"sample_at_queue_depth": 2_000_000, "drop_at_queue_depth": 4_000_000, "max_queue_depth": 4_000_000}
@@ -457,6 +471,9 @@ def main(argv: list[str]) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     figures, baseline, extra = _figures(results)
+    figures.update(cold[0])
+    baseline.update(cold[1])
+    extra.update(cold[2])
     config = {
         "seconds_per_trial": args.seconds, "versions": list(versions), "receiving_processes": processes,
         "cores": os.cpu_count(), "exporters": 8, "sender": "Python sendmmsg loop, separate process, same cores",
@@ -466,6 +483,32 @@ def main(argv: list[str]) -> int:
     }  # fmt: skip
     report("ingest", figures, baseline, config, args.json)
     return 0
+
+
+def _cold_start(cfg: FlowLensConfig, workdir: Path, processes: int, args, log) -> tuple[dict, dict, dict]:
+    from flowlens_dagster.bench.coldstart import figures
+
+    return _on_backend(cfg, "kafka", lambda kafka_cfg: figures(
+        kafka_cfg, workdir / "cold", processes, args.cold_start_repeats, args.cold_start_rate,
+        args.cold_start_seconds, log))  # fmt: skip
+
+
+def _outage(cfg: FlowLensConfig, workdir: Path, processes: int, args, log) -> tuple[dict, dict, dict]:
+    from flowlens_dagster.bench.outage import run
+
+    return _on_backend(cfg, "postgres", lambda pg_cfg: run(
+        pg_cfg, workdir / "outage", processes, args.outage_seconds, args.outage_rate, log))  # fmt: skip
+
+
+def _on_backend(cfg: FlowLensConfig, backend: str, scenario: Callable[[FlowLensConfig], Any]) -> Any:
+    """Run ``scenario`` on a throwaway topic or database of ``backend``, removed afterwards."""
+    cleanup: list[Callable[[], None]] = []
+    try:
+        return scenario(_backend_config(cfg, backend, cleanup))
+    finally:
+        for step in cleanup:
+            with contextlib.suppress(Exception):
+                step()
 
 
 def _measure(backend, cfg, workdir, versions, processes, args, log):

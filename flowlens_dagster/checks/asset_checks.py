@@ -14,6 +14,7 @@ from typing import Any
 
 import dagster as dg
 
+from assets import metrics
 from assets.partitions import daily_partitions, five_minute_partitions, hourly_partitions
 from flowlens_dagster.checks.evaluate import BY_NAME, CHECKS, CheckSpec, evaluate, sources_from, spans
 from flowlens_dagster.checks.reconcile import Finding, jsonable
@@ -99,9 +100,11 @@ def _checks_for(asset: str) -> dg.AssetChecksDefinition:
                 spec = BY_NAME[key.name]
                 finding = evaluate(spec, sources, over)
                 context.log.info(f"{spec.asset}/{spec.name}: {'pass' if finding.passed else 'FAIL'}: {finding.message}")
+                metrics.QUALITY_CHECKS.labels(spec.asset, spec.name, "pass" if finding.passed else "fail").inc()
                 yield check_result(spec, finding)
         finally:
             sources.close()
+            metrics.flush(context.resources.postgres.dsn())
 
     return _checks
 

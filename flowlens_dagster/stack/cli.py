@@ -1,10 +1,11 @@
-"""``flowlens stack up|status|down``: the local PostgreSQL / Redis / Kafka stack.
+"""``flowlens stack up|status|down``: the local PostgreSQL / Redis / Kafka / Prometheus stack.
 
 ``up`` installs what is missing, starts what is not running, waits for health and creates the
 database and topics; running it again is a no-op. ``status`` checks each service of the mode over a
 real connection and exits 1 when one is unhealthy. ``down`` stops only processes this stack started
 (pidfile + command-line check). Modes: minimal = PostgreSQL; standard/full (and auto, which may
-switch to them) = PostgreSQL + Redis + Kafka. The mode of the last ``up`` is remembered in
+switch to them) = PostgreSQL + Redis + Kafka; full adds the monitoring (``monitoring.py``: the pipeline's
+metrics exporter, Prometheus with the alert rules, Alertmanager). The mode of the last ``up`` is remembered in
 ``<state_dir>/run/stack.mode`` so ``status`` checks what was started.
 """
 
@@ -16,17 +17,25 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import ModuleType
+from typing import Any
 
 from flowlens_dagster.stack import kafka, postgres, process, redis
+from flowlens_dagster.stack.monitoring import ALERTMANAGER_SERVICE, EXPORTER_SERVICE, PROMETHEUS_SERVICE
 from ingest.config import ConfigError, FlowLensConfig, load_config
 
 MODES = ("minimal", "standard", "full", "auto")
-ALL_SERVICES: dict[str, ModuleType] = {"postgresql": postgres, "redis": redis, "kafka": kafka}
+# Each has up/down/health/running_pid(cfg): a module (postgres, redis, kafka) or a monitoring Service.
+ALL_SERVICES: dict[str, Any] = {
+    "postgresql": postgres, "redis": redis, "kafka": kafka,
+    "exporter": EXPORTER_SERVICE, "alertmanager": ALERTMANAGER_SERVICE, "prometheus": PROMETHEUS_SERVICE,
+}  # fmt: skip
+MONITORING = ("exporter", "alertmanager", "prometheus")
 
 
 def services_for(mode: str) -> list[str]:
-    return ["postgresql"] if mode == "minimal" else list(ALL_SERVICES)
+    if mode == "minimal":
+        return ["postgresql"]
+    return [name for name in ALL_SERVICES if mode == "full" or name not in MONITORING]
 
 
 def _mode_file(cfg: FlowLensConfig):
@@ -57,7 +66,7 @@ def up(cfg: FlowLensConfig, mode: str | None = None) -> None:
     mode = mode or cfg.mode
     with _locked(cfg):
         for name in services_for(mode):
-            ALL_SERVICES[name].up(cfg)
+            ALL_SERVICES[name].up(cfg.model_copy(update={"mode": mode}))  # the exporter reads what the mode runs
         _record_mode(cfg, mode)
 
 
@@ -83,7 +92,8 @@ def status(cfg: FlowLensConfig, mode: str | None = None) -> dict[str, dict[str, 
 def down(cfg: FlowLensConfig, only: list[str] | None = None) -> list[str]:
     """Stop the services this stack started (all, or those in ``only``); Kafka first, PostgreSQL last."""
     with _locked(cfg):
-        names = [name for name in ("kafka", "redis", "postgresql") if only is None or name in only]
+        order = ("prometheus", "alertmanager", "exporter", "kafka", "redis", "postgresql")
+        names = [name for name in order if only is None or name in only]
         stopped = [name for name in names if ALL_SERVICES[name].down(cfg)]
         if all(module.running_pid(cfg) is None for module in ALL_SERVICES.values()):
             _mode_file(cfg).unlink(missing_ok=True)
@@ -97,13 +107,14 @@ def _print_status(report: dict[str, dict[str, object]], as_json: bool) -> None:
     for name, entry in report.items():
         state = "healthy" if entry["healthy"] else "UNHEALTHY"
         owner = f"pid {entry['pid']}" if entry["pid"] else "not started by this stack"
-        print(f"{name:<11} {state:<9} {entry['detail']} [{owner}]")
+        print(f"{name:<12} {state:<9} {entry['detail']} [{owner}]")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowlens stack",
-        description="Start, check or stop the local PostgreSQL / Redis / Kafka stack (state under state_dir).",
+        description="Start, check or stop the local PostgreSQL / Redis / Kafka stack, plus Prometheus, Alertmanager "
+        "and the pipeline's metrics exporter in full mode (state under state_dir).",
     )
     parser.add_argument("--config", help="FlowLens YAML file (default: $FLOWLENS_CONFIG or ./flowlens.yaml)")
     sub = parser.add_subparsers(dest="action", required=True)

@@ -1,7 +1,8 @@
 """Data sets that arrived before their template: held in a bounded buffer, released in order.
 
 The buffer is bounded by ``DecoderLimits.max_pending_sets`` and ``max_pending_bytes``; when it is
-full the oldest set is dropped (counted as ``no_template_dropped``). Each held set keeps its own
+full the oldest set is dropped (counted as ``no_template_dropped``); sets older than the caller's
+limit go with :meth:`PendingBuffer.expire` (``no_template_expired``). Each held set keeps its own
 packet context, so it decodes later exactly as it would have on arrival.
 """
 
@@ -48,7 +49,16 @@ class PendingBuffer:
             self.stats.pending_bytes -= len(body)
             yield body, ctx
 
-    def _drop_oldest(self) -> None:
+    def expire(self, before_us: int) -> int:
+        """Drop the sets waiting since before ``before_us`` (their receive time), counted as
+        ``no_template_expired``; returns how many."""
+        expired = 0
+        while self.held and next(iter(self.held.values()))[2][0] < before_us:
+            self._drop_oldest("no_template_expired")
+            expired += 1
+        return expired
+
+    def _drop_oldest(self, reason: str = "no_template_dropped") -> None:
         seq, (key, body, _) = self.held.popitem(last=False)
         waiting = self._by_key.get(key)
         if waiting:
@@ -57,4 +67,4 @@ class PendingBuffer:
                 del self._by_key[key]
         self.stats.pending -= 1
         self.stats.pending_bytes -= len(body)
-        self.stats.errors["no_template_dropped"] += 1
+        self.stats.errors[reason] += 1

@@ -29,6 +29,7 @@ from ingest.land.pgbinary import COPY_IN_SQL, READ_COLUMNS, decode_copy, encode_
 log = logging.getLogger(__name__)
 TABLE = "flow_raw"
 PARTITION_DAYS_AHEAD = 2
+WRITER_WAIT_SECONDS = 5.0  # longest wait for a pool connection on the write path
 
 
 def batch_days(batch: pa.RecordBatch) -> list[date]:
@@ -42,11 +43,17 @@ SUMMARY_SQL = """
 SELECT count(*), coalesce(sum(bytes), 0), coalesce(sum(packets), 0), min(receive_time), max(receive_time)
 FROM flowlens.flow_raw WHERE receive_time >= %s AND receive_time < %s
 """
+FROM_EXPORTERS = " AND exporter = ANY(%s::inet[])"
 
 
-def summarize_window(conn: psycopg.Connection, start: datetime, end: datetime) -> WindowSummary:
-    """The :class:`WindowSummary` of flow_raw's [start, end) over ``conn`` (checks pass their own)."""
-    rows, nbytes, packets, first, last = conn.execute(SUMMARY_SQL, (start, end)).fetchone()
+def summarize_window(conn: psycopg.Connection, start: datetime, end: datetime,
+                     exporters: list[str] | None = None) -> WindowSummary:  # fmt: skip
+    """The :class:`WindowSummary` of flow_raw's [start, end) over ``conn`` (checks pass their own);
+    with ``exporters``, only the flows those exporters sent."""
+    query, params = SUMMARY_SQL, [start, end]
+    if exporters is not None:
+        query, params = SUMMARY_SQL + FROM_EXPORTERS, [start, end, exporters]
+    rows, nbytes, packets, first, last = conn.execute(query, params).fetchone()
     return WindowSummary(int(rows), int(nbytes), int(packets), first, last)
 
 
@@ -83,8 +90,7 @@ class PostgresLanding:
         # and skip PostgreSQL's per-row partition routing.
         target = f"flowlens.flow_raw_{days[0]:%Y%m%d}" if len(days) == 1 else "flowlens.flow_raw"
         started = time.perf_counter()
-        # Bounded wait: while PostgreSQL is down the daemon backs off between attempts instead.
-        with self.pool.connection(timeout=min(self.pool.timeout, 5.0)) as conn:
+        with self._writer_connection() as conn:
             self._ensure_partitions(conn, days)
             with conn.cursor() as cur, cur.copy(COPY_IN_SQL.replace("flowlens.flow_raw", target, 1)) as copy:
                 copy.write(data)
@@ -93,6 +99,11 @@ class PostgresLanding:
                 self.stats.pg_writes[TABLE] += batch.num_rows
                 self.stats.pg_latency[TABLE].observe(time.perf_counter() - started)
                 self._pool_gauges()
+
+    def _writer_connection(self):
+        """A pool connection for the daemon's writes, with a bounded wait: while PostgreSQL is down
+        the daemon backs off between attempts and keeps its metrics and drain deadline moving."""
+        return self.pool.connection(timeout=min(self.pool.timeout, WRITER_WAIT_SECONDS))
 
     def _ensure_partitions(self, conn: psycopg.Connection, days: list[date]) -> None:
         missing = [d for d in days if d not in self._days]
@@ -117,7 +128,7 @@ class PostgresLanding:
         restarted on another clock (a replay with ``timestamp_source: export`` after a
         receive-time run) must not keep claiming windows complete on the old one.
         """
-        with self.pool.connection() as conn:
+        with self._writer_connection() as conn:
             conn.execute(
                 """
                 INSERT INTO flowlens.ingest_watermarks (instance, landed_through, heartbeat_at, flows_landed)

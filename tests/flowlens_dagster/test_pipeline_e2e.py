@@ -20,8 +20,10 @@ import dagster as dg
 import psycopg
 import pyarrow.parquet as pq
 import pytest
+from confluent_kafka import TopicPartition
 
 from assets.addresses import addr_text
+from assets.consumer_group import group_consumer
 from assets.partitions import five_minute_partitions
 from assets.resources import build_resources
 from flowlens_dagster.checks import names
@@ -189,3 +191,22 @@ def test_kafka_mode_through_flows_raw(flowlens_config, clean_pg, kafka_topic, tm
         assert landing.read_window(scenario.base_window(), scenario.base_window() + timedelta(minutes=5)).source
     finally:
         landing.close()
+    assert_consumer_group_at_the_last_read(cfg, clean_pg)
+
+
+def assert_consumer_group_at_the_last_read(cfg, dsn: str) -> None:
+    """The pipeline's consumer group sits where its window reads stopped (so Kafka tools see its lag)."""
+    with psycopg.connect(dsn) as conn:
+        positions = [p for (p,) in conn.execute(
+            "SELECT source_position FROM flowlens.window_loads WHERE asset = 'enriched_flows'")]  # fmt: skip
+    stops: dict[int, int] = {}
+    for position in positions:
+        for partition, (_first, stop) in position.items():
+            stops[int(partition)] = max(stops.get(int(partition), 0), stop)
+    assert stops and any(stops.values()), positions
+    consumer = group_consumer(cfg.kafka.bootstrap_servers)
+    try:
+        tps = consumer.committed([TopicPartition(cfg.kafka.raw_topic, p) for p in stops], timeout=10)
+    finally:
+        consumer.close()
+    assert {tp.partition: tp.offset for tp in tps} == stops

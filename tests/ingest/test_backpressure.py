@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from ingest.backpressure import FlowQueue
+from ingest.backpressure import DaemonLoad, FlowQueue
 from ingest.config import IngestionBackpressure
 from tests.ingest.flows import random_flows
 
@@ -94,3 +94,64 @@ def test_every_flow_kept_while_sampling_is_scaled():
     kept = queue.admit(batch).kept
     want = batch.column("sampling_rate").take(pa.array([0, 2, 4, 6])).to_pylist()
     assert kept.column("sampling_rate").to_pylist() == [2 * r for r in want]
+
+
+def test_the_limits_are_the_daemons_not_each_process():
+    """Two processes sharing one DaemonLoad admit against their summed depth, as one queue would."""
+    cfg = IngestionBackpressure(sample_at_queue_depth=100, drop_at_queue_depth=120, max_queue_depth=120,
+                                sample_rate=2, sample_at_queue_seconds=0, drop_at_queue_seconds=0)  # fmt: skip
+    slots = [0.0] * 4
+    first, second = FlowQueue(cfg, DaemonLoad(slots, 0)), FlowQueue(cfg, DaemonLoad(slots, 1))
+    assert first.admit(random_flows(80, T0, seed=1)).kept.num_rows == 80
+    result = second.admit(random_flows(80, T0, seed=2))  # alone it would keep all 80
+    kept = result.kept.num_rows
+    assert (kept, result.sampled, result.dropped) == (20 + 20, 20, 20)
+    assert first.daemon_depth() == second.daemon_depth() == 80 + kept == 120
+    item = first.get(timeout=0.1)
+    first.done([item])  # landed: the room comes back for both
+    assert second.daemon_depth() == kept and first.depth == 0
+
+
+def test_levels_follow_the_measured_rate_with_the_counts_as_floors():
+    cfg = IngestionBackpressure()  # 50,000 / 100,000 flows, 2 s / 4 s, ceiling 4M
+    slots = [0.0] * 4
+    queue = FlowQueue(cfg, DaemonLoad(slots, 0))
+    assert queue.levels() == (50_000, 100_000)  # no traffic measured: the model's counts
+    slots[1], slots[3] = 10_000.0, 5_000.0  # two processes at 15,000 flows/s together: 2 s < 50,000
+    assert queue.levels() == (50_000, 100_000)
+    slots[1], slots[3] = 200_000.0, 100_000.0  # 300,000 flows/s: 2 s and 4 s of it
+    assert queue.levels() == (600_000, 1_200_000)
+    slots[1] = 3_000_000.0  # past the ceiling: memory bounds the levels
+    assert queue.levels() == (4_000_000, 4_000_000)
+    seed_only = IngestionBackpressure(sample_at_queue_seconds=0, drop_at_queue_seconds=0)
+    assert FlowQueue(seed_only, DaemonLoad(slots, 0)).levels() == (50_000, 100_000)
+
+
+def test_offered_rate_is_measured_on_the_receive_clock_and_decays_slowly():
+    load = DaemonLoad([0.0, 0.0], 0)
+    t = 1_764_000_000_000_000  # a bucket boundary
+
+    def offer(first_us: int, flows: int, span_us: int) -> None:
+        load.offered(first_us + np.arange(flows) * span_us // flows)
+
+    offer(t, 5_000, 50_000)
+    assert load.rate() == 0  # the first bucket (0.1 s of receive time) is not complete
+    offer(t + 100_000, 20_000, 100_000)  # a new bucket: the first one gives 50,000 flows/s
+    assert load.rate() == 50_000
+    offer(t + 50_000, 5_000, 50_000)  # late flows of the first bucket (another exporter, decoded later)
+    offer(t + 200_000, 1, 1)
+    assert load.rate() == (10_000 + 20_000) / 0.2  # every complete bucket of the span, not decode order
+    offer(t + 10_200_000, 1, 1)  # then 10 s of silence: one half-life
+    assert load.rate() == 75_000
+
+
+def test_the_first_batch_after_a_start_sets_the_levels_before_its_own_admission():
+    """Packets that waited in the socket arrive as one big batch: its receive times tell the rate."""
+    queue = FlowQueue(IngestionBackpressure(), DaemonLoad([0.0, 0.0], 0))
+    batch = random_flows(60_000, T0, seed=3, null_share=0)  # more than the 50,000-flow floor
+    times = pa.array(T0 + np.arange(60_000) * 5, pa.timestamp("us", tz="UTC"))  # 200,000 flows/s
+    batch = batch.set_column(0, "receive_time", times)
+    result = queue.admit(batch)
+    assert (result.sampled, result.dropped) == (0, 0)
+    # the complete 0.1 s buckets of receive time (20,000 flows each) give 200,000 flows/s at once
+    assert queue.levels() == (400_000, 800_000)  # 2 s and 4 s of the measured rate

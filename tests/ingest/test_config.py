@@ -128,6 +128,16 @@ def test_invalid_environment_value_names_the_variable(tmp_path: Path) -> None:
     assert "greater than or equal to 1" in message
 
 
+def test_a_bad_list_item_names_the_variable_that_overrides_the_whole_list(tmp_path: Path) -> None:
+    message = _error(tmp_path, "flowlens: {}\n", {"FLOWLENS_INGEST__LISTEN": '[{"port": 70000}]'})
+    assert "ingest.listen.0.port = 70000" in message
+    assert "FLOWLENS_INGEST__LISTEN='[...]'" in message and "FLOWLENS_INGEST__LISTEN__PORT" not in message
+    # and that variable really is accepted
+    assert (
+        _load(tmp_path, "flowlens: {}\n", {"FLOWLENS_INGEST__LISTEN": '[{"port": 7000}]'}).ingest.listen[0].port == 7000
+    )
+
+
 def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
     message = _error(tmp_path, "flowlens:\n  mode: x\n  redis:\n    port: -1\n  dns:\n    bogus: 1\n")
     assert all(key in message for key in ("mode = 'x'", "redis.port = -1", "dns.bogus = 1"))

@@ -251,7 +251,6 @@ def test_export_watermark_follows_the_slowest_sending_exporter(pg_cfg, tmp_path,
         time.sleep(0.3)  # every exporter quiet for longer than the idle time
         assert worker.landed_through_us() is None
     finally:
-        worker._writers.shutdown(wait=False)
-        worker.landing.close()
+        worker.loop.close()
         for sock in worker.sockets:
             sock.close()

@@ -150,7 +150,7 @@ def test_recvmmsg_and_recvfrom_paths_queue_the_same_packets(use_mmsg):
     assert receiver.max_stamp == max(export_time_us(p) for _, p in allowed) and receiver.pending is None
 
 
-def test_truncated_datagrams_are_counted_not_queued():
+def test_oversized_datagrams_are_counted_not_queued():
     if not mmsg.available():
         pytest.skip("recvmmsg needs Linux")
     sock = open_udp_socket("127.0.0.1", 0, 1 << 20)
@@ -167,7 +167,28 @@ def test_truncated_datagrams_are_counted_not_queued():
         sender.close()
         sock.close()
     assert [len(p[1]) for p in queue.take(10, timeout=0.1)] == [100, 512]
-    assert stats.packets_dropped["truncated"] == 2 and stats.packets_received == 2
+    assert stats.packets_dropped["oversized"] == 2 and stats.packets_received == 2
+
+
+@pytest.mark.parametrize("use_mmsg", [True, False])
+def test_datagrams_over_max_datagram_bytes_are_oversized_not_malformed(use_mmsg):
+    if use_mmsg and not mmsg.available():
+        pytest.skip("recvmmsg needs Linux")
+    sock = open_udp_socket("127.0.0.1", 0, 1 << 20)
+    stats, queue = WorkerStats(), FairQueue(100)
+    receiver = Receiver([sock], queue, AllowList(["127.0.0.0/8"]), stats, max_datagram_bytes=1500)
+    receiver.use_mmsg = use_mmsg
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for size in (1500, 1501, 60_000, 20):
+            sender.sendto(b"\x00\x09" + bytes(size - 2), sock.getsockname())
+        time.sleep(0.05)
+        assert receiver._drain(sock) == 4
+    finally:
+        sender.close()
+        sock.close()
+    assert [len(p[1]) for p in queue.take(10, timeout=0.1)] == [1500, 20]
+    assert stats.packets_dropped == {"oversized": 2} and stats.packets_received == 2
 
 
 def test_put_many_keeps_order_per_exporter_when_interleaved():

@@ -7,9 +7,9 @@ import time
 import polars as pl
 import pytest
 import redis
-from prometheus_client import REGISTRY
 
 from assets.enrich.cache import EnrichmentCache, MemoryBackend
+from assets.metrics import REGISTRY
 
 TTLS = {"dns": 3600, "geo": 86_400, "asset": 300}
 

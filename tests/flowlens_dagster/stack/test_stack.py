@@ -32,7 +32,7 @@ def _free_port() -> int:
 
 def test_status_reports_every_service_healthy(flowlens_config: FlowLensConfig) -> None:
     report = stack.status(flowlens_config, "full")
-    assert set(report) == {"postgresql", "redis", "kafka"}
+    assert set(report) == {"postgresql", "redis", "kafka", "exporter", "alertmanager", "prometheus"}
     for name, entry in report.items():
         assert entry["healthy"], f"{name}: {entry['detail']}"
         assert isinstance(entry["pid"], int), f"{name} should be a process this stack started"
@@ -49,6 +49,9 @@ def test_status_command_exit_code_and_output(flowlens_config: FlowLensConfig) ->
         ["postgresql", "healthy"],
         ["redis", "healthy"],
         ["kafka", "healthy"],
+        ["exporter", "healthy"],
+        ["alertmanager", "healthy"],
+        ["prometheus", "healthy"],
     ]
 
 
