@@ -30,6 +30,9 @@ from ingest.window import WINDOW
 
 TABLE = "flowlens.changes"
 REDIS_CHANNEL = "changes:topology"
+# Bumped (Redis database api.cache_db) after every window: the query API drops cache entries of older
+# generations, so no answer is older than the last processed window.
+API_GENERATION_KEY = "api:generation"
 COLUMNS = [
     ("window_start", "timestamptz", "window in which the change was detected"),
     ("kind", "text", "new_asset | new_dependency | dependency_gone"),
@@ -75,7 +78,7 @@ WHERE d.window_start = %(last_window)s
 PREVIEW_ROWS = 20
 
 SELECT_WINDOW = """
-SELECT kind, subject, host(addr) AS addr, host(client_addr) AS client, host(server_addr) AS server,
+SELECT id, kind, subject, host(addr) AS addr, host(client_addr) AS client, host(server_addr) AS server,
        server_port, protocol, details
 FROM flowlens.changes WHERE window_start = %s ORDER BY kind, subject
 """
@@ -134,6 +137,17 @@ def publish(
     return sent
 
 
+def bump_api_generation(redis: RedisResource) -> None:
+    """Tell the query API a window landed (its Redis cache keys carry the generation they were built in)."""
+    if not redis.enabled:
+        return
+    import redis as redis_lib
+
+    url = f"{redis.url.rsplit('/', 1)[0]}/{load_config().api.cache_db}"
+    with redis_lib.Redis.from_url(url, socket_timeout=5) as client:
+        client.incr(API_GENERATION_KEY)
+
+
 def process_window(
     window: datetime,
     postgres: PostgresResource,
@@ -153,6 +167,7 @@ def process_window(
     if publishing:
         with timed(result, "publish"):
             publish(changes, window, kafka, redis)
+            bump_api_generation(redis)
     if changes:
         frame = pl.DataFrame([{"kind": c["kind"], "subject": c["subject"]} for c in changes[:PREVIEW_ROWS]])
         result.preview = markdown_table(frame, f"Changes ({total})")
