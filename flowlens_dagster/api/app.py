@@ -12,6 +12,7 @@ import gzip
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from typing import Annotated
 
 import anyio
@@ -56,7 +57,7 @@ class State:
         self.redis = cfg.uses_redis
         if self.redis:
             self.cache_store, self.session_store = (
-                RedisStore(cfg.redis.url(), db) for db in (cfg.api.cache_db, cfg.api.session_db)
+                RedisStore(cfg.redis.url(db)) for db in (cfg.api.cache_db, cfg.api.session_db)
             )
         else:
             self.cache_store, self.session_store = MemoryStore(), MemoryStore()
@@ -136,8 +137,15 @@ Authed = Annotated[User, Depends(current_user)]
 
 
 def json(payload: object | bytes, status: int = 200) -> Response:
-    body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    body = payload if isinstance(payload, bytes) else orjson.dumps(payload, default=_number)
     return Response(body, status_code=status, media_type=JSON)
+
+
+def _number(value: object) -> int | float:
+    """numeric from PostgreSQL (sums) as a JSON number."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def encoded(request: Request, gzipped: bytes, br: bytes | None = None) -> Response:

@@ -113,9 +113,9 @@ class Auth:
     async def login(self, username: str, password: str, address: str) -> dict:
         keys = [f"loginfail:user:{username}", f"loginfail:ip:{address}"]
         failures = [int(v or 0) for v in await self.store.mget(keys)]
-        excess = max(failures) - self.cfg.login_failures_allowed
-        if excess >= 0:  # slowed: every attempt past the allowance waits, right or wrong
-            await asyncio.sleep(min(0.25 * 2**excess, MAX_LOGIN_DELAY))
+        delay = login_delay(max(failures), self.cfg.login_failures_allowed)
+        if delay:  # slowed: every attempt past the allowance waits, right or wrong
+            await asyncio.sleep(delay)
         user, stored = await self._user(username)
         if not await anyio.to_thread.run_sync(_verify, stored or DUMMY_HASH, password) or user is None:
             metrics.LOGIN_FAILURES.inc()
@@ -184,6 +184,13 @@ class Auth:
                 raise ApiError(429, f"rate limit: more than {allowed} requests in {window} s "
                                f"for this {'user' if scope == 'user' else 'address'}; retry in {left} s", None,
                                {"Retry-After": str(left)})  # fmt: skip
+
+
+def login_delay(failures: int, allowed: int) -> float:
+    """Seconds to wait before answering a login after ``failures`` recent failures: none within the
+    allowance, then 0.25 s doubling per further failure, at most ``MAX_LOGIN_DELAY``."""
+    excess = failures - allowed
+    return 0.0 if excess < 0 else min(0.25 * 2**excess, MAX_LOGIN_DELAY)
 
 
 def _verify(stored: str, password: str) -> bool:

@@ -26,7 +26,7 @@ GROUP_EXPR = {
     "environment": "coalesce({t}.environment, '(none)')",
 }
 # bytes of dependency d in the range (``{span}``: conditions on fs.window_start)
-EDGE_BYTES = f"""(SELECT coalesce(sum(fs.bytes), 0) FROM flowlens.flow_stats fs
+EDGE_BYTES = f"""(SELECT coalesce(sum(fs.bytes), 0)::bigint FROM flowlens.flow_stats fs
                   WHERE (fs.client_addr, fs.server_addr, fs.server_port, fs.protocol) = {EDGE_KEY}{{span}})"""
 SERIES_FINE_SPAN = timedelta(days=2)  # longer ranges read the hourly rollup
 
@@ -229,7 +229,7 @@ async def _series(conn: AsyncConnection, addr: str, f: Filters) -> dict:
     )
     params: dict = {"addr": addr}
     span = _span_conditions(f, params, column)
-    sql = f"""SELECT {column} AS t, sum(bytes) AS bytes, sum(packets) AS packets, sum(flows) AS flows
+    sql = f"""SELECT {column} AS t, sum(bytes)::bigint AS bytes, sum(packets)::bigint AS packets, sum(flows)::bigint AS flows
               FROM {table} WHERE (client_addr = %(addr)s::inet OR server_addr = %(addr)s::inet){span}
               GROUP BY 1 ORDER BY 1"""
     return {"step": step, "points": await _rows(conn, sql, params)}

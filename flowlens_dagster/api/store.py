@@ -26,10 +26,8 @@ class Store(Protocol):
 class RedisStore:
     """One Redis database."""
 
-    def __init__(self, url: str, db: int):
-        base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
-        self.client = aioredis.Redis.from_url(f"{base}/{db}", socket_timeout=2, socket_connect_timeout=2)
-        self.db = db
+    def __init__(self, url: str):
+        self.client = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 
     async def get(self, key: str) -> bytes | None:
         return await self.client.get(key)
