@@ -229,7 +229,8 @@ async def _series(conn: AsyncConnection, addr: str, f: Filters) -> dict:
     )
     params: dict = {"addr": addr}
     span = _span_conditions(f, params, column)
-    sql = f"""SELECT {column} AS t, sum(bytes)::bigint AS bytes, sum(packets)::bigint AS packets, sum(flows)::bigint AS flows
+    sql = f"""SELECT {column} AS t, sum(bytes)::bigint AS bytes, sum(packets)::bigint AS packets,
+                     sum(flows)::bigint AS flows
               FROM {table} WHERE (client_addr = %(addr)s::inet OR server_addr = %(addr)s::inet){span}
               GROUP BY 1 ORDER BY 1"""
     return {"step": step, "points": await _rows(conn, sql, params)}
