@@ -78,8 +78,13 @@ def api_main(argv: list[str]) -> int:
     if problem:
         print(f"flowlens api: {problem}", file=sys.stderr)
         return 1
+    workers = args.workers or cfg.api.workers
+    if not cfg.uses_redis and workers > 1:
+        # sessions, limits and the cache live in process without Redis: workers would not share them
+        print(f"flowlens api: {cfg.mode} mode has no Redis; serving with 1 worker instead of {workers}", flush=True)
+        workers = 1
     print(f"FlowLens API on http://{cfg.api.host}:{cfg.api.port}/api/v1 (docs /docs, mode {cfg.mode})", flush=True)
-    serve(cfg, args.workers or cfg.api.workers)
+    serve(cfg, workers)
     return 0
 
 
