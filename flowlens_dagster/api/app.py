@@ -37,6 +37,7 @@ from ingest.config import FlowLensConfig, load_config
 API = "/api/v1"
 JSON = "application/json"
 MAX_DEPTH = 6
+DEFAULT_IMPACT_NODES = 1000  # an impact answer a person can read; max_nodes raises it to api.impact_max_nodes
 REPLAY_PAGE = 1000
 
 
@@ -383,7 +384,7 @@ def routes():
         target: Annotated[str, Query(description="addr, addr:port or addr:port/proto (IPv6: [addr]:port)")],
         depth: Annotated[int, Query(description="hops, 1-6")] = 3,
         max_nodes: Annotated[
-            int | None, Query(description="fan-out limit (default and maximum: api.impact_max_nodes)")
+            int | None, Query(description="fan-out limit (default 1000, at most api.impact_max_nodes)")
         ] = None,
     ) -> Response:
         """What is affected if `target` goes away: `{"target", "depth", "count", "by_depth", "truncated",
@@ -392,7 +393,9 @@ def routes():
         st = state(request)
         if not 1 <= depth <= MAX_DEPTH:
             raise bad("depth", f"must be between 1 and {MAX_DEPTH}, got {depth}")
-        cap = params.limit(max_nodes, st.api.impact_max_nodes, st.api.impact_max_nodes, "max_nodes")
+        cap = params.limit(
+            max_nodes, min(DEFAULT_IMPACT_NODES, st.api.impact_max_nodes), st.api.impact_max_nodes, "max_nodes"
+        )
         addr, port, proto = params.service("target", target)
         ident = addr if port is None else f"{addr}:{port}/{proto}"
         key = f"impact:{ident}:depth-{depth}" + (f"|max_nodes={cap}" if max_nodes else "")

@@ -43,6 +43,9 @@ def serve(cfg: FlowLensConfig, workers: int) -> None:
     shutil.rmtree(metrics_dir, ignore_errors=True)  # samples of a previous run's (dead) workers
     metrics_dir.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    from flowlens_dagster.api.loadgen import raise_open_files
+
+    raise_open_files()  # one descriptor per WebSocket client
     uvicorn.run(
         "flowlens_dagster.api.app:create_app",
         factory=True,

@@ -168,7 +168,9 @@ async def search(conn: AsyncConnection, q: dict, f: Filters, limit: int, offset:
         conds.append("a.asn = %(q)s")
     elif "text" in q:
         params.update(q=q["text"], like=_like(q["text"]))
-        conds.append("(a.hostname ILIKE %(like)s OR a.name ILIKE %(like)s OR a.owner = %(q)s OR %(q)s = ANY (a.tags))")
+        conds.append(
+            "(a.hostname ILIKE %(like)s OR a.name ILIKE %(like)s OR a.owner = %(q)s OR a.tags @> ARRAY[%(q)s])"
+        )
         exact = "(CASE WHEN lower(a.hostname) = lower(%(q)s) OR lower(a.name) = lower(%(q)s) THEN 1 ELSE 0 END)"
         similar = (
             "greatest(public.similarity(coalesce(a.hostname, ''), %(q)s),"
@@ -241,6 +243,7 @@ LEVEL_SQL = """SELECT DISTINCT ON (d.client_addr) host(d.client_addr) AS client,
                       d.server_port AS port, d.protocol
                FROM flowlens.dependencies d
                WHERE d.server_addr = ANY (%(frontier)s::inet[]){service}
+                 AND NOT EXISTS (SELECT 1 FROM unnest(%(seen)s::inet[]) AS s(a) WHERE s.a = d.client_addr)
                ORDER BY d.client_addr, d.server_addr, d.server_port, d.protocol
                LIMIT %(cap)s"""
 
@@ -261,7 +264,8 @@ async def impact(
     frontier, truncated_at = [addr], None
     for level in range(1, depth + 1):
         service = " AND d.server_port = %(port)s AND d.protocol = %(proto)s" if level == 1 and port is not None else ""
-        params = {"frontier": frontier, "port": port, "proto": proto, "cap": max_nodes + len(parent) + 1}
+        seen = list(parent)
+        params = {"frontier": frontier, "seen": seen, "port": port, "proto": proto, "cap": max_nodes - len(order) + 1}
         rows = await _rows(conn, LEVEL_SQL.format(service=service), params)
         frontier = []
         for row in rows:
