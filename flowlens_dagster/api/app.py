@@ -82,6 +82,15 @@ class State:
                 return [await cur.fetchone()]
             return await queries.changes_after(conn, params.Filters(), None, after, REPLAY_PAGE)
 
+    async def cached_query(self, cache: str, key: str, ttl: int, query, *args) -> Response:
+        """The JSON of ``query(conn, *args)``, from the cache entry ``key`` or computed and stored there."""
+
+        async def build() -> bytes:
+            async with self.pool.connection() as conn:
+                return orjson.dumps(await query(conn, *args))
+
+        return json(await self.cache.cached(cache, key, ttl, build))
+
     async def has_trigram(self) -> bool:
         if self.trigram is None:
             async with self.pool.connection() as conn:
@@ -352,12 +361,9 @@ def routes():
         )
         key += f"|{extra}" if extra else ""
         trigram = await st.has_trigram()
-
-        async def build() -> bytes:
-            async with st.pool.connection() as conn:
-                return orjson.dumps(await queries.search(conn, query, f, size, offset, trigram))
-
-        return json(await st.cache.cached("search", key, st.api.search_ttl_seconds, build))
+        return await st.cached_query(
+            "search", key, st.api.search_ttl_seconds, queries.search, query, f, size, offset, trigram
+        )
 
     @router.get(f"{API}/assets/{{addr}}")
     async def asset(
@@ -399,12 +405,9 @@ def routes():
         addr, port, proto = params.service("target", target)
         ident = addr if port is None else f"{addr}:{port}/{proto}"
         key = f"impact:{ident}:depth-{depth}" + (f"|max_nodes={cap}" if max_nodes else "")
-
-        async def build() -> bytes:
-            async with st.pool.connection() as conn:
-                return orjson.dumps(await queries.impact(conn, addr, port, proto, depth, cap))
-
-        return json(await st.cache.cached("impact", key, st.api.impact_ttl_seconds, build))
+        return await st.cached_query(
+            "impact", key, st.api.impact_ttl_seconds, queries.impact, addr, port, proto, depth, cap
+        )
 
     @router.get(f"{API}/changes")
     async def changes(

@@ -45,24 +45,28 @@ def _asset_match(alias: str, f: Filters, params: dict) -> list[str]:
     return conds
 
 
-def edge_conditions(f: Filters, params: dict) -> tuple[str, list[str]]:
-    """(joins, conditions) selecting dependencies ``d`` by the filters; asset filters match either end."""
-    conds, joins = [], ""
-    if f.since is not None:
-        params["since"] = f.since
-        conds.append("d.last_seen >= %(since)s")
-    if f.until is not None:
-        params["until"] = f.until
-        conds.append("d.first_seen < %(until)s")
+def _basic_conditions(f: Filters, params: dict, alias: str, since: str, until: str, addrs: list[str]) -> list[str]:
+    """Time range (``since`` / ``until``: the columns compared), prefix (any of ``addrs``), port, protocol."""
+    conds = []
+    for name, value, cond in (
+        ("since", f.since, f"{since} >= %(since)s"),
+        ("until", f.until, f"{until} < %(until)s"),
+        ("port", f.port, f"{alias}.server_port = %(port)s"),
+        ("protocol", f.protocol, f"{alias}.protocol = %(protocol)s"),
+    ):
+        if value is not None:
+            params[name] = value
+            conds.append(cond)
     if f.prefix is not None:
         params["prefix"] = f.prefix
-        conds.append("(d.client_addr <<= %(prefix)s::inet OR d.server_addr <<= %(prefix)s::inet)")
-    if f.port is not None:
-        params["port"] = f.port
-        conds.append("d.server_port = %(port)s")
-    if f.protocol is not None:
-        params["protocol"] = f.protocol
-        conds.append("d.protocol = %(protocol)s")
+        conds.append("(" + " OR ".join(f"{a} <<= %(prefix)s::inet" for a in addrs) + ")")
+    return conds
+
+
+def edge_conditions(f: Filters, params: dict) -> tuple[str, list[str]]:
+    """(joins, conditions) selecting dependencies ``d`` by the filters; asset filters match either end."""
+    joins = ""
+    conds = _basic_conditions(f, params, "d", "d.last_seen", "d.first_seen", ["d.client_addr", "d.server_addr"])
     if f.asset_filters:
         joins = " JOIN flowlens.assets c ON c.addr = d.client_addr JOIN flowlens.assets s ON s.addr = d.server_addr"
         client, server = _asset_match("c", f, params), _asset_match("s", f, params)
@@ -322,30 +326,15 @@ CHANGE_KINDS = ("new_asset", "new_dependency", "dependency_gone")
 
 
 def change_conditions(f: Filters, kinds: list[str] | None, params: dict) -> list[str]:
-    conds = []
+    conds = _basic_conditions(
+        f, params, "c", "c.window_start", "c.window_start", ["c.addr", "c.client_addr", "c.server_addr"]
+    )
     if kinds:
         unknown = [k for k in kinds if k not in CHANGE_KINDS]
         if unknown:
             raise bad("kind", f"must be one or more of {', '.join(CHANGE_KINDS)}, got {','.join(unknown)!r}")
         params["kinds"] = kinds
         conds.append("c.kind = ANY (%(kinds)s)")
-    if f.since is not None:
-        params["since"] = f.since
-        conds.append("c.window_start >= %(since)s")
-    if f.until is not None:
-        params["until"] = f.until
-        conds.append("c.window_start < %(until)s")
-    if f.prefix is not None:
-        params["prefix"] = f.prefix
-        conds.append(
-            "(c.addr <<= %(prefix)s::inet OR c.client_addr <<= %(prefix)s::inet OR c.server_addr <<= %(prefix)s::inet)"
-        )
-    if f.port is not None:
-        params["port"] = f.port
-        conds.append("c.server_port = %(port)s")
-    if f.protocol is not None:
-        params["protocol"] = f.protocol
-        conds.append("c.protocol = %(protocol)s")
     return conds
 
 
