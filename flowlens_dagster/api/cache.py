@@ -12,6 +12,7 @@ the finish time of the last ``topology_changes`` window load in PostgreSQL, read
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
@@ -25,6 +26,7 @@ class Cache:
         self.store = store
         self.pg_generation = pg_generation  # minimal mode: the generation comes from PostgreSQL
         self._pg_seen: tuple[float, str] = (0.0, "")
+        self._building: dict[str, asyncio.Lock] = {}
 
     async def _generation_and(self, key: str) -> tuple[bytes, bytes | None]:
         if self.pg_generation is None:
@@ -51,9 +53,21 @@ class Cache:
         await self.store.set(key, generation + b"\n" + payload, ttl)
 
     async def cached(self, cache: str, key: str, ttl: int, build: Callable[[], Awaitable[bytes]]) -> bytes:
-        """The cached payload, or ``build()`` stored under ``key`` for ``ttl`` seconds."""
+        """The cached payload, or ``build()`` stored under ``key`` for ``ttl`` seconds.
+
+        Concurrent misses of one key in this process wait for a single build (a cold full topology
+        takes seconds; sixty-four copies of it at once would take PostgreSQL with them)."""
         payload, generation = await self.get(cache, key)
-        if payload is None:
+        if payload is not None:
+            return payload
+        lock = self._building.setdefault(key, asyncio.Lock())
+        async with lock:
+            value = await self.store.get(key)
+            stored, _, ready = (value or b"").partition(b"\n")
+            if value is not None and stored == generation:
+                return ready  # built by the request this one waited for
             payload = await build()
             await self.put(key, payload, ttl, generation)
+        if not lock.locked():
+            self._building.pop(key, None)
         return payload

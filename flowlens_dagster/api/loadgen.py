@@ -68,6 +68,8 @@ async def http_phase(args, work) -> tuple[dict[str, list[float]], int, int, floa
     headers = {"Authorization": f"Bearer {args.token}", "Accept-Encoding": "gzip"}
     connector = aiohttp.TCPConnector(limit=args.connections)
     async with aiohttp.ClientSession(args.url, connector=connector, headers=headers) as session:
+        async with session.get(work["topology_full"][0]) as reply:  # the figure is for the cached map
+            await reply.read()
         deadline = time.perf_counter() + args.seconds
 
         async def client(n: int) -> None:

@@ -243,12 +243,18 @@ async def _series(conn: AsyncConnection, addr: str, f: Filters) -> dict:
 
 
 # --- impact --------------------------------------------------------------------------------------
-LEVEL_SQL = """SELECT DISTINCT ON (d.client_addr) host(d.client_addr) AS client, host(d.server_addr) AS server,
-                      d.server_port AS port, d.protocol
-               FROM flowlens.dependencies d
-               WHERE d.server_addr = ANY (%(frontier)s::inet[]){service}
-                 AND NOT EXISTS (SELECT 1 FROM unnest(%(seen)s::inet[]) AS s(a) WHERE s.a = d.client_addr)
-               ORDER BY d.client_addr, d.server_addr, d.server_port, d.protocol
+# One level of the walk: the clients of the frontier not seen yet, each once with its smallest edge.
+# The candidates come from the server-side index first (MATERIALIZED): with a LIMIT, the planner
+# would otherwise walk the primary key in client order, through most of a large table.
+LEVEL_SQL = """WITH candidates AS MATERIALIZED (
+                   SELECT d.client_addr, d.server_addr, d.server_port, d.protocol FROM flowlens.dependencies d
+                   WHERE d.server_addr = ANY (%(frontier)s::inet[]){service}
+               )
+               SELECT DISTINCT ON (c.client_addr) host(c.client_addr) AS client, host(c.server_addr) AS server,
+                      c.server_port AS port, c.protocol
+               FROM candidates c
+               WHERE NOT EXISTS (SELECT 1 FROM unnest(%(seen)s::inet[]) AS s(a) WHERE s.a = c.client_addr)
+               ORDER BY c.client_addr, c.server_addr, c.server_port, c.protocol
                LIMIT %(cap)s"""
 
 
