@@ -31,6 +31,7 @@ import psycopg
 from flowlens_dagster.api.auth import add_user
 from flowlens_dagster.bench.report import report
 from ingest.config import FlowLensConfig, load_config
+from ingest.services import require
 
 BENCH_DATABASE = "flowlens_bench_api"
 BENCH_USER, BENCH_PASSWORD = "bench", "bench-password"
@@ -150,7 +151,6 @@ def login(cfg: FlowLensConfig) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from flowlens_dagster.api.cli import check_services
     from flowlens_dagster.migrate import migrate
     from flowlens_dagster.stack import postgres as pg_stack
 
@@ -159,10 +159,7 @@ def main(argv: list[str]) -> int:
     cfg = base.model_copy(
         update={"mode": "full", "postgres": base.postgres.model_copy(update={"database": BENCH_DATABASE})}
     )
-    problem = check_services(base.model_copy(update={"mode": "full"}))
-    if problem and "migrate" not in problem:
-        print(f"flowlens bench api: {problem}", file=sys.stderr)
-        return 1
+    require(base, ["postgres", "redis"], "flowlens bench api")
     pg_stack.ensure_database(base, BENCH_DATABASE)
     migrate(cfg, log=lambda _message: None)
     setup = time.perf_counter()

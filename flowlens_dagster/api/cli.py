@@ -12,27 +12,21 @@ import sys
 import psycopg
 
 from ingest.config import ConfigError, FlowLensConfig, load_config
+from ingest.services import ServiceUnavailable, needed, require
 
 
-def check_services(cfg: FlowLensConfig) -> str | None:
-    """What stops the API from serving (None when PostgreSQL, the migrations and Redis are there)."""
+def check_services(cfg: FlowLensConfig, command: str) -> None:
+    """Raise ServiceUnavailable (one line, with the command that fixes it) unless PostgreSQL with the
+    API's migrations and, outside the minimal mode, Redis answer."""
+    require(cfg, [s for s in needed(cfg) if s != "kafka"], command)
     try:
         with psycopg.connect(cfg.postgres.dsn(), connect_timeout=3) as conn:
-            if conn.execute("SELECT to_regclass('flowlens.api_users')").fetchone()[0] is None:
-                return "the API's tables are missing: run `flowlens migrate`"
+            missing = conn.execute("SELECT to_regclass('flowlens.api_users')").fetchone()[0] is None
     except psycopg.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no answer"
-        where = f"{cfg.postgres.host}:{cfg.postgres.port}"
-        return f"PostgreSQL at {where} does not answer ({first}): start it with `flowlens stack up`"
-    if cfg.uses_redis:
-        import redis
-
-        try:
-            redis.Redis.from_url(cfg.redis.url(), socket_connect_timeout=3).ping()
-        except redis.exceptions.RedisError as exc:
-            where = f"{cfg.redis.host}:{cfg.redis.port}"
-            return f"Redis at {where} does not answer ({exc}): start it with `flowlens stack up --mode {cfg.mode}`"
-    return None
+        raise ServiceUnavailable(f"{command}: PostgreSQL refused the connection ({first})") from None
+    if missing:
+        raise ServiceUnavailable(f"{command}: the API's tables are missing; run `flowlens migrate`")
 
 
 def serve(cfg: FlowLensConfig, workers: int) -> None:
@@ -77,10 +71,7 @@ def api_main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"flowlens api: {exc}", file=sys.stderr)
         return 2
-    problem = check_services(cfg)
-    if problem:
-        print(f"flowlens api: {problem}", file=sys.stderr)
-        return 1
+    check_services(cfg, "flowlens api")
     workers = args.workers or cfg.api.workers
     if not cfg.uses_redis and workers > 1:
         # sessions, limits and the cache live in process without Redis: workers would not share them
@@ -110,10 +101,7 @@ def users_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     cfg = load_config()
     dsn = cfg.postgres.dsn()
-    problem = check_services(cfg.model_copy(update={"mode": "minimal"}))
-    if problem:
-        print(f"flowlens users: {problem}", file=sys.stderr)
-        return 1
+    check_services(cfg.model_copy(update={"mode": "minimal"}), "flowlens users")
     try:
         return _users_action(args, dsn, auth)
     except ValueError as exc:

@@ -128,3 +128,13 @@ def test_users_cli_adds_lists_tokens_and_removes(clean_pg, flowlens_config, monk
     assert users_main(["remove", "carol"]) == 0
     assert users_main(["remove", "carol"]) == 2
     assert "no user 'carol'" in capsys.readouterr().err
+
+
+def test_the_api_command_names_the_missing_service_and_the_command_that_starts_it(monkeypatch, capsys):
+    from flowlens_dagster.cli import main
+
+    monkeypatch.setenv("FLOWLENS_POSTGRES__PORT", "1")
+    assert main(["api", "--mode", "minimal"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("flowlens api: PostgreSQL at 127.0.0.1:1") and "flowlens stack up" in err
+    assert len(err.splitlines()) == 1
