@@ -52,9 +52,14 @@ class State:
     def __init__(self, cfg: FlowLensConfig):
         self.cfg, self.api = cfg, cfg.api
         self.pool = AsyncConnectionPool(
-            cfg.postgres.dsn(), min_size=1, max_size=cfg.api.pg_pool_size, open=False, timeout=5,
-            kwargs={"row_factory": dict_row, "autocommit": True}, reconnect_timeout=0,
-        )  # fmt: skip
+            cfg.postgres.dsn(),
+            min_size=1,
+            max_size=cfg.api.pg_pool_size,
+            open=False,
+            timeout=5,  # waiting longer for a connection: answer 503 instead
+            kwargs={"row_factory": dict_row, "autocommit": True, "application_name": "flowlens-api"},
+            reconnect_timeout=0,
+        )
         self.redis = cfg.uses_redis
         if self.redis:
             self.cache_store, self.session_store = (

@@ -166,7 +166,6 @@ async def search(conn: AsyncConnection, q: dict, f: Filters, limit: int, offset:
     elif "prefix" in q:
         params["q"] = q["prefix"]
         conds.append("a.addr <<= %(q)s::inet")
-        rank = "-masklen(a.addr)"
     elif "asn" in q:
         params["q"] = q["asn"]
         conds.append("a.asn = %(q)s")

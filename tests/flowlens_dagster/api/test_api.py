@@ -272,3 +272,25 @@ def test_password_is_not_stored_in_clear(seed_map):
     with psycopg.connect(seed_map) as conn:
         stored = conn.execute("SELECT password_hash FROM flowlens.api_users WHERE username = 'alice'").fetchone()[0]
     assert stored.startswith("$argon2id$") and PASSWORD not in stored
+
+
+def test_the_api_recovers_by_itself_when_its_postgres_connections_drop(api, seed_map):
+    import psycopg
+
+    token = api.token()
+    assert api.get("/api/v1/changes", token).status_code == 200
+    with psycopg.connect(seed_map, autocommit=True) as conn:
+        dropped = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = 'flowlens-api' AND datname = current_database()"
+        ).fetchone()[0]
+    assert dropped >= 1
+    codes = [api.get("/api/v1/changes", token).status_code for _ in range(api.cfg.api.pg_pool_size + 2)]
+    assert set(codes) <= {200, 503} and codes[-1] == 200  # a broken connection is a 503 once, then replaced
+
+
+def test_openapi_docs_describe_every_endpoint(api):
+    assert api.get("/docs").status_code == 200
+    paths = api.get("/openapi.json").json()["paths"]
+    for path in ("/api/v1/topology", "/api/v1/search", "/api/v1/assets/{addr}", "/api/v1/impact", "/api/v1/changes"):
+        assert paths[path]["get"]["description"], path
