@@ -131,7 +131,8 @@ async def admin_user(user: Annotated[User, Depends(current_user)]) -> User:
     return user
 
 
-def common_filters(
+# async: FastAPI runs a plain-def dependency in a worker thread, a thread hop on every request
+async def common_filters(
     since: Annotated[str | None, Query(description="ISO 8601 start (UTC when no zone)")] = None,
     until: Annotated[str | None, Query(description="ISO 8601 end (exclusive)")] = None,
     prefix: Annotated[str | None, Query(description="CIDR: either end of an edge inside it")] = None,
