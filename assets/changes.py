@@ -20,6 +20,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from assets.api_generation import bump_api_generation
 from assets.keys import DEPENDENCIES, NETWORK_ASSETS, TOPOLOGY_CHANGES
 from assets.metadata import definition_metadata, markdown_table, materialization_metadata
 from assets.partitions import five_minute_partitions
@@ -30,9 +31,6 @@ from ingest.window import WINDOW
 
 TABLE = "flowlens.changes"
 REDIS_CHANNEL = "changes:topology"
-# Bumped (Redis database api.cache_db) after every window: the query API drops cache entries of older
-# generations, so no answer is older than the last processed window.
-API_GENERATION_KEY = "api:generation"
 COLUMNS = [
     ("window_start", "timestamptz", "window in which the change was detected"),
     ("kind", "text", "new_asset | new_dependency | dependency_gone"),
@@ -137,17 +135,6 @@ def publish(
     return sent
 
 
-def bump_api_generation(redis: RedisResource) -> None:
-    """Tell the query API a window landed (its Redis cache keys carry the generation they were built in)."""
-    if not redis.enabled:
-        return
-    import redis as redis_lib
-
-    url = f"{redis.url.rsplit('/', 1)[0]}/{load_config().api.cache_db}"
-    with redis_lib.Redis.from_url(url, socket_timeout=5) as client:
-        client.incr(API_GENERATION_KEY)
-
-
 def process_window(
     window: datetime,
     postgres: PostgresResource,
@@ -167,7 +154,8 @@ def process_window(
     if publishing:
         with timed(result, "publish"):
             publish(changes, window, kafka, redis)
-            bump_api_generation(redis)
+            if redis.enabled:
+                bump_api_generation(redis.url, redis.api_cache_db)
     if changes:
         frame = pl.DataFrame([{"kind": c["kind"], "subject": c["subject"]} for c in changes[:PREVIEW_ROWS]])
         result.preview = markdown_table(frame, f"Changes ({total})")

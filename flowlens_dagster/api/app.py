@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from assets.changes import TOPOLOGY_CHANGES
+from assets.keys import TOPOLOGY_CHANGES
 from flowlens_dagster.api import errors, metrics, params, queries
 from flowlens_dagster.api.auth import Auth, User
 from flowlens_dagster.api.cache import Cache

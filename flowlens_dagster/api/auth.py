@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import secrets
 import time
@@ -36,8 +37,6 @@ from ingest.config import ApiConfig
 ROLES = ("viewer", "admin")
 TOKEN_PREFIX = "flk_"
 HASHER = PasswordHasher()
-# verifying against this when the user does not exist costs the same time as a real check
-DUMMY_HASH = HASHER.hash("not a password")
 TOKEN_CACHE_SECONDS = 30.0
 MAX_LOGIN_DELAY = 8.0
 
@@ -117,7 +116,7 @@ class Auth:
         if delay:  # slowed: every attempt past the allowance waits, right or wrong
             await asyncio.sleep(delay)
         user, stored = await self._user(username)
-        if not await anyio.to_thread.run_sync(_verify, stored or DUMMY_HASH, password) or user is None:
+        if not await anyio.to_thread.run_sync(_verify, stored or _dummy_hash(), password) or user is None:
             metrics.LOGIN_FAILURES.inc()
             await self.store.incr(keys, self.cfg.login_lockout_seconds)
             raise ApiError(401, "username or password: no such user or wrong password", "password")
@@ -191,6 +190,13 @@ def login_delay(failures: int, allowed: int) -> float:
     allowance, then 0.25 s doubling per further failure, at most ``MAX_LOGIN_DELAY``."""
     excess = failures - allowed
     return 0.0 if excess < 0 else min(0.25 * 2**excess, MAX_LOGIN_DELAY)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Checked when the user does not exist, so that costs the time of a real check (made on first use:
+    hashing takes most of a second, too long for every worker's start)."""
+    return HASHER.hash("not a password")
 
 
 def _verify(stored: str, password: str) -> bool:

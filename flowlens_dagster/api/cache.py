@@ -1,10 +1,9 @@
 """The API cache (scaling model §5.2, Redis database 2): ``topology:full``, ``search:<q>``,
 ``impact:<id>:depth-<n>``, each with its TTL, invalidated by generation.
 
-Every processed window bumps a generation (``assets.changes.API_GENERATION_KEY`` in Redis, bumped by
-the pipeline's ``topology_changes`` asset). An entry is stored as ``<generation>\\n<payload>`` and a
-read returns it only if its generation is the current one, so no answer is older than the last
-processed window plus the TTL. One ``MGET`` of the generation and the entry serves a read.
+Every processed window bumps a generation (``assets.api_generation``). An entry is stored as
+``<generation>\\n<payload>`` and a read returns it only if its generation is the current one, so no
+answer is older than the last processed window plus the TTL. One ``MGET`` of the generation and the entry serves a read.
 
 In minimal mode (no Redis) the entries live in process (same keys, same TTLs) and the generation is
 the finish time of the last ``topology_changes`` window load in PostgreSQL, read at most once a second.
@@ -16,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from assets.changes import API_GENERATION_KEY
+from assets.api_generation import API_GENERATION_KEY
 from flowlens_dagster.api import metrics
 from flowlens_dagster.api.store import Store
 

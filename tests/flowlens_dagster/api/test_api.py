@@ -6,8 +6,7 @@ import gzip
 
 import pytest
 
-from assets.changes import bump_api_generation
-from flowlens_dagster.resources import RedisResource
+from assets.api_generation import bump_api_generation
 from tests.flowlens_dagster.api.conftest import DEPENDENCIES, PASSWORD, T0
 
 pytestmark = pytest.mark.integration
@@ -113,7 +112,7 @@ def test_the_full_topology_is_cached_gzip_in_db2_and_invalidated_by_a_new_window
             (T0, T0, T0, T0),
         )
     assert api.get("/api/v1/topology", token).json() == first.json()  # still the cached generation
-    bump_api_generation(RedisResource(url=api.cfg.redis.url(0), enabled=True))
+    bump_api_generation(api.cfg.redis.url(0), api.cfg.api.cache_db)
     fresh = api.get("/api/v1/topology", token, headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in fresh.headers
     assert ("10.0.0.0/24", "10.0.9.0/24") in {(e["source"], e["target"]) for e in fresh.json()["edges"]}
