@@ -119,10 +119,7 @@ def bearer(request: Request) -> str | None:
 
 async def current_user(request: Request) -> User:
     """Authenticated and counted against the rate limits (dependency of every data route)."""
-    st = state(request)
-    user = await st.auth.authenticate(bearer(request))
-    await st.auth.limit(user, client_address(request))
-    return user
+    return await state(request).auth.authorize(bearer(request), client_address(request))
 
 
 async def admin_user(user: Annotated[User, Depends(current_user)]) -> User:

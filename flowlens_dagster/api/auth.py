@@ -140,12 +140,11 @@ class Auth:
     async def authenticate(self, token: str | None) -> User:
         """The user behind a session or API token; 401 naming ``token`` otherwise."""
         if not token:
-            raise ApiError(401, "token: missing; log in (POST /api/v1/login) and send Authorization: Bearer <token>",
-                           "token", {"WWW-Authenticate": "Bearer"})  # fmt: skip
+            message = "token: missing; log in (POST /api/v1/login) and send Authorization: Bearer <token>"
+            raise ApiError(401, message, "token", {"WWW-Authenticate": "Bearer"})
         user = await (self._api_token(token) if token.startswith(TOKEN_PREFIX) else self._session(token))
         if user is None:
-            raise ApiError(401, "token: unknown or expired; log in again (POST /api/v1/login)", "token",
-                           {"WWW-Authenticate": "Bearer"})  # fmt: skip
+            raise _unknown_token()
         return user
 
     async def _session(self, token: str) -> User | None:
@@ -170,19 +169,42 @@ class Auth:
         self._tokens[digest] = (time.monotonic(), user)
         return user
 
+    async def authorize(self, token: str | None, address: str) -> User:
+        """The token's user, counted against the address's and the user's rate limits (one Redis round
+        trip for a session); 401 or 429 otherwise."""
+        if not token or token.startswith(TOKEN_PREFIX):
+            user = await self.authenticate(token)
+            await self.limit(user, address)
+            return user
+        window = self.cfg.rate_limit_window_seconds
+        raw, counts = await self.store.session_and_count(
+            f"session:{token}", f"ratelimit:ip:{address}", "ratelimit:user:", window
+        )
+        self._check(counts)
+        if raw is None:
+            raise _unknown_token()
+        return User(**orjson.loads(raw))
+
     async def limit(self, user: User | None, address: str) -> None:
-        """Count this request against the user's and the address's windows; 429 past either limit."""
+        """Count this request against the address's and the user's windows; 429 past either limit."""
         keys = [f"ratelimit:ip:{address}"] + ([f"ratelimit:user:{user.id}"] if user else [])
-        limits = [self.cfg.rate_limit_per_address, self.cfg.rate_limit_per_user]
-        counts = await self.store.incr(keys, self.cfg.rate_limit_window_seconds)
-        for key, (count, left), allowed in zip(keys, counts, limits, strict=False):
+        self._check(await self.store.incr(keys, self.cfg.rate_limit_window_seconds))
+
+    def _check(self, counts: list[tuple[int, int]]) -> None:
+        """``counts``: the address's (count, seconds left), then the user's when known."""
+        limits = [("address", self.cfg.rate_limit_per_address), ("user", self.cfg.rate_limit_per_user)]
+        for (scope, allowed), (count, left) in zip(limits, counts, strict=False):
             if count > allowed:
-                scope = key.split(":")[1]
                 metrics.RATE_LIMITED.labels(scope).inc()
                 window = self.cfg.rate_limit_window_seconds
-                raise ApiError(429, f"rate limit: more than {allowed} requests in {window} s "
-                               f"for this {'user' if scope == 'user' else 'address'}; retry in {left} s", None,
-                               {"Retry-After": str(left)})  # fmt: skip
+                message = f"rate limit: more than {allowed} requests in {window} s for this {scope}; retry in {left} s"
+                raise ApiError(429, message, None, {"Retry-After": str(left)})
+
+
+def _unknown_token() -> ApiError:
+    return ApiError(
+        401, "token: unknown or expired; log in again (POST /api/v1/login)", "token", {"WWW-Authenticate": "Bearer"}
+    )
 
 
 def login_delay(failures: int, allowed: int) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
+import orjson
 import redis.asyncio as aioredis
 
 
@@ -20,7 +21,28 @@ class Store(Protocol):
     async def set(self, key: str, value: bytes, ttl: int) -> None: ...
     async def delete(self, key: str) -> None: ...
     async def incr(self, keys: list[str], ttl: int) -> list[tuple[int, int]]: ...
+    async def session_and_count(
+        self, session_key: str, ip_key: str, user_prefix: str, ttl: int
+    ) -> tuple[bytes | None, list[tuple[int, int]]]: ...
     async def close(self) -> None: ...
+
+
+# One round trip per request for authentication and both rate limits: the session, then the
+# address's and (when the session exists) its user's fixed-window counters. The user key is built
+# in the script from the session's id (fine on one Redis; a cluster would need it passed as a key).
+SESSION_AND_COUNT = """
+local session = redis.call('GET', KEYS[1])
+local keys = {KEYS[2]}
+if session then table.insert(keys, ARGV[2] .. cjson.decode(session)['id']) end
+local out = {session or false}
+for _, key in ipairs(keys) do
+    local n = redis.call('INCR', key)
+    if n == 1 then redis.call('EXPIRE', key, ARGV[1]) end
+    table.insert(out, n)
+    table.insert(out, redis.call('TTL', key))
+end
+return out
+"""
 
 
 class RedisStore:
@@ -28,6 +50,16 @@ class RedisStore:
 
     def __init__(self, url: str):
         self.client = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._session_and_count = self.client.register_script(SESSION_AND_COUNT)
+
+    async def session_and_count(
+        self, session_key: str, ip_key: str, user_prefix: str, ttl: int
+    ) -> tuple[bytes | None, list[tuple[int, int]]]:
+        """The session at ``session_key`` (or None) and the counts of ``ip_key`` and, with a session,
+        ``user_prefix + <its user id>``, each one more (fixed windows of ``ttl`` seconds)."""
+        reply = await self._session_and_count(keys=[session_key, ip_key], args=[ttl, user_prefix])
+        counts = [(int(reply[i]), max(int(reply[i + 1]), 1)) for i in range(1, len(reply), 2)]
+        return reply[0], counts
 
     async def get(self, key: str) -> bytes | None:
         return await self.client.get(key)
@@ -106,6 +138,13 @@ class MemoryStore:
         expires = self.data[key][0]
         self.data[key] = (expires, int(current) + 1)
         return int(current) + 1, max(round(expires - time.monotonic()), 1)
+
+    async def session_and_count(
+        self, session_key: str, ip_key: str, user_prefix: str, ttl: int
+    ) -> tuple[bytes | None, list[tuple[int, int]]]:
+        session = await self.get(session_key)
+        keys = [ip_key] + ([user_prefix + str(orjson.loads(session)["id"])] if session else [])
+        return session, [self._incr(key, ttl) for key in keys]
 
     def ttl(self, key: str) -> float | None:
         """Seconds left (tests and introspection)."""
