@@ -6,6 +6,7 @@ import argparse
 import getpass
 import json
 import os
+import resource
 import shutil
 import sys
 
@@ -29,6 +30,12 @@ def check_services(cfg: FlowLensConfig, command: str) -> None:
         raise ServiceUnavailable(f"{command}: the API's tables are missing; run `flowlens migrate`")
 
 
+def raise_open_files() -> None:
+    """1,000 WebSockets need more descriptors than the usual soft limit of 1,024: take the hard limit."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def serve(cfg: FlowLensConfig, workers: int) -> None:
     """Run uvicorn with ``workers`` processes; each builds the app from the same config (environment)."""
     import uvicorn
@@ -37,8 +44,6 @@ def serve(cfg: FlowLensConfig, workers: int) -> None:
     shutil.rmtree(metrics_dir, ignore_errors=True)  # samples of a previous run's (dead) workers
     metrics_dir.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    from flowlens_dagster.api.loadgen import raise_open_files
-
     raise_open_files()  # one descriptor per WebSocket client
     uvicorn.run(
         "flowlens_dagster.api.app:create_app",

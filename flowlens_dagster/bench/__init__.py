@@ -17,7 +17,7 @@ BENCHES: dict[str, str] = {
     "enrich": "flowlens_dagster.bench.enrich:main",
     "pipeline": "flowlens_dagster.bench.pipeline:main",
     "burst": "flowlens_dagster.bench.burst:main",
-    "api": "flowlens_dagster.api.bench:main",
+    "api": "flowlens_dagster.bench.api:main",
 }
 
 

@@ -1,7 +1,7 @@
 """Fixtures for the query API: a small map in the test database and real API servers (uvicorn in a
 thread, on a free port) over the real PostgreSQL and Redis of the test stack.
 
-The map (``seed_map``): a database 10.0.0.1 used by two apps, a web front end using both apps, a user
+The map (``sample_map``): a database 10.0.0.1 used by two apps, a web front end using both apps, a user
 and an IPv6 client of the web front end, and the database using the user's service (a cycle).
 """
 
@@ -97,7 +97,7 @@ def api_config(base: FlowLensConfig, mode: str = "full", **api) -> FlowLensConfi
     return base.model_copy(update={"mode": mode, "api": base.api.model_copy(update=api)})
 
 
-def seed(dsn: str) -> None:
+def fill_map(dsn: str) -> None:
     """The map above, with traffic in two windows and two stored changes."""
     with psycopg.connect(dsn) as conn:
         for addr, name, host, owner, env, tags, asn, country in ASSETS:
@@ -130,8 +130,8 @@ def seed(dsn: str) -> None:
 
 
 @pytest.fixture
-def seed_map(clean_pg: str, flowlens_config: FlowLensConfig) -> str:
-    seed(clean_pg)
+def sample_map(clean_pg: str, flowlens_config: FlowLensConfig) -> str:
+    fill_map(clean_pg)
     for role, name in (("admin", "alice"), ("viewer", "victor")):
         add_user(clean_pg, name, PASSWORD, role)
     return clean_pg
@@ -155,7 +155,7 @@ def api_redis(flowlens_config: FlowLensConfig) -> Callable[[int], redis_lib.Redi
 
 
 @pytest.fixture
-def api(seed_map: str, flowlens_config: FlowLensConfig, api_redis) -> Iterator[ApiServer]:
-    """A full-mode API (Redis cache and sessions) over the seeded map."""
+def api(sample_map: str, flowlens_config: FlowLensConfig, api_redis) -> Iterator[ApiServer]:
+    """A full-mode API (Redis cache and sessions) over the sample map."""
     with ApiServer(api_config(flowlens_config)) as server:
         yield server

@@ -265,20 +265,20 @@ def test_metrics_use_the_models_names(api):
     assert 'flowlens_redis_cache_misses_total{cache="topology"}' in text
 
 
-def test_password_is_not_stored_in_clear(seed_map):
+def test_password_is_not_stored_in_clear(sample_map):
     import psycopg
 
-    with psycopg.connect(seed_map) as conn:
+    with psycopg.connect(sample_map) as conn:
         stored = conn.execute("SELECT password_hash FROM flowlens.api_users WHERE username = 'alice'").fetchone()[0]
     assert stored.startswith("$argon2id$") and PASSWORD not in stored
 
 
-def test_the_api_recovers_by_itself_when_its_postgres_connections_drop(api, seed_map):
+def test_the_api_recovers_by_itself_when_its_postgres_connections_drop(api, sample_map):
     import psycopg
 
     token = api.token()
     assert api.get("/api/v1/changes", token).status_code == 200
-    with psycopg.connect(seed_map, autocommit=True) as conn:
+    with psycopg.connect(sample_map, autocommit=True) as conn:
         dropped = conn.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE application_name = 'flowlens-api' AND datname = current_database()"

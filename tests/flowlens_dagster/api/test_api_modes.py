@@ -14,7 +14,7 @@ from tests.flowlens_dagster.api.conftest import PASSWORD, ApiServer, api_config
 pytestmark = pytest.mark.integration
 
 
-def test_rate_limit_per_user_is_429_with_retry_after_and_counted_in_db3(seed_map, flowlens_config, api_redis):
+def test_rate_limit_per_user_is_429_with_retry_after_and_counted_in_db3(sample_map, flowlens_config, api_redis):
     with ApiServer(api_config(flowlens_config, rate_limit_per_user=3)) as api:
         token = api.token()
         codes = [api.get("/api/v1/me", token).status_code for _ in range(4)]
@@ -29,14 +29,14 @@ def test_rate_limit_per_user_is_429_with_retry_after_and_counted_in_db3(seed_map
         assert 0 < sessions.ttl("ratelimit:ip:127.0.0.1") <= 60
 
 
-def test_rate_limit_per_address(seed_map, flowlens_config, api_redis):
+def test_rate_limit_per_address(sample_map, flowlens_config, api_redis):
     with ApiServer(api_config(flowlens_config, rate_limit_per_address=2)) as api:
         assert api.login().status_code == 200
         assert api.login().status_code == 200
         assert api.login().status_code == 429
 
 
-def test_two_instances_share_sessions_cache_and_limits(seed_map, flowlens_config, api_redis):
+def test_two_instances_share_sessions_cache_and_limits(sample_map, flowlens_config, api_redis):
     cfg = api_config(flowlens_config, rate_limit_per_user=6)
     with ApiServer(cfg) as one, ApiServer(cfg) as two:
         token = one.token()  # logged in on one ...
@@ -57,7 +57,7 @@ def _hits(server: ApiServer, cache: str) -> float:
     return 0.0
 
 
-def test_minimal_mode_keeps_sessions_cache_and_limits_in_process(seed_map, flowlens_config, api_redis):
+def test_minimal_mode_keeps_sessions_cache_and_limits_in_process(sample_map, flowlens_config, api_redis):
     cfg = api_config(flowlens_config, mode="minimal", rate_limit_per_user=4)
     with ApiServer(cfg) as api:
         token = api.token()
@@ -72,15 +72,15 @@ def test_minimal_mode_keeps_sessions_cache_and_limits_in_process(seed_map, flowl
         assert before["results"][0]["addr"] == "10.0.2.20"
 
 
-def test_minimal_mode_cache_follows_the_last_processed_window(seed_map, flowlens_config, api_redis):
+def test_minimal_mode_cache_follows_the_last_processed_window(sample_map, flowlens_config, api_redis):
     with ApiServer(api_config(flowlens_config, mode="minimal")) as api:
         token = api.token()
         assert api.get("/api/v1/impact", token, params={"target": "10.0.2.20", "depth": 1}).json()["count"] == 1
-        with psycopg.connect(seed_map) as conn:
+        with psycopg.connect(sample_map) as conn:
             conn.execute("DELETE FROM flowlens.dependencies WHERE server_addr = '10.0.2.20'")
         cached = api.get("/api/v1/impact", token, params={"target": "10.0.2.20", "depth": 1}).json()
         assert cached["count"] == 1  # same generation: the cached answer
-        with psycopg.connect(seed_map) as conn:
+        with psycopg.connect(sample_map) as conn:
             conn.execute(
                 """INSERT INTO flowlens.window_loads (window_start, asset, source, rows_read, rows_written, started_at)
                    VALUES (now(), 'topology_changes', 'test', 0, 0, now())"""
@@ -100,7 +100,7 @@ def test_postgres_down_is_503_naming_it(flowlens_config, api_redis):
         assert api.get("/api/v1/health").status_code == 503
 
 
-def test_redis_down_is_503_naming_it(seed_map, flowlens_config):
+def test_redis_down_is_503_naming_it(sample_map, flowlens_config):
     down = flowlens_config.model_copy(update={"redis": flowlens_config.redis.model_copy(update={"port": 1})})
     with ApiServer(api_config(down)) as api:
         reply = api.login()

@@ -66,22 +66,22 @@ def test_live_changes_are_forwarded_with_filters_and_alerts_too(api, pubsub):
             only_443.recv(timeout=0.5)  # neither the new asset nor the alert passed its filters
 
 
-def test_a_client_that_reconnects_with_its_last_id_misses_nothing(api, pubsub, seed_map):
+def test_a_client_that_reconnects_with_its_last_id_misses_nothing(api, pubsub, sample_map):
     token = api.token()
-    first = insert_change(seed_map, "10.0.5.1")
+    first = insert_change(sample_map, "10.0.5.1")
     with connect(ws_url(api, token)) as ws:
         wait_for_listeners(pubsub, "changes:topology")
         pubsub.publish("changes:topology", json.dumps({"id": first, "kind": "new_asset", "subject": "10.0.5.1"}))
         last = json.loads(ws.recv(timeout=10))["id"]
     # while the client is away the pipeline stores (and publishes to nobody) two more
-    missed = [insert_change(seed_map, "10.0.5.2"), insert_change(seed_map, "10.0.5.3", "new_asset")]
+    missed = [insert_change(sample_map, "10.0.5.2"), insert_change(sample_map, "10.0.5.3", "new_asset")]
     with connect(ws_url(api, token, last_id=str(last))) as ws:
         replayed = [json.loads(ws.recv(timeout=10)) for _ in missed]
         assert [(m["id"], m["subject"], m["replayed"]) for m in replayed] == [
             (missed[0], "10.0.5.2", True), (missed[1], "10.0.5.3", True)
         ]  # fmt: skip
         wait_for_listeners(pubsub, "changes:topology")
-        newer = insert_change(seed_map, "10.0.5.4")
+        newer = insert_change(sample_map, "10.0.5.4")
         for ident in (missed[1], newer):  # an id the replay already sent is not sent twice
             pubsub.publish("changes:topology", json.dumps({"id": ident, "kind": "new_asset", "subject": "x"}))
         assert json.loads(ws.recv(timeout=10))["id"] == newer
@@ -97,10 +97,10 @@ def test_a_bad_token_or_filter_closes_the_socket_with_a_reason(api):
         assert json.loads(ws.recv(timeout=10))["parameter"] == "kind"
 
 
-def test_minimal_mode_feeds_new_rows_of_the_changes_table(seed_map, flowlens_config):
+def test_minimal_mode_feeds_new_rows_of_the_changes_table(sample_map, flowlens_config):
     with ApiServer(api_config(flowlens_config, mode="minimal")) as api, connect(ws_url(api, api.token())) as ws:
         time.sleep(1.5)  # the hub's first poll sets where "new" starts
-        ident = insert_change(seed_map, "10.0.6.1")
+        ident = insert_change(sample_map, "10.0.6.1")
         message = json.loads(ws.recv(timeout=10))
         assert (message["id"], message["subject"], message["channel"]) == (ident, "10.0.6.1", "changes:topology")
         gauge = [

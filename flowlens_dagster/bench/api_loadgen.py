@@ -1,4 +1,4 @@
-"""The API bench's load generator, run as its own process (``python -m flowlens_dagster.api.loadgen``).
+"""The API bench's load generator, run as its own process (``python -m flowlens_dagster.bench.api_loadgen``).
 
 Phase 1: ``--connections`` concurrent HTTP clients (aiohttp) send the mixed query workload for
 ``--seconds``; latencies per kind. Phase 2: the same mix straight against PostgreSQL through psycopg
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import resource
 import sys
 import time
 
@@ -26,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from flowlens_dagster.api import params, queries
 from flowlens_dagster.api.app import classify
+from flowlens_dagster.api.cli import raise_open_files
 
 MIX = {"search": 0.3, "impact": 0.2, "topology_filtered": 0.3, "topology_full": 0.1, "asset": 0.1}
 
@@ -181,14 +181,8 @@ def p99_ms(values: list[float]) -> float | None:
     return round(float(np.percentile(np.array(values), 99)) * 1000, 2) if values else None
 
 
-def raise_open_files() -> None:
-    """1,000 WebSockets need more descriptors than the usual soft limit of 1,024: take the hard limit."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m flowlens_dagster.api.loadgen")
+    parser = argparse.ArgumentParser(prog="python -m flowlens_dagster.bench.api_loadgen")
     for name in ("url", "token", "dsn", "redis-url"):
         parser.add_argument(f"--{name}", required=True)
     parser.add_argument("--assets", type=int, required=True)

@@ -8,7 +8,7 @@ clients of other servers, so impact queries reach several levels.
 
 Then ``flowlens api`` is started as a user would start it (its own processes, Redis on; cache and
 session databases 12 and 13 so a developer's own API cache in 2 and 3 is left alone; rate limits
-lifted), and a separate load-generator process (``flowlens_dagster.api.loadgen``) drives it with 64
+lifted), and a separate load-generator process (``flowlens_dagster.bench.api_loadgen``) drives it with 64
 concurrent connections, then runs the same mix through psycopg for the baseline, then measures the
 WebSocket feed with 1,000 clients.
 """
@@ -176,7 +176,7 @@ def main(argv: list[str]) -> int:
     setup_seconds = round(time.perf_counter() - setup, 1)
     api = start_api(cfg, args.workers)
     try:
-        loadgen = [sys.executable, "-m", "flowlens_dagster.api.loadgen", "--url", f"http://{cfg.api.host}:{cfg.api.port}",
+        loadgen = [sys.executable, "-m", "flowlens_dagster.bench.api_loadgen", "--url", f"http://{cfg.api.host}:{cfg.api.port}",
                    "--token", login(cfg), "--dsn", cfg.postgres.dsn(), "--redis-url", cfg.redis.url(0),
                    "--assets", str(args.assets), "--servers", str(args.servers), "--seconds", str(args.seconds),
                    "--connections", str(args.connections), "--ws", str(args.ws),
