@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from assets.api_generation import API_GENERATION_KEY
-from flowlens_dagster.api import metrics
+from assets.enrich.cache import CACHE_HITS, CACHE_MISSES  # the one Redis cache metric, labelled by cache
 from flowlens_dagster.api.store import Store
 
 
@@ -43,9 +43,9 @@ class Cache:
         if value is not None:
             stored, _, payload = value.partition(b"\n")
             if stored == generation:
-                metrics.CACHE_HITS.labels(cache).inc()
+                CACHE_HITS.labels(cache).inc()
                 return payload, generation
-        metrics.CACHE_MISSES.labels(cache).inc()
+        CACHE_MISSES.labels(cache).inc()
         return None, generation
 
     async def put(self, key: str, payload: bytes, ttl: int, generation: bytes) -> None:

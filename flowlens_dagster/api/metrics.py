@@ -1,5 +1,9 @@
 """The API's Prometheus metrics (scaling model §9.1 names), served on ``/metrics``.
 
+The cache counters ``flowlens_redis_cache_hits_total`` / ``_misses_total`` are the enrichment caches'
+ones (``assets.enrich.cache``): one metric for every Redis cache, the API's labelled ``cache="topology"``,
+``"search"`` or ``"impact"``.
+
 ``flowlens api`` runs several worker processes; each writes its samples to files in a shared
 directory (prometheus_client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``, set by ``flowlens api``
 before the workers start), and ``/metrics`` in any worker aggregates all of them. Without that
@@ -28,8 +32,6 @@ LATENCY = Histogram(
     "flowlens_api_latency_seconds", "API request latency", ["endpoint", "method"], buckets=LATENCY_BUCKETS
 )
 WEBSOCKETS = Gauge("flowlens_websocket_connections_active", "Open change-feed WebSockets", multiprocess_mode="livesum")
-CACHE_HITS = Counter("flowlens_redis_cache_hits_total", "API cache hits", ["cache"])
-CACHE_MISSES = Counter("flowlens_redis_cache_misses_total", "API cache misses", ["cache"])
 LOGIN_FAILURES = Counter("flowlens_api_login_failures_total", "Failed API logins")
 RATE_LIMITED = Counter("flowlens_api_rate_limited_total", "Requests refused with 429", ["scope"])
 
