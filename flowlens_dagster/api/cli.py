@@ -65,14 +65,14 @@ def api_main(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, help="worker processes (api.workers)")
     parser.add_argument("--mode", choices=["minimal", "standard", "full", "auto"], help="minimal: no Redis")
     args = parser.parse_args(argv)
-    # workers are separate processes that read the config from the environment: pass overrides there
-    for key, value in (("API__HOST", args.host), ("API__PORT", args.port), ("MODE", args.mode)):
-        if value is not None:
-            os.environ[f"FLOWLENS_{key}"] = str(value)
+    # workers are separate processes that read the config from the environment: the options become
+    # environment overrides, set in this process only when it goes on to serve
+    options = {"FLOWLENS_API__HOST": args.host, "FLOWLENS_API__PORT": args.port, "FLOWLENS_MODE": args.mode}
+    overrides = {key: str(value) for key, value in options.items() if value is not None}
     if args.config:
-        os.environ["FLOWLENS_CONFIG"] = os.path.abspath(args.config)
+        overrides["FLOWLENS_CONFIG"] = os.path.abspath(args.config)
     try:
-        cfg = load_config()
+        cfg = load_config(environ={**os.environ, **overrides})
     except ConfigError as exc:
         print(f"flowlens api: {exc}", file=sys.stderr)
         return 2
@@ -83,6 +83,7 @@ def api_main(argv: list[str]) -> int:
         print(f"flowlens api: {cfg.mode} mode has no Redis; serving with 1 worker instead of {workers}", flush=True)
         workers = 1
     print(f"FlowLens API on http://{cfg.api.host}:{cfg.api.port}/api/v1 (docs /docs, mode {cfg.mode})", flush=True)
+    os.environ.update(overrides)
     serve(cfg, workers)
     return 0
 

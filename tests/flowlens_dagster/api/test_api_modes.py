@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import psycopg
 import pytest
@@ -134,7 +135,9 @@ def test_the_api_command_names_the_missing_service_and_the_command_that_starts_i
     from flowlens_dagster.cli import main
 
     monkeypatch.setenv("FLOWLENS_POSTGRES__PORT", "1")
+    monkeypatch.delenv("FLOWLENS_MODE", raising=False)
     assert main(["api", "--mode", "minimal"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("flowlens api: PostgreSQL at 127.0.0.1:1") and "flowlens stack up" in err
     assert len(err.splitlines()) == 1
+    assert "FLOWLENS_MODE" not in os.environ  # a refused start leaves the environment as it was
