@@ -20,6 +20,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from assets.api_generation import bump_api_generation
 from assets.keys import DEPENDENCIES, NETWORK_ASSETS, TOPOLOGY_CHANGES
 from assets.metadata import definition_metadata, markdown_table, materialization_metadata
 from assets.partitions import five_minute_partitions
@@ -75,7 +76,7 @@ WHERE d.window_start = %(last_window)s
 PREVIEW_ROWS = 20
 
 SELECT_WINDOW = """
-SELECT kind, subject, host(addr) AS addr, host(client_addr) AS client, host(server_addr) AS server,
+SELECT id, kind, subject, host(addr) AS addr, host(client_addr) AS client, host(server_addr) AS server,
        server_port, protocol, details
 FROM flowlens.changes WHERE window_start = %s ORDER BY kind, subject
 """
@@ -153,6 +154,8 @@ def process_window(
     if publishing:
         with timed(result, "publish"):
             publish(changes, window, kafka, redis)
+            if redis.enabled:
+                bump_api_generation(redis.url, redis.api_cache_db)
     if changes:
         frame = pl.DataFrame([{"kind": c["kind"], "subject": c["subject"]} for c in changes[:PREVIEW_ROWS]])
         result.preview = markdown_table(frame, f"Changes ({total})")

@@ -95,6 +95,7 @@ class RedisResource(dg.ConfigurableResource):
 
     url: str = "redis://127.0.0.1:56379/0"
     enabled: bool = False
+    api_cache_db: int = 2  # the query API's cache database: topology_changes bumps its generation there
 
     def client(self):
         """A redis-py client, or None when Redis is not part of this mode."""
@@ -220,7 +221,7 @@ def build_resources(cfg: FlowLensConfig | None = None, use_env: bool = True) -> 
         changes_topic=cfg.kafka.changes_topic,
         produce_enriched=cfg.pipeline.produce_enriched,
     )
-    redis = RedisResource(url=cfg.redis.url(), enabled=cfg.uses_redis)
+    redis = RedisResource(url=cfg.redis.url(), enabled=cfg.uses_redis, api_cache_db=cfg.api.cache_db)
     mode = env("FLOWLENS_MODE", cfg.mode)
     return {
         POSTGRES: pg,

@@ -28,9 +28,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("flowlens_dagster.run:main", "the main job: stack, migrations, ingest, generator, Dagster"),
     "dagster": ("flowlens_dagster.instance:main", "run Dagster (dev UI + daemon) on this project's instance"),
     "metrics": ("flowlens_dagster.monitoring.exporter:main", "serve the pipeline's Prometheus metrics (/metrics)"),
+    "api": ("flowlens_dagster.api.cli:api_main", "serve the query API (topology, search, impact, changes) over HTTP"),
+    "users": ("flowlens_dagster.api.cli:users_main", "add, list or remove API users; create API tokens"),
     "sql": ("flowlens_dagster.sql_shell:main", "run SQL against FlowLens PostgreSQL or the Parquet lake"),
     "plan": ("ingest.scaling.plan:main", "capacity plan for a flow rate, a burst and an API load (scaling model)"),
-    "bench": ("flowlens_dagster.bench:main", "benchmarks: decode, ingest, enrich, pipeline, burst"),
+    "bench": ("flowlens_dagster.bench:main", "benchmarks: decode, ingest, enrich, pipeline, burst, api"),
 }
 
 

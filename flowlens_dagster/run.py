@@ -259,6 +259,11 @@ def print_summary(cfg: FlowLensConfig) -> None:
         for client, service, nbytes in conn.execute(TOP_TALKERS, {"first": first}).fetchall():
             print(f"    {client:>15} -> {service:24} {nbytes:>14,} bytes")
     print(f'\nDagster UI: http://{cfg.dagster.host}:{cfg.dagster.port}   (flowlens sql "..." to query)')
+    print(f"Query API:  {api_url(cfg)}   (docs /docs; `flowlens users add NAME --role admin` to log in)")
+
+
+def api_url(cfg: FlowLensConfig) -> str:
+    return f"http://{cfg.api.host}:{cfg.api.port}/api/v1"
 
 
 def stop(processes: list[subprocess.Popen]) -> None:
@@ -338,6 +343,8 @@ def _run(cfg: FlowLensConfig, args: argparse.Namespace, processes: list[subproce
     print(f"4/5 Dagster on http://{cfg.dagster.host}:{cfg.dagster.port} (log {logs / 'dagster.log'})", flush=True)
     os.environ.update(dagster_overrides(cfg, first))
     processes.append(spawn_dagster(cfg, logs / "dagster.log", "minimal"))
+    print(f"  query API on {api_url(cfg)} (log {logs / 'api.log'})", flush=True)
+    processes.append(start([FLOWLENS, "api", "--mode", "minimal"], logs / "api.log", env))
     print("5/5 waiting for the watermark sensor's runs", flush=True)
     done, failed = wait_for_windows(cfg, first, last, args.timeout, processes)
     print_summary(cfg)

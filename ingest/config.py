@@ -332,6 +332,30 @@ class MonitoringConfig(_Section):
     alert_webhook_url: str = ""  # Alertmanager sends alerts here (webhook); empty = shown in its UI only
 
 
+class ApiConfig(_Section):
+    """The query API (``flowlens api``): listen address, Redis databases and limits (scaling model §5.2, §7.1)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(58080, ge=1, le=65535)
+    workers: int = Field(2, ge=1, le=64)  # uvicorn worker processes
+    cache_db: int = Field(2, ge=0, le=15)  # §5.2 database 2: API cache
+    session_db: int = Field(3, ge=0, le=15)  # §5.2 database 3: sessions and rate limits
+    topology_ttl_seconds: int = Field(300, ge=1)  # topology:full
+    search_ttl_seconds: int = Field(60, ge=1)  # search:<q>
+    impact_ttl_seconds: int = Field(300, ge=1)  # impact:<id>:depth-<n>
+    session_ttl_seconds: int = Field(86_400, ge=60)  # session:<token>
+    rate_limit_window_seconds: int = Field(60, ge=1)  # ratelimit:user:<id>, ratelimit:ip:<addr>
+    rate_limit_per_user: int = Field(1_200, ge=1)  # requests per window
+    rate_limit_per_address: int = Field(2_400, ge=1)
+    login_failures_allowed: int = Field(5, ge=1)  # then each further failure waits longer
+    login_lockout_seconds: int = Field(900, ge=1)  # how long failures are remembered
+    max_page: int = Field(5_000, ge=1)  # largest `limit` a list accepts
+    impact_max_nodes: int = Field(10_000, ge=1)  # fan-out limit of an impact query
+    full_topology_prefix_v4: int = Field(24, ge=8, le=32)  # the full map groups addresses by subnet
+    full_topology_prefix_v6: int = Field(64, ge=16, le=128)
+    pg_pool_size: int = Field(8, ge=1)  # connections per worker process
+
+
 class FlowLensConfig(_Section):
     mode: Mode = "minimal"
     state_dir: Path = PROJECT_ROOT / ".flowlens"
@@ -348,6 +372,7 @@ class FlowLensConfig(_Section):
     pipeline: PipelineConfig = PipelineConfig()
     dagster: DagsterConfig = DagsterConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    api: ApiConfig = ApiConfig()
 
     @property
     def uses_kafka(self) -> bool:

@@ -18,6 +18,7 @@ BENCHES: dict[str, str] = {
     "pipeline": "flowlens_dagster.bench.pipeline:main",
     "burst": "flowlens_dagster.bench.burst:main",
     "monitoring": "flowlens_dagster.bench.monitoring:main",
+    "api": "flowlens_dagster.bench.api:main",
 }
 
 

@@ -1,0 +1,155 @@
+"""Key-value stores behind the cache, sessions and rate limits: Redis, or in process (minimal mode).
+
+Both offer the same few operations with the same key names and TTLs, so the rest of the API does not
+know which one it talks to. Redis: one asyncio client per database (scaling model §5.2: db2 the API
+cache, db3 sessions and rate limits). In process: a dict with expiry times, per worker process (the
+scaling model's §7.1 allows in-memory sessions below 20 users; several workers then do not share it).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import orjson
+import redis.asyncio as aioredis
+
+
+class Store(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+    async def mget(self, keys: list[str]) -> list[bytes | None]: ...
+    async def set(self, key: str, value: bytes, ttl: int) -> None: ...
+    async def delete(self, key: str) -> None: ...
+    async def incr(self, keys: list[str], ttl: int) -> list[tuple[int, int]]: ...
+    async def session_and_count(
+        self, session_key: str, ip_key: str, user_prefix: str, ttl: int
+    ) -> tuple[bytes | None, list[tuple[int, int]]]: ...
+    async def close(self) -> None: ...
+
+
+# One round trip per request for authentication and both rate limits: the session, then the
+# address's and (when the session exists) its user's fixed-window counters. The user key is built
+# in the script from the session's id (fine on one Redis; a cluster would need it passed as a key).
+SESSION_AND_COUNT = """
+local session = redis.call('GET', KEYS[1])
+local keys = {KEYS[2]}
+if session then table.insert(keys, ARGV[2] .. cjson.decode(session)['id']) end
+local out = {session or false}
+for _, key in ipairs(keys) do
+    local n = redis.call('INCR', key)
+    if n == 1 then redis.call('EXPIRE', key, ARGV[1]) end
+    table.insert(out, n)
+    table.insert(out, redis.call('TTL', key))
+end
+return out
+"""
+
+
+class RedisStore:
+    """One Redis database."""
+
+    def __init__(self, url: str):
+        self.client = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._session_and_count = self.client.register_script(SESSION_AND_COUNT)
+
+    async def session_and_count(
+        self, session_key: str, ip_key: str, user_prefix: str, ttl: int
+    ) -> tuple[bytes | None, list[tuple[int, int]]]:
+        """The session at ``session_key`` (or None) and the counts of ``ip_key`` and, with a session,
+        ``user_prefix + <its user id>``, each one more (fixed windows of ``ttl`` seconds)."""
+        reply = await self._session_and_count(keys=[session_key, ip_key], args=[ttl, user_prefix])
+        counts = [(int(reply[i]), max(int(reply[i + 1]), 1)) for i in range(1, len(reply), 2)]
+        return reply[0], counts
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.client.get(key)
+
+    async def mget(self, keys: list[str]) -> list[bytes | None]:
+        return await self.client.mget(keys)
+
+    async def set(self, key: str, value: bytes, ttl: int) -> None:
+        await self.client.set(key, value, ex=ttl)
+
+    async def delete(self, key: str) -> None:
+        await self.client.delete(key)
+
+    async def incr(self, keys: list[str], ttl: int) -> list[tuple[int, int]]:
+        """Count one more in each key's fixed window: (count so far, seconds until that window ends)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.incr(key)
+                pipe.expire(key, ttl, nx=True)
+                pipe.ttl(key)
+            replies = await pipe.execute()
+        return [(int(replies[i]), max(int(replies[i + 2]), 1)) for i in range(0, len(replies), 3)]
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class MemoryStore:
+    """The same operations in this process (minimal mode); expired entries go on access and on a sweep."""
+
+    def __init__(self, max_entries: int = 100_000):
+        self.data: dict[str, tuple[float, bytes | int]] = {}
+        self.max_entries = max_entries
+
+    def _live(self, key: str) -> bytes | int | None:
+        entry = self.data.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            del self.data[key]
+            return None
+        return entry[1]
+
+    def _sweep(self) -> None:
+        if len(self.data) < self.max_entries:
+            return
+        now = time.monotonic()
+        for key in [k for k, (expires, _) in self.data.items() if expires <= now]:
+            del self.data[key]
+        while len(self.data) >= self.max_entries:  # still full: forget the oldest insertions
+            del self.data[next(iter(self.data))]
+
+    async def get(self, key: str) -> bytes | None:
+        value = self._live(key)
+        return str(value).encode() if isinstance(value, int) else value
+
+    async def mget(self, keys: list[str]) -> list[bytes | None]:
+        return [await self.get(k) for k in keys]
+
+    async def set(self, key: str, value: bytes, ttl: int) -> None:
+        self._sweep()
+        self.data[key] = (time.monotonic() + ttl, value)
+
+    async def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+    async def incr(self, keys: list[str], ttl: int) -> list[tuple[int, int]]:
+        return [self._incr(key, ttl) for key in keys]
+
+    def _incr(self, key: str, ttl: int) -> tuple[int, int]:
+        current = self._live(key)
+        if current is None:
+            self._sweep()
+            self.data[key] = (time.monotonic() + ttl, 1)
+            return 1, ttl
+        expires = self.data[key][0]
+        self.data[key] = (expires, int(current) + 1)
+        return int(current) + 1, max(round(expires - time.monotonic()), 1)
+
+    async def session_and_count(
+        self, session_key: str, ip_key: str, user_prefix: str, ttl: int
+    ) -> tuple[bytes | None, list[tuple[int, int]]]:
+        session = await self.get(session_key)
+        keys = [ip_key] + ([user_prefix + str(orjson.loads(session)["id"])] if session else [])
+        return session, [self._incr(key, ttl) for key in keys]
+
+    def ttl(self, key: str) -> float | None:
+        """Seconds left (tests and introspection)."""
+        entry = self.data.get(key)
+        return None if entry is None else entry[0] - time.monotonic()
+
+    async def close(self) -> None:
+        self.data.clear()

@@ -1,0 +1,231 @@
+"""``flowlens bench api [--json]``: the query API under load, next to the same queries straight on PostgreSQL.
+
+Setup (not timed): database ``flowlens_bench_api`` (kept between runs; rebuilt when its size differs
+or with ``--rebuild``) with ``--assets`` assets (default 100,000: the scaling model's "100k nodes") and
+``--dependencies`` dependencies (default 1,000,000), written with COPY. Dependencies are skewed the way
+real estates are: ``--servers`` addresses serve, a few of them very popular, and servers are also
+clients of other servers, so impact queries reach several levels.
+
+Then ``flowlens api`` is started as a user would start it (its own processes, Redis on; cache and
+session databases 12 and 13 so a developer's own API cache in 2 and 3 is left alone; rate limits
+lifted), and a separate load-generator process (``flowlens_dagster.bench.api_loadgen``) drives it with 64
+concurrent connections, then runs the same mix through psycopg for the baseline, then measures the
+WebSocket feed with 1,000 clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import psycopg
+
+from flowlens_dagster.api.auth import add_user
+from flowlens_dagster.bench.report import report
+from ingest.config import FlowLensConfig, load_config
+from ingest.services import require
+
+BENCH_DATABASE = "flowlens_bench_api"
+BENCH_USER, BENCH_PASSWORD = "bench", "bench-password"
+CACHE_DB, SESSION_DB = 12, 13
+PORTS = np.array([443, 80, 5432, 53, 8080, 6379, 22, 3306])
+PROTOCOLS = np.where(PORTS == 53, 17, 6)
+OWNERS = [f"team-{i}" for i in range(20)]
+ENVIRONMENTS = ["prod", "staging", "dev", "test"]
+COUNTRIES = ["DE", "FR", "US", "GB", "NL", "SE", "JP", "BR", "IN", "CA"]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="flowlens bench api", description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--assets", type=int, default=100_000)
+    parser.add_argument("--dependencies", type=int, default=1_000_000)
+    parser.add_argument("--servers", type=int, default=5_000)
+    parser.add_argument("--seconds", type=float, default=20.0, help="duration of each load phase")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--ws", type=int, default=1000, help="WebSocket clients (0: skip that phase)")
+    parser.add_argument("--workers", type=int, help="API worker processes (default api.workers)")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the bench database")
+    return parser.parse_args(argv)
+
+
+def addresses(ids: np.ndarray) -> list[str]:
+    return [f"10.{1 + i // 65536}.{i // 256 % 256}.{i % 256}" for i in ids.tolist()]
+
+
+def dependency_edges(assets: int, servers: int, count: int, seed: int = 3) -> np.ndarray:
+    """(client, server) index pairs, unique, no self-edges: every asset a client, servers Zipf-like."""
+    rng = np.random.default_rng(seed)
+    n = int(count * 1.15) + 1000
+    clients = rng.integers(0, assets, n)
+    servers_ = (servers * rng.random(n) ** 3).astype(np.int64)  # cubic skew: low indices are popular
+    keys = np.unique(clients * assets + servers_)
+    keys = keys[(keys // assets) != (keys % assets)]
+    keys = rng.permutation(keys)[:count]
+    keys.sort()
+    return np.stack([keys // assets, keys % assets], axis=1)
+
+
+def build(cfg: FlowLensConfig, args: argparse.Namespace) -> None:
+    """Fill the bench database with COPY (not timed)."""
+    ids = np.arange(args.assets)
+    addrs = addresses(ids)
+    edges = dependency_edges(args.assets, args.servers, args.dependencies)
+    with psycopg.connect(cfg.postgres.dsn()) as conn:
+        conn.execute("TRUNCATE flowlens.assets, flowlens.dependencies, flowlens.changes, flowlens.api_users CASCADE")
+        with conn.cursor().copy(
+            "COPY flowlens.assets (addr, name, hostname, owner, environment, tags, known, asn, country,"
+            " first_seen, last_seen) FROM STDIN"
+        ) as copy:
+            for i, addr in zip(ids.tolist(), addrs, strict=True):
+                role = "srv" if i < args.servers else "host"
+                copy.write_row((addr, f"{role}-{i}", f"host-{i}.{ENVIRONMENTS[i % 4]}.example.com", OWNERS[i % 20],
+                                ENVIRONMENTS[i % 4], [role, f"rack-{i % 40}"], True, 64512 + i % 50,
+                                COUNTRIES[i % 10], "2026-11-01T00:00:00Z", "2026-11-26T00:00:00Z"))  # fmt: skip
+        ports, protos = PORTS[edges[:, 1] % len(PORTS)], PROTOCOLS[edges[:, 1] % len(PORTS)]
+        with conn.cursor().copy(
+            "COPY flowlens.dependencies (client_addr, server_addr, server_port, protocol, first_seen, last_seen)"
+            " FROM STDIN"
+        ) as copy:
+            for c, s, p, pr in zip(
+                edges[:, 0].tolist(), edges[:, 1].tolist(), ports.tolist(), protos.tolist(), strict=True
+            ):
+                copy.write_row((addrs[c], addrs[s], p, pr, "2026-11-01T00:00:00Z", "2026-11-26T00:00:00Z"))
+    with psycopg.connect(cfg.postgres.dsn(), autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE flowlens.assets")
+        conn.execute("VACUUM ANALYZE flowlens.dependencies")
+
+
+def counts(cfg: FlowLensConfig) -> tuple[int, int]:
+    with psycopg.connect(cfg.postgres.dsn()) as conn:
+        return (
+            conn.execute("SELECT count(*) FROM flowlens.assets").fetchone()[0],
+            conn.execute("SELECT count(*) FROM flowlens.dependencies").fetchone()[0],
+        )
+
+
+def start_api(cfg: FlowLensConfig, workers: int | None) -> subprocess.Popen:
+    unlimited = "1000000000"
+    env = {
+        **os.environ,
+        "FLOWLENS_POSTGRES__DATABASE": BENCH_DATABASE,
+        "FLOWLENS_MODE": "full",
+        "FLOWLENS_API__CACHE_DB": str(CACHE_DB),
+        "FLOWLENS_API__SESSION_DB": str(SESSION_DB),
+        "FLOWLENS_API__RATE_LIMIT_PER_USER": unlimited,
+        "FLOWLENS_API__RATE_LIMIT_PER_ADDRESS": unlimited,
+    }
+    argv = [str(Path(sys.executable).with_name("flowlens")), "api"] + (["--workers", str(workers)] if workers else [])
+    log = cfg.state_dir / "logs" / "bench-api.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://{cfg.api.host}:{cfg.api.port}/api/v1/health"
+    for _ in range(600):
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"flowlens api exited; see {log}") from None
+            time.sleep(0.1)
+    raise RuntimeError(f"flowlens api did not answer on {url}; see {log}")
+
+
+def login(cfg: FlowLensConfig) -> str:
+    request = urllib.request.Request(
+        f"http://{cfg.api.host}:{cfg.api.port}/api/v1/login",
+        data=json.dumps({"username": BENCH_USER, "password": BENCH_PASSWORD}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        return json.load(reply)["token"]
+
+
+def main(argv: list[str]) -> int:
+    from flowlens_dagster.migrate import migrate
+    from flowlens_dagster.stack import postgres as pg_stack
+
+    args = parse_args(argv)
+    base = load_config()
+    cfg = base.model_copy(
+        update={"mode": "full", "postgres": base.postgres.model_copy(update={"database": BENCH_DATABASE})}
+    )
+    require(base, ["postgres", "redis"], "flowlens bench api")
+    pg_stack.ensure_database(base, BENCH_DATABASE)
+    migrate(cfg, log=lambda _message: None)
+    setup = time.perf_counter()
+    if args.rebuild or counts(cfg) != (args.assets, args.dependencies):
+        print(f"building {args.assets:,} assets and {args.dependencies:,} dependencies (COPY)", file=sys.stderr)
+        build(cfg, args)
+    with psycopg.connect(cfg.postgres.dsn()) as conn:
+        conn.execute("DELETE FROM flowlens.api_users WHERE username = %s", (BENCH_USER,))
+    add_user(cfg.postgres.dsn(), BENCH_USER, BENCH_PASSWORD, "viewer")
+    import redis
+
+    for db in (CACHE_DB, SESSION_DB):
+        redis.Redis.from_url(cfg.redis.url(db)).flushdb()
+    setup_seconds = round(time.perf_counter() - setup, 1)
+    api = start_api(cfg, args.workers)
+    try:
+        loadgen = [sys.executable, "-m", "flowlens_dagster.bench.api_loadgen", "--url", f"http://{cfg.api.host}:{cfg.api.port}",
+                   "--token", login(cfg), "--dsn", cfg.postgres.dsn(), "--redis-url", cfg.redis.url(0),
+                   "--assets", str(args.assets), "--servers", str(args.servers), "--seconds", str(args.seconds),
+                   "--connections", str(args.connections), "--ws", str(args.ws),
+                   "--pg-connections", str((args.workers or cfg.api.workers) * cfg.api.pg_pool_size)]  # fmt: skip
+        print(f"load: {args.connections} connections x {args.seconds:g} s, then psycopg, then {args.ws} WebSockets",
+              file=sys.stderr)  # fmt: skip
+        measured = json.loads(subprocess.run(loadgen, check=True, capture_output=True, text=True).stdout)
+    finally:
+        os.killpg(api.pid, signal.SIGTERM)
+        api.wait(timeout=60)
+    assets, dependencies = counts(cfg)
+    figures = {
+        "assets": assets,
+        "dependencies": dependencies,
+        "search_p99_ms": measured["api"]["search"],
+        "impact_p99_ms": measured["api"]["impact"],
+        "topology_filtered_p99_ms": measured["api"]["topology_filtered"],
+        "topology_full_p99_ms": measured["api"]["topology_full"],
+        "asset_p99_ms": measured["api"]["asset"],
+        "mixed_p99_ms": measured["api_mixed_p99_ms"],
+        "requests_per_s": round(measured["requests"] / measured["seconds"], 1),
+        "ws_delivery_p99_ms": measured["ws_delivery_p99_ms"],
+        "error_ratio": round((measured["errors"] + measured["ws_lost"]) / max(measured["requests"], 1), 6),
+    }
+    direct = measured["direct"]
+    baseline = {
+        "search_p99_ms": direct["search"],
+        "impact_p99_ms": direct["impact"],
+        "topology_filtered_p99_ms": direct["topology_filtered"],
+        "topology_full_p99_ms": direct["topology_full"],
+        "asset_p99_ms": direct["asset"],
+        "mixed_p99_ms": measured["direct_mixed_p99_ms"],
+        "postgres_direct_p99_ms": measured["direct_mixed_p99_ms"],
+        "requests_per_s": round(measured["direct_requests"] / args.seconds, 1),
+    }
+    config = {
+        "baseline": "the same query mix through the API's query functions on psycopg (no HTTP, no cache), same run",
+        "database": BENCH_DATABASE,
+        "workers": args.workers or cfg.api.workers,
+        "connections": args.connections,
+        "seconds_per_phase": args.seconds,
+        "websocket_clients": args.ws,
+        "ws_deliveries": measured["ws_deliveries"],
+        "ws_lost": measured["ws_lost"],
+        "http_errors": measured["errors"],
+        "mix": "search 30%, impact depth 3 20%, filtered topology 30%, full topology 10%, asset detail 10%",
+        "setup_seconds_untimed": setup_seconds,
+        "targets": "search/impact p99 <= 25 ms, filtered topology <= 50 ms, full topology <= 100 ms, "
+        ">= 2000 requests/s, ws delivery p99 <= 250 ms, error ratio 0 (2 cores, load generator included)",
+    }
+    report("api", figures, baseline, config, args.json)
+    return 0

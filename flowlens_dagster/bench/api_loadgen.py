@@ -1,0 +1,219 @@
+"""The API bench's load generator, run as its own process (``python -m flowlens_dagster.bench.api_loadgen``).
+
+Phase 1: ``--connections`` concurrent HTTP clients (aiohttp) send the mixed query workload for
+``--seconds``; latencies per kind. Phase 2: the same mix straight against PostgreSQL through psycopg
+(the API's own query functions, no HTTP, no cache), the same concurrency over as many connections as
+the API's workers hold: the same-run baseline. Phase 3: ``--ws`` WebSocket clients subscribe to the
+change feed, ``--messages`` changes are published to Redis ``changes:topology``, each stamped with
+its publish time; every client records publish → receipt. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import time
+
+import aiohttp
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from flowlens_dagster.api import params, queries
+from flowlens_dagster.api.app import classify
+from flowlens_dagster.api.cli import raise_open_files
+
+MIX = {"search": 0.3, "impact": 0.2, "topology_filtered": 0.3, "topology_full": 0.1, "asset": 0.1}
+
+
+def workload(assets: int, servers: int, seed: int = 11) -> dict[str, list[str]]:
+    """Request paths per kind: working sets a console's users would repeat (so caches matter as they would)."""
+    rnd = random.Random(seed)
+
+    def addr(i: int) -> str:
+        return f"10.{1 + i // 65536}.{i // 256 % 256}.{i % 256}"
+
+    search = [f"q=host-{rnd.randrange(assets)}" for _ in range(150)]
+    search += [f"q={addr(rnd.randrange(assets))}" for _ in range(100)]
+    search += [f"q={addr(rnd.randrange(assets)).rsplit('.', 1)[0]}.0/24&limit=50" for _ in range(50)]
+    search += [f"q=AS{64512 + rnd.randrange(50)}&limit=50" for _ in range(20)]
+    impact = [f"target={addr(rnd.randrange(servers // 4, servers))}&depth=3" for _ in range(200)]
+    filtered = [
+        f"group=address&prefix={addr(rnd.randrange(assets)).rsplit('.', 1)[0]}.0/24&limit=200" for _ in range(150)
+    ]
+    filtered += [f"group=address&port={p}&prefix=10.1.{rnd.randrange(256)}.0/24&limit=200" for p in (443, 5432) * 50]
+    filtered += [f"group=owner&environment={e}&limit=500" for e in ("prod", "staging", "dev", "test")]
+    asset = [addr(rnd.randrange(assets)) for _ in range(500)]
+    return {
+        "search": [f"/api/v1/search?{q}" for q in search],
+        "impact": [f"/api/v1/impact?{q}" for q in impact],
+        "topology_filtered": [f"/api/v1/topology?{q}" for q in filtered],
+        "topology_full": ["/api/v1/topology"],
+        "asset": [f"/api/v1/assets/{a}?limit=50" for a in asset],
+    }
+
+
+def pick(rnd: random.Random, work: dict[str, list[str]]) -> tuple[str, str]:
+    kind = rnd.choices(list(MIX), weights=list(MIX.values()))[0]
+    return kind, rnd.choice(work[kind])
+
+
+async def http_phase(args, work) -> tuple[dict[str, list[float]], int, int, float]:
+    latencies: dict[str, list[float]] = {k: [] for k in MIX}
+    errors = total = 0
+    headers = {"Authorization": f"Bearer {args.token}", "Accept-Encoding": "gzip"}
+    connector = aiohttp.TCPConnector(limit=args.connections)
+    async with aiohttp.ClientSession(args.url, connector=connector, headers=headers) as session:
+        async with session.get(work["topology_full"][0]) as reply:  # the figure is for the cached map
+            await reply.read()
+        deadline = time.perf_counter() + args.seconds
+
+        async def client(n: int) -> None:
+            nonlocal errors, total
+            rnd = random.Random(n)
+            while time.perf_counter() < deadline:
+                kind, path = pick(rnd, work)
+                began = time.perf_counter()
+                try:
+                    async with session.get(path) as reply:
+                        await reply.read()
+                        ok = reply.status == 200
+                except aiohttp.ClientError:
+                    ok = False
+                latencies[kind].append(time.perf_counter() - began)
+                total += 1
+                errors += 0 if ok else 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(client(n) for n in range(args.connections)))
+        elapsed = time.perf_counter() - began
+    return latencies, total, errors, elapsed
+
+
+async def direct_phase(args, work) -> dict[str, list[float]]:
+    """The same mix through the API's query functions on psycopg connections (no HTTP, no cache)."""
+    latencies: dict[str, list[float]] = {k: [] for k in MIX}
+    cfg_v4, cfg_v6 = 24, 64
+    async with AsyncConnectionPool(
+        args.dsn,
+        min_size=args.pg_connections,
+        max_size=args.pg_connections,
+        kwargs={"row_factory": dict_row, "autocommit": True},
+    ) as pool:
+        deadline = time.perf_counter() + args.seconds
+
+        async def run(kind: str, path: str) -> None:
+            query = dict(p.split("=", 1) for p in path.partition("?")[2].split("&") if "=" in p)
+            async with pool.connection() as conn:
+                if kind == "search":
+                    await queries.search(
+                        conn, classify(query["q"]), params.Filters(), int(query.get("limit", 50)), 0, True
+                    )
+                elif kind == "impact":
+                    await queries.impact(conn, query["target"], None, None, 3, 1000)
+                elif kind == "topology_full":
+                    await queries.topology_grouped(conn, params.Filters(), "subnet", 10**9, 0, cfg_v4, cfg_v6)
+                elif kind == "asset":
+                    await queries.asset_detail(conn, path.rsplit("/", 1)[1].split("?")[0], params.Filters(), 50)
+                elif query.get("group") == "address":
+                    f = params.filters(prefix_=query.get("prefix"), port_=query.get("port"))
+                    await queries.topology_addresses(conn, f, int(query["limit"]), None)
+                else:
+                    f = params.Filters(environment=query.get("environment"))
+                    await queries.topology_grouped(conn, f, query["group"], int(query["limit"]), 0, cfg_v4, cfg_v6)
+
+        async def client(n: int) -> None:
+            rnd = random.Random(n)
+            while time.perf_counter() < deadline:
+                kind, path = pick(rnd, work)
+                began = time.perf_counter()
+                await run(kind, path)
+                latencies[kind].append(time.perf_counter() - began)
+
+        await asyncio.gather(*(client(n) for n in range(args.connections)))
+    return latencies
+
+
+async def ws_phase(args) -> tuple[list[float], int]:
+    """Delivery latencies (publish → each client) and how many deliveries never came."""
+    delays: list[float] = []
+    ws_url = args.url.replace("http", "ws", 1) + f"/api/v1/changes/ws?token={args.token}&channels=topology"
+    publisher = aioredis.Redis.from_url(args.redis_url)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        sockets = []
+        for start in range(0, args.ws, 100):  # connect in waves: the server accepts ~hundreds at once
+            sockets += await asyncio.gather(
+                *(session.ws_connect(ws_url, heartbeat=None) for _ in range(start, min(start + 100, args.ws)))
+            )
+        await asyncio.sleep(1.0)
+        received = [0] * len(sockets)
+
+        async def listen(i: int, ws) -> None:
+            async for message in ws:
+                body = orjson.loads(message.data)
+                delays.append(time.time() - body["details"]["published_at"])
+                received[i] += 1
+                if received[i] == args.messages:
+                    return
+
+        listeners = [asyncio.create_task(listen(i, ws)) for i, ws in enumerate(sockets)]
+        for n in range(args.messages):
+            change = {
+                "id": 10**12 + n,
+                "kind": "new_asset",
+                "subject": f"bench-{n}",
+                "details": {"published_at": time.time()},
+            }
+            await publisher.publish("changes:topology", orjson.dumps(change))
+            await asyncio.sleep(args.message_interval)
+        await asyncio.wait(listeners, timeout=30)
+        for ws in sockets:
+            await ws.close()
+    await publisher.aclose()
+    return delays, args.ws * args.messages - len(delays)
+
+
+def p99_ms(values: list[float]) -> float | None:
+    return round(float(np.percentile(np.array(values), 99)) * 1000, 2) if values else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m flowlens_dagster.bench.api_loadgen")
+    for name in ("url", "token", "dsn", "redis-url"):
+        parser.add_argument(f"--{name}", required=True)
+    parser.add_argument("--assets", type=int, required=True)
+    parser.add_argument("--servers", type=int, required=True)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--pg-connections", type=int, default=16)
+    parser.add_argument("--ws", type=int, default=1000)
+    parser.add_argument("--messages", type=int, default=20)
+    parser.add_argument("--message-interval", type=float, default=0.25)
+    args = parser.parse_args()
+    raise_open_files()
+    work = workload(args.assets, args.servers)
+    latencies, total, errors, elapsed = asyncio.run(http_phase(args, work))
+    direct = asyncio.run(direct_phase(args, work))
+    delays, lost = asyncio.run(ws_phase(args)) if args.ws else ([], 0)
+    result = {
+        "api": {kind: p99_ms(v) for kind, v in latencies.items()},
+        "api_mixed_p99_ms": p99_ms([x for v in latencies.values() for x in v]),
+        "requests": total,
+        "errors": errors,
+        "seconds": round(elapsed, 2),
+        "direct": {kind: p99_ms(v) for kind, v in direct.items()},
+        "direct_mixed_p99_ms": p99_ms([x for v in direct.values() for x in v]),
+        "direct_requests": sum(len(v) for v in direct.values()),
+        "ws_delivery_p99_ms": p99_ms(delays),
+        "ws_deliveries": len(delays),
+        "ws_lost": lost,
+    }
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+
+
+if __name__ == "__main__":
+    main()
