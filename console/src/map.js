@@ -1,0 +1,175 @@
+// The map: groups when zoomed out, a group's addresses on demand, drawn with WebGL (sigma.js over a
+// graphology graph) so the bench's 100,000-asset topology stays usable. Positions are computed, not
+// simulated: a force layout over thousands of nodes would cost seconds on every load.
+import Graph from "graphology";
+import Sigma from "sigma";
+
+const GOLDEN_ANGLE = Math.PI * (3 - Math.sqrt(5));
+const GROUP_COLOR = "#1f6feb";
+const ADDRESS_COLOR = "#4e8f5a";
+const DIM_COLOR = "#d5dae0";
+const HOT_COLOR = "#d1242f";
+const TARGET_COLOR = "#ff8c00";
+
+export const groupId = (key) => `g:${key}`;
+export const addressId = (addr) => `a:${addr}`;
+
+// Sunflower spiral: even density, biggest items first in the middle, deterministic.
+function spiral(index, spacing) {
+  const r = spacing * Math.sqrt(index + 0.5);
+  const a = index * GOLDEN_ANGLE;
+  return { x: r * Math.cos(a), y: r * Math.sin(a) };
+}
+
+const edgeSize = (bytes) => Math.min(6, 0.4 + Math.log10(1 + (bytes || 0)) / 2.5);
+const groupSize = (assets) => Math.min(18, 3 + 1.6 * Math.log2(1 + (assets || 0)));
+
+export class FlowMap {
+  constructor(container, { onGroup, onAddress }) {
+    this.graph = new Graph({ type: "directed", multi: false, allowSelfLoops: true });
+    this.expanded = new Map(); // group key -> [address node ids]
+    this.highlight = null; // {target: id, hot: Set(ids)} while an impact view is shown
+    this.renderer = new Sigma(this.graph, container, {
+      hideEdgesOnMove: true,
+      labelRenderedSizeThreshold: 9,
+      labelDensity: 0.5,
+      defaultEdgeType: "line",
+      zIndex: true,
+      nodeReducer: (node, data) => this.reduceNode(node, data),
+      edgeReducer: (edge, data) => this.reduceEdge(edge, data),
+    });
+    this.renderer.on("clickNode", ({ node }) => {
+      const attrs = this.graph.getNodeAttributes(node);
+      if (attrs.kind === "group") onGroup(attrs.key);
+      else onAddress(attrs.key);
+    });
+  }
+
+  // One frame drawn after the latest change: what "visible" means for the bench's timings.
+  rendered() {
+    return new Promise((resolve) => {
+      this.renderer.once("afterRender", () => resolve(performance.now()));
+      this.renderer.scheduleRefresh();
+    });
+  }
+
+  showGroups(groups, edges) {
+    this.graph.clear();
+    this.expanded.clear();
+    this.highlight = null;
+    const sorted = [...groups].sort((a, b) => b.assets - a.assets || String(a.key).localeCompare(String(b.key)));
+    sorted.forEach((g, i) => {
+      const { x, y } = spiral(i, 10);
+      this.graph.addNode(groupId(g.key), {
+        kind: "group", key: g.key, x, y, size: groupSize(g.assets), color: GROUP_COLOR,
+        label: `${g.label} (${g.assets})`, zIndex: 1,
+      });
+    });
+    for (const e of edges) this.addEdge(groupId(e.source), groupId(e.target), e.bytes);
+    this.renderer.getCamera().setState({ x: 0.5, y: 0.5, ratio: 1, angle: 0 });
+  }
+
+  // Replaces a group by its addresses, laid out around where the group was; edges go to the
+  // other end's address when it is on the map, else to its group.
+  expand(key, nodes, edges) {
+    if (this.expanded.has(key)) this.collapse(key);
+    const gid = groupId(key);
+    if (!this.graph.hasNode(gid)) return [];
+    const center = this.graph.getNodeAttributes(gid);
+    const spacing = Math.max(0.25, center.size / 8);
+    const ids = [];
+    nodes.forEach((n, i) => {
+      const id = addressId(n.addr);
+      const { x, y } = spiral(i, spacing);
+      this.graph.mergeNode(id, {
+        kind: "address", key: n.addr, group: key, x: center.x + x, y: center.y + y, size: 2.5,
+        color: ADDRESS_COLOR, label: n.name || n.hostname || n.addr, zIndex: 2,
+      });
+      ids.push(id);
+    });
+    this.graph.setNodeAttribute(gid, "hidden", true);
+    this.expanded.set(key, ids);
+    for (const e of edges) {
+      this.addEdge(this.endpoint(e.source, e.source_group), this.endpoint(e.target, e.target_group), e.bytes);
+    }
+    return ids;
+  }
+
+  collapse(key) {
+    for (const id of this.expanded.get(key) || []) if (this.graph.hasNode(id)) this.graph.dropNode(id);
+    this.expanded.delete(key);
+    if (this.graph.hasNode(groupId(key))) this.graph.setNodeAttribute(groupId(key), "hidden", false);
+  }
+
+  endpoint(addr, group) {
+    if (this.graph.hasNode(addressId(addr))) return addressId(addr);
+    return group !== undefined && group !== null ? groupId(group) : null;
+  }
+
+  addEdge(source, target, bytes) {
+    if (!source || !target || !this.graph.hasNode(source) || !this.graph.hasNode(target)) return;
+    if (this.graph.hasEdge(source, target)) {
+      this.graph.updateEdgeAttribute(source, target, "bytes", (b) => b + (bytes || 0));
+      this.graph.setEdgeAttribute(source, target, "size", edgeSize(this.graph.getEdgeAttribute(source, target, "bytes")));
+      return;
+    }
+    this.graph.addEdge(source, target, { bytes: bytes || 0, size: edgeSize(bytes), color: "#9aa7b5" });
+  }
+
+  // impacted: [{addr, group}] from the impact view; an address not expanded lights its group.
+  setHighlight(target, targetGroup, impacted) {
+    const hot = new Set();
+    for (const item of impacted) {
+      const id = this.endpoint(item.addr, item.group);
+      if (id) hot.add(id);
+    }
+    this.highlight = { target: this.endpoint(target, targetGroup), hot };
+    this.renderer.refresh();
+    return hot.size;
+  }
+
+  clearHighlight() {
+    this.highlight = null;
+    this.renderer.refresh();
+  }
+
+  reduceNode(node, data) {
+    if (!this.highlight) return data;
+    if (node === this.highlight.target) return { ...data, color: TARGET_COLOR, zIndex: 4, forceLabel: true };
+    if (this.highlight.hot.has(node)) return { ...data, color: HOT_COLOR, zIndex: 3, forceLabel: true };
+    return { ...data, color: DIM_COLOR, label: null, zIndex: 0 };
+  }
+
+  reduceEdge(edge, data) {
+    if (!this.highlight) return data;
+    const [s, t] = this.graph.extremities(edge);
+    const lit = (s === this.highlight.target || this.highlight.hot.has(s)) &&
+      (t === this.highlight.target || this.highlight.hot.has(t));
+    return lit ? { ...data, color: HOT_COLOR } : { ...data, hidden: true };
+  }
+
+  // Where a node is drawn, in page pixels (keyboard users have the lists; tests and the bench click here).
+  pagePosition(id) {
+    if (!this.graph.hasNode(id)) return null;
+    const { x, y } = this.graph.getNodeAttributes(id);
+    const p = this.renderer.graphToViewport({ x, y });
+    const box = this.renderer.getContainer().getBoundingClientRect();
+    return { x: box.left + p.x, y: box.top + p.y };
+  }
+
+  focus(id) {
+    const display = this.renderer.getNodeDisplayData(id);
+    if (display) this.renderer.getCamera().animate({ x: display.x, y: display.y, ratio: 0.25 }, { duration: 250 });
+  }
+
+  stats() {
+    let groups = 0;
+    let addresses = 0;
+    this.graph.forEachNode((_, a) => {
+      if (a.hidden) return;
+      if (a.kind === "group") groups += 1;
+      else addresses += 1;
+    });
+    return { groups, addresses, edges: this.graph.size };
+  }
+}
