@@ -2,7 +2,8 @@
 # FlowLens setup on a fresh Debian machine (idempotent; fast when everything is already there):
 #   1. Debian packages the stack and the tests use (only those missing; needs root or sudo),
 #   2. .venv with the pinned dependencies (pip install -c requirements.lock -e ".[dev]"),
-#      skipped when pyproject.toml and requirements.lock are unchanged since the last install.
+#      skipped when pyproject.toml and requirements.lock are unchanged since the last install,
+#   3. the web console (console/: npm ci && npm run build) when its lockfile or sources changed.
 # Kafka's jars come later, from Maven Central, on the first `flowlens stack up` in a Kafka mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,8 @@ declare -A PACKAGES=(
   [faketime]=/usr/bin/faketime
   [prometheus]=/usr/bin/promtool
   [prometheus-alertmanager]=/usr/bin/prometheus-alertmanager
+  [chromium]=/usr/bin/chromium
+  [npm]=/usr/bin/npm
 )
 missing=()
 for pkg in "${!PACKAGES[@]}"; do
@@ -49,6 +52,16 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c 'import
   log "installing the pinned dependencies into .venv"
   .venv/bin/python -m pip install -q -c requirements.lock -e ".[dev]"
   echo "$want" >"$stamp"
+fi
+
+# The web console: JavaScript from npm through console/package-lock.json, bundled into the folder
+# the API serves (flowlens_dagster/api/static/, not in git).
+console_stamp=console/node_modules/.flowlens-build-stamp
+console_want="$(cd console && cat package.json package-lock.json build.mjs src/* | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$console_stamp" 2>/dev/null)" != "$console_want" ] || [ ! -f flowlens_dagster/api/static/index.html ]; then
+  log "building the web console (npm ci && npm run build in console/)"
+  (cd console && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent)
+  echo "$console_want" >"$console_stamp"
 fi
 
 # initdb runs as the `postgres` account when we are root: it must be able to reach the state dir.
