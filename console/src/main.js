@@ -3,7 +3,7 @@ import * as api from "./api.js";
 import { ChangeFeed, MAX_SHOWN } from "./feed.js";
 import { bytes, time } from "./format.js";
 import { el, fillList, handleKey } from "./listbox.js";
-import { addressId, FlowMap, groupId } from "./map.js";
+import { addressId, FlowMap } from "./map.js";
 import { assetPage, impactView, message } from "./views.js";
 
 const $ = (id) => document.getElementById(id);
@@ -121,7 +121,7 @@ async function expandGroup(key) {
     state.map.expand(key, topo.nodes, topo.edges);
     const drawn = await state.map.rendered();
     probe.timings.expand = { key, started, fetched, drawn, addresses: topo.nodes.length };
-    state.map.focus(groupId(key));
+    state.map.focusGroup(key);
     setStatus(`${key}: ${topo.nodes.length} addresses${topo.truncated ? ` (first ${topo.nodes.length})` : ""}`);
   } catch (err) {
     setStatus(`could not expand ${key}: ${err.message}`);

@@ -21,8 +21,12 @@ function spiral(index, spacing) {
   return { x: r * Math.cos(a), y: r * Math.sin(a) };
 }
 
-const edgeSize = (bytes) => Math.min(6, 0.4 + Math.log10(1 + (bytes || 0)) / 2.5);
-const groupSize = (assets) => Math.min(18, 3 + 1.6 * Math.log2(1 + (assets || 0)));
+const GROUP_SPACING = 10;
+const edgeSize = (bytes) => Math.min(5, 0.3 + Math.log10(1 + (bytes || 0)) / 3);
+// Node sizes are screen pixels at every zoom (see zoomToSizeRatioFunction), so zooming in spreads
+// nodes apart; the biggest group's radius shrinks as groups get denser on the screen.
+const groupSize = (assets, maxSize) => Math.min(maxSize, 2 + 1.2 * Math.log2(1 + (assets || 0)));
+const maxGroupSize = (count) => Math.max(4, Math.min(16, 320 / Math.sqrt(count || 1)));
 
 export class FlowMap {
   constructor(container, { onGroup, onAddress }) {
@@ -31,8 +35,9 @@ export class FlowMap {
     this.highlight = null; // {target: id, hot: Set(ids)} while an impact view is shown
     this.renderer = new Sigma(this.graph, container, {
       hideEdgesOnMove: true,
-      labelRenderedSizeThreshold: 9,
-      labelDensity: 0.5,
+      labelRenderedSizeThreshold: 5,
+      labelDensity: 0.4,
+      zoomToSizeRatioFunction: () => 1,
       defaultEdgeType: "line",
       zIndex: true,
       nodeReducer: (node, data) => this.reduceNode(node, data),
@@ -58,10 +63,11 @@ export class FlowMap {
     this.expanded.clear();
     this.highlight = null;
     const sorted = [...groups].sort((a, b) => b.assets - a.assets || String(a.key).localeCompare(String(b.key)));
+    const maxSize = maxGroupSize(sorted.length);
     sorted.forEach((g, i) => {
-      const { x, y } = spiral(i, 10);
+      const { x, y } = spiral(i, GROUP_SPACING);
       this.graph.addNode(groupId(g.key), {
-        kind: "group", key: g.key, x, y, size: groupSize(g.assets), color: GROUP_COLOR,
+        kind: "group", key: g.key, x, y, size: groupSize(g.assets, maxSize), color: GROUP_COLOR,
         label: `${g.label} (${g.assets})`, zIndex: 1,
       });
     });
@@ -76,13 +82,14 @@ export class FlowMap {
     const gid = groupId(key);
     if (!this.graph.hasNode(gid)) return [];
     const center = this.graph.getNodeAttributes(gid);
-    const spacing = Math.max(0.25, center.size / 8);
+    // The addresses fill a disc a little smaller than the space between two groups.
+    const spacing = (0.45 * GROUP_SPACING) / Math.sqrt(Math.max(nodes.length, 1));
     const ids = [];
     nodes.forEach((n, i) => {
       const id = addressId(n.addr);
       const { x, y } = spiral(i, spacing);
       this.graph.mergeNode(id, {
-        kind: "address", key: n.addr, group: key, x: center.x + x, y: center.y + y, size: 2.5,
+        kind: "address", key: n.addr, group: key, x: center.x + x, y: center.y + y, size: 3,
         color: ADDRESS_COLOR, label: n.name || n.hostname || n.addr, zIndex: 2,
       });
       ids.push(id);
@@ -113,7 +120,7 @@ export class FlowMap {
       this.graph.setEdgeAttribute(source, target, "size", edgeSize(this.graph.getEdgeAttribute(source, target, "bytes")));
       return;
     }
-    this.graph.addEdge(source, target, { bytes: bytes || 0, size: edgeSize(bytes), color: "#9aa7b5" });
+    this.graph.addEdge(source, target, { bytes: bytes || 0, size: edgeSize(bytes), color: "rgba(110, 125, 140, 0.35)" });
   }
 
   // impacted: [{addr, group}] from the impact view; an address not expanded lights its group.
@@ -157,9 +164,20 @@ export class FlowMap {
     return { x: box.left + p.x, y: box.top + p.y };
   }
 
-  focus(id) {
+  // Centers the camera on a node; a group's addresses fill the view when it is expanded.
+  focus(id, ratio = 0.15) {
     const display = this.renderer.getNodeDisplayData(id);
-    if (display) this.renderer.getCamera().animate({ x: display.x, y: display.y, ratio: 0.25 }, { duration: 250 });
+    if (display) this.renderer.getCamera().animate({ x: display.x, y: display.y, ratio }, { duration: 250 });
+  }
+
+  // Zoom so an expanded group's disc of addresses fills about a third of the view.
+  focusGroup(key) {
+    const groups = this.graph.filterNodes((_, a) => a.kind === "group").length;
+    this.focus(groupId(key), Math.min(1, (3 * 0.45) / (2 * Math.sqrt(Math.max(groups, 1)))));
+  }
+
+  idle() {
+    return !this.renderer.getCamera().isAnimated();
   }
 
   stats() {

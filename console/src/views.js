@@ -51,7 +51,7 @@ export function impactView(panel, result, { onOpen, onDepth, onClose }) {
     el("span", {}, r.addr),
     el("span", { class: "meta" }, `depth ${r.depth}${r.server_port !== undefined && r.server_port !== null ? ` · via ${r.via_server} ${service(r.server_port, r.protocol)}` : ""}`),
   ], (r) => onOpen(r.addr));
-  panel.replaceChildren(
+  panel.replaceChildren(...[
     el("h3", { id: "impact-title" }, `Impact of ${result.target}`),
     el("div", { class: "actions" }, depth,
       el("button", { type: "button", onclick: () => onOpen(result.target) }, "Asset page"),
@@ -59,7 +59,7 @@ export function impactView(panel, result, { onOpen, onDepth, onClose }) {
     el("p", { id: "impact-summary" }, `${result.affected.length} affected within depth ${result.depth}`),
     result.message ? el("p", { class: "error", role: "alert" }, result.message) : null,
     list,
-  );
+  ].filter(Boolean));
 }
 
 export function message(panel, text, isError = false) {
