@@ -1,0 +1,192 @@
+"""The web console in headless Chromium against the real API, PostgreSQL and Redis.
+
+Every wait is Playwright's (``expect`` or ``wait_for_*`` with a timeout): nothing here times the
+console; ``flowlens bench console`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import redis
+from playwright.sync_api import expect
+
+from tests.flowlens_dagster.console import topology
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[3]
+DOC_SCREENSHOT = REPO / "docs" / "console.png"
+WAIT_MS = 15_000  # generous: the machine is shared; a real failure waits this long, a pass does not
+
+
+def sign_in(page, console, password: str | None = None) -> None:
+    page.goto(console.url)
+    page.fill("#login-user", console.user)
+    page.fill("#login-password", password or console.password)
+    page.click("#login-submit")
+
+
+def open_map(page, console) -> None:
+    sign_in(page, console)
+    expect(page.locator("#app")).to_be_visible(timeout=WAIT_MS)
+    page.wait_for_function("window.flowlens.timings.groups !== undefined", timeout=WAIT_MS)
+
+
+def map_stats(page) -> dict:
+    return page.evaluate("window.flowlens.map.stats()")
+
+
+def click_node(page, node_id: str) -> None:
+    """Click where the map draws a node (after the camera has stopped moving)."""
+    page.wait_for_function("window.flowlens.map.idle()", timeout=WAIT_MS)
+    where = page.evaluate("(id) => window.flowlens.map.pagePosition(id)", node_id)
+    assert where is not None, f"{node_id} is not on the map"
+    page.mouse.click(where["x"], where["y"])
+
+
+def list_texts(page, selector: str) -> list[str]:
+    return page.locator(f"{selector} li > span:first-child").all_inner_texts()
+
+
+def search(page, text: str) -> None:
+    page.fill("#search-input", text)
+    expect(page.locator("#search-results")).to_be_visible(timeout=WAIT_MS)
+
+
+def test_wrong_password_shows_an_error(page, console):
+    sign_in(page, console, password="not-the-password")
+    expect(page.locator("#login-error")).to_have_text("Wrong user name or password.", timeout=WAIT_MS)
+    expect(page.locator("#app")).to_be_hidden()
+
+
+def test_login_opens_the_map_and_sign_out_returns(page, console):
+    open_map(page, console)
+    expect(page.locator("#user")).to_have_text(console.user)
+    page.click("#logout")
+    expect(page.locator("#login")).to_be_visible(timeout=WAIT_MS)
+    page.reload()  # the session is gone, not only hidden
+    expect(page.locator("#login")).to_be_visible(timeout=WAIT_MS)
+
+
+@pytest.mark.parametrize(
+    ("group", "expected"),
+    [("subnet", topology.SUBNETS), ("owner", topology.OWNERS), ("environment", topology.ENVIRONMENTS)],
+)
+def test_map_renders_one_node_per_group(page, console, group, expected):
+    open_map(page, console)
+    page.select_option("#f-group", group)
+    page.evaluate("window.flowlens.timings.groups = undefined")
+    page.click("#filters button[type=submit]")
+    page.wait_for_function("window.flowlens.timings.groups !== undefined", timeout=WAIT_MS)
+    assert map_stats(page)["groups"] == len(expected)
+    assert sorted(list_texts(page, "#groups")) == sorted(expected)
+
+
+def test_search_finds_a_known_asset_and_opens_it_from_the_keyboard(page, console):
+    open_map(page, console)
+    page.keyboard.press("/")
+    expect(page.locator("#search-input")).to_be_focused()
+    search(page, "db-1")
+    expect(page.locator("#search-results li").first).to_contain_text(topology.DB, timeout=WAIT_MS)
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    expect(page.locator("#asset-title")).to_have_text(topology.DB, timeout=WAIT_MS)
+
+
+def test_clicking_nodes_expands_a_group_and_opens_an_asset_with_its_dependencies(page, console):
+    open_map(page, console)
+    click_node(page, "g:10.10.2.0/24")
+    page.wait_for_function("window.flowlens.map.stats().addresses === 1", timeout=WAIT_MS)
+    click_node(page, f"a:{topology.APP}")
+    expect(page.locator("#asset-title")).to_have_text(topology.APP, timeout=WAIT_MS)
+    assert set(list_texts(page, "#deps-in")) == topology.APP_CLIENTS
+    assert set(list_texts(page, "#deps-out")) == topology.APP_SERVERS
+    expect(page.locator("svg.chart path.area")).to_have_count(1)
+
+
+def test_groups_list_works_from_the_keyboard(page, console):
+    open_map(page, console)
+    page.focus("#groups")
+    page.keyboard.press("Home")
+    first = page.locator("#groups li[aria-selected=true] > span:first-child").inner_text()
+    page.keyboard.press("Enter")
+    page.wait_for_function("window.flowlens.map.stats().addresses > 0", timeout=WAIT_MS)
+    assert page.evaluate("[...window.flowlens.map.expanded.keys()]") == [first]
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_impact_view_lists_the_known_dependents(page, console, depth):
+    open_map(page, console)
+    search(page, topology.DB)
+    page.locator("#search-results li").first.click()
+    expect(page.locator("#asset-title")).to_have_text(topology.DB, timeout=WAIT_MS)
+    page.select_option("#impact-depth", str(depth))
+    page.click("#impact-button")
+    expect(page.locator("#impact-title")).to_be_visible(timeout=WAIT_MS)
+    assert set(list_texts(page, "#impact-list")) == topology.DB_DEPENDENTS[depth]
+    # On the grouped map the dependents light their subnets.
+    subnets = {addr.rsplit(".", 1)[0] + ".0/24" for addr in topology.DB_DEPENDENTS[depth]}
+    lit = page.evaluate("[...window.flowlens.map.highlight.hot]")
+    assert set(lit) == {f"g:{s}" for s in subnets}
+
+
+def test_a_published_change_appears_in_the_feed(page, console):
+    open_map(page, console)
+    expect(page.locator("#feed-state")).to_have_text("live", timeout=WAIT_MS)
+    subject = "10.10.9.9"
+    change = console.add_change(subject)
+    client = redis.Redis.from_url(console.redis_url)
+    try:
+        client.publish("changes:topology", json.dumps(change))
+    finally:
+        client.close()
+    expect(page.locator("#feed li", has_text=subject)).to_be_visible(timeout=2_000)
+
+
+def test_the_feed_reconnects_without_losing_changes(page, console):
+    open_map(page, console)
+    expect(page.locator("#feed-state")).to_have_text("live", timeout=WAIT_MS)
+    page.evaluate("window.flowlens.feed.socket.close()")  # as when the network drops
+    missed = console.add_change("10.10.9.10")  # stored while the console is away, never seen live
+    expect(page.locator("#feed-state")).to_have_text("live", timeout=WAIT_MS)
+    expect(page.locator("#feed li", has_text=missed["subject"])).to_have_count(1, timeout=WAIT_MS)
+
+
+def test_screenshot_of_the_console(page, console, tmp_path):
+    """The README's picture: the map with one group expanded and an asset page open.
+
+    ``FLOWLENS_UPDATE_DOCS=1`` also copies it to docs/console.png.
+    """
+    open_map(page, console)
+    click_node(page, "g:10.10.4.0/24")
+    page.wait_for_function("window.flowlens.map.stats().addresses === 4", timeout=WAIT_MS)
+    search(page, "app-1")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    expect(page.locator("#asset-title")).to_have_text(topology.APP, timeout=WAIT_MS)
+    page.wait_for_function("window.flowlens.map.idle()", timeout=WAIT_MS)
+    shot = tmp_path / "readme.png"
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
+    if os.environ.get("FLOWLENS_UPDATE_DOCS") == "1":
+        DOC_SCREENSHOT.parent.mkdir(exist_ok=True)
+        shutil.copyfile(shot, DOC_SCREENSHOT)
+
+
+def test_the_api_serves_the_console_at_the_root_and_keeps_its_own_paths(console):
+    with urllib.request.urlopen(console.url) as answer:
+        assert answer.status == 200
+        assert "<title>FlowLens console</title>" in answer.read().decode()
+    with urllib.request.urlopen(console.url + "console.js") as answer:
+        assert answer.headers["content-type"].startswith(("application/javascript", "text/javascript"))
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(console.url + "api/v1/no-such-endpoint")
+    assert missing.value.code == 404
+    assert "FlowLens console" not in missing.value.read().decode()  # the API answered, not the console
