@@ -93,8 +93,12 @@ export function topologyGrouped(group, filters) {
   return call("GET", "/topology", { params: { ...filterParams(filters), group } });
 }
 
+// A group's addresses: the address-level topology filtered to the group (a subnet is a prefix).
+const GROUP_FILTER = { subnet: "prefix", asn: "asn", owner: "owner", environment: "environment" };
+
 export function topologyAddresses(group, groupKey, filters, limit) {
-  return call("GET", "/topology", { params: { ...filterParams(filters), group_by: group, group_key: groupKey, limit } });
+  const params = { ...filterParams(filters), group: "address", [GROUP_FILTER[group]]: groupKey, limit };
+  return call("GET", "/topology", { params });
 }
 
 export function search(q, limit = 20) {
