@@ -30,8 +30,8 @@ let onUnauthorized = () => {};
 export function whenUnauthorized(callback) { onUnauthorized = callback; }
 
 function query(params) {
-  const kept = Object.entries(params).filter(([, v]) => v !== undefined && v !== null && v !== "");
-  return kept.length ? "?" + new URLSearchParams(kept).toString() : "";
+  const kept = dropEmpty(params);
+  return Object.keys(kept).length ? "?" + new URLSearchParams(kept).toString() : "";
 }
 
 async function call(method, path, { params = {}, body, auth = true } = {}) {
@@ -79,42 +79,119 @@ export async function logout() {
 
 // filters: {range, port, protocol, owner, tag} as the filter form holds them.
 export function filterParams(filters) {
-  const params = { port: filters.port, protocol: filters.protocol, owner: filters.owner, tag: filters.tag };
+  const params = { port: filters.port, protocol: filters.protocol, ...assetFilters(filters) };
   if (filters.range) params.since = new Date(Date.now() - rangeMs(filters.range)).toISOString();
-  return params;
+  return dropEmpty(params);
 }
+
+// The filters that select assets (the others select dependencies).
+const assetFilters = (filters) => dropEmpty({ owner: filters.owner, tag: filters.tag });
+const dropEmpty = (params) => Object.fromEntries(Object.entries(params).filter(([, v]) => v !== undefined && v !== null && v !== ""));
 
 function rangeMs(range) {
   const n = Number.parseInt(range, 10);
   return n * (range.endsWith("d") ? 86_400_000 : 3_600_000);
 }
 
-export function topologyGrouped(group, filters) {
-  return call("GET", "/topology", { params: { ...filterParams(filters), group } });
+const MAX_PAGE = 5000; // the API's api.max_page default
+const MAX_PAGES = 20;
+
+// Follows next_cursor so a filtered map is whole (the unfiltered one comes in one cached answer).
+async function allPages(path, params, pick) {
+  const rows = [];
+  let first = null;
+  let cursor;
+  for (let page = 0; page < MAX_PAGES; page += 1) {
+    const data = await call("GET", path, { params: { ...params, cursor } });
+    first ??= data;
+    rows.push(...pick(data));
+    cursor = data.next_cursor;
+    if (!cursor) return { first, rows, truncated: false };
+  }
+  return { first, rows, truncated: true };
 }
 
-// A group's addresses: the address-level topology filtered to the group (a subnet is a prefix).
-const GROUP_FILTER = { subnet: "prefix", asn: "asn", owner: "owner", environment: "environment" };
-
-export function topologyAddresses(group, groupKey, filters, limit) {
-  const params = { ...filterParams(filters), group: "address", [GROUP_FILTER[group]]: groupKey, limit };
-  return call("GET", "/topology", { params });
+// Groups as nodes {key, label, assets}; edges {source, target, weight} weighted by bytes when the
+// API gives them, else by the number of dependencies between the two groups.
+export async function topologyGrouped(group, filters) {
+  const params = { ...filterParams(filters), group };
+  const filtered = Object.keys(params).length > 1;
+  const pages = filtered ? await allPages("/topology", { ...params, limit: MAX_PAGE }, (d) => d.edges)
+    : { first: await call("GET", "/topology", { params }), truncated: false };
+  const data = pages.first;
+  const edges = (filtered ? pages.rows : data.edges).map((e) => ({
+    source: e.source, target: e.target, weight: e.bytes ?? e.dependencies ?? 1, dependencies: e.dependencies,
+  }));
+  const groups = data.nodes.map((n) => ({ key: n.id, label: n.id, assets: n.assets }));
+  return { groups, edges, assets: groups.reduce((sum, g) => sum + g.assets, 0), truncated: pages.truncated };
 }
 
-export function search(q, limit = 20) {
-  return call("GET", "/search", { params: { q, limit } });
+// A group's members: the search endpoint lists them (every asset, linked or not); the address-level
+// topology restricted to the group gives their edges.
+const GROUP_FILTER = { asn: "asn", owner: "owner", environment: "environment" };
+
+function memberQuery(group, key, filters, limit) {
+  if (group === "subnet") return { q: key, limit };
+  return { ...assetFilters(filters), [GROUP_FILTER[group]]: key, limit };
 }
 
-export function asset(addr) {
-  return call("GET", `/assets/${encodeURIComponent(addr)}`);
+function edgeQuery(group, key, filters, limit) {
+  return { ...filterParams(filters), group: "address", [group === "subnet" ? "prefix" : GROUP_FILTER[group]]: key, limit };
 }
 
-export function impact(target, depth) {
-  return call("GET", "/impact", { params: { target, depth } });
+export async function topologyAddresses(group, key, filters, limit = MAX_PAGE) {
+  if ((group === "asn" && key === "unknown") || key === "(none)") {
+    throw new ApiError(400, `the group ${key} has no value to filter by: search its addresses instead`);
+  }
+  const [members, links] = await Promise.all([
+    call("GET", "/search", { params: memberQuery(group, key, filters, limit) }),
+    call("GET", "/topology", { params: edgeQuery(group, key, filters, limit) }),
+  ]);
+  const edges = links.edges.map((e) => ({ source: e.client, target: e.server, weight: e.bytes ?? 1 }));
+  return { nodes: members.results, others: links.nodes, edges, truncated: Boolean(members.next_cursor || links.next_cursor) };
 }
 
-export function changes(afterId, limit = 100) {
-  return call("GET", "/changes", { params: { after: afterId, limit } });
+export async function search(q, limit = 20) {
+  return (await call("GET", "/search", { params: { q, limit } })).results;
+}
+
+const hostPrefix = (addr) => `${addr}/${addr.includes(":") ? 128 : 32}`;
+
+// The asset page: detail, dependencies both ways, traffic series and the asset's changes.
+export async function asset(addr) {
+  const [detail, history] = await Promise.all([
+    call("GET", `/assets/${encodeURIComponent(addr)}`),
+    call("GET", "/changes", { params: { prefix: hostPrefix(addr), limit: 50 } }),
+  ]);
+  const dep = (d, other) => ({ [`${other}_addr`]: d[other], server_port: d.port, protocol: d.protocol,
+    bytes: d.bytes, first_seen: d.first_seen, last_seen: d.last_seen });
+  return {
+    ...detail.asset,
+    dependencies_in: detail.dependencies_in.map((d) => dep(d, "client")),
+    dependencies_in_total: detail.dependencies_in_total,
+    dependencies_out: detail.dependencies_out.map((d) => dep(d, "server")),
+    dependencies_out_total: detail.dependencies_out_total,
+    traffic: detail.series.points,
+    step: detail.series.step,
+    changes: history.changes,
+  };
+}
+
+export async function impact(target, depth) {
+  const data = await call("GET", "/impact", { params: { target, depth } });
+  return {
+    target: data.target.addr + (data.target.port !== null && data.target.port !== undefined ? `:${data.target.port}/${data.target.protocol}` : ""),
+    target_addr: data.target.addr,
+    depth: data.depth,
+    message: data.message,
+    affected: data.affected.map((a) => ({ addr: a.addr, name: a.name, depth: a.depth, via_server: a.via.server,
+      server_port: a.via.port, protocol: a.via.protocol, path: a.path })),
+  };
+}
+
+// The newest changes, newest first (the feed starts with them and resumes after the newest id).
+export async function recentChanges(limit = 50) {
+  return (await call("GET", "/changes", { params: { limit } })).changes;
 }
 
 export function changesSocketUrl(lastId) {

@@ -4,11 +4,13 @@
 import { changesSocketUrl, session } from "./api.js";
 
 const MAX_SHOWN = 300;
+const CLOSE_UNAUTHORIZED = 4401; // the API's close code for a missing or expired token
 
 export class ChangeFeed {
-  constructor({ onChange, onState }) {
+  constructor({ onChange, onState, onUnauthorized }) {
     this.onChange = onChange;
     this.onState = onState;
+    this.onUnauthorized = onUnauthorized;
     this.lastId = null;
     this.seen = new Set();
     this.socket = null;
@@ -39,10 +41,15 @@ export class ChangeFeed {
       this.onState("live");
     };
     socket.onmessage = (ev) => this.receive(ev.data);
-    socket.onclose = () => {
+    socket.onclose = (ev) => {
       if (this.socket !== socket) return;
       this.socket = null;
       if (this.stopped) return;
+      if (ev.code === CLOSE_UNAUTHORIZED) {
+        this.stopped = true;
+        this.onUnauthorized();
+        return;
+      }
       this.onState("reconnecting");
       const delay = Math.min(5000, 250 * 2 ** this.retry);
       this.retry += 1;
@@ -58,7 +65,11 @@ export class ChangeFeed {
       return; // not a change: nothing to show, nothing to lose
     }
     for (const change of Array.isArray(message) ? message : [message]) {
-      if (!change || typeof change !== "object" || change.type === "ping") continue;
+      if (!change || typeof change !== "object") continue;
+      if (change.error) {
+        this.onState(`refused: ${change.error}`); // the API closes the socket next (4400 or 4401)
+        continue;
+      }
       const id = change.id ?? null;
       if (id !== null) {
         if (this.seen.has(id)) continue;

@@ -1,14 +1,16 @@
 // The console's controller: login, then the map, search, asset page, impact view and live feed.
 import * as api from "./api.js";
 import { ChangeFeed, MAX_SHOWN } from "./feed.js";
-import { bytes, time } from "./format.js";
+import { time } from "./format.js";
 import { el, fillList, handleKey } from "./listbox.js";
+import { groupOf, prefixLengths } from "./groups.js";
 import { addressId, FlowMap } from "./map.js";
 import { assetPage, impactView, message } from "./views.js";
 
 const $ = (id) => document.getElementById(id);
 const EXPAND_LIMIT = 5000;
 const SEARCH_DELAY_MS = 60;
+const FEED_HISTORY = 50;
 
 const state = { map: null, feed: null, groups: [], changes: [], filters: {}, searchSeq: 0, impact: null };
 // Timings and handles the browser tests and `flowlens bench console` read; the UI never needs them.
@@ -46,10 +48,11 @@ $("logout").addEventListener("click", async () => {
   showLogin();
 });
 
-api.whenUnauthorized(() => {
+function sessionEnded() {
   api.session.clear();
   showLogin("Your session has ended: sign in again.");
-});
+}
+api.whenUnauthorized(sessionEnded);
 
 // --- map and groups --------------------------------------------------------------------------
 async function showApp() {
@@ -91,12 +94,15 @@ async function loadGroups() {
     const topo = await api.topologyGrouped(state.filters.group, state.filters);
     const fetched = performance.now();
     state.groups = topo.groups;
+    state.grouping = state.filters.group;
+    state.lengths = prefixLengths(topo.groups.map((g) => g.key));
     state.map.showGroups(topo.groups, topo.edges);
-    fillList($("groups"), topo.groups, (g) => [el("span", {}, g.label), el("span", { class: "meta" }, `${g.assets} · ${bytes(g.bytes)}`)],
+    fillList($("groups"), topo.groups, (g) => [el("span", {}, g.label), el("span", { class: "meta" }, `${g.assets} assets`)],
       (g) => toggleGroup(g.key));
     const drawn = await state.map.rendered();
     probe.timings.groups = { started, fetched, drawn };
-    setStatus(`${topo.groups.length} groups by ${state.filters.group}, ${topo.edges.length} links, ${topo.assets} assets`);
+    const cut = topo.truncated ? " (first pages only: narrow the filters)" : "";
+    setStatus(`${topo.groups.length} groups by ${state.filters.group}, ${topo.edges.length} links, ${topo.assets} assets${cut}`);
   } catch (err) {
     setStatus("");
     message($("panel"), `The map could not be loaded: ${err.message}`, true);
@@ -116,9 +122,9 @@ async function expandGroup(key) {
   const started = performance.now();
   setStatus(`expanding ${key}…`);
   try {
-    const topo = await api.topologyAddresses(state.filters.group, key, state.filters, EXPAND_LIMIT);
+    const topo = await api.topologyAddresses(state.grouping, key, state.filters, EXPAND_LIMIT);
     const fetched = performance.now();
-    state.map.expand(key, topo.nodes, topo.edges);
+    state.map.expand(key, topo.nodes, withGroups(topo.edges, [...topo.nodes, ...topo.others]));
     const drawn = await state.map.rendered();
     probe.timings.expand = { key, started, fetched, drawn, addresses: topo.nodes.length };
     state.map.focusGroup(key);
@@ -128,6 +134,18 @@ async function expandGroup(key) {
   }
 }
 probe.expand = expandGroup;
+
+// Edges of an expanded group end at an address when it is on the map, else at the other end's group.
+function withGroups(edges, nodes) {
+  const byAddr = new Map(nodes.map((n) => [n.addr, n]));
+  const group = (addr) => groupOf(state.grouping, byAddr.get(addr) ?? { addr }, state.lengths);
+  return edges.map((e) => ({ ...e, source_group: group(e.source), target_group: group(e.target) }));
+}
+
+// Impact results carry addresses only: their subnet is known here, other groupings need the asset.
+function groupOfAddress(addr) {
+  return state.grouping === "subnet" ? groupOf("subnet", { addr }, state.lengths) : null;
+}
 
 // --- search ----------------------------------------------------------------------------------
 const input = $("search-input");
@@ -202,7 +220,8 @@ async function showImpact(target, depth) {
       onDepth: (d) => showImpact(target, d),
       onClose: () => { state.map.clearHighlight(); message($("panel"), "Impact view closed."); },
     });
-    const lit = state.map.setHighlight(result.target_addr, result.target_group, result.affected);
+    const affected = result.affected.map((a) => ({ ...a, group: groupOfAddress(a.addr) }));
+    const lit = state.map.setHighlight(result.target_addr, groupOfAddress(result.target_addr), affected);
     setStatus(`impact of ${target}: ${result.affected.length} affected, ${lit} on the map highlighted`);
   } catch (err) {
     message($("panel"), `impact of ${target}: ${err.message}`, true);
@@ -210,7 +229,7 @@ async function showImpact(target, depth) {
 }
 
 // --- live feed -------------------------------------------------------------------------------
-function startFeed() {
+async function startFeed() {
   if (state.feed) return state.feed.start();
   state.feed = new ChangeFeed({
     onState: (s) => {
@@ -220,15 +239,36 @@ function startFeed() {
     onChange: (change) => {
       state.changes.unshift(change);
       state.changes.length = Math.min(state.changes.length, MAX_SHOWN);
-      fillList($("feed"), state.changes, (c) => [
-        el("span", { class: `kind ${c.kind}` }, c.kind.replace("_", " ")),
-        el("span", { class: "subject" }, c.subject),
-        el("div", { class: "meta" }, time(c.window_start || c.detected_at)),
-      ], (c) => openAsset(c.addr || c.server_addr || c.client_addr));
+      showFeed();
     },
+    onUnauthorized: sessionEnded,
   });
   probe.feed = state.feed;
+  // The feed opens with the newest stored changes and resumes after the newest of them.
+  try {
+    const recent = await api.recentChanges(FEED_HISTORY);
+    state.feed.lastId = recent.length ? recent[0].id : 0;
+    for (const change of recent.reverse()) state.feed.receive(JSON.stringify(change));
+  } catch (err) {
+    $("feed-state").textContent = `history unavailable: ${err.message}`;
+  }
   state.feed.start();
+}
+
+// Changes of the pipeline (new_asset, ...) and alerts (other shapes) in one list, newest first.
+function showFeed() {
+  fillList($("feed"), state.changes, (c) => {
+    const kind = c.kind || c.alertname || (c.channel === "changes:alerts" ? "alert" : "change");
+    const subject = c.subject || c.summary || c.message || JSON.stringify(c);
+    return [
+      el("span", { class: `kind ${kind}` }, kind.replaceAll("_", " ")),
+      el("span", { class: "subject" }, subject),
+      el("div", { class: "meta" }, time(c.window_start || c.detected_at || c.time)),
+    ];
+  }, (c) => {
+    const addr = c.addr || c.server || c.client;
+    if (addr) openAsset(addr);
+  });
 }
 
 // --- boot ------------------------------------------------------------------------------------

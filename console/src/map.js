@@ -22,7 +22,8 @@ function spiral(index, spacing) {
 }
 
 const GROUP_SPACING = 10;
-const edgeSize = (bytes) => Math.min(5, 0.3 + Math.log10(1 + (bytes || 0)) / 3);
+// Edge widths on a log scale of their weight (bytes, or dependencies), relative to the heaviest.
+const edgeSize = (weight, heaviest) => 0.4 + (4 * Math.log1p(weight || 0)) / Math.log1p(Math.max(heaviest, 1));
 // Node sizes are screen pixels at every zoom (see zoomToSizeRatioFunction), so zooming in spreads
 // nodes apart; the biggest group's radius shrinks as groups get denser on the screen.
 const groupSize = (assets, maxSize) => Math.min(maxSize, 2 + 1.2 * Math.log2(1 + (assets || 0)));
@@ -33,6 +34,7 @@ export class FlowMap {
     this.graph = new Graph({ type: "directed", multi: false, allowSelfLoops: true });
     this.expanded = new Map(); // group key -> [address node ids]
     this.highlight = null; // {target: id, hot: Set(ids)} while an impact view is shown
+    this.heaviest = 1;
     this.renderer = new Sigma(this.graph, container, {
       hideEdgesOnMove: true,
       labelRenderedSizeThreshold: 5,
@@ -71,7 +73,8 @@ export class FlowMap {
         label: `${g.label} (${g.assets})`, zIndex: 1,
       });
     });
-    for (const e of edges) this.addEdge(groupId(e.source), groupId(e.target), e.bytes);
+    this.heaviest = Math.max(1, ...edges.map((e) => e.weight || 0));
+    for (const e of edges) this.addEdge(groupId(e.source), groupId(e.target), e.weight);
     this.renderer.getCamera().setState({ x: 0.5, y: 0.5, ratio: 1, angle: 0 });
   }
 
@@ -97,7 +100,7 @@ export class FlowMap {
     this.graph.setNodeAttribute(gid, "hidden", true);
     this.expanded.set(key, ids);
     for (const e of edges) {
-      this.addEdge(this.endpoint(e.source, e.source_group), this.endpoint(e.target, e.target_group), e.bytes);
+      this.addEdge(this.endpoint(e.source, e.source_group), this.endpoint(e.target, e.target_group), e.weight);
     }
     return ids;
   }
@@ -113,14 +116,14 @@ export class FlowMap {
     return group !== undefined && group !== null ? groupId(group) : null;
   }
 
-  addEdge(source, target, bytes) {
+  addEdge(source, target, weight) {
     if (!source || !target || !this.graph.hasNode(source) || !this.graph.hasNode(target)) return;
     if (this.graph.hasEdge(source, target)) {
-      this.graph.updateEdgeAttribute(source, target, "bytes", (b) => b + (bytes || 0));
-      this.graph.setEdgeAttribute(source, target, "size", edgeSize(this.graph.getEdgeAttribute(source, target, "bytes")));
+      const total = this.graph.getEdgeAttribute(source, target, "weight") + (weight || 0);
+      this.graph.mergeEdgeAttributes(source, target, { weight: total, size: edgeSize(total, this.heaviest) });
       return;
     }
-    this.graph.addEdge(source, target, { bytes: bytes || 0, size: edgeSize(bytes), color: "rgba(110, 125, 140, 0.35)" });
+    this.graph.addEdge(source, target, { weight: weight || 0, size: edgeSize(weight, this.heaviest), color: "rgba(110, 125, 140, 0.35)" });
   }
 
   // impacted: [{addr, group}] from the impact view; an address not expanded lights its group.
