@@ -125,9 +125,9 @@ async function expandGroup(key) {
     const topo = await api.topologyAddresses(state.grouping, key, state.filters, EXPAND_LIMIT);
     const fetched = performance.now();
     state.map.expand(key, topo.nodes, withGroups(topo.edges, [...topo.nodes, ...topo.others]));
+    state.map.focusGroup(key); // starts moving now, so nobody clicks where a node was a frame ago
     const drawn = await state.map.rendered();
     probe.timings.expand = { key, started, fetched, drawn, addresses: topo.nodes.length };
-    state.map.focusGroup(key);
     setStatus(`${key}: ${topo.nodes.length} addresses${topo.truncated ? ` (first ${topo.nodes.length})` : ""}`);
   } catch (err) {
     setStatus(`could not expand ${key}: ${err.message}`);

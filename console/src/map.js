@@ -88,11 +88,12 @@ export class FlowMap {
     // The addresses fill a disc a little smaller than the space between two groups.
     const spacing = (0.45 * GROUP_SPACING) / Math.sqrt(Math.max(nodes.length, 1));
     const ids = [];
+    const size = nodes.length < 50 ? 6 : nodes.length < 500 ? 4 : 3;
     nodes.forEach((n, i) => {
       const id = addressId(n.addr);
       const { x, y } = spiral(i, spacing);
       this.graph.mergeNode(id, {
-        kind: "address", key: n.addr, group: key, x: center.x + x, y: center.y + y, size: 3,
+        kind: "address", key: n.addr, group: key, x: center.x + x, y: center.y + y, size,
         color: ADDRESS_COLOR, label: n.name || n.hostname || n.addr, zIndex: 2,
       });
       ids.push(id);
@@ -123,7 +124,7 @@ export class FlowMap {
       this.graph.mergeEdgeAttributes(source, target, { weight: total, size: edgeSize(total, this.heaviest) });
       return;
     }
-    this.graph.addEdge(source, target, { weight: weight || 0, size: edgeSize(weight, this.heaviest), color: "rgba(110, 125, 140, 0.35)" });
+    this.graph.addEdge(source, target, { weight: weight || 0, size: edgeSize(weight, this.heaviest), color: "rgba(90, 105, 120, 0.45)" });
   }
 
   // impacted: [{addr, group}] from the impact view; an address not expanded lights its group.
@@ -181,6 +182,13 @@ export class FlowMap {
 
   idle() {
     return !this.renderer.getCamera().isAnimated();
+  }
+
+  // Resolves once the camera has stopped and a frame was drawn where it stopped: sigma finds the
+  // node under the pointer in its last drawn frame, so a click before that frame would miss.
+  async settled() {
+    while (!this.idle()) await new Promise((resolve) => requestAnimationFrame(resolve));
+    await this.rendered();
   }
 
   stats() {

@@ -29,6 +29,7 @@ from assets.keys import TOPOLOGY_CHANGES
 from flowlens_dagster.api import errors, metrics, params, queries
 from flowlens_dagster.api.auth import Auth, User
 from flowlens_dagster.api.cache import Cache
+from flowlens_dagster.api.console import mount_console
 from flowlens_dagster.api.errors import ApiError, bad
 from flowlens_dagster.api.store import MemoryStore, RedisStore
 from flowlens_dagster.api.ws import CHANNELS, Hub, Subscriber
@@ -210,6 +211,7 @@ def create_app(cfg: FlowLensConfig | None = None) -> FastAPI:
     app.add_middleware(GZipMiddleware, minimum_size=4096)
     app.add_middleware(MetricsMiddleware)
     app.include_router(routes())
+    mount_console(app)  # last: the console takes every path the API does not
     return app
 
 

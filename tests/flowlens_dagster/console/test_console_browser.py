@@ -44,8 +44,8 @@ def map_stats(page) -> dict:
 
 
 def click_node(page, node_id: str) -> None:
-    """Click where the map draws a node (after the camera has stopped moving)."""
-    page.wait_for_function("window.flowlens.map.idle()", timeout=WAIT_MS)
+    """Click where the map draws a node (once the camera has stopped and that frame is drawn)."""
+    page.evaluate("window.flowlens.map.settled()")
     where = page.evaluate("(id) => window.flowlens.map.pagePosition(id)", node_id)
     assert where is not None, f"{node_id} is not on the map"
     page.mouse.click(where["x"], where["y"])
@@ -153,8 +153,11 @@ def test_a_published_change_appears_in_the_feed(page, console):
 def test_the_feed_reconnects_without_losing_changes(page, console):
     open_map(page, console)
     expect(page.locator("#feed-state")).to_have_text("live", timeout=WAIT_MS)
-    page.evaluate("window.flowlens.feed.socket.close()")  # as when the network drops
-    missed = console.add_change("10.10.9.10")  # stored while the console is away, never seen live
+    # As when the network drops: the console retries after a few seconds (its backoff, set long here
+    # so the change below is surely stored while it is away and never seen live).
+    page.evaluate("window.flowlens.feed.retry = 4; window.flowlens.feed.socket.close()")
+    expect(page.locator("#feed-state")).to_have_text("reconnecting", timeout=WAIT_MS)
+    missed = console.add_change("10.10.9.10")
     expect(page.locator("#feed-state")).to_have_text("live", timeout=WAIT_MS)
     expect(page.locator("#feed li", has_text=missed["subject"])).to_have_count(1, timeout=WAIT_MS)
 
@@ -171,7 +174,7 @@ def test_screenshot_of_the_console(page, console, tmp_path):
     page.keyboard.press("ArrowDown")
     page.keyboard.press("Enter")
     expect(page.locator("#asset-title")).to_have_text(topology.APP, timeout=WAIT_MS)
-    page.wait_for_function("window.flowlens.map.idle()", timeout=WAIT_MS)
+    page.evaluate("window.flowlens.map.settled()")
     shot = tmp_path / "readme.png"
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
