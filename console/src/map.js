@@ -26,8 +26,8 @@ const GROUP_SPACING = 10;
 const edgeSize = (weight, heaviest) => 0.4 + (4 * Math.log1p(weight || 0)) / Math.log1p(Math.max(heaviest, 1));
 // Node sizes are screen pixels at every zoom (see zoomToSizeRatioFunction), so zooming in spreads
 // nodes apart; the biggest group's radius shrinks as groups get denser on the screen.
-const groupSize = (assets, maxSize) => Math.min(maxSize, 2 + 1.2 * Math.log2(1 + (assets || 0)));
-const maxGroupSize = (count) => Math.max(4, Math.min(16, 320 / Math.sqrt(count || 1)));
+const groupSize = (assets, maxSize) => Math.min(maxSize, 5 + 1.5 * Math.log2(1 + (assets || 0)));
+const maxGroupSize = (count) => Math.max(5, Math.min(18, 320 / Math.sqrt(count || 1)));
 
 export class FlowMap {
   constructor(container, { onGroup, onAddress }) {
@@ -37,7 +37,7 @@ export class FlowMap {
     this.heaviest = 1;
     this.renderer = new Sigma(this.graph, container, {
       hideEdgesOnMove: true,
-      labelRenderedSizeThreshold: 5,
+      labelRenderedSizeThreshold: 4,
       labelDensity: 0.4,
       zoomToSizeRatioFunction: () => 1,
       defaultEdgeType: "line",
@@ -124,7 +124,7 @@ export class FlowMap {
       this.graph.mergeEdgeAttributes(source, target, { weight: total, size: edgeSize(total, this.heaviest) });
       return;
     }
-    this.graph.addEdge(source, target, { weight: weight || 0, size: edgeSize(weight, this.heaviest), color: "rgba(90, 105, 120, 0.45)" });
+    this.graph.addEdge(source, target, { weight: weight || 0, size: edgeSize(weight, this.heaviest), color: "rgba(70, 90, 110, 0.5)" });
   }
 
   // impacted: [{addr, group}] from the impact view; an address not expanded lights its group.
@@ -174,10 +174,11 @@ export class FlowMap {
     if (display) this.renderer.getCamera().animate({ x: display.x, y: display.y, ratio }, { duration: 250 });
   }
 
-  // Zoom so an expanded group's disc of addresses fills about a third of the view.
+  // Zoom so an expanded group's disc of addresses (diameter 0.9 group spacings) fills about a quarter
+  // of the view; the whole spiral of n groups is about 2 sqrt(n) group spacings wide.
   focusGroup(key) {
     const groups = this.graph.filterNodes((_, a) => a.kind === "group").length;
-    this.focus(groupId(key), Math.min(1, (3 * 0.45) / (2 * Math.sqrt(Math.max(groups, 1)))));
+    this.focus(groupId(key), Math.min(1, (4 * 0.9) / (2 * Math.sqrt(Math.max(groups, 1)))));
   }
 
   idle() {

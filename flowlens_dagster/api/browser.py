@@ -1,7 +1,7 @@
 """Headless Chromium for the console's tests and ``flowlens bench console``: Debian's browser, never a download.
 
 Playwright for Python drives the system Chromium (``/usr/bin/chromium``, installed by
-``scripts/setup.sh``; ``FLOWLENS_CHROMIUM`` points elsewhere).
+``scripts/setup.sh``; ``FLOWLENS_TEST_CHROMIUM`` points elsewhere).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-CHROMIUM_ENV = "FLOWLENS_CHROMIUM"
+CHROMIUM_ENV = "FLOWLENS_TEST_CHROMIUM"
 VIEWPORT = {"width": 1280, "height": 800}  # the smallest screen the console is laid out for
 
 

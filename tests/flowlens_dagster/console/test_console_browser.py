@@ -163,9 +163,9 @@ def test_the_feed_reconnects_without_losing_changes(page, console):
 
 
 def test_screenshot_of_the_console(page, console, tmp_path):
-    """The README's picture: the map with one group expanded and an asset page open.
+    """The README's picture: the whole map with one group expanded, and an asset page open.
 
-    ``FLOWLENS_UPDATE_DOCS=1`` also copies it to docs/console.png.
+    ``FLOWLENS_TEST_UPDATE_DOCS=1`` also copies it to docs/console.png.
     """
     open_map(page, console)
     click_node(page, "g:10.10.4.0/24")
@@ -174,11 +174,12 @@ def test_screenshot_of_the_console(page, console, tmp_path):
     page.keyboard.press("ArrowDown")
     page.keyboard.press("Enter")
     expect(page.locator("#asset-title")).to_have_text(topology.APP, timeout=WAIT_MS)
+    page.evaluate("window.flowlens.map.renderer.getCamera().setState({x: 0.5, y: 0.5, ratio: 1.1, angle: 0})")
     page.evaluate("window.flowlens.map.settled()")
     shot = tmp_path / "readme.png"
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
-    if os.environ.get("FLOWLENS_UPDATE_DOCS") == "1":
+    if os.environ.get("FLOWLENS_TEST_UPDATE_DOCS") == "1":
         DOC_SCREENSHOT.parent.mkdir(exist_ok=True)
         shutil.copyfile(shot, DOC_SCREENSHOT)
 

@@ -54,7 +54,7 @@ def windows(now: datetime | None = None) -> list[datetime]:
 
 
 def window_bytes(dep_index: int, window_index: int) -> int:
-    return 1_000_000 * (dep_index + 1) + 10_000 * window_index
+    return 1_000_000 * (dep_index + 1) * (1 + (window_index * 7) % 5)
 
 
 def load(dsn: str) -> None:
