@@ -118,11 +118,11 @@ async function toggleGroup(key) {
   await expandGroup(key);
 }
 
-async function expandGroup(key) {
+async function expandGroup(key, limit = EXPAND_LIMIT) {
   const started = performance.now();
   setStatus(`expanding ${key}…`);
   try {
-    const topo = await api.topologyAddresses(state.grouping, key, state.filters, EXPAND_LIMIT);
+    const topo = await api.topologyAddresses(state.grouping, key, state.filters, limit);
     const fetched = performance.now();
     state.map.expand(key, topo.nodes, withGroups(topo.edges, [...topo.nodes, ...topo.others]));
     state.map.focusGroup(key); // starts moving now, so nobody clicks where a node was a frame ago

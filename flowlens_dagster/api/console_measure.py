@@ -28,6 +28,7 @@ FETCH_MS = """async ([path, token]) => {
 class Samples:
     console: list[float] = field(default_factory=list)
     fetch: list[float] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)  # what each sample showed, when that varies
 
     def add(self, console_ms: float, fetch_ms: float) -> None:
         self.console.append(console_ms)
@@ -59,14 +60,22 @@ def first_render(browser, url: str, token: str, user: str, topology_path: str, s
         page.context.close()
 
 
-def expand_group(page, key: str, path: str, token: str, samples: Samples) -> int:
+def show_grouping(page, group: str) -> None:
+    """Regroup the map (the "Group by" form) and wait until it is drawn."""
+    page.wait_for_function("window.flowlens?.timings?.groups !== undefined", timeout=WAIT_MS)
+    page.evaluate("window.flowlens.timings.groups = undefined")
+    page.select_option("#f-group", group)
+    page.click("#filters button[type=submit]")
+    page.wait_for_function("window.flowlens.timings.groups !== undefined", timeout=WAIT_MS)
+
+
+def expand_group(page, key: str, limit: int, path: str, token: str, samples: Samples) -> int:
     """Click-equivalent expansion of one group -> first frame with its addresses; returns how many.
 
     The request is made once before (not timed), so both the console and the baseline find the API's
     cache in the same state."""
     page.evaluate(FETCH_MS, [path, token])
-    page.evaluate("(key) => window.flowlens.map.collapse(key)", key)
-    page.evaluate("(key) => window.flowlens.expand(key)", key)
+    page.evaluate("([key, limit]) => window.flowlens.expand(key, limit)", [key, limit])
     timing = page.evaluate("window.flowlens.timings.expand")
     samples.add(timing["drawn"] - timing["started"], page.evaluate(FETCH_MS, [path, token]))
     return int(timing["addresses"])

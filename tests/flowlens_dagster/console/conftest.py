@@ -32,8 +32,8 @@ from tests.flowlens_dagster.console import topology
 
 SCREENSHOT = "console.png"
 USER, PASSWORD = "console-test", "console-test-password"
-# Redis databases of the API under test: apart from a developer's running API (2, 3) and the tests' 15.
-CACHE_DB, SESSION_DB = 13, 14
+# Redis databases of the API under test: apart from a running API (2, 3), its bench (12, 13) and the tests (15).
+CACHE_DB, SESSION_DB = 10, 11
 START_TIMEOUT = 90.0
 
 

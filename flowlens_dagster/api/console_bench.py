@@ -1,0 +1,150 @@
+"""``flowlens bench console [--json]``: the web console in headless Chromium on the 100,000-asset topology.
+
+Setup (not timed) is ``flowlens bench api``'s: database ``flowlens_bench_api`` with ``--assets`` assets
+and ``--dependencies`` dependencies (built once with COPY and kept), ``flowlens api`` started as a user
+would start it. Then Debian's Chromium, driven by Playwright, loads the console ``--repeat`` times:
+
+- ``first_render_ms``: navigation start to the first frame of the grouped map (391 subnets);
+- ``expand_group_ms``: one ASN group's first 1,000 addresses (and their edges) fetched, added and drawn;
+- ``search_to_result_ms``: a search typed into the box (address, prefix, hostname) to the results shown.
+
+Medians of the repeats. The baseline is the same API request made with ``fetch()`` in the same page,
+in the same run, without drawing (``console_measure``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from urllib.parse import quote
+
+import numpy as np
+import psycopg
+
+from flowlens_dagster.api import bench as api_bench
+from flowlens_dagster.api import console_measure as measure
+from flowlens_dagster.api.auth import add_user
+from flowlens_dagster.api.console import console_built
+from ingest.benchmark import report
+from ingest.config import FlowLensConfig, load_config
+
+EXPAND_ADDRESSES = 1000
+TARGETS = "first_render_ms <= 2000, expand_group_ms <= 500, search_to_result_ms <= 300 (headless Chromium, 2 cores)"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="flowlens bench console", description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--assets", type=int, default=100_000)
+    parser.add_argument("--dependencies", type=int, default=1_000_000)
+    parser.add_argument("--servers", type=int, default=5_000)
+    parser.add_argument("--repeat", type=int, default=5, help="page loads, expansions and searches measured")
+    parser.add_argument("--workers", type=int, help="API worker processes (default api.workers)")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the bench database")
+    return parser.parse_args(argv)
+
+
+def prepare(base: FlowLensConfig, args: argparse.Namespace) -> FlowLensConfig:
+    """The bench database (built when missing or of another size), its user, empty API Redis databases."""
+    from flowlens_dagster.migrate import migrate
+    from flowlens_dagster.stack import postgres as pg_stack
+
+    cfg = base.model_copy(
+        update={"mode": "full", "postgres": base.postgres.model_copy(update={"database": api_bench.BENCH_DATABASE})}
+    )
+    pg_stack.ensure_database(base, api_bench.BENCH_DATABASE)
+    migrate(cfg, log=lambda _message: None)
+    if args.rebuild or api_bench.counts(cfg) != (args.assets, args.dependencies):
+        print(f"building {args.assets:,} assets and {args.dependencies:,} dependencies (COPY)", file=sys.stderr)
+        api_bench.build(cfg, args)
+    with psycopg.connect(cfg.postgres.dsn()) as conn:
+        conn.execute("DELETE FROM flowlens.api_users WHERE username = %s", (api_bench.BENCH_USER,))
+    add_user(cfg.postgres.dsn(), api_bench.BENCH_USER, api_bench.BENCH_PASSWORD, "viewer")
+    import redis
+
+    for db in (api_bench.CACHE_DB, api_bench.SESSION_DB):
+        with redis.Redis.from_url(cfg.redis.url(db)) as client:
+            client.flushdb()
+    return cfg
+
+
+def searches(assets: int, repeat: int) -> list[str]:
+    """Distinct texts (the API caches each for a minute): addresses, /24 prefixes and hostnames."""
+    step = max(assets // (repeat + 1), 1)
+    picks = np.arange(1, repeat + 1) * step % assets
+    kinds = [lambda addr, _i: addr, lambda addr, _i: addr.rsplit(".", 1)[0] + ".0/24", lambda _addr, i: f"host-{i}."]
+    pairs = zip(api_bench.addresses(picks), picks.tolist(), strict=True)
+    return [kinds[k % len(kinds)](addr, i) for k, (addr, i) in enumerate(pairs)]
+
+
+def run_browser(cfg: FlowLensConfig, args: argparse.Namespace, token: str) -> dict[str, measure.Samples]:
+    from playwright.sync_api import sync_playwright
+
+    from flowlens_dagster.api import browser as chromium
+
+    url = f"http://{cfg.api.host}:{cfg.api.port}/"
+    found = {name: measure.Samples() for name in ("first_render", "expand_group", "search_to_result")}
+    with sync_playwright() as playwright:
+        browser = chromium.launch(playwright)
+        try:
+            user = api_bench.BENCH_USER
+            for _ in range(args.repeat):
+                measure.first_render(browser, url, token, user, "/api/v1/topology", found["first_render"])
+            page = measure.signed_in_page(browser, url, token, user)
+            measure.show_grouping(page, "asn")
+            groups = page.evaluate("window.flowlens.state.groups.map((g) => [g.key, g.assets])")
+            for key, members in groups[: args.repeat]:
+                path = f"/api/v1/search?asn={key}&limit={EXPAND_ADDRESSES}"
+                shown = measure.expand_group(page, key, EXPAND_ADDRESSES, path, token, found["expand_group"])
+                if shown != min(members, EXPAND_ADDRESSES):  # a smaller --assets makes smaller groups
+                    raise RuntimeError(f"group {key} of {members} assets showed {shown} addresses")
+                found["expand_group"].sizes.append(shown)
+            for text in searches(args.assets, args.repeat):
+                path = f"/api/v1/search?q={quote(text)}&limit=20"
+                measure.search(page, text, path, token, found["search_to_result"])
+        finally:
+            browser.close()
+    return found
+
+
+def main(argv: list[str]) -> int:
+    from flowlens_dagster.api.cli import check_services
+
+    args = parse_args(argv)
+    base = load_config()
+    problem = check_services(base.model_copy(update={"mode": "full"}))
+    if problem and "migrate" not in problem:
+        print(f"flowlens bench console: {problem}", file=sys.stderr)
+        return 1
+    if not console_built():
+        print("flowlens bench console: the console is not built: run scripts/setup.sh", file=sys.stderr)
+        return 1
+    setup = time.perf_counter()
+    cfg = prepare(base, args)
+    setup_seconds = round(time.perf_counter() - setup, 1)
+    api = api_bench.start_api(cfg, args.workers)
+    try:
+        found = run_browser(cfg, args, api_bench.login(cfg))
+    finally:
+        os.killpg(api.pid, signal.SIGTERM)
+        api.wait(timeout=60)
+    figures, baseline = {}, {}
+    for name, samples in found.items():
+        figures[f"{name}_ms"], baseline[f"{name}_ms"] = samples.medians()
+    assets, dependencies = api_bench.counts(cfg)
+    config = {
+        "baseline": "the same API request with fetch() in the same page, same run, not drawn",
+        "assets": assets,
+        "dependencies": dependencies,
+        "repeat": args.repeat,
+        "expand_group": f"the first {EXPAND_ADDRESSES} addresses of an ASN group (grouping by ASN)",
+        "expand_group_addresses": found["expand_group"].sizes,
+        "viewport": "1280x800 headless Chromium (Debian), WebGL by SwiftShader (no GPU)",
+        "setup_seconds_untimed": setup_seconds,
+        "targets": TARGETS,
+    }
+    report("console", figures, baseline, config, args.json)
+    return 0
