@@ -260,6 +260,7 @@ def print_summary(cfg: FlowLensConfig) -> None:
             print(f"    {client:>15} -> {service:24} {nbytes:>14,} bytes")
     print(f'\nDagster UI: http://{cfg.dagster.host}:{cfg.dagster.port}   (flowlens sql "..." to query)')
     print(f"Query API:  {api_url(cfg)}   (docs /docs; `flowlens users add NAME --role admin` to log in)")
+    print(f"Console:    http://{cfg.api.host}:{cfg.api.port}/   (the map in a browser; same login)")
 
 
 def api_url(cfg: FlowLensConfig) -> str:
