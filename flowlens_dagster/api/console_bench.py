@@ -22,11 +22,9 @@ import time
 from urllib.parse import quote
 
 import numpy as np
-import psycopg
 
 from flowlens_dagster.api import bench as api_bench
 from flowlens_dagster.api import console_measure as measure
-from flowlens_dagster.api.auth import add_user
 from flowlens_dagster.api.console import console_built
 from ingest.benchmark import report
 from ingest.config import FlowLensConfig, load_config
@@ -37,38 +35,9 @@ TARGETS = "first_render_ms <= 2000, expand_group_ms <= 500, search_to_result_ms 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="flowlens bench console", description=__doc__.split("\n")[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--assets", type=int, default=100_000)
-    parser.add_argument("--dependencies", type=int, default=1_000_000)
-    parser.add_argument("--servers", type=int, default=5_000)
+    api_bench.topology_args(parser)
     parser.add_argument("--repeat", type=int, default=5, help="page loads, expansions and searches measured")
-    parser.add_argument("--workers", type=int, help="API worker processes (default api.workers)")
-    parser.add_argument("--rebuild", action="store_true", help="rebuild the bench database")
     return parser.parse_args(argv)
-
-
-def prepare(base: FlowLensConfig, args: argparse.Namespace) -> FlowLensConfig:
-    """The bench database (built when missing or of another size), its user, empty API Redis databases."""
-    from flowlens_dagster.migrate import migrate
-    from flowlens_dagster.stack import postgres as pg_stack
-
-    cfg = base.model_copy(
-        update={"mode": "full", "postgres": base.postgres.model_copy(update={"database": api_bench.BENCH_DATABASE})}
-    )
-    pg_stack.ensure_database(base, api_bench.BENCH_DATABASE)
-    migrate(cfg, log=lambda _message: None)
-    if args.rebuild or api_bench.counts(cfg) != (args.assets, args.dependencies):
-        print(f"building {args.assets:,} assets and {args.dependencies:,} dependencies (COPY)", file=sys.stderr)
-        api_bench.build(cfg, args)
-    with psycopg.connect(cfg.postgres.dsn()) as conn:
-        conn.execute("DELETE FROM flowlens.api_users WHERE username = %s", (api_bench.BENCH_USER,))
-    add_user(cfg.postgres.dsn(), api_bench.BENCH_USER, api_bench.BENCH_PASSWORD, "viewer")
-    import redis
-
-    for db in (api_bench.CACHE_DB, api_bench.SESSION_DB):
-        with redis.Redis.from_url(cfg.redis.url(db)) as client:
-            client.flushdb()
-    return cfg
 
 
 def searches(assets: int, repeat: int) -> list[str]:
@@ -111,19 +80,12 @@ def run_browser(cfg: FlowLensConfig, args: argparse.Namespace, token: str) -> di
 
 
 def main(argv: list[str]) -> int:
-    from flowlens_dagster.api.cli import check_services
-
     args = parse_args(argv)
-    base = load_config()
-    problem = check_services(base.model_copy(update={"mode": "full"}))
-    if problem and "migrate" not in problem:
-        print(f"flowlens bench console: {problem}", file=sys.stderr)
-        return 1
     if not console_built():
         print("flowlens bench console: the console is not built: run scripts/setup.sh", file=sys.stderr)
         return 1
     setup = time.perf_counter()
-    cfg = prepare(base, args)
+    cfg = api_bench.prepare(load_config(), args, "flowlens bench console")
     setup_seconds = round(time.perf_counter() - setup, 1)
     api = api_bench.start_api(cfg, args.workers)
     try:

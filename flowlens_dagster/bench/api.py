@@ -45,16 +45,21 @@ COUNTRIES = ["DE", "FR", "US", "GB", "NL", "SE", "JP", "BR", "IN", "CA"]
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="flowlens bench api", description=__doc__.split("\n")[0])
+    topology_args(parser)
+    parser.add_argument("--seconds", type=float, default=20.0, help="duration of each load phase")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--ws", type=int, default=1000, help="WebSocket clients (0: skip that phase)")
+    return parser.parse_args(argv)
+
+
+def topology_args(parser: argparse.ArgumentParser) -> None:
+    """Options of the bench database and the API over it (``flowlens bench api`` and ``bench console``)."""
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--assets", type=int, default=100_000)
     parser.add_argument("--dependencies", type=int, default=1_000_000)
     parser.add_argument("--servers", type=int, default=5_000)
-    parser.add_argument("--seconds", type=float, default=20.0, help="duration of each load phase")
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--ws", type=int, default=1000, help="WebSocket clients (0: skip that phase)")
     parser.add_argument("--workers", type=int, help="API worker processes (default api.workers)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the bench database")
-    return parser.parse_args(argv)
 
 
 def addresses(ids: np.ndarray) -> list[str]:
@@ -150,19 +155,18 @@ def login(cfg: FlowLensConfig) -> str:
         return json.load(reply)["token"]
 
 
-def main(argv: list[str]) -> int:
+def prepare(base: FlowLensConfig, args: argparse.Namespace, command: str) -> FlowLensConfig:
+    """The bench database (built when missing, of another size or with --rebuild), its user, and
+    empty API Redis databases; returns the config that points at them (not timed)."""
     from flowlens_dagster.migrate import migrate
     from flowlens_dagster.stack import postgres as pg_stack
 
-    args = parse_args(argv)
-    base = load_config()
     cfg = base.model_copy(
         update={"mode": "full", "postgres": base.postgres.model_copy(update={"database": BENCH_DATABASE})}
     )
-    require(base, ["postgres", "redis"], "flowlens bench api")
+    require(base, ["postgres", "redis"], command)
     pg_stack.ensure_database(base, BENCH_DATABASE)
     migrate(cfg, log=lambda _message: None)
-    setup = time.perf_counter()
     if args.rebuild or counts(cfg) != (args.assets, args.dependencies):
         print(f"building {args.assets:,} assets and {args.dependencies:,} dependencies (COPY)", file=sys.stderr)
         build(cfg, args)
@@ -173,6 +177,13 @@ def main(argv: list[str]) -> int:
 
     for db in (CACHE_DB, SESSION_DB):
         redis.Redis.from_url(cfg.redis.url(db)).flushdb()
+    return cfg
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    setup = time.perf_counter()
+    cfg = prepare(load_config(), args, "flowlens bench api")
     setup_seconds = round(time.perf_counter() - setup, 1)
     api = start_api(cfg, args.workers)
     try:
