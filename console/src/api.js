@@ -139,16 +139,25 @@ function edgeQuery(group, key, filters, limit) {
   return { ...filterParams(filters), group: "address", [group === "subnet" ? "prefix" : GROUP_FILTER[group]]: key, limit };
 }
 
-export async function topologyAddresses(group, key, filters, limit = MAX_PAGE) {
+function checkExpandable(group, key) {
   if ((group === "asn" && key === "unknown") || key === "(none)") {
     throw new ApiError(400, `the group ${key} has no value to filter by: search its addresses instead`);
   }
-  const [members, links] = await Promise.all([
-    call("GET", "/search", { params: memberQuery(group, key, filters, limit) }),
-    call("GET", "/topology", { params: edgeQuery(group, key, filters, limit) }),
-  ]);
+}
+
+// A group's members (asset rows), from the search endpoint: every asset of the group, linked or not.
+export async function groupMembers(group, key, filters, limit = MAX_PAGE) {
+  checkExpandable(group, key);
+  const members = await call("GET", "/search", { params: memberQuery(group, key, filters, limit) });
+  return { nodes: members.results, truncated: Boolean(members.next_cursor) };
+}
+
+// Their edges, from the address-level topology restricted to the group, with the other ends' rows.
+export async function groupEdges(group, key, filters, limit = MAX_PAGE) {
+  checkExpandable(group, key);
+  const links = await call("GET", "/topology", { params: edgeQuery(group, key, filters, limit) });
   const edges = links.edges.map((e) => ({ source: e.client, target: e.server, weight: e.bytes ?? 1 }));
-  return { nodes: members.results, others: links.nodes, edges, truncated: Boolean(members.next_cursor || links.next_cursor) };
+  return { edges, others: links.nodes, truncated: Boolean(links.next_cursor) };
 }
 
 export async function search(q, limit = 20) {

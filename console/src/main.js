@@ -118,17 +118,28 @@ async function toggleGroup(key) {
   await expandGroup(key);
 }
 
+// The addresses are drawn as soon as the group's members arrive; their edges (a slower query over the
+// dependencies) are added when they come, so the group opens at once.
 async function expandGroup(key, limit = EXPAND_LIMIT) {
   const started = performance.now();
   setStatus(`expanding ${key}…`);
   try {
-    const topo = await api.topologyAddresses(state.grouping, key, state.filters, limit);
+    const edges = api.groupEdges(state.grouping, key, state.filters, limit);
+    edges.catch(() => {}); // reported below, after the addresses are drawn
+    const members = await api.groupMembers(state.grouping, key, state.filters, limit);
     const fetched = performance.now();
-    state.map.expand(key, topo.nodes, withGroups(topo.edges, [...topo.nodes, ...topo.others]));
+    state.map.expand(key, members.nodes, []);
     state.map.focusGroup(key); // starts moving now, so nobody clicks where a node was a frame ago
     const drawn = await state.map.rendered();
-    probe.timings.expand = { key, started, fetched, drawn, addresses: topo.nodes.length };
-    setStatus(`${key}: ${topo.nodes.length} addresses${topo.truncated ? ` (first ${topo.nodes.length})` : ""}`);
+    probe.timings.expand = { key, started, fetched, drawn, addresses: members.nodes.length };
+    const more = members.truncated ? ` (first ${members.nodes.length})` : "";
+    setStatus(`${key}: ${members.nodes.length} addresses${more}, loading their links…`);
+    const links = await edges;
+    if (!state.map.expanded.has(key)) return; // folded meanwhile
+    state.map.addEdges(withGroups(links.edges, [...members.nodes, ...links.others]));
+    probe.timings.expandEdges = { key, started, drawn: await state.map.rendered(), edges: links.edges.length };
+    const cut = links.truncated ? ` (first ${links.edges.length} links)` : "";
+    setStatus(`${key}: ${members.nodes.length} addresses${more}, ${links.edges.length} links${cut}`);
   } catch (err) {
     setStatus(`could not expand ${key}: ${err.message}`);
   }

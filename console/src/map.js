@@ -100,10 +100,15 @@ export class FlowMap {
     });
     this.graph.setNodeAttribute(gid, "hidden", true);
     this.expanded.set(key, ids);
+    this.addEdges(edges);
+    return ids;
+  }
+
+  // edges: {source, target, weight, source_group, target_group} between addresses.
+  addEdges(edges) {
     for (const e of edges) {
       this.addEdge(this.endpoint(e.source, e.source_group), this.endpoint(e.target, e.target_group), e.weight);
     }
-    return ids;
   }
 
   collapse(key) {

@@ -22,6 +22,12 @@ export function assetPage(panel, detail, { onOpen, onImpact }) {
   const a = detail;
   const depth = el("select", { id: "impact-depth", "aria-label": "impact depth" },
     ...[1, 2, 3, 4, 5, 6].map((d) => el("option", d === 3 ? { value: d, selected: "" } : { value: d }, `depth ${d}`)));
+  // Impact of the whole asset, or of one service it serves (addr:port/proto, IPv6 in brackets).
+  const host = a.addr.includes(":") ? `[${a.addr}]` : a.addr;
+  const services = [...new Set(a.dependencies_in.map((d) => `${host}:${d.server_port}/${d.protocol}`))].sort();
+  const target = el("select", { id: "impact-target", "aria-label": "impact of" },
+    el("option", { value: a.addr }, "whole asset"),
+    ...services.map((svc) => el("option", { value: svc }, service(...svc.split(":").pop().split("/")))));
   const changes = el("ul", { id: "asset-changes", class: "list", role: "listbox", tabindex: "0", "aria-label": "changes" });
   fillList(changes, a.changes, (c) => [el("span", {}, `${c.kind} ${c.subject}`), el("span", { class: "meta" }, time(c.window_start))], () => {});
   panel.replaceChildren(
@@ -31,7 +37,8 @@ export function assetPage(panel, detail, { onOpen, onImpact }) {
       ["tags", (a.tags || []).join(", ")], ["ASN", a.asn ? `AS${a.asn} ${a.as_org || ""}` : null],
       ["country", a.country], ["first seen", time(a.first_seen)], ["last seen", time(a.last_seen)],
     ]),
-    el("div", { class: "actions" }, depth, el("button", { id: "impact-button", type: "button", onclick: () => onImpact(a.addr, Number(depth.value)) }, "Show impact")),
+    el("div", { class: "actions" }, target, depth,
+      el("button", { id: "impact-button", type: "button", onclick: () => onImpact(target.value, Number(depth.value)) }, "Show impact")),
     el("h2", {}, "Traffic"),
     trafficChart(a.traffic),
     ...dependencyList("deps-in", "Clients (depend on it)", a.dependencies_in, "client_addr", onOpen),
@@ -54,7 +61,7 @@ export function impactView(panel, result, { onOpen, onDepth, onClose }) {
   panel.replaceChildren(...[
     el("h3", { id: "impact-title" }, `Impact of ${result.target}`),
     el("div", { class: "actions" }, depth,
-      el("button", { type: "button", onclick: () => onOpen(result.target) }, "Asset page"),
+      el("button", { type: "button", onclick: () => onOpen(result.target_addr) }, "Asset page"),
       el("button", { type: "button", onclick: onClose }, "Clear")),
     el("p", { id: "impact-summary" }, `${result.affected.length} affected within depth ${result.depth}`),
     result.message ? el("p", { class: "error", role: "alert" }, result.message) : null,

@@ -55,7 +55,8 @@ def run_browser(cfg: FlowLensConfig, args: argparse.Namespace, token: str) -> di
     from flowlens_dagster.api import browser as chromium
 
     url = f"http://{cfg.api.host}:{cfg.api.port}/"
-    found = {name: measure.Samples() for name in ("first_render", "expand_group", "search_to_result")}
+    names = ("first_render", "expand_group", "expand_group_edges", "search_to_result")
+    found = {name: measure.Samples() for name in names}
     with sync_playwright() as playwright:
         browser = chromium.launch(playwright)
         try:
@@ -66,8 +67,13 @@ def run_browser(cfg: FlowLensConfig, args: argparse.Namespace, token: str) -> di
             measure.show_grouping(page, "asn")
             groups = page.evaluate("window.flowlens.state.groups.map((g) => [g.key, g.assets])")
             for key, members in groups[: args.repeat]:
-                path = f"/api/v1/search?asn={key}&limit={EXPAND_ADDRESSES}"
-                shown = measure.expand_group(page, key, EXPAND_ADDRESSES, path, token, found["expand_group"])
+                paths = (
+                    f"/api/v1/search?asn={key}&limit={EXPAND_ADDRESSES}",
+                    f"/api/v1/topology?group=address&asn={key}&limit={EXPAND_ADDRESSES}",
+                )
+                shown = measure.expand_group(
+                    page, key, EXPAND_ADDRESSES, paths, token, found["expand_group"], found["expand_group_edges"]
+                )
                 if shown != min(members, EXPAND_ADDRESSES):  # a smaller --assets makes smaller groups
                     raise RuntimeError(f"group {key} of {members} assets showed {shown} addresses")
                 found["expand_group"].sizes.append(shown)

@@ -69,15 +69,23 @@ def show_grouping(page, group: str) -> None:
     page.wait_for_function("window.flowlens.timings.groups !== undefined", timeout=WAIT_MS)
 
 
-def expand_group(page, key: str, limit: int, path: str, token: str, samples: Samples) -> int:
-    """Click-equivalent expansion of one group -> first frame with its addresses; returns how many.
+def expand_group(
+    page, key: str, limit: int, paths: tuple[str, str], token: str, samples: Samples, edges_samples: Samples
+) -> int:
+    """Click-equivalent expansion of one group -> first frame with its addresses (``samples``), and
+    -> first frame with their edges too (``edges_samples``); returns how many addresses.
 
-    The request is made once before (not timed), so both the console and the baseline find the API's
-    cache in the same state."""
+    ``paths``: the members' and the edges' requests. Each is made once before (not timed), so the
+    console and the baseline find the API's cache in the same state."""
+    path, edges_path = paths
     page.evaluate(FETCH_MS, [path, token])
+    page.evaluate(FETCH_MS, [edges_path, token])
     page.evaluate("([key, limit]) => window.flowlens.expand(key, limit)", [key, limit])
     timing = page.evaluate("window.flowlens.timings.expand")
+    edges = page.evaluate("window.flowlens.timings.expandEdges")
+    page.evaluate("window.flowlens.map.settled()")  # the baseline's fetch must not wait for drawing
     samples.add(timing["drawn"] - timing["started"], page.evaluate(FETCH_MS, [path, token]))
+    edges_samples.add(edges["drawn"] - edges["started"], page.evaluate(FETCH_MS, [edges_path, token]))
     return int(timing["addresses"])
 
 

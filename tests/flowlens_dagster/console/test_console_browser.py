@@ -137,6 +137,18 @@ def test_impact_view_lists_the_known_dependents(page, console, depth):
     assert set(lit) == {f"g:{s}" for s in subnets}
 
 
+def test_impact_of_one_service_from_the_asset_page(page, console):
+    open_map(page, console)
+    search(page, topology.DNS)
+    page.locator("#search-results li").first.click()
+    expect(page.locator("#asset-title")).to_have_text(topology.DNS, timeout=WAIT_MS)
+    page.select_option("#impact-target", f"{topology.DNS}:53/17")
+    page.select_option("#impact-depth", "1")
+    page.click("#impact-button")
+    expect(page.locator("#impact-title")).to_have_text(f"Impact of {topology.DNS}:53/17", timeout=WAIT_MS)
+    assert set(list_texts(page, "#impact-list")) == topology.DNS_CLIENTS
+
+
 def test_a_published_change_appears_in_the_feed(page, console):
     open_map(page, console)
     expect(page.locator("#feed-state")).to_have_text("live", timeout=WAIT_MS)

@@ -43,6 +43,7 @@ ENVIRONMENTS = sorted({a[2] for a in ASSETS.values()})
 DB_DEPENDENTS = {1: {APP}, 2: {APP, *WEB}, 3: {APP, *WEB, *OFFICE}}
 APP_CLIENTS = set(WEB)
 APP_SERVERS = {DB, DNS}
+DNS_CLIENTS = {*OFFICE, *WEB, APP}
 WINDOWS = 6
 
 
