@@ -89,6 +89,19 @@ def test_map_renders_one_node_per_group(page, console, group, expected):
     assert sorted(list_texts(page, "#groups")) == sorted(expected)
 
 
+def test_filters_narrow_the_map_and_a_bad_port_is_refused(page, console):
+    open_map(page, console)
+    page.evaluate("window.flowlens.timings.groups = undefined")
+    page.fill("#f-port", "5432")
+    page.click("#filters button[type=submit]")
+    page.wait_for_function("window.flowlens.timings.groups !== undefined", timeout=WAIT_MS)
+    assert sorted(list_texts(page, "#groups")) == ["10.10.2.0/24", "10.10.3.0/24"]  # app -> db only
+    page.fill("#f-port", "70000")
+    page.click("#filters button[type=submit]")
+    expect(page.locator("#filters-error")).to_have_text("Port must be a number from 0 to 65535.")
+    assert map_stats(page)["groups"] == 2  # the map shown stays
+
+
 def test_search_finds_a_known_asset_and_opens_it_from_the_keyboard(page, console):
     open_map(page, console)
     page.keyboard.press("/")
