@@ -19,7 +19,7 @@ BENCHES: dict[str, str] = {
     "burst": "flowlens_dagster.bench.burst:main",
     "monitoring": "flowlens_dagster.bench.monitoring:main",
     "api": "flowlens_dagster.bench.api:main",
-    "console": "flowlens_dagster.api.console_bench:main",
+    "console": "flowlens_dagster.bench.console:main",
 }
 
 

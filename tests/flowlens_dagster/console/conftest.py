@@ -1,6 +1,6 @@
 """Fixtures of the console's browser tests: headless Debian Chromium against the real API.
 
-- ``browser`` (session): Playwright's Chromium (``flowlens_dagster.api.browser``).
+- ``browser`` (session): Playwright's Chromium (``flowlens_dagster.bench.browser``).
 - ``page`` (function): a 1280x800 page; its screenshot is saved as ``<tmp_path>/console.png`` at
   the end of the test, passed or failed, and the page's JavaScript errors fail the test.
 - ``console`` (module): the API started as ``flowlens api`` on the test database with the known
@@ -24,8 +24,8 @@ import psycopg
 import pytest
 
 from flowlens_dagster.api import auth
-from flowlens_dagster.api import browser as chromium
 from flowlens_dagster.api.console import console_built
+from flowlens_dagster.bench import browser as chromium
 from ingest.config import FlowLensConfig
 from tests.conftest import truncate_flowlens_tables
 from tests.flowlens_dagster.console import topology

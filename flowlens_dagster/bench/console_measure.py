@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from flowlens_dagster.api import browser as chromium
+from flowlens_dagster.bench import browser as chromium
 
 WAIT_MS = 120_000
 

@@ -23,10 +23,10 @@ from urllib.parse import quote
 
 import numpy as np
 
-from flowlens_dagster.api import bench as api_bench
-from flowlens_dagster.api import console_measure as measure
 from flowlens_dagster.api.console import console_built
-from ingest.benchmark import report
+from flowlens_dagster.bench import api as api_bench
+from flowlens_dagster.bench import console_measure as measure
+from flowlens_dagster.bench.report import report
 from ingest.config import FlowLensConfig, load_config
 
 EXPAND_ADDRESSES = 1000
@@ -52,7 +52,7 @@ def searches(assets: int, repeat: int) -> list[str]:
 def run_browser(cfg: FlowLensConfig, args: argparse.Namespace, token: str) -> dict[str, measure.Samples]:
     from playwright.sync_api import sync_playwright
 
-    from flowlens_dagster.api import browser as chromium
+    from flowlens_dagster.bench import browser as chromium
 
     url = f"http://{cfg.api.host}:{cfg.api.port}/"
     names = ("first_render", "expand_group", "expand_group_edges", "search_to_result")
