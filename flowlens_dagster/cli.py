@@ -32,7 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "users": ("flowlens_dagster.api.cli:users_main", "add, list or remove API users; create API tokens"),
     "sql": ("flowlens_dagster.sql_shell:main", "run SQL against FlowLens PostgreSQL or the Parquet lake"),
     "plan": ("ingest.scaling.plan:main", "capacity plan for a flow rate, a burst and an API load (scaling model)"),
-    "bench": ("flowlens_dagster.bench:main", "benchmarks: decode, ingest, enrich, pipeline, burst, monitoring, api, console"),
+    "bench": (
+        "flowlens_dagster.bench:main",
+        "benchmarks: decode, ingest, enrich, pipeline, burst, monitoring, api, console",
+    ),
 }
 
 
