@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from assets.api_generation import API_GENERATION_KEY
-from assets.enrich.cache import CACHE_HITS, CACHE_MISSES  # the one Redis cache metric, labelled by cache
+from flowlens_dagster.api.metrics import CACHE_HITS, CACHE_MISSES
 from flowlens_dagster.api.store import Store
 
 

@@ -1,8 +1,8 @@
 """The API's Prometheus metrics (scaling model §9.1 names), served on ``/metrics``.
 
-The cache counters ``flowlens_redis_cache_hits_total`` / ``_misses_total`` are the enrichment caches'
-ones (``assets.enrich.cache``): one metric for every Redis cache, the API's labelled ``cache="topology"``,
-``"search"`` or ``"impact"``.
+The cache counters ``flowlens_redis_cache_hits_total`` / ``_misses_total`` carry the same names as the
+enrichment caches' (``assets.metrics``, exported by the pipeline's exporter), with the API's labels
+``cache="topology"``, ``"search"`` or ``"impact"``: each process exports the caches it uses.
 
 ``flowlens api`` runs several worker processes; each writes its samples to files in a shared
 directory (prometheus_client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``, set by ``flowlens api``
@@ -33,6 +33,8 @@ LATENCY = Histogram(
 )
 WEBSOCKETS = Gauge("flowlens_websocket_connections_active", "Open change-feed WebSockets", multiprocess_mode="livesum")
 LOGIN_FAILURES = Counter("flowlens_api_login_failures_total", "Failed API logins")
+CACHE_HITS = Counter("flowlens_redis_cache_hits_total", "API cache hits", ["cache"])
+CACHE_MISSES = Counter("flowlens_redis_cache_misses_total", "API cache misses", ["cache"])
 RATE_LIMITED = Counter("flowlens_api_rate_limited_total", "Requests refused with 429", ["scope"])
 
 
