@@ -184,13 +184,57 @@ class PostgresConn(_Section):
 
 
 class KafkaConn(_Section):
-    bootstrap_servers: str = "127.0.0.1:59092"
+    bootstrap_servers: str = "127.0.0.1:59092"  # host:port of every broker, comma-separated
     controller_port: int = Field(59093, ge=1, le=65535)
     version: str = "4.1.1"  # org.apache.kafka:kafka_2.13 on Maven Central
     raw_topic: str = "flows.raw"
     enriched_topic: str = "flows.enriched"
     changes_topic: str = "changes.detected"
     raw_partitions: int = Field(6, ge=1)
+    # Brokers of the cluster; the local stack starts one KRaft node per bootstrap address (README "Kafka cluster").
+    brokers: int = Field(1, ge=1)
+    replication_factor: int = Field(0, ge=0)  # replicas per partition; 0 = min(3, brokers)
+    min_insync_replicas: int = Field(0, ge=0)  # replicas acks=all waits for; 0 = 2 with replication >= 3, else 1
+
+    @property
+    def servers(self) -> list[tuple[str, int]]:
+        """The bootstrap addresses as (host, port), in the order given."""
+        out = []
+        for item in self.bootstrap_servers.split(","):
+            host, _, port = item.strip().rpartition(":")
+            out.append((host.strip("[]"), int(port)))
+        return out
+
+    @property
+    def replication(self) -> int:
+        return self.replication_factor or min(3, self.brokers)
+
+    @property
+    def min_isr(self) -> int:
+        return self.min_insync_replicas or (2 if self.replication >= 3 else 1)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _addresses(cls, value: str) -> str:
+        for item in value.split(","):
+            host, _, port = item.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{item.strip()!r} is not host:port (list brokers as host:port,host:port,...)")
+        return value
+
+    @model_validator(mode="after")
+    def _replicas(self) -> KafkaConn:
+        if self.replication > self.brokers:
+            raise ValueError(
+                f"kafka.replication_factor ({self.replication}) is more than kafka.brokers ({self.brokers}): "
+                "a partition cannot have more replicas than the cluster has brokers; lower the one or raise the other"
+            )
+        if self.min_isr > self.replication:
+            raise ValueError(
+                f"kafka.min_insync_replicas ({self.min_isr}) is more than "
+                f"kafka.replication_factor ({self.replication}): no write with acks=all could ever succeed"
+            )
+        return self
 
 
 class RedisConn(_Section):

@@ -22,26 +22,28 @@ class ServiceUnavailable(RuntimeError):
     """A service a command needs does not answer; the message is one line for the user."""
 
 
-def address(cfg: FlowLensConfig, service: str) -> tuple[str, int]:
-    """Host and port the config names for ``service`` (Kafka: the first bootstrap server)."""
+def addresses(cfg: FlowLensConfig, service: str) -> list[tuple[str, int]]:
+    """Host and port the config names for ``service`` (Kafka: every bootstrap server)."""
     if service == "postgres":
-        return cfg.postgres.host, cfg.postgres.port
+        return [(cfg.postgres.host, cfg.postgres.port)]
     if service == "redis":
-        return cfg.redis.host, cfg.redis.port
+        return [(cfg.redis.host, cfg.redis.port)]
     if service == "kafka":
-        host, _, port = cfg.kafka.bootstrap_servers.split(",")[0].strip().rpartition(":")
-        return host.strip("[]"), int(port)
+        return cfg.kafka.servers
     raise ValueError(f"unknown service {service!r}; one of {sorted(SERVICE_NAMES)}")
 
 
 def probe(cfg: FlowLensConfig, service: str, timeout: float = 2.0) -> str | None:
-    """None when ``service`` accepts a TCP connection, else why not (one short phrase)."""
-    host, port = address(cfg, service)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except OSError as exc:
-        return exc.strerror or type(exc).__name__
+    """None when ``service`` accepts a TCP connection, else why not (one short phrase). A Kafka
+    cluster answers when any of its brokers does: clients carry on while one is down."""
+    reason = ""
+    for host, port in addresses(cfg, service):
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return None
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+    return reason
 
 
 def needed(cfg: FlowLensConfig) -> list[str]:
@@ -59,6 +61,10 @@ def require(cfg: FlowLensConfig, services: Iterable[str], command: str) -> None:
     services = list(services)
     down = [(s, reason) for s in services if (reason := probe(cfg, s)) is not None]
     if down:
-        what = ", ".join(f"{SERVICE_NAMES[s]} at {':'.join(map(str, address(cfg, s)))} ({r})" for s, r in down)
+        what = ", ".join(f"{SERVICE_NAMES[s]} at {_where(cfg, s)} ({r})" for s, r in down)
         verb = "does not answer" if len(down) == 1 else "do not answer"
         raise ServiceUnavailable(f"{command}: {what} {verb}; start it with `{start_command(s for s, _ in down)}`")
+
+
+def _where(cfg: FlowLensConfig, service: str) -> str:
+    return ",".join(f"{host}:{port}" for host, port in addresses(cfg, service))

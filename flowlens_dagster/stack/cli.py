@@ -19,14 +19,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from flowlens_dagster.stack import kafka, postgres, process, redis
+from flowlens_dagster.stack import kafka_cluster, postgres, process, redis
 from flowlens_dagster.stack.monitoring import ALERTMANAGER_SERVICE, EXPORTER_SERVICE, PROMETHEUS_SERVICE
 from ingest.config import ConfigError, FlowLensConfig, load_config
 
 MODES = ("minimal", "standard", "full", "auto")
 # Each has up/down/health/running_pid(cfg): a module (postgres, redis, kafka) or a monitoring Service.
 ALL_SERVICES: dict[str, Any] = {
-    "postgresql": postgres, "redis": redis, "kafka": kafka,
+    "postgresql": postgres, "redis": redis, "kafka": kafka_cluster,  # one node, or kafka.brokers nodes
     "exporter": EXPORTER_SERVICE, "alertmanager": ALERTMANAGER_SERVICE, "prometheus": PROMETHEUS_SERVICE,
 }  # fmt: skip
 MONITORING = ("exporter", "alertmanager", "prometheus")

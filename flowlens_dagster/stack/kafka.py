@@ -107,16 +107,19 @@ def install(cfg: FlowLensConfig) -> None:
     done.write_text(cfg.kafka.version + "\n")
 
 
-def _java_argv(cfg: FlowLensConfig, main_class: str, *args: str) -> list[str]:
+def java_argv(
+    cfg: FlowLensConfig, main_class: str, *args: str, log4j: Path | None = None, heap_mb: int | None = None
+) -> list[str]:
+    """The JVM command line running ``main_class`` from the installed jars (``log4j``: its log config)."""
     paths = Paths(cfg)
-    heap = kafka_heap_mb()
+    heap = heap_mb or kafka_heap_mb()
     return [
         shutil.which("java") or "java",
         f"-Xms{min(512, heap)}m",
         f"-Xmx{heap}m",
         "-XX:+UseG1GC",
         "-Djava.awt.headless=true",
-        f"-Dlog4j2.configurationFile={paths.log4j}",
+        f"-Dlog4j2.configurationFile={log4j or paths.log4j}",
         "-cp",
         f"{paths.jars}/*",
         main_class,
@@ -151,7 +154,7 @@ def configure(cfg: FlowLensConfig) -> None:
         return
     process.log(f"formatting Kafka log directory {paths.data}")
     result = subprocess.run(
-        _java_argv(
+        java_argv(
             cfg, "kafka.tools.StorageTool", "format", "--standalone", "-t", _cluster_id(paths),
             "-c", str(paths.properties),
         ),
@@ -192,11 +195,11 @@ def start(cfg: FlowLensConfig, timeout: float = 120.0) -> bool:
     if (pid := running_pid(cfg)) is not None:
         process.wait_running(NAME, pid, paths.marker, lambda: _broker_ready(cfg), timeout, paths.log)
         return False
-    host, port = cfg.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)
-    process.check_port_free(host, int(port), NAME, "kafka.bootstrap_servers")
+    host, port = cfg.kafka.servers[0]
+    process.check_port_free(host, port, NAME, "kafka.bootstrap_servers")
     process.check_port_free(host, cfg.kafka.controller_port, f"{NAME} controller", "kafka.controller_port")
     process.log(f"starting {NAME} on {host}:{port} (controller {cfg.kafka.controller_port})")
-    argv = _java_argv(cfg, "kafka.Kafka", str(paths.properties))
+    argv = java_argv(cfg, "kafka.Kafka", str(paths.properties))
     process.start_and_wait(NAME, argv, paths.log, paths.pidfile, paths.marker, lambda: _broker_ready(cfg), timeout)
     return True
 
@@ -205,10 +208,16 @@ def ensure_topics(cfg: FlowLensConfig, timeout: float = 30.0) -> list[str]:
     """Create the scaling model's topics if missing and (re)apply their settings. Returns the names created."""
     client = admin(cfg)
     wanted = kafka_topics(cfg)
-    existing = client.list_topics(timeout=10).topics
+    metadata = client.list_topics(timeout=10)
+    if len(metadata.brokers) < cfg.kafka.replication:
+        raise process.StackError(
+            f"Kafka at {cfg.kafka.bootstrap_servers} has {len(metadata.brokers)} broker(s) up; topics need "
+            f"{cfg.kafka.replication} (kafka.replication_factor): start the others or lower the replication"
+        )
+    existing = metadata.topics
     created = []
     new = [
-        NewTopic(name, num_partitions=parts, replication_factor=1, config=conf)
+        NewTopic(name, num_partitions=parts, replication_factor=cfg.kafka.replication, config=conf)
         for name, (parts, conf) in wanted.items()
         if name not in existing
     ]

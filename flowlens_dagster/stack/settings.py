@@ -135,8 +135,9 @@ def kafka_heap_mb(ram: int | None = None) -> int:
 def kafka_settings(cfg: FlowLensConfig, log_dir: str, cores: int | None = None) -> dict[str, str]:
     """server.properties for one KRaft node acting as broker and controller (the scaling model §4.4)."""
     cores = cores or machine_cores()
-    host, port = cfg.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)
+    host, port = cfg.kafka.servers[0]
     controller = f"{host}:{cfg.kafka.controller_port}"
+    rf, isr = cfg.kafka.replication, cfg.kafka.min_isr
     return {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -148,14 +149,16 @@ def kafka_settings(cfg: FlowLensConfig, log_dir: str, cores: int | None = None) 
         "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": log_dir,
         "num.partitions": str(cfg.kafka.raw_partitions),
-        # Seed: RF=2 on 3 brokers. A single local node can only hold one replica.
-        "default.replication.factor": "1",
-        "min.insync.replicas": "1",
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        # Seed: RF=2, min ISR 1 on 3 brokers. Here kafka.replication_factor / min_insync_replicas: 1 on one
+        # node; 3 and 2 on a cluster of 3 or more, so acks=all survives one broker lost without a
+        # write acknowledged by a single copy. The internal topics follow, or a lost broker stops commits.
+        "default.replication.factor": str(rf),
+        "min.insync.replicas": str(isr),
+        "offsets.topic.replication.factor": str(rf),
+        "transaction.state.log.replication.factor": str(rf),
+        "transaction.state.log.min.isr": str(isr),
+        "share.coordinator.state.topic.replication.factor": str(rf),
+        "share.coordinator.state.topic.min.isr": str(isr),
         # Retention and segments: seed values.
         "log.retention.hours": "168",
         "log.retention.bytes": "-1",
@@ -173,15 +176,51 @@ def kafka_settings(cfg: FlowLensConfig, log_dir: str, cores: int | None = None) 
     }
 
 
+def kafka_node_settings(cfg: FlowLensConfig, node_id: int, log_dir: str, cores: int | None = None) -> dict[str, str]:
+    """server.properties of node ``node_id`` (1-based) of a local cluster: every node is broker and
+    controller (a static quorum of ``kafka.brokers`` voters). Node i listens on the i-th bootstrap
+    address; its controller port keeps the distance between ``kafka.controller_port`` and the first
+    broker's port (59092/59093, 59192/59193, ...)."""
+    servers = cfg.kafka.servers
+    offset = cfg.kafka.controller_port - servers[0][1]
+    voters = ",".join(f"{i}@{h}:{p + offset}" for i, (h, p) in enumerate(servers[: cfg.kafka.brokers], start=1))
+    host, port = servers[node_id - 1]
+    controller = f"{host}:{port + offset}"
+    conf = kafka_settings(cfg, log_dir, cores)
+    del conf["controller.quorum.bootstrap.servers"]  # the static quorum below replaces it
+    conf.update(
+        {
+            "node.id": str(node_id),
+            "controller.quorum.voters": voters,
+            "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{controller}",
+            "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        }
+    )
+    return conf
+
+
 def kafka_topics(cfg: FlowLensConfig) -> dict[str, tuple[int, dict[str, str]]]:
-    """The scaling model's §4.2 topics: name -> (partitions, topic configs). Replication is 1 on one node."""
+    """The scaling model's §4.2 topics plus the ingest watermarks: name -> (partitions, topic configs).
+
+    Replication is ``kafka.replication`` (set at creation); ``min.insync.replicas`` is a topic config,
+    so it is (re)applied like retention."""
     day_ms = 24 * 3600 * 1000
+    isr = {"min.insync.replicas": str(cfg.kafka.min_isr)}
     return {
-        cfg.kafka.raw_topic: (cfg.kafka.raw_partitions, {"retention.ms": str(7 * day_ms), "cleanup.policy": "delete"}),
-        cfg.kafka.enriched_topic: (6, {"retention.ms": str(day_ms), "cleanup.policy": "delete"}),
+        cfg.kafka.raw_topic: (
+            cfg.kafka.raw_partitions,
+            {"retention.ms": str(7 * day_ms), "cleanup.policy": "delete", **isr},
+        ),
+        cfg.kafka.enriched_topic: (6, {"retention.ms": str(day_ms), "cleanup.policy": "delete", **isr}),
         # Compacted *and* time-bounded: the latest change per key survives, nothing older than 30 days.
-        cfg.kafka.changes_topic: (3, {"retention.ms": str(30 * day_ms), "cleanup.policy": "compact,delete"}),
+        cfg.kafka.changes_topic: (3, {"retention.ms": str(30 * day_ms), "cleanup.policy": "compact,delete", **isr}),
+        # The daemons' heartbeats (ingest.land.kafka): the latest per instance; the window sensor reads it.
+        watermark_topic(cfg): (1, {"cleanup.policy": "compact", "segment.ms": str(3600 * 1000), **isr}),
     }
+
+
+def watermark_topic(cfg: FlowLensConfig) -> str:
+    return f"{cfg.kafka.raw_topic}.watermarks"
 
 
 def render(settings: dict[str, str], sep: str = " = ") -> str:

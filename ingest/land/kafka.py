@@ -199,7 +199,9 @@ class KafkaLanding:
     def _ensure_watermark_topic(self) -> None:
         admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 2})
         config = {"cleanup.policy": "compact", "segment.ms": "3600000"}
-        futures = admin.create_topics([NewTopic(self.watermark_topic, 1, 1, config=config)])
+        # Replication -1: the broker's default.replication.factor (3 on the stack's cluster; the stack
+        # itself creates this topic with kafka.replication_factor before any daemon runs).
+        futures = admin.create_topics([NewTopic(self.watermark_topic, 1, -1, config=config)])
         try:
             futures[self.watermark_topic].result(timeout=15)
         except KafkaException as exc:

@@ -45,6 +45,19 @@ def test_a_listening_service_passes_and_a_closed_one_is_named_with_the_start_com
     assert "PostgreSQL" not in message and message.endswith("start it with `flowlens stack up --mode full`")
 
 
+def test_a_kafka_cluster_answers_while_one_broker_is_down_and_a_dead_one_names_every_broker():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        up, down = listener.getsockname()[1], closed_port()
+        cfg = config(pg=up, kafka=down, redis=up)  # brokers: a closed port, then 127.0.0.1:1
+        servers = f"127.0.0.1:{down},127.0.0.1:{up}"
+        alive = cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update={"bootstrap_servers": servers})})
+        assert probe(alive, "kafka") is None
+        with pytest.raises(ServiceUnavailable, match=rf"Kafka at 127.0.0.1:{down},127.0.0.1:1 \("):
+            require(cfg, ["kafka"], "flowlens x")
+
+
 def test_minimal_mode_needs_postgres_only_and_says_the_minimal_command():
     cfg = config(pg=closed_port(), kafka=closed_port(), redis=closed_port(), mode="minimal")
     assert needed(cfg) == ["postgres"]
