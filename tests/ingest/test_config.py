@@ -110,6 +110,19 @@ def test_hysteresis_must_not_be_inverted(tmp_path: Path) -> None:
     assert "disable_at_flows_per_sec (2000) must not exceed enable_at_flows_per_sec (1000)" in message
 
 
+def test_kafka_replication_is_bounded_by_the_brokers_and_defaults_to_three_with_min_isr_two(tmp_path: Path) -> None:
+    message = _error(tmp_path, "flowlens:\n  kafka:\n    replication_factor: 3\n")
+    assert "kafka.replication_factor (3) is more than kafka.brokers (1)" in message
+    message = _error(tmp_path, "flowlens:\n  kafka:\n    brokers: 3\n    min_insync_replicas: 4\n")
+    assert "kafka.min_insync_replicas (4) is more than kafka.replication_factor (3)" in message
+    assert "is not host:port" in _error(tmp_path, "flowlens:\n  kafka:\n    bootstrap_servers: kafka1,kafka2:9092\n")
+    one, five = _load(tmp_path, "flowlens: {}\n").kafka, _load(tmp_path, "flowlens:\n  kafka:\n    brokers: 5\n").kafka
+    assert (one.replication, one.min_isr, five.replication, five.min_isr) == (1, 1, 3, 2)
+    servers = "kafka1:9092,[::1]:9093"
+    cluster = _load(tmp_path, f"flowlens:\n  kafka:\n    brokers: 2\n    bootstrap_servers: '{servers}'\n").kafka
+    assert (cluster.servers, cluster.replication, cluster.min_isr) == ([("kafka1", 9092), ("::1", 9093)], 2, 1)
+
+
 def test_backpressure_levels_must_be_ordered(tmp_path: Path) -> None:
     message = _error(tmp_path, "flowlens:\n  backpressure:\n    ingestion:\n      sample_at_queue_depth: 200000\n")
     assert "backpressure.ingestion" in message

@@ -7,6 +7,7 @@ import pytest
 from flowlens_dagster.stack.settings import (
     GB,
     MB,
+    kafka_node_settings,
     kafka_settings,
     kafka_topics,
     parse_size,
@@ -68,6 +69,18 @@ def test_kafka_single_node_settings() -> None:
     assert (conf["log.retention.hours"], conf["log.segment.bytes"]) == ("168", str(GB))
     assert (conf["num.io.threads"], conf["num.network.threads"]) == ("2", "2")
     assert kafka_settings(CFG, "/k", cores=16)["num.io.threads"] == "8"
+
+
+def test_kafka_cluster_nodes_form_one_static_quorum_with_three_replicas() -> None:
+    servers = "127.0.0.1:59092,127.0.0.1:59192,127.0.0.1:59292"
+    cfg = FlowLensConfig(kafka={"brokers": 3, "bootstrap_servers": servers})
+    second = kafka_node_settings(cfg, 2, "/k2", cores=2)
+    assert second["node.id"] == "2" and "controller.quorum.bootstrap.servers" not in second
+    assert second["controller.quorum.voters"] == "1@127.0.0.1:59093,2@127.0.0.1:59193,3@127.0.0.1:59293"
+    assert second["listeners"] == "PLAINTEXT://127.0.0.1:59192,CONTROLLER://127.0.0.1:59193"
+    assert (second["default.replication.factor"], second["min.insync.replicas"]) == ("3", "2")
+    assert (second["offsets.topic.replication.factor"], second["transaction.state.log.min.isr"]) == ("3", "2")
+    assert all(conf["min.insync.replicas"] == "2" for _, conf in kafka_topics(cfg).values())
 
 
 def test_seed_topics() -> None:
