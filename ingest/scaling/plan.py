@@ -316,12 +316,13 @@ def _kafka(inp: PlanInput, f: dict[str, float], needed: bool, workers: int, cfg:
     partitions = max(cfg.kafka.raw_partitions, 6 * _ceil(peak / 100_000), workers)  # §4.2, §6.2: 12 at 200k
     per_flow = f["kafka_bytes_per_flow"]
     burst_extra = max(0.0, inp.burst_peak_flows_per_sec - rate) * inp.burst_seconds
+    rf = max(KAFKA_RF, cfg.kafka.replication)  # the configured cluster's (3 from 3 brokers), at least the model's
     topics = {
-        cfg.kafka.raw_topic: (rate * RAW_RETENTION_DAYS * DAY + burst_extra) * per_flow * KAFKA_RF,
-        cfg.kafka.changes_topic: inp.pairs * 300 * KAFKA_RF,  # compacted: one record per dependency
+        cfg.kafka.raw_topic: (rate * RAW_RETENTION_DAYS * DAY + burst_extra) * per_flow * rf,
+        cfg.kafka.changes_topic: inp.pairs * 300 * rf,  # compacted: one record per dependency
     }
     if cfg.pipeline.produce_enriched:
-        topics[cfg.kafka.enriched_topic] = rate * ENRICHED_RETENTION_DAYS * DAY * MODEL_ENRICHED_BYTES * KAFKA_RF
+        topics[cfg.kafka.enriched_topic] = rate * ENRICHED_RETENTION_DAYS * DAY * MODEL_ENRICHED_BYTES * rf
     total = sum(topics.values())
     return {
         "needed": True,
@@ -331,7 +332,7 @@ def _kafka(inp: PlanInput, f: dict[str, float], needed: bool, workers: int, cfg:
             cfg.kafka.enriched_topic: partitions,
             cfg.kafka.changes_topic: 3,
         },
-        "replication_factor": KAFKA_RF,
+        "replication_factor": rf,
         "disk_gb_per_topic": {t: round(b / GB, 1) for t, b in topics.items()},
         "disk_gb_total": round(total / GB, 1),
         "disk_gb_per_broker": round(total / GB / brokers, 1),

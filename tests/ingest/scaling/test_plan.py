@@ -37,6 +37,14 @@ def test_fifty_thousand_steady_sizes_kafka_disk_from_the_record_size():
     assert plan.burst == {"given": False}
 
 
+def test_a_configured_three_broker_cluster_sizes_kafka_disk_for_its_three_replicas():
+    model = make_plan(PlanInput(50_000), CFG, {}).kafka
+    cluster_cfg = load_config(environ={"FLOWLENS_KAFKA__BROKERS": "3"})
+    cluster = make_plan(PlanInput(50_000), cluster_cfg, {}).kafka
+    assert (model["replication_factor"], cluster["replication_factor"]) == (2, 3)
+    assert cluster["disk_gb_total"] == pytest.approx(model["disk_gb_total"] * 1.5, abs=0.2)
+
+
 @pytest.mark.parametrize(
     ("inp", "mode", "kafka", "redis"),
     [
