@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from flowlens_dagster.stack import kafka_cluster, postgres, process, redis
+from flowlens_dagster.stack import kafka, kafka_cluster, postgres, process, redis
 from flowlens_dagster.stack.monitoring import ALERTMANAGER_SERVICE, EXPORTER_SERVICE, PROMETHEUS_SERVICE
 from ingest.config import ConfigError, FlowLensConfig, load_config
+from ingest.services import require
 
 MODES = ("minimal", "standard", "full", "auto")
 # Each has up/down/health/running_pid(cfg): a module (postgres, redis, kafka) or a monitoring Service.
@@ -124,6 +125,11 @@ def _parser() -> argparse.ArgumentParser:
     st_p.add_argument("--mode", choices=MODES, help="default: the mode of the last `up`, else the config's")
     st_p.add_argument("--json", action="store_true", help="print one JSON object")
     sub.add_parser("down", help="stop the services this stack started")
+    sub.add_parser(
+        "topics",
+        help="create or update the Kafka topics on kafka.bootstrap_servers (also an external cluster): "
+        "partitions, retention, kafka.replication_factor, min.insync.replicas",
+    )
     return parser
 
 
@@ -138,6 +144,7 @@ def main(argv: list[str]) -> int:
         "up": lambda: _up(cfg, args.mode),
         "status": lambda: _status(cfg, args.mode, args.json),
         "down": lambda: _down(cfg),
+        "topics": lambda: _topics(cfg),
     }
     try:
         return actions[args.action]()
@@ -162,4 +169,15 @@ def _status(cfg: FlowLensConfig, mode: str | None, as_json: bool) -> int:
 def _down(cfg: FlowLensConfig) -> int:
     stopped = down(cfg)
     print("stopped: " + (", ".join(stopped) if stopped else "nothing of ours was running"))
+    return 0
+
+
+def _topics(cfg: FlowLensConfig) -> int:
+    require(cfg, ["kafka"], "flowlens stack topics")
+    created = kafka_cluster.topics(cfg)
+    print("created: " + (", ".join(created) if created else "none (all existed; settings reapplied)"))
+    for name, info in kafka.describe_topics(cfg).items():
+        print(f"{name:<24} partitions {info['partitions']:<3} replicas {info['replicas']} "
+              f"min.insync.replicas {info['min.insync.replicas']} retention.ms {info['retention.ms']:<11} "
+              f"{info['cleanup.policy']}")  # fmt: skip
     return 0

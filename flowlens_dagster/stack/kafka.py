@@ -253,7 +253,7 @@ def ensure_topics(cfg: FlowLensConfig, timeout: float = 30.0) -> list[str]:
 
 
 def describe_topics(cfg: FlowLensConfig) -> dict[str, dict[str, str | int]]:
-    """Partition count, retention and cleanup policy of each seed topic that exists."""
+    """Partition count, replicas, retention, cleanup policy and min.insync.replicas of each topic that exists."""
     client = admin(cfg)
     metadata = client.list_topics(timeout=5).topics
     names = [name for name in kafka_topics(cfg) if name in metadata]
@@ -263,10 +263,13 @@ def describe_topics(cfg: FlowLensConfig) -> dict[str, dict[str, str | int]]:
     out: dict[str, dict[str, str | int]] = {}
     for resource, future in futures.items():
         entries = future.result()
+        partitions = metadata[resource.name].partitions
         out[resource.name] = {
-            "partitions": len(metadata[resource.name].partitions),
+            "partitions": len(partitions),
+            "replicas": min(len(p.replicas) for p in partitions.values()),
             "retention.ms": entries["retention.ms"].value,
             "cleanup.policy": entries["cleanup.policy"].value,
+            "min.insync.replicas": entries["min.insync.replicas"].value,
         }
     return out
 

@@ -186,15 +186,20 @@ class Cluster:
 
     # --- topics and health --------------------------------------------------------------------
     def ensure_topics(self) -> list[str]:
-        created = kafka.ensure_topics(self.cfg)
-        _open_offsets_topic(self.cfg)
-        return created
+        return topics(self.cfg)
 
     def up(self) -> None:
         kafka.install(self.cfg)
         self.configure()
         self.start()
         self.ensure_topics()
+
+
+def topics(cfg: FlowLensConfig) -> list[str]:
+    """Create or update FlowLens's topics on ``kafka.bootstrap_servers`` (local or not); returns those created."""
+    created = kafka.ensure_topics(cfg)
+    _open_offsets_topic(cfg)
+    return created
 
 
 def _open_offsets_topic(cfg: FlowLensConfig, timeout: float = 60.0) -> None:

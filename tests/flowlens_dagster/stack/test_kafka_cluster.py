@@ -1,10 +1,11 @@
 """A 3-broker KRaft cluster from the stack's own code: one broker killed mid-window, the window lands whole.
 
 The cluster runs on free ports with its state in the test's temporary directory (jars from the
-project's state dir, installed by the stack). The real ingest daemon lands the generator's traffic
-(exporter timestamps, 20 simulated seconds per real second, so a window passes in 15 s) into
-``flows.raw`` with 3 replicas and min.insync.replicas 2; node 1, the first bootstrap address and
-the leader of some partitions, is killed with SIGKILL while the first window is being landed.
+project's state dir, installed by the stack); ``flowlens stack topics`` creates the topics on it.
+The real ingest daemon lands the generator's traffic (exporter timestamps, 20 simulated seconds
+per real second, so a window passes in 15 s) into ``flows.raw`` with 3 replicas and
+min.insync.replicas 2; node 1, the first bootstrap address and the leader of some partitions, is
+killed with SIGKILL while the first window is being landed.
 Then, with the broker still down, the sensor and the window job run as in production, and
 flow_stats must equal the generator's truth: nothing lost, nothing counted twice. The broker is
 restarted last and must be back in every partition's ISR.
@@ -12,6 +13,7 @@ restarted last and must be back in every partition's ISR.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -59,7 +61,6 @@ def cluster(flowlens_config: FlowLensConfig, tmp_path: Path) -> Iterator[tuple[C
     try:
         nodes.configure()
         nodes.start()
-        nodes.ensure_topics()
         yield nodes, cfg
     finally:
         nodes.stop(timeout=10)
@@ -81,6 +82,12 @@ def wait_for(check, what: str, timeout: float) -> None:
 
 def test_a_broker_killed_mid_window_loses_nothing_and_rejoins(cluster, clean_pg, tmp_path, monkeypatch):
     nodes, cfg = cluster
+    env = {**os.environ, "FLOWLENS_KAFKA__BOOTSTRAP_SERVERS": cfg.kafka.bootstrap_servers,
+           "FLOWLENS_KAFKA__BROKERS": str(BROKERS)}  # fmt: skip
+    made = subprocess.run([FLOWLENS, "stack", "topics"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0 and f"created: {cfg.kafka.raw_topic}, " in made.stdout, made.stdout + made.stderr
+    described = kafka.describe_topics(cfg)
+    assert len(described) == 4 and {(t["replicas"], t["min.insync.replicas"]) for t in described.values()} == {(3, "2")}
     before = raw_partitions(cfg)
     assert all(replicas == [1, 2, 3] == isr for _, replicas, isr in before.values()), before
     assert any(leader == 1 for leader, _, _ in before.values())  # the kill moves leaders

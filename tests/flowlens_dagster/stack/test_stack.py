@@ -123,10 +123,13 @@ def test_redis_runs_with_the_seed_settings(redis_url: str) -> None:
 
 def test_seed_topics_exist_with_partitions_and_retention(flowlens_config: FlowLensConfig) -> None:
     topics = kafka.describe_topics(flowlens_config)
+    one = {"replicas": 1, "min.insync.replicas": "1"}  # one node: one replica
     assert topics == {
-        "flows.raw": {"partitions": 6, "retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete"},
-        "flows.enriched": {"partitions": 6, "retention.ms": str(DAY_MS), "cleanup.policy": "delete"},
-        "changes.detected": {"partitions": 3, "retention.ms": str(30 * DAY_MS), "cleanup.policy": "compact,delete"},
+        "flows.raw": {"partitions": 6, "retention.ms": str(7 * DAY_MS), "cleanup.policy": "delete", **one},
+        "flows.enriched": {"partitions": 6, "retention.ms": str(DAY_MS), "cleanup.policy": "delete", **one},
+        "changes.detected": {"partitions": 3, "retention.ms": str(30 * DAY_MS), "cleanup.policy": "compact,delete"}
+        | one,
+        "flows.raw.watermarks": {"partitions": 1, "retention.ms": str(7 * DAY_MS), "cleanup.policy": "compact", **one},
     }
 
 
