@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("ingest.scaling.plan:main", "capacity plan for a flow rate, a burst and an API load (scaling model)"),
     "bench": (
         "flowlens_dagster.bench:main",
-        "benchmarks: decode, ingest, enrich, pipeline, burst, monitoring, api, console",
+        "benchmarks: decode, ingest, enrich, pipeline, burst, monitoring, api, console, cluster",
     ),
 }
 

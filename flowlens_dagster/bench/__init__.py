@@ -20,6 +20,7 @@ BENCHES: dict[str, str] = {
     "monitoring": "flowlens_dagster.bench.monitoring:main",
     "api": "flowlens_dagster.bench.api:main",
     "console": "flowlens_dagster.bench.console:main",
+    "cluster": "flowlens_dagster.bench.cluster:main",
 }
 
 

@@ -13,10 +13,12 @@ Topics get ``kafka.replication_factor`` replicas and ``min.insync.replicas`` (RE
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +74,7 @@ class Node:
 class Cluster:
     """The nodes of ``cfg``'s cluster with their state under ``state_dir`` (default: the config's)."""
 
-    def __init__(self, cfg: FlowLensConfig, state_dir: Path | None = None) -> None:
+    def __init__(self, cfg: FlowLensConfig, state_dir: Path | None = None, heap_mb: int | None = None) -> None:
         servers = cfg.kafka.servers
         if len(servers) < cfg.kafka.brokers:
             first_host, first_port = servers[0]
@@ -89,13 +91,11 @@ class Cluster:
             Node(i, host, port, self.state_dir) for i, (host, port) in enumerate(servers[: cfg.kafka.brokers], start=1)
         ]
         self._controller_offset = cfg.kafka.controller_port - servers[0][1]
+        # The single node's heap share, divided between the nodes (each at least 512 MB).
+        self.heap_mb = heap_mb or max(512, kafka_heap_mb() // len(self.nodes))
 
     def node(self, node_id: int) -> Node:
         return self.nodes[node_id - 1]
-
-    def heap_mb(self) -> int:
-        # The single node's heap share, divided between the nodes (each at least 512 MB).
-        return max(512, kafka_heap_mb() // len(self.nodes))
 
     # --- set-up -------------------------------------------------------------------------------
     def configure(self) -> None:
@@ -145,7 +145,7 @@ class Cluster:
         process.check_port_free(node.host, controller_port, f"{node.name} controller", "kafka.controller_port")
         process.log(f"starting {node.name}, controller {controller_port}")
         argv = kafka.java_argv(self.cfg, "kafka.Kafka", str(node.properties), log4j=self.root / "log4j2.properties",
-                               heap_mb=self.heap_mb())  # fmt: skip
+                               heap_mb=self.heap_mb)  # fmt: skip
         return process.spawn(argv, node.log, node.pidfile)
 
     def _all_alive(self) -> bool:
@@ -168,8 +168,7 @@ class Cluster:
         if pid is None:
             raise process.StackError(f"{node.name} is not running")
         os.kill(pid, signal.SIGKILL)
-        while node.running_pid() is not None:  # reaps it: the pid no longer shows as ours
-            time.sleep(0.05)
+        _wait_gone(node)
 
     def restart(self, node_id: int, timeout: float = 120.0) -> None:
         """Start a stopped node and wait until it has registered again."""
@@ -193,6 +192,30 @@ class Cluster:
         self.configure()
         self.start()
         self.ensure_topics()
+
+
+def on_free_ports(cfg: FlowLensConfig, brokers: int) -> FlowLensConfig:
+    """``cfg`` with a local cluster of ``brokers`` nodes on free ports (node i: client port base+2i,
+    controller base+2i+1) and the replication that size calls for: for tests and benches."""
+    base = process.free_port_run(2 * brokers)
+    servers = ",".join(f"127.0.0.1:{base + 2 * i}" for i in range(brokers))
+    conn = cfg.kafka.model_copy(update={"brokers": brokers, "bootstrap_servers": servers, "controller_port": base + 1,
+                                        "replication_factor": 0, "min_insync_replicas": 0})  # fmt: skip
+    return cfg.model_copy(update={"kafka": conn})
+
+
+@contextlib.contextmanager
+def temporary(cfg: FlowLensConfig, brokers: int, state_dir: Path, heap_mb: int | None = None) -> Iterator[Cluster]:
+    """A cluster of ``brokers`` nodes on free ports with its state under ``state_dir``, running (no
+    topics yet); every node is stopped on the way out, whatever happened. ``Cluster.cfg`` reaches it."""
+    kafka.install(cfg)
+    nodes = Cluster(on_free_ports(cfg, brokers), state_dir=state_dir, heap_mb=heap_mb)
+    try:
+        nodes.configure()
+        nodes.start()
+        yield nodes
+    finally:
+        nodes.stop(timeout=20)
 
 
 def topics(cfg: FlowLensConfig) -> list[str]:
@@ -223,17 +246,34 @@ def _open_offsets_topic(cfg: FlowLensConfig, timeout: float = 60.0) -> None:
 
 
 def stop_nodes(state_dir: Path, timeout: float = 30.0) -> list[int]:
-    """Stop every cluster node whose pidfile is under ``state_dir`` (whatever kafka.brokers says now)."""
+    """Stop every cluster node whose pidfile is under ``state_dir`` (whatever kafka.brokers says now):
+    SIGTERM to all at once, SIGKILL to those still running after ``timeout``."""
     nodes = _recorded_nodes(state_dir)
     running = [(node, pid) for node in nodes if (pid := node.running_pid()) is not None]
-    for node, pid in running:
-        process.log(f"stopping {NAME} node {node.node_id} (pid {pid})")
+    if running:
+        process.log(f"stopping {NAME} nodes " + ", ".join(f"{n.node_id} (pid {pid})" for n, pid in running))
+    for _, pid in running:
         os.kill(pid, signal.SIGTERM)
-    for node, _ in running:
-        process.stop(node.pidfile, node.marker, f"{NAME} node {node.node_id}", timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while any(node.running_pid() is not None for node, _ in running) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for node, pid in running:
+        if node.running_pid() is not None:
+            process.log(f"{NAME} node {node.node_id} (pid {pid}) did not stop within {timeout:.0f}s; sending SIGKILL")
+            os.kill(pid, signal.SIGKILL)
+            _wait_gone(node)
     for node in nodes:
         node.pidfile.unlink(missing_ok=True)
     return [node.node_id for node, _ in running]
+
+
+def _wait_gone(node: Node, timeout: float = 10.0) -> None:
+    """Wait until a killed node's process is gone (and reaped, when it is our child)."""
+    deadline = time.monotonic() + timeout
+    while node.running_pid() is not None:
+        if time.monotonic() > deadline:
+            raise process.StackError(f"{NAME} node {node.node_id}: still running {timeout:.0f}s after SIGKILL")
+        time.sleep(0.05)
 
 
 def _recorded_nodes(state_dir: Path) -> list[Node]:

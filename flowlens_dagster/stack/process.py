@@ -79,6 +79,17 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def free_port_run(count: int, host: str = "127.0.0.1") -> int:
+    """The first of ``count`` consecutive TCP ports nothing listens on (a cluster's listeners)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        start = sock.getsockname()[1]
+    for base in range(start, min(start + 2000, 65536 - count)):
+        if not any(port_open(host, base + i, 0.05) for i in range(count)):
+            return base
+    raise StackError(f"no {count} consecutive free TCP ports from {start}")
+
+
 def check_port_free(host: str, port: int, service: str, config_key: str) -> None:
     """Fail early, naming the setting to change, when another program already listens on the port."""
     if port_open(host, port):

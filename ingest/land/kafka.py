@@ -343,6 +343,9 @@ class KafkaLanding:
                 "fetch.max.bytes": 52_428_800,
                 "max.partition.fetch.bytes": 8_388_608,
                 "fetch.wait.max.ms": 10,  # reads stop at known offsets: never wait for new data
+                # A broker of a cluster that is down would be logged by every read; a read that
+                # cannot proceed raises with the reason instead.
+                "log_level": 2,
             }
         )
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from flowlens_dagster.stack import kafka, kafka_cluster, process
+from flowlens_dagster.stack import kafka, kafka_cluster
 from flowlens_dagster.stack.kafka_cluster import Cluster
 from ingest.config import FlowLensConfig
 from tests.assets import scenario
@@ -38,32 +37,11 @@ SPEED, SECONDS, RATE = 20, 16, 2000  # 320 simulated seconds: a whole window and
 KILL_AFTER = 7.0  # real seconds: 140 simulated seconds into the first window
 
 
-def free_port_run(count: int) -> int:
-    """The first of ``count`` consecutive TCP ports that nothing listens on (brokers and controllers)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        start = sock.getsockname()[1]
-    for base in range(start, start + 2000):
-        if base + count < 65536 and not any(process.port_open("127.0.0.1", base + i, 0.05) for i in range(count)):
-            return base
-    raise RuntimeError("no run of free ports")
-
-
 @pytest.fixture
 def cluster(flowlens_config: FlowLensConfig, tmp_path: Path) -> Iterator[tuple[Cluster, FlowLensConfig]]:
-    base = free_port_run(2 * BROKERS)  # node i: client base+2i, controller base+2i+1
-    servers = ",".join(f"127.0.0.1:{base + 2 * i}" for i in range(BROKERS))
-    cfg = pipeline_config(flowlens_config)
-    conn = cfg.kafka.model_copy(update={"brokers": BROKERS, "bootstrap_servers": servers, "controller_port": base + 1})
-    cfg = cfg.model_copy(update={"mode": "standard", "kafka": conn})
-    kafka.install(cfg)
-    nodes = Cluster(cfg, state_dir=tmp_path / "cluster")
-    try:
-        nodes.configure()
-        nodes.start()
-        yield nodes, cfg
-    finally:
-        nodes.stop(timeout=10)
+    cfg = pipeline_config(flowlens_config).model_copy(update={"mode": "standard"})
+    with kafka_cluster.temporary(cfg, BROKERS, tmp_path / "cluster") as nodes:
+        yield nodes, nodes.cfg
 
 
 def raw_partitions(cfg: FlowLensConfig) -> dict[int, tuple[int, list[int], list[int]]]:
