@@ -30,6 +30,7 @@ from ingest.config import FlowLensConfig
 
 NAME = "kafka"
 CLUSTER_DIR = "kafka-cluster"
+BIND_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ class Cluster:
         self._controller_offset = cfg.kafka.controller_port - servers[0][1]
         # The single node's heap share, divided between the nodes (each at least 512 MB).
         self.heap_mb = heap_mb or max(512, kafka_heap_mb() // len(self.nodes))
+        self._log_start: dict[int, int] = {}
+        self._bind_retries: dict[int, int] = {}
 
     def node(self, node_id: int) -> Node:
         return self.nodes[node_id - 1]
@@ -133,10 +136,16 @@ class Cluster:
     def start(self, timeout: float = 180.0) -> list[int]:
         """Start every node not running, then wait until all have registered. Returns the ids started."""
         started = [node.node_id for node in self.nodes if node.running_pid() is None]
+        low, high = process.ephemeral_ports()
+        if started and (risky := [n.port for n in self.nodes if low <= n.port <= high]):
+            process.log(
+                f"kafka.bootstrap_servers ports {risky} are in the kernel's range for outgoing connections "
+                f"({low}-{high}): one may be taken while its node starts; ports below {low} avoid it"
+            )
         for node_id in started:
             self._spawn(self.node(node_id))
         process.wait_until(self.all_registered, f"{NAME} cluster ({len(self.nodes)} brokers)", timeout,
-                           alive=self._all_alive, log_path=self.nodes[0].log)  # fmt: skip
+                           alive=lambda: self._alive(started))  # fmt: skip
         return started
 
     def _spawn(self, node: Node) -> int:
@@ -146,10 +155,29 @@ class Cluster:
         process.log(f"starting {node.name}, controller {controller_port}")
         argv = kafka.java_argv(self.cfg, "kafka.Kafka", str(node.properties), log4j=self.root / "log4j2.properties",
                                heap_mb=self.heap_mb)  # fmt: skip
+        self._log_start[node.node_id] = node.log.stat().st_size if node.log.exists() else 0
         return process.spawn(argv, node.log, node.pidfile)
 
-    def _all_alive(self) -> bool:
-        return all(node.running_pid() is not None for node in self.nodes)
+    def _alive(self, node_ids: list[int]) -> bool:
+        """True while the starting nodes run. A node that lost its port to a passing connection is
+        started again (at most BIND_RETRIES times); any other exit raises with its log.
+
+        Ports in the kernel's ephemeral range (``net.ipv4.ip_local_port_range``, 32768-60999 by
+        default, where the stack's ports are) can be taken for a moment by an outgoing connection:
+        the other nodes and the readiness check connect again and again to a node that is not
+        listening yet, and Linux may then connect a socket to itself on that very port."""
+        for node in (self.node(i) for i in node_ids):
+            if node.running_pid() is not None:
+                continue
+            text = node.log.read_text(errors="replace")[self._log_start.get(node.node_id, 0) :]
+            if "Address already in use" in text and self._bind_retries.get(node.node_id, 0) < BIND_RETRIES:
+                self._bind_retries[node.node_id] = self._bind_retries.get(node.node_id, 0) + 1
+                process.log(f"{node.name}: a port was taken by a passing connection; starting it again")
+                time.sleep(1.0)
+                self._spawn(node)
+                continue
+            raise process.StackError(f"{node.name} exited during start-up. {process.tail_hint(node.log)}")
+        return True
 
     def registered(self) -> set[int]:
         """Ids of the brokers the cluster's metadata lists (alive and registered with the controller)."""
@@ -176,7 +204,7 @@ class Cluster:
         if node.running_pid() is None:
             self._spawn(node)
         process.wait_until(lambda: node_id in self.registered(), node.name, timeout,
-                           alive=lambda: node.running_pid() is not None, log_path=node.log)  # fmt: skip
+                           alive=lambda: self._alive([node_id]))  # fmt: skip
 
     def stop(self, timeout: float = 30.0) -> list[int]:
         """SIGTERM every node at once (one by one, the last ones would wait for a quorum already gone),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -80,14 +81,29 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 def free_port_run(count: int, host: str = "127.0.0.1") -> int:
-    """The first of ``count`` consecutive TCP ports nothing listens on (a cluster's listeners)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        start = sock.getsockname()[1]
-    for base in range(start, min(start + 2000, 65536 - count)):
+    """The first of ``count`` consecutive TCP ports nothing listens on (a cluster's listeners), below
+    the kernel's ephemeral range, so no outgoing connection can hold one of them for a moment."""
+    low, high = ephemeral_ports()
+    scan = count + 2000
+    if low - 1024 > 2 * scan:
+        start = random.randrange(max(1024, low - 12_000), low - scan)
+    elif 65535 - high > 2 * scan:
+        start = random.randrange(high + 1, 65535 - scan)
+    else:  # the whole range is ephemeral: nothing better than any free run
+        start = random.randrange(1024, 65535 - scan)
+    for base in range(start, start + 2000):
         if not any(port_open(host, base + i, 0.05) for i in range(count)):
             return base
     raise StackError(f"no {count} consecutive free TCP ports from {start}")
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range of ports for outgoing connections (Linux default 32768-60999)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def check_port_free(host: str, port: int, service: str, config_key: str) -> None:
