@@ -172,15 +172,15 @@ def running_pid(cfg: FlowLensConfig) -> int | None:
     return process.running_pid(paths.pidfile, paths.marker)
 
 
-_QUIET = logging.getLogger("flowlens.stack.kafka.client")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
+QUIET = logging.getLogger("flowlens.stack.kafka.client")
+QUIET.addHandler(logging.NullHandler())
+QUIET.propagate = False
 
 
 def admin(cfg: FlowLensConfig) -> AdminClient:
     # librdkafka prints every refused connection to stderr while the broker starts; route its log
     # to a silent logger (health answers come back as return values, not log lines).
-    return AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers, "socket.timeout.ms": 3000, "logger": _QUIET})
+    return AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers, "socket.timeout.ms": 3000, "logger": QUIET})
 
 
 def _broker_ready(cfg: FlowLensConfig) -> bool:

@@ -258,7 +258,7 @@ def _open_offsets_topic(cfg: FlowLensConfig, timeout: float = 60.0) -> None:
     on the first group request, with offsets.topic.replication.factor replicas, and refuses to when
     fewer brokers than that are alive (the pipeline's offset commits would then fail while one is down)."""
     consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": "flowlens-pipeline",
-                         "enable.auto.commit": False, "logger": kafka._QUIET})  # fmt: skip
+                         "enable.auto.commit": False, "logger": kafka.QUIET})  # fmt: skip
     deadline = time.monotonic() + timeout
     try:
         while True:
