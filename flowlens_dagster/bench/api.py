@@ -29,6 +29,7 @@ import numpy as np
 import psycopg
 
 from flowlens_dagster.api.auth import add_user
+from flowlens_dagster.bench import api_traffic
 from flowlens_dagster.bench.report import report
 from ingest.config import FlowLensConfig, load_config
 from ingest.services import require
@@ -170,6 +171,9 @@ def prepare(base: FlowLensConfig, args: argparse.Namespace, command: str) -> Flo
     if args.rebuild or counts(cfg) != (args.assets, args.dependencies):
         print(f"building {args.assets:,} assets and {args.dependencies:,} dependencies (COPY)", file=sys.stderr)
         build(cfg, args)
+    if args.rebuild or not api_traffic.has_traffic(cfg):
+        print("writing the dependencies' traffic (flow_stats, hourly and daily rollups)", file=sys.stderr)
+        api_traffic.fill(cfg)
     with psycopg.connect(cfg.postgres.dsn()) as conn:
         conn.execute("DELETE FROM flowlens.api_users WHERE username = %s", (BENCH_USER,))
     add_user(cfg.postgres.dsn(), BENCH_USER, BENCH_PASSWORD, "viewer")
