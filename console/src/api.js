@@ -111,16 +111,17 @@ async function allPages(path, params, pick) {
   return { first, rows, truncated: true };
 }
 
-// Groups as nodes {key, label, assets}; edges {source, target, weight} weighted by bytes when the
-// API gives them, else by the number of dependencies between the two groups.
+// Groups as nodes {key, label, assets}; edges {source, target, weight, bytes, dependencies} weighted by
+// the bytes between the two groups in the time range (the API sums them with bytes=true).
 export async function topologyGrouped(group, filters) {
   const params = { ...filterParams(filters), group };
   const filtered = Object.keys(params).length > 1;
+  params.bytes = "true";
   const pages = filtered ? await allPages("/topology", { ...params, limit: MAX_PAGE }, (d) => d.edges)
     : { first: await call("GET", "/topology", { params }), truncated: false };
   const data = pages.first;
   const edges = (filtered ? pages.rows : data.edges).map((e) => ({
-    source: e.source, target: e.target, weight: e.bytes ?? e.dependencies ?? 1, dependencies: e.dependencies,
+    source: e.source, target: e.target, weight: e.bytes ?? e.dependencies ?? 1, bytes: e.bytes, dependencies: e.dependencies,
   }));
   const groups = data.nodes.map((n) => ({ key: n.id, label: n.id, assets: n.assets }));
   return { groups, edges, assets: groups.reduce((sum, g) => sum + g.assets, 0), truncated: pages.truncated };
@@ -156,7 +157,7 @@ export async function groupMembers(group, key, filters, limit = MAX_PAGE) {
 export async function groupEdges(group, key, filters, limit = MAX_PAGE) {
   checkExpandable(group, key);
   const links = await call("GET", "/topology", { params: edgeQuery(group, key, filters, limit) });
-  const edges = links.edges.map((e) => ({ source: e.client, target: e.server, weight: e.bytes ?? 1 }));
+  const edges = links.edges.map((e) => ({ source: e.client, target: e.server, weight: e.bytes ?? 1, bytes: e.bytes }));
   return { edges, others: links.nodes, truncated: Boolean(links.next_cursor) };
 }
 

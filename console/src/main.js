@@ -1,7 +1,7 @@
 // The console's controller: login, then the map, search, asset page, impact view and live feed.
 import * as api from "./api.js";
 import { ChangeFeed, MAX_SHOWN } from "./feed.js";
-import { time } from "./format.js";
+import { bytes, time } from "./format.js";
 import { el, fillList, handleKey } from "./listbox.js";
 import { groupOf, prefixLengths } from "./groups.js";
 import { addressId, FlowMap } from "./map.js";
@@ -97,6 +97,7 @@ async function loadGroups() {
     state.grouping = state.filters.group;
     state.lengths = prefixLengths(topo.groups.map((g) => g.key));
     state.map.showGroups(topo.groups, topo.edges);
+    showLegend(topo.edges);
     fillList($("groups"), topo.groups, (g) => [el("span", {}, g.label), el("span", { class: "meta" }, `${g.assets} assets`)],
       (g) => toggleGroup(g.key));
     const drawn = await state.map.rendered();
@@ -107,6 +108,12 @@ async function loadGroups() {
     setStatus("");
     message($("panel"), `The map could not be loaded: ${err.message}`, true);
   }
+}
+
+function showLegend(edges) {
+  const range = $("f-range").selectedOptions[0]?.textContent ?? "all time";
+  const heaviest = Math.max(0, ...edges.map((e) => e.bytes ?? 0));
+  $("map-legend").textContent = `Link width: bytes, ${range} (heaviest ${bytes(heaviest)}). Point at a link for its figures.`;
 }
 
 async function toggleGroup(key) {

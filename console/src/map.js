@@ -3,6 +3,7 @@
 // simulated: a force layout over thousands of nodes would cost seconds on every load.
 import Graph from "graphology";
 import Sigma from "sigma";
+import { bytes } from "./format.js";
 
 const GOLDEN_ANGLE = Math.PI * (3 - Math.sqrt(5));
 const GROUP_COLOR = "#1f6feb";
@@ -22,8 +23,9 @@ function spiral(index, spacing) {
 }
 
 const GROUP_SPACING = 10;
-// Edge widths on a log scale of their weight (bytes, or dependencies), relative to the heaviest.
-const edgeSize = (weight, heaviest) => 0.4 + (4 * Math.log1p(weight || 0)) / Math.log1p(Math.max(heaviest, 1));
+// Edge widths grow with the square root of their weight (bytes, else dependencies) relative to the
+// heaviest edge: a log scale would draw 1 GB and 10 GB nearly alike.
+const edgeSize = (weight, heaviest) => 0.5 + 5 * Math.sqrt(Math.max(weight || 0, 0) / Math.max(heaviest, 1));
 // Node sizes are screen pixels at every zoom (see zoomToSizeRatioFunction), so zooming in spreads
 // nodes apart; the biggest group's radius shrinks as groups get denser on the screen.
 const groupSize = (assets, maxSize) => Math.min(maxSize, 5 + 1.5 * Math.log2(1 + (assets || 0)));
@@ -44,7 +46,15 @@ export class FlowMap {
       zIndex: true,
       nodeReducer: (node, data) => this.reduceNode(node, data),
       edgeReducer: (edge, data) => this.reduceEdge(edge, data),
+      enableEdgeEvents: true, // the tooltip of a link
     });
+    this.tip = document.createElement("div");
+    this.tip.className = "edge-tip";
+    this.tip.setAttribute("role", "tooltip");
+    this.tip.hidden = true;
+    container.after(this.tip);
+    this.renderer.on("enterEdge", ({ edge, event }) => this.showTip(edge, event));
+    this.renderer.on("leaveEdge", () => { this.tip.hidden = true; });
     this.renderer.on("clickNode", ({ node }) => {
       const attrs = this.graph.getNodeAttributes(node);
       if (attrs.kind === "group") onGroup(attrs.key);
@@ -74,7 +84,7 @@ export class FlowMap {
       });
     });
     this.heaviest = Math.max(1, ...edges.map((e) => e.weight || 0));
-    for (const e of edges) this.addEdge(groupId(e.source), groupId(e.target), e.weight);
+    for (const e of edges) this.addEdge(groupId(e.source), groupId(e.target), e);
     this.renderer.getCamera().setState({ x: 0.5, y: 0.5, ratio: 1, angle: 0 });
   }
 
@@ -104,10 +114,10 @@ export class FlowMap {
     return ids;
   }
 
-  // edges: {source, target, weight, source_group, target_group} between addresses.
+  // edges: {source, target, weight, bytes?, source_group, target_group} between addresses.
   addEdges(edges) {
     for (const e of edges) {
-      this.addEdge(this.endpoint(e.source, e.source_group), this.endpoint(e.target, e.target_group), e.weight);
+      this.addEdge(this.endpoint(e.source, e.source_group), this.endpoint(e.target, e.target_group), e);
     }
   }
 
@@ -122,14 +132,36 @@ export class FlowMap {
     return group !== undefined && group !== null ? groupId(group) : null;
   }
 
-  addEdge(source, target, weight) {
+  // link: {weight, bytes?, dependencies?}; links between the same two nodes add up.
+  addEdge(source, target, { weight = 0, bytes: traffic, dependencies = 1 } = {}) {
     if (!source || !target || !this.graph.hasNode(source) || !this.graph.hasNode(target)) return;
+    const known = traffic !== undefined && traffic !== null;
     if (this.graph.hasEdge(source, target)) {
-      const total = this.graph.getEdgeAttribute(source, target, "weight") + (weight || 0);
-      this.graph.mergeEdgeAttributes(source, target, { weight: total, size: edgeSize(total, this.heaviest) });
+      const a = this.graph.getEdgeAttributes(source, target);
+      const total = a.weight + weight;
+      this.graph.mergeEdgeAttributes(source, target, {
+        weight: total, size: edgeSize(total, this.heaviest), dependencies: a.dependencies + dependencies,
+        bytes: a.bytes === null || !known ? null : a.bytes + traffic,
+      });
       return;
     }
-    this.graph.addEdge(source, target, { weight: weight || 0, size: edgeSize(weight, this.heaviest), color: "rgba(70, 90, 110, 0.5)" });
+    this.graph.addEdge(source, target, { weight, size: edgeSize(weight, this.heaviest), color: "rgba(70, 90, 110, 0.5)",
+      bytes: known ? traffic : null, dependencies });
+  }
+
+  // "10.1.2.0/24 → 10.1.3.0/24: 1.2 GB, 14 dependencies" (bytes when the API gave them).
+  describeEdge(edge) {
+    const a = this.graph.getEdgeAttributes(edge);
+    const [s, t] = this.graph.extremities(edge).map((n) => this.graph.getNodeAttribute(n, "key"));
+    const deps = `${a.dependencies} ${a.dependencies === 1 ? "dependency" : "dependencies"}`;
+    return `${s} → ${t}: ${a.bytes === null ? "" : `${bytes(a.bytes)}, `}${deps}`;
+  }
+
+  showTip(edge, event) {
+    this.tip.textContent = this.describeEdge(edge);
+    this.tip.style.left = `${event.x + 12}px`;
+    this.tip.style.top = `${event.y + 12}px`;
+    this.tip.hidden = false;
   }
 
   // impacted: [{addr, group}] from the impact view; an address not expanded lights its group.

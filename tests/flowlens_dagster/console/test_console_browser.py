@@ -102,6 +102,41 @@ def test_filters_narrow_the_map_and_a_bad_port_is_refused(page, console):
     assert map_stats(page)["groups"] == 2  # the map shown stays
 
 
+def human_bytes(n: int) -> str:
+    """Bytes as the console prints them: powers of 1,000, one decimal below 10 (README "Web console")."""
+    units, value, unit = ["B", "kB", "MB", "GB", "TB", "PB"], float(n), 0
+    while value >= 1000 and unit < len(units) - 1:
+        value, unit = value / 1000, unit + 1
+    return f"{value:.1f} {units[unit]}" if value < 10 and unit else f"{value:.0f} {units[unit]}"
+
+
+def test_links_between_groups_are_as_wide_as_their_bytes_and_say_so(page, console):
+    open_map(page, console)
+    drawn = page.evaluate(
+        "window.flowlens.map.graph.mapEdges((e, a, s, t) => ({edge: e, source: s.slice(2), target: t.slice(2),"
+        " bytes: a.bytes, dependencies: a.dependencies, size: a.size}))"
+    )
+    expected = topology.subnet_pairs()
+    assert {(e["source"], e["target"]): (e["bytes"], e["dependencies"]) for e in drawn} == expected
+    # Wider means more bytes, whatever the number of dependencies (office -> web has the most).
+    by_bytes = sorted(drawn, key=lambda e: e["bytes"])
+    assert [e["size"] for e in by_bytes] == sorted(e["size"] for e in by_bytes)
+    heaviest = by_bytes[-1]
+    assert heaviest["size"] > by_bytes[-2]["size"]
+    assert (heaviest["source"], heaviest["target"]) != max(expected, key=lambda k: expected[k][1])
+    # Pointing at the middle of the heaviest link shows its figures.
+    page.evaluate("window.flowlens.map.settled()")
+    ends = [
+        page.evaluate("(id) => window.flowlens.map.pagePosition(id)", f"g:{heaviest[k]}") for k in ("source", "target")
+    ]
+    page.mouse.move(ends[0]["x"], ends[0]["y"] + 40)
+    page.mouse.move((ends[0]["x"] + ends[1]["x"]) / 2, (ends[0]["y"] + ends[1]["y"]) / 2, steps=4)
+    figures = f"{human_bytes(heaviest['bytes'])}, {heaviest['dependencies']} dependencies"
+    text = f"{heaviest['source']} → {heaviest['target']}: {figures}"
+    expect(page.locator(".edge-tip")).to_have_text(text, timeout=WAIT_MS)
+    expect(page.locator("#map-legend")).to_contain_text(f"heaviest {human_bytes(heaviest['bytes'])}")
+
+
 def test_search_finds_a_known_asset_and_opens_it_from_the_keyboard(page, console):
     open_map(page, console)
     page.keyboard.press("/")
