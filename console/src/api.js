@@ -187,14 +187,18 @@ export async function asset(addr) {
   };
 }
 
+// What puts an asset in a group of the map (groups.js groupOf).
+const placement = (a) => ({ addr: a.addr, owner: a.owner, environment: a.environment, asn: a.asn });
+
 export async function impact(target, depth) {
   const data = await call("GET", "/impact", { params: { target, depth } });
   return {
     target: data.target.addr + (data.target.port !== null && data.target.port !== undefined ? `:${data.target.port}/${data.target.protocol}` : ""),
     target_addr: data.target.addr,
+    target_asset: placement(data.target),
     depth: data.depth,
     message: data.message,
-    affected: data.affected.map((a) => ({ addr: a.addr, name: a.name, depth: a.depth, via_server: a.via.server,
+    affected: data.affected.map((a) => ({ ...placement(a), name: a.name, depth: a.depth, via_server: a.via.server,
       server_port: a.via.port, protocol: a.via.protocol, path: a.path })),
   };
 }

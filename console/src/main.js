@@ -98,6 +98,7 @@ async function loadGroups() {
     state.lengths = prefixLengths(topo.groups.map((g) => g.key));
     state.map.showGroups(topo.groups, topo.edges);
     showLegend(topo.edges);
+    highlightImpact(); // an impact view still open lights the new groups
     fillList($("groups"), topo.groups, (g) => [el("span", {}, g.label), el("span", { class: "meta" }, `${g.assets} assets`)],
       (g) => toggleGroup(g.key));
     const drawn = await state.map.rendered();
@@ -160,9 +161,13 @@ function withGroups(edges, nodes) {
   return edges.map((e) => ({ ...e, source_group: group(e.source), target_group: group(e.target) }));
 }
 
-// Impact results carry addresses only: their subnet is known here, other groupings need the asset.
-function groupOfAddress(addr) {
-  return state.grouping === "subnet" ? groupOf("subnet", { addr }, state.lengths) : null;
+// Impact results carry each address's owner, environment and ASN: its group under any grouping.
+const placed = (item) => ({ addr: item.addr, group: groupOf(state.grouping, item, state.lengths) });
+
+function highlightImpact() {
+  const result = state.impact;
+  if (!result) return 0;
+  return state.map.setHighlight(placed(result.target_asset), result.affected.map(placed));
 }
 
 // --- search ----------------------------------------------------------------------------------
@@ -220,6 +225,7 @@ async function openAsset(addr) {
   message($("panel"), `loading ${addr}…`);
   try {
     const detail = await api.asset(addr);
+    state.impact = null;
     state.map.clearHighlight();
     assetPage($("panel"), detail, { onOpen: openAsset, onImpact: showImpact });
     if (state.map.graph.hasNode(addressId(addr))) state.map.focus(addressId(addr));
@@ -236,10 +242,9 @@ async function showImpact(target, depth) {
     impactView($("panel"), result, {
       onOpen: openAsset,
       onDepth: (d) => showImpact(target, d),
-      onClose: () => { state.map.clearHighlight(); message($("panel"), "Impact view closed."); },
+      onClose: () => { state.impact = null; state.map.clearHighlight(); message($("panel"), "Impact view closed."); },
     });
-    const affected = result.affected.map((a) => ({ ...a, group: groupOfAddress(a.addr) }));
-    const lit = state.map.setHighlight(result.target_addr, groupOfAddress(result.target_addr), affected);
+    const lit = highlightImpact();
     setStatus(`impact of ${target}: ${result.affected.length} affected, ${lit} on the map highlighted`);
   } catch (err) {
     message($("panel"), `impact of ${target}: ${err.message}`, true);

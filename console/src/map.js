@@ -35,7 +35,8 @@ export class FlowMap {
   constructor(container, { onGroup, onAddress }) {
     this.graph = new Graph({ type: "directed", multi: false, allowSelfLoops: true });
     this.expanded = new Map(); // group key -> [address node ids]
-    this.highlight = null; // {target: id, hot: Set(ids)} while an impact view is shown
+    this.impact = null; // {target, impacted} of the impact view shown
+    this.highlight = null; // {target: id, hot: Set(ids)}: where that impact is on the map now
     this.heaviest = 1;
     this.renderer = new Sigma(this.graph, container, {
       hideEdgesOnMove: true,
@@ -73,6 +74,7 @@ export class FlowMap {
   showGroups(groups, edges) {
     this.graph.clear();
     this.expanded.clear();
+    this.impact = null;
     this.highlight = null;
     const sorted = [...groups].sort((a, b) => b.assets - a.assets || String(a.key).localeCompare(String(b.key)));
     const maxSize = maxGroupSize(sorted.length);
@@ -111,6 +113,7 @@ export class FlowMap {
     this.graph.setNodeAttribute(gid, "hidden", true);
     this.expanded.set(key, ids);
     this.addEdges(edges);
+    this.relight();
     return ids;
   }
 
@@ -125,6 +128,7 @@ export class FlowMap {
     for (const id of this.expanded.get(key) || []) if (this.graph.hasNode(id)) this.graph.dropNode(id);
     this.expanded.delete(key);
     if (this.graph.hasNode(groupId(key))) this.graph.setNodeAttribute(groupId(key), "hidden", false);
+    this.relight();
   }
 
   endpoint(addr, group) {
@@ -164,19 +168,28 @@ export class FlowMap {
     this.tip.hidden = false;
   }
 
-  // impacted: [{addr, group}] from the impact view; an address not expanded lights its group.
-  setHighlight(target, targetGroup, impacted) {
+  // target and impacted: [{addr, group}] from the impact view. An address on the map lights itself,
+  // one not expanded its group; expanding or folding a group later moves the light with it.
+  setHighlight(target, impacted) {
+    this.impact = { target, impacted };
+    return this.relight();
+  }
+
+  relight() {
+    if (!this.impact) return 0;
     const hot = new Set();
-    for (const item of impacted) {
+    for (const item of this.impact.impacted) {
       const id = this.endpoint(item.addr, item.group);
       if (id) hot.add(id);
     }
-    this.highlight = { target: this.endpoint(target, targetGroup), hot };
+    const { addr, group } = this.impact.target;
+    this.highlight = { target: this.endpoint(addr, group), hot };
     this.renderer.refresh();
     return hot.size;
   }
 
   clearHighlight() {
+    this.impact = null;
     this.highlight = null;
     this.renderer.refresh();
   }

@@ -30,6 +30,8 @@ GROUP_EXPR = {
 # bytes of dependency d in the range (``{span}``: conditions on fs.window_start)
 EDGE_BYTES = f"""(SELECT coalesce(sum(fs.bytes), 0)::bigint FROM flowlens.flow_stats fs
                   WHERE (fs.client_addr, fs.server_addr, fs.server_port, fs.protocol) = {EDGE_KEY}{{span}})"""
+GROUP_KEYS = ("owner", "environment", "asn")  # what places an impact result in the map's groups
+GROUP_FIELDS = ", ".join(GROUP_KEYS)
 SERIES_FINE_SPAN = timedelta(days=2)  # longer ranges read the hourly rollup
 
 
@@ -310,7 +312,7 @@ async def impact(
     Each affected address appears once, at its smallest depth, with one shortest path from the target
     (cycles are cut by the visited set). Past ``max_nodes`` the walk stops and says so.
     """
-    known = await _rows(conn, "SELECT 1 AS one FROM flowlens.assets WHERE addr = %s::inet", (addr,))
+    known = await _rows(conn, f"SELECT {GROUP_FIELDS} FROM flowlens.assets WHERE addr = %s::inet", (addr,))
     if not known:
         raise ApiError(404, f"target: no asset {addr} (search with GET /api/v1/search?q=...)", "target")
     parent: dict[str, tuple | None] = {addr: None}
@@ -334,7 +336,9 @@ async def impact(
         if truncated_at or not frontier:
             break
     names = await _rows(
-        conn, "SELECT host(addr) AS addr, name, hostname FROM flowlens.assets WHERE addr = ANY (%s::inet[])", (order,)
+        conn,
+        f"SELECT host(addr) AS addr, name, hostname, {GROUP_FIELDS} FROM flowlens.assets WHERE addr = ANY (%s::inet[])",
+        (order,),
     )
     named = {n["addr"]: n for n in names}
     affected = []
@@ -346,7 +350,8 @@ async def impact(
             path.append(hop)
         info = named.get(client, {})
         affected.append({
-            "addr": client, "name": info.get("name"), "hostname": info.get("hostname"), "depth": level,
+            "addr": client, "name": info.get("name"), "hostname": info.get("hostname"),
+            **{k: info.get(k) for k in GROUP_KEYS}, "depth": level,
             "via": {"server": server, "port": svc_port, "protocol": svc_proto}, "path": path[::-1],
         })  # fmt: skip
     by_depth: dict[str, int] = {}
@@ -359,7 +364,7 @@ async def impact(
         else None
     )
     return {
-        "target": {"addr": addr, "port": port, "protocol": proto},
+        "target": {"addr": addr, "port": port, "protocol": proto, **known[0]},
         "depth": depth,
         "count": len(affected),
         "by_depth": by_depth,

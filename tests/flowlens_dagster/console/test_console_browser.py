@@ -185,6 +185,45 @@ def test_impact_view_lists_the_known_dependents(page, console, depth):
     assert set(lit) == {f"g:{s}" for s in subnets}
 
 
+def show_grouping(page, group: str) -> None:
+    page.select_option("#f-group", group)
+    page.evaluate("window.flowlens.timings.groups = undefined")
+    page.click("#filters button[type=submit]")
+    page.wait_for_function("window.flowlens.timings.groups !== undefined", timeout=WAIT_MS)
+
+
+def highlighted(page) -> tuple[str, set[str]]:
+    return page.evaluate("window.flowlens.map.highlight.target"), set(
+        page.evaluate("[...window.flowlens.map.highlight.hot]")
+    )
+
+
+@pytest.mark.parametrize("grouping", ["subnet", "asn", "owner", "environment"])
+def test_impact_lights_groups_under_every_grouping_and_addresses_once_expanded(page, console, grouping):
+    open_map(page, console)
+    show_grouping(page, grouping)
+    search(page, topology.DB)
+    page.locator("#search-results li").first.click()
+    expect(page.locator("#asset-title")).to_have_text(topology.DB, timeout=WAIT_MS)
+    page.select_option("#impact-depth", "3")
+    page.click("#impact-button")
+    expect(page.locator("#impact-title")).to_be_visible(timeout=WAIT_MS)
+    dependents = topology.DB_DEPENDENTS[3]
+    groups = {f"g:{topology.group_of(grouping, addr)}" for addr in dependents}
+    assert highlighted(page) == (f"g:{topology.group_of(grouping, topology.DB)}", groups)
+    # The office's group opened: its addresses light up themselves, the other groups stay lit.
+    office = topology.group_of(grouping, topology.OFFICE[0])
+    page.evaluate("(key) => window.flowlens.expand(key)", office)
+    page.wait_for_function("window.flowlens.map.stats().addresses > 0", timeout=WAIT_MS)
+    elsewhere = {f"g:{topology.group_of(grouping, a)}" for a in dependents if topology.group_of(grouping, a) != office}
+    inside = {f"a:{a}" for a in dependents if topology.group_of(grouping, a) == office}
+    assert inside >= {f"a:{a}" for a in topology.OFFICE}
+    assert highlighted(page)[1] == elsewhere | inside
+    # Folding it again lights the group again.
+    page.evaluate("(key) => window.flowlens.map.collapse(key)", office)
+    assert highlighted(page)[1] == groups
+
+
 def test_impact_of_one_service_from_the_asset_page(page, console):
     open_map(page, console)
     search(page, topology.DNS)
