@@ -99,15 +99,47 @@ async function loadGroups() {
     state.map.showGroups(topo.groups, topo.edges);
     showLegend(topo.edges);
     highlightImpact(); // an impact view still open lights the new groups
-    fillList($("groups"), topo.groups, (g) => [el("span", {}, g.label), el("span", { class: "meta" }, `${g.assets} assets`)],
+    fillList($("groups"), topo.groups, (g) => [el("span", {}, g.label), el("span", { class: "meta" }, plural(g.assets, "asset"))],
       (g) => toggleGroup(g.key));
+    if (!topo.groups.length) {
+      $("groups").append(el("li", { class: "empty" }, "no groups"));
+      mapMessage(`Nothing matches these filters (${describeFilters(state.filters)}). Clear a filter or widen the time range.`);
+    } else {
+      mapMessage(null);
+    }
     const drawn = await state.map.rendered();
     probe.timings.groups = { started, fetched, drawn };
     const cut = topo.truncated ? " (first pages only: narrow the filters)" : "";
     setStatus(`${topo.groups.length} groups by ${state.filters.group}, ${topo.edges.length} links, ${topo.assets} assets${cut}`);
   } catch (err) {
     setStatus("");
-    message($("panel"), `The map could not be loaded: ${err.message}`, true);
+    mapMessage(`The map could not be loaded: ${err.message}`, { retry: loadGroups });
+  }
+}
+
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+function describeFilters(f) {
+  const parts = [`time range: ${$("f-range").selectedOptions[0]?.textContent ?? "all time"}`];
+  if (f.port) parts.push(`port ${f.port}`);
+  if (f.protocol) parts.push(`protocol ${$("f-protocol").selectedOptions[0]?.textContent}`);
+  if (f.owner) parts.push(`owner ${f.owner}`);
+  if (f.tag) parts.push(`tag ${f.tag}`);
+  return parts.join(", ");
+}
+
+// A message over the map: why it is empty, or why it failed with a way to try again (null hides it).
+function mapMessage(text, { retry } = {}) {
+  const box = $("map-message");
+  box.hidden = !text;
+  if (!text) return box.replaceChildren();
+  box.className = retry ? "map-message error" : "map-message";
+  box.setAttribute("role", retry ? "alert" : "status");
+  box.replaceChildren(el("p", { style: "margin: 0" }, text));
+  if (retry) {
+    const again = el("button", { type: "button", id: "map-retry", onclick: () => retry() }, "Try again");
+    box.append(again);
+    again.focus();
   }
 }
 
@@ -189,6 +221,11 @@ input.addEventListener("keydown", (ev) => {
   }
 });
 
+// A pointer anywhere else closes the results, as Escape does.
+document.addEventListener("pointerdown", (ev) => {
+  if (!results.hidden && !ev.target.closest(".search")) closeResults();
+});
+
 document.addEventListener("keydown", (ev) => {
   if (ev.key === "/" && !["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement?.tagName)) {
     ev.preventDefault();
@@ -204,13 +241,16 @@ async function runSearch(q, started) {
     if (seq !== state.searchSeq) return; // a newer query is on its way
     fillList(results, found, (a) => [el("span", {}, a.addr), el("span", { class: "meta" }, [a.name, a.hostname, a.owner].filter(Boolean).join(" · "))],
       (a) => { closeResults(); openAsset(a.addr); });
-    if (!found.length) results.append(el("li", { class: "empty" }, `nothing matches “${q}”`));
+    if (!found.length) {
+      results.append(el("li", { class: "empty" }, `Nothing matches “${q}”. Try a whole address (10.1.2.3), a prefix `
+        + "(10.1.0.0/16), part of a hostname or name, an owner, a tag or an AS number (AS64512)."));
+    }
     results.hidden = false;
     input.setAttribute("aria-expanded", "true");
     probe.timings.search = { q, started, shown: performance.now(), count: found.length };
   } catch (err) {
     if (seq !== state.searchSeq) return;
-    results.replaceChildren(el("li", { class: "error", role: "alert" }, err.message));
+    results.replaceChildren(el("li", { class: "error", role: "alert" }, `The search failed: ${err.message}`));
     results.hidden = false;
   }
 }
@@ -228,6 +268,7 @@ async function openAsset(addr) {
     state.impact = null;
     state.map.clearHighlight();
     assetPage($("panel"), detail, { onOpen: openAsset, onImpact: showImpact });
+    $("asset-title").focus(); // keyboard users continue on the page they opened; screen readers read it
     if (state.map.graph.hasNode(addressId(addr))) state.map.focus(addressId(addr));
   } catch (err) {
     message($("panel"), `${addr}: ${err.message}`, true);
@@ -244,6 +285,7 @@ async function showImpact(target, depth) {
       onDepth: (d) => showImpact(target, d),
       onClose: () => { state.impact = null; state.map.clearHighlight(); message($("panel"), "Impact view closed."); },
     });
+    $("impact-title").focus();
     const lit = highlightImpact();
     setStatus(`impact of ${target}: ${result.affected.length} affected, ${lit} on the map highlighted`);
   } catch (err) {
@@ -255,10 +297,7 @@ async function showImpact(target, depth) {
 async function startFeed() {
   if (state.feed) return state.feed.start();
   state.feed = new ChangeFeed({
-    onState: (s) => {
-      $("feed-state").textContent = s;
-      $("feed-state").className = `feed-state ${s}`;
-    },
+    onState: showFeedState,
     onChange: (change) => {
       state.changes.unshift(change);
       state.changes.length = Math.min(state.changes.length, MAX_SHOWN);
@@ -277,6 +316,28 @@ async function startFeed() {
   }
   state.feed.start();
 }
+
+// "live", "connecting", "refused: ..." or, while the socket is down, a countdown to the next attempt
+// with a button to try at once (the changes missed meanwhile are replayed either way).
+let countdown = null;
+function showFeedState(s, delayMs = 0) {
+  clearInterval(countdown);
+  const badge = $("feed-state");
+  badge.className = `feed-state ${s.split(":")[0]}`;
+  $("feed-retry").hidden = s !== "reconnecting";
+  if (s !== "reconnecting") {
+    badge.textContent = s;
+    return;
+  }
+  const at = Date.now() + delayMs;
+  const tick = () => {
+    badge.textContent = `reconnecting in ${Math.max(0, Math.ceil((at - Date.now()) / 1000))} s`;
+  };
+  tick();
+  countdown = setInterval(tick, 250);
+}
+
+$("feed-retry").addEventListener("click", () => state.feed?.reconnectNow());
 
 // Changes of the pipeline (new_asset, ...) and alerts (other shapes) in one list, newest first.
 function showFeed() {

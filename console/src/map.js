@@ -48,6 +48,7 @@ export class FlowMap {
       nodeReducer: (node, data) => this.reduceNode(node, data),
       edgeReducer: (edge, data) => this.reduceEdge(edge, data),
       enableEdgeEvents: true, // the tooltip of a link
+      stagePadding: 70, // room for the labels of the outermost groups
     });
     this.tip = document.createElement("div");
     this.tip.className = "edge-tip";
@@ -149,7 +150,7 @@ export class FlowMap {
       });
       return;
     }
-    this.graph.addEdge(source, target, { weight, size: edgeSize(weight, this.heaviest), color: "rgba(70, 90, 110, 0.5)",
+    this.graph.addEdge(source, target, { weight, size: edgeSize(weight, this.heaviest), color: "rgba(60, 80, 100, 0.55)",
       bytes: known ? traffic : null, dependencies });
   }
 

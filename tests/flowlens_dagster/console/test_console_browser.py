@@ -167,6 +167,13 @@ def test_groups_list_works_from_the_keyboard(page, console):
     page.keyboard.press("Enter")
     page.wait_for_function("window.flowlens.map.stats().addresses > 0", timeout=WAIT_MS)
     assert page.evaluate("[...window.flowlens.map.expanded.keys()]") == [first]
+    # PageDown / PageUp move ten items at most: here to the last group and back to the first.
+    page.keyboard.press("PageDown")
+    expect(page.locator("#groups li[aria-selected=true]")).to_have_attribute(
+        "id", f"groups-{len(topology.SUBNETS) - 1}"
+    )
+    page.keyboard.press("PageUp")
+    expect(page.locator("#groups li[aria-selected=true]")).to_have_attribute("id", "groups-0")
 
 
 @pytest.mark.parametrize("depth", [1, 3])
@@ -255,10 +262,78 @@ def test_the_feed_reconnects_without_losing_changes(page, console):
     # As when the network drops: the console retries after a few seconds (its backoff, set long here
     # so the change below is surely stored while it is away and never seen live).
     page.evaluate("window.flowlens.feed.retry = 4; window.flowlens.feed.socket.close()")
-    expect(page.locator("#feed-state")).to_have_text("reconnecting", timeout=WAIT_MS)
+    expect(page.locator("#feed-state")).to_contain_text("reconnecting in", timeout=WAIT_MS)
     missed = console.add_change("10.10.9.10")
     expect(page.locator("#feed-state")).to_have_text("live", timeout=WAIT_MS)
     expect(page.locator("#feed li", has_text=missed["subject"])).to_have_count(1, timeout=WAIT_MS)
+
+
+def test_reconnect_now_resumes_the_feed_at_once_with_what_was_missed(page, console):
+    open_map(page, console)
+    expect(page.locator("#feed-state")).to_have_text("live", timeout=WAIT_MS)
+    expect(page.locator("#feed-retry")).to_be_hidden()
+    page.evaluate("window.flowlens.feed.retry = 8; window.flowlens.feed.socket.close()")  # next try in 5 s
+    expect(page.locator("#feed-state")).to_have_class("feed-state reconnecting", timeout=WAIT_MS)
+    expect(page.locator("#feed-state")).to_contain_text("reconnecting in")
+    missed = console.add_change("10.10.9.11")
+    page.focus("#feed-retry")
+    page.keyboard.press("Enter")
+    # Sooner than the 5 s backoff: the button reconnected, not the timer.
+    expect(page.locator("#feed-state")).to_have_text("live", timeout=4_000)
+    expect(page.locator("#feed-retry")).to_be_hidden()
+    expect(page.locator("#feed li", has_text=missed["subject"])).to_have_count(1, timeout=WAIT_MS)
+
+
+def test_an_empty_map_says_why_and_a_failed_load_offers_to_try_again(page, console):
+    open_map(page, console)
+    expect(page.locator("#map-message")).to_be_hidden()
+    page.fill("#f-port", "9999")
+    page.click("#filters button[type=submit]")
+    expect(page.locator("#map-message")).to_have_text(
+        "Nothing matches these filters (time range: all time, port 9999). Clear a filter or widen the time range.",
+        timeout=WAIT_MS,
+    )
+    expect(page.locator("#groups li.empty")).to_have_text("no groups")
+    # The API out of reach: the map says so and offers to try again, from the keyboard too.
+    page.route("**/api/v1/topology*", lambda route: route.abort())
+    page.fill("#f-port", "")
+    page.click("#filters button[type=submit]")
+    expect(page.locator("#map-message")).to_contain_text("The map could not be loaded: the API does not answer")
+    expect(page.locator("#map-retry")).to_be_focused()
+    page.unroute("**/api/v1/topology*")
+    page.evaluate("window.flowlens.timings.groups = undefined")
+    page.keyboard.press("Enter")
+    page.wait_for_function("window.flowlens.timings.groups !== undefined", timeout=WAIT_MS)
+    expect(page.locator("#map-message")).to_be_hidden()
+    assert map_stats(page)["groups"] == len(topology.SUBNETS)
+
+
+def test_search_without_a_match_says_what_to_try_and_closes_on_escape_or_elsewhere(page, console):
+    open_map(page, console)
+    search(page, "zzzz-nothing")
+    expect(page.locator("#search-results li.empty")).to_contain_text(
+        "Nothing matches “zzzz-nothing”. Try a whole address", timeout=WAIT_MS
+    )
+    page.keyboard.press("Escape")
+    expect(page.locator("#search-results")).to_be_hidden()
+    search(page, "db-1")
+    page.click("#groups-title")
+    expect(page.locator("#search-results")).to_be_hidden()
+
+
+def test_the_keyboard_focus_follows_to_the_asset_page_and_the_impact_view(page, console):
+    open_map(page, console)
+    page.keyboard.press("/")
+    search(page, "db-1")
+    expect(page.locator("#search-results li").first).to_contain_text(topology.DB, timeout=WAIT_MS)
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    expect(page.locator("#asset-title")).to_be_focused(timeout=WAIT_MS)
+    page.keyboard.press("Tab")
+    expect(page.locator("#impact-target")).to_be_focused()
+    page.focus("#impact-button")
+    page.keyboard.press("Enter")
+    expect(page.locator("#impact-title")).to_be_focused(timeout=WAIT_MS)
 
 
 def test_screenshot_of_the_console(page, console, tmp_path):
