@@ -146,6 +146,7 @@ function mapMessage(text, { retry } = {}) {
 function showLegend(edges) {
   const range = $("f-range").selectedOptions[0]?.textContent ?? "all time";
   const heaviest = Math.max(0, ...edges.map((e) => e.bytes ?? 0));
+  $("map-legend").hidden = !edges.length;
   $("map-legend").textContent = `Link width: bytes, ${range} (heaviest ${bytes(heaviest)}). Point at a link for its figures.`;
 }
 

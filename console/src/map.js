@@ -48,7 +48,6 @@ export class FlowMap {
       nodeReducer: (node, data) => this.reduceNode(node, data),
       edgeReducer: (edge, data) => this.reduceEdge(edge, data),
       enableEdgeEvents: true, // the tooltip of a link
-      stagePadding: 70, // room for the labels of the outermost groups
     });
     this.tip = document.createElement("div");
     this.tip.className = "edge-tip";
@@ -88,7 +87,8 @@ export class FlowMap {
     });
     this.heaviest = Math.max(1, ...edges.map((e) => e.weight || 0));
     for (const e of edges) this.addEdge(groupId(e.source), groupId(e.target), e);
-    this.renderer.getCamera().setState({ x: 0.5, y: 0.5, ratio: 1, angle: 0 });
+    // Labels are drawn right of their nodes: a little zoomed out and shifted so the rightmost fit.
+    this.renderer.getCamera().setState({ x: 0.6, y: 0.5, ratio: 1.2, angle: 0 });
   }
 
   // Replaces a group by its addresses, laid out around where the group was; edges go to the
