@@ -348,7 +348,7 @@ def test_screenshot_of_the_console(page, console, tmp_path):
     page.keyboard.press("ArrowDown")
     page.keyboard.press("Enter")
     expect(page.locator("#asset-title")).to_have_text(topology.APP, timeout=WAIT_MS)
-    page.evaluate("window.flowlens.map.renderer.getCamera().setState({x: 0.5, y: 0.5, ratio: 1.1, angle: 0})")
+    page.evaluate("window.flowlens.map.renderer.getCamera().setState({x: 0.6, y: 0.5, ratio: 1.2, angle: 0})")
     page.evaluate("window.flowlens.map.settled()")
     shot = tmp_path / "readme.png"
     page.screenshot(path=str(shot))
