@@ -112,11 +112,12 @@ async function allPages(path, params, pick) {
 }
 
 // Groups as nodes {key, label, assets}; edges {source, target, weight, bytes, dependencies} weighted by
-// the bytes between the two groups in the time range (the API sums them with bytes=true).
-export async function topologyGrouped(group, filters) {
+// the bytes between the two groups in the time range when asked (the API sums them with bytes=true:
+// slower than the counts), else by their dependencies. The whole map by subnet always has bytes.
+export async function topologyGrouped(group, filters, { withBytes = true } = {}) {
   const params = { ...filterParams(filters), group };
   const filtered = Object.keys(params).length > 1;
-  params.bytes = "true";
+  if (withBytes) params.bytes = "true";
   const pages = filtered ? await allPages("/topology", { ...params, limit: MAX_PAGE }, (d) => d.edges)
     : { first: await call("GET", "/topology", { params }), truncated: false };
   const data = pages.first;

@@ -12,7 +12,7 @@ const EXPAND_LIMIT = 5000;
 const SEARCH_DELAY_MS = 60;
 const FEED_HISTORY = 50;
 
-const state = { map: null, feed: null, groups: [], changes: [], filters: {}, searchSeq: 0, impact: null };
+const state = { map: null, feed: null, groups: [], changes: [], filters: {}, searchSeq: 0, mapSeq: 0, impact: null };
 // Timings and handles the browser tests and `flowlens bench console` read; the UI never needs them.
 const probe = { timings: {}, state };
 window.flowlens = probe;
@@ -90,8 +90,10 @@ async function loadGroups() {
   }
   setStatus("loading the map…");
   const started = performance.now();
+  const seq = ++state.mapSeq;
   try {
-    const topo = await api.topologyGrouped(state.filters.group, state.filters);
+    // The counts first, so the map shows at once; the bytes (slower on a large estate) follow.
+    const topo = await api.topologyGrouped(state.filters.group, state.filters, { withBytes: false });
     const fetched = performance.now();
     state.groups = topo.groups;
     state.grouping = state.filters.group;
@@ -111,6 +113,7 @@ async function loadGroups() {
     probe.timings.groups = { started, fetched, drawn };
     const cut = topo.truncated ? " (first pages only: narrow the filters)" : "";
     setStatus(`${topo.groups.length} groups by ${state.filters.group}, ${topo.edges.length} links, ${topo.assets} assets${cut}`);
+    if (!weighed(topo.edges)) weigh(seq, state.filters);
   } catch (err) {
     setStatus("");
     mapMessage(`The map could not be loaded: ${err.message}`, { retry: loadGroups });
@@ -143,7 +146,26 @@ function mapMessage(text, { retry } = {}) {
   }
 }
 
+const weighed = (edges) => edges.every((e) => e.bytes !== undefined && e.bytes !== null);
+
+async function weigh(seq, filters) {
+  try {
+    const topo = await api.topologyGrouped(filters.group, filters);
+    if (seq !== state.mapSeq) return; // the map was reloaded meanwhile
+    state.map.reweigh(topo.edges);
+    showLegend(topo.edges);
+    probe.timings.weights = { drawn: await state.map.rendered(), edges: topo.edges.length };
+  } catch (err) {
+    if (seq === state.mapSeq) $("map-legend").textContent = `Link width: dependencies (bytes unavailable: ${err.message}).`;
+  }
+}
+
 function showLegend(edges) {
+  if (!weighed(edges)) {
+    $("map-legend").hidden = !edges.length;
+    $("map-legend").textContent = "Link width: dependencies, bytes on their way…";
+    return;
+  }
   const range = $("f-range").selectedOptions[0]?.textContent ?? "all time";
   const heaviest = Math.max(0, ...edges.map((e) => e.bytes ?? 0));
   $("map-legend").hidden = !edges.length;

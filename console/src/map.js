@@ -154,6 +154,16 @@ export class FlowMap {
       bytes: known ? traffic : null, dependencies });
   }
 
+  // The bytes of the links between groups, arrived after the map was drawn by dependencies.
+  reweigh(edges) {
+    this.heaviest = Math.max(1, ...edges.map((e) => e.weight || 0));
+    for (const e of edges) {
+      const [s, t] = [groupId(e.source), groupId(e.target)];
+      if (!this.graph.hasEdge(s, t)) continue;
+      this.graph.mergeEdgeAttributes(s, t, { weight: e.weight, bytes: e.bytes, size: edgeSize(e.weight, this.heaviest) });
+    }
+  }
+
   // "10.1.2.0/24 → 10.1.3.0/24: 1.2 GB, 14 dependencies" (bytes when the API gave them).
   describeEdge(edge) {
     const a = this.graph.getEdgeAttributes(edge);

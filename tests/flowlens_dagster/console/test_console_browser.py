@@ -137,6 +137,19 @@ def test_links_between_groups_are_as_wide_as_their_bytes_and_say_so(page, consol
     expect(page.locator("#map-legend")).to_contain_text(f"heaviest {human_bytes(heaviest['bytes'])}")
 
 
+def test_a_filtered_map_shows_its_counts_first_then_weighs_its_links_by_bytes(page, console):
+    open_map(page, console)
+    page.evaluate("window.flowlens.timings.groups = undefined; window.flowlens.timings.weights = undefined")
+    page.select_option("#f-protocol", str(topology.TCP))
+    page.click("#filters button[type=submit]")
+    page.wait_for_function("window.flowlens.timings.weights !== undefined", timeout=WAIT_MS)
+    drawn = page.evaluate(
+        "window.flowlens.map.graph.mapEdges((e, a, s, t) => [s.slice(2), t.slice(2), a.bytes, a.dependencies])"
+    )
+    assert {(s, t): (b, n) for s, t, b, n in drawn} == topology.subnet_pairs(protocol=topology.TCP)  # no DNS
+    expect(page.locator("#map-legend")).to_contain_text("Link width: bytes")
+
+
 def test_search_finds_a_known_asset_and_opens_it_from_the_keyboard(page, console):
     open_map(page, console)
     page.keyboard.press("/")

@@ -103,10 +103,12 @@ def subnet(addr: str) -> str:
     return addr.rsplit(".", 1)[0] + ".0/24"
 
 
-def subnet_pairs() -> dict[tuple[str, str], tuple[int, int]]:
+def subnet_pairs(protocol: int | None = None) -> dict[tuple[str, str], tuple[int, int]]:
     """(client subnet, server subnet) -> (bytes of all windows, dependencies), from the rows above."""
     pairs: dict[tuple[str, str], tuple[int, int]] = {}
-    for d, (client, server, _port, _proto) in enumerate(DEPENDENCIES):
+    for d, (client, server, _port, proto) in enumerate(DEPENDENCIES):
+        if protocol is not None and proto != protocol:
+            continue
         key = (subnet(client), subnet(server))
         total, count = pairs.get(key, (0, 0))
         pairs[key] = (total + sum(window_bytes(d, i) for i in range(WINDOWS)), count + 1)
