@@ -168,10 +168,11 @@ def prepare(base: FlowLensConfig, args: argparse.Namespace, command: str) -> Flo
     require(base, ["postgres", "redis"], command)
     pg_stack.ensure_database(base, BENCH_DATABASE)
     migrate(cfg, log=lambda _message: None)
-    if args.rebuild or counts(cfg) != (args.assets, args.dependencies):
+    rebuilt = args.rebuild or counts(cfg) != (args.assets, args.dependencies)
+    if rebuilt:
         print(f"building {args.assets:,} assets and {args.dependencies:,} dependencies (COPY)", file=sys.stderr)
         build(cfg, args)
-    if args.rebuild or not api_traffic.has_traffic(cfg):
+    if rebuilt or not api_traffic.has_traffic(cfg):
         print("writing the dependencies' traffic (flow_stats, hourly and daily rollups)", file=sys.stderr)
         api_traffic.fill(cfg)
     with psycopg.connect(cfg.postgres.dsn()) as conn:
