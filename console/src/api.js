@@ -111,16 +111,18 @@ async function allPages(path, params, pick) {
   return { first, rows, truncated: true };
 }
 
-// Groups as nodes {key, label, assets}; edges {source, target, weight} weighted by bytes when the
-// API gives them, else by the number of dependencies between the two groups.
-export async function topologyGrouped(group, filters) {
+// Groups as nodes {key, label, assets}; edges {source, target, weight, bytes, dependencies} weighted by
+// the bytes between the two groups in the time range when asked (the API sums them with bytes=true:
+// slower than the counts), else by their dependencies. The whole map by subnet always has bytes.
+export async function topologyGrouped(group, filters, { withBytes = true } = {}) {
   const params = { ...filterParams(filters), group };
   const filtered = Object.keys(params).length > 1;
+  if (withBytes) params.bytes = "true";
   const pages = filtered ? await allPages("/topology", { ...params, limit: MAX_PAGE }, (d) => d.edges)
     : { first: await call("GET", "/topology", { params }), truncated: false };
   const data = pages.first;
   const edges = (filtered ? pages.rows : data.edges).map((e) => ({
-    source: e.source, target: e.target, weight: e.bytes ?? e.dependencies ?? 1, dependencies: e.dependencies,
+    source: e.source, target: e.target, weight: e.bytes ?? e.dependencies ?? 1, bytes: e.bytes, dependencies: e.dependencies,
   }));
   const groups = data.nodes.map((n) => ({ key: n.id, label: n.id, assets: n.assets }));
   return { groups, edges, assets: groups.reduce((sum, g) => sum + g.assets, 0), truncated: pages.truncated };
@@ -156,7 +158,7 @@ export async function groupMembers(group, key, filters, limit = MAX_PAGE) {
 export async function groupEdges(group, key, filters, limit = MAX_PAGE) {
   checkExpandable(group, key);
   const links = await call("GET", "/topology", { params: edgeQuery(group, key, filters, limit) });
-  const edges = links.edges.map((e) => ({ source: e.client, target: e.server, weight: e.bytes ?? 1 }));
+  const edges = links.edges.map((e) => ({ source: e.client, target: e.server, weight: e.bytes ?? 1, bytes: e.bytes }));
   return { edges, others: links.nodes, truncated: Boolean(links.next_cursor) };
 }
 
@@ -186,14 +188,18 @@ export async function asset(addr) {
   };
 }
 
+// What puts an asset in a group of the map (groups.js groupOf).
+const placement = (a) => ({ addr: a.addr, owner: a.owner, environment: a.environment, asn: a.asn });
+
 export async function impact(target, depth) {
   const data = await call("GET", "/impact", { params: { target, depth } });
   return {
     target: data.target.addr + (data.target.port !== null && data.target.port !== undefined ? `:${data.target.port}/${data.target.protocol}` : ""),
     target_addr: data.target.addr,
+    target_asset: placement(data.target),
     depth: data.depth,
     message: data.message,
-    affected: data.affected.map((a) => ({ addr: a.addr, name: a.name, depth: a.depth, via_server: a.via.server,
+    affected: data.affected.map((a) => ({ ...placement(a), name: a.name, depth: a.depth, via_server: a.via.server,
       server_port: a.via.port, protocol: a.via.protocol, path: a.path })),
   };
 }

@@ -50,11 +50,18 @@ export class ChangeFeed {
         this.onUnauthorized();
         return;
       }
-      this.onState("reconnecting");
       const delay = Math.min(5000, 250 * 2 ** this.retry);
       this.retry += 1;
+      this.onState("reconnecting", delay);
       this.timer = setTimeout(() => this.open(), delay);
     };
+  }
+
+  // The user's "reconnect now" while waiting for the next attempt.
+  reconnectNow() {
+    if (this.stopped || this.socket) return;
+    clearTimeout(this.timer);
+    this.open();
   }
 
   receive(text) {

@@ -1,5 +1,8 @@
 // Keyboard navigation shared by every list (search results, groups, feed, impact, dependencies):
-// arrows and Home/End move the selection, Enter opens the selected item, a click does the same.
+// arrows, PageUp/PageDown (ten items) and Home/End move the selection, Enter opens the selected
+// item, a click does the same.
+
+const PAGE = 10;
 
 export function fillList(list, items, render, onPick) {
   list.replaceChildren();
@@ -36,7 +39,8 @@ function wire(list) {
 export function handleKey(list, key) {
   const n = list._items?.length ?? 0;
   if (!n) return false;
-  const moves = { ArrowDown: list._selected + 1, ArrowUp: list._selected - 1, Home: 0, End: n - 1 };
+  const moves = { ArrowDown: list._selected + 1, ArrowUp: list._selected - 1, Home: 0, End: n - 1,
+    PageDown: list._selected + PAGE, PageUp: list._selected - PAGE };
   if (key in moves) {
     select(list, Math.max(0, Math.min(n - 1, moves[key])));
     return true;

@@ -1,7 +1,7 @@
 // The console's controller: login, then the map, search, asset page, impact view and live feed.
 import * as api from "./api.js";
 import { ChangeFeed, MAX_SHOWN } from "./feed.js";
-import { time } from "./format.js";
+import { bytes, time } from "./format.js";
 import { el, fillList, handleKey } from "./listbox.js";
 import { groupOf, prefixLengths } from "./groups.js";
 import { addressId, FlowMap } from "./map.js";
@@ -12,7 +12,7 @@ const EXPAND_LIMIT = 5000;
 const SEARCH_DELAY_MS = 60;
 const FEED_HISTORY = 50;
 
-const state = { map: null, feed: null, groups: [], changes: [], filters: {}, searchSeq: 0, impact: null };
+const state = { map: null, feed: null, groups: [], changes: [], filters: {}, searchSeq: 0, mapSeq: 0, impact: null };
 // Timings and handles the browser tests and `flowlens bench console` read; the UI never needs them.
 const probe = { timings: {}, state };
 window.flowlens = probe;
@@ -90,23 +90,86 @@ async function loadGroups() {
   }
   setStatus("loading the map…");
   const started = performance.now();
+  const seq = ++state.mapSeq;
   try {
-    const topo = await api.topologyGrouped(state.filters.group, state.filters);
+    // The counts first, so the map shows at once; the bytes (slower on a large estate) follow.
+    const topo = await api.topologyGrouped(state.filters.group, state.filters, { withBytes: false });
     const fetched = performance.now();
     state.groups = topo.groups;
     state.grouping = state.filters.group;
     state.lengths = prefixLengths(topo.groups.map((g) => g.key));
     state.map.showGroups(topo.groups, topo.edges);
-    fillList($("groups"), topo.groups, (g) => [el("span", {}, g.label), el("span", { class: "meta" }, `${g.assets} assets`)],
+    showLegend(topo.edges);
+    highlightImpact(); // an impact view still open lights the new groups
+    fillList($("groups"), topo.groups, (g) => [el("span", {}, g.label), el("span", { class: "meta" }, plural(g.assets, "asset"))],
       (g) => toggleGroup(g.key));
+    if (!topo.groups.length) {
+      $("groups").append(el("li", { class: "empty" }, "no groups"));
+      mapMessage(`Nothing matches these filters (${describeFilters(state.filters)}). Clear a filter or widen the time range.`);
+    } else {
+      mapMessage(null);
+    }
     const drawn = await state.map.rendered();
     probe.timings.groups = { started, fetched, drawn };
     const cut = topo.truncated ? " (first pages only: narrow the filters)" : "";
     setStatus(`${topo.groups.length} groups by ${state.filters.group}, ${topo.edges.length} links, ${topo.assets} assets${cut}`);
+    if (!weighed(topo.edges)) weigh(seq, state.filters);
   } catch (err) {
     setStatus("");
-    message($("panel"), `The map could not be loaded: ${err.message}`, true);
+    mapMessage(`The map could not be loaded: ${err.message}`, { retry: loadGroups });
   }
+}
+
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+function describeFilters(f) {
+  const parts = [`time range: ${$("f-range").selectedOptions[0]?.textContent ?? "all time"}`];
+  if (f.port) parts.push(`port ${f.port}`);
+  if (f.protocol) parts.push(`protocol ${$("f-protocol").selectedOptions[0]?.textContent}`);
+  if (f.owner) parts.push(`owner ${f.owner}`);
+  if (f.tag) parts.push(`tag ${f.tag}`);
+  return parts.join(", ");
+}
+
+// A message over the map: why it is empty, or why it failed with a way to try again (null hides it).
+function mapMessage(text, { retry } = {}) {
+  const box = $("map-message");
+  box.hidden = !text;
+  if (!text) return box.replaceChildren();
+  box.className = retry ? "map-message error" : "map-message";
+  box.setAttribute("role", retry ? "alert" : "status");
+  box.replaceChildren(el("p", { style: "margin: 0" }, text));
+  if (retry) {
+    const again = el("button", { type: "button", id: "map-retry", onclick: () => retry() }, "Try again");
+    box.append(again);
+    again.focus();
+  }
+}
+
+const weighed = (edges) => edges.every((e) => e.bytes !== undefined && e.bytes !== null);
+
+async function weigh(seq, filters) {
+  try {
+    const topo = await api.topologyGrouped(filters.group, filters);
+    if (seq !== state.mapSeq) return; // the map was reloaded meanwhile
+    state.map.reweigh(topo.edges);
+    showLegend(topo.edges);
+    probe.timings.weights = { drawn: await state.map.rendered(), edges: topo.edges.length };
+  } catch (err) {
+    if (seq === state.mapSeq) $("map-legend").textContent = `Link width: dependencies (bytes unavailable: ${err.message}).`;
+  }
+}
+
+function showLegend(edges) {
+  if (!weighed(edges)) {
+    $("map-legend").hidden = !edges.length;
+    $("map-legend").textContent = "Link width: dependencies, bytes on their way…";
+    return;
+  }
+  const range = $("f-range").selectedOptions[0]?.textContent ?? "all time";
+  const heaviest = Math.max(0, ...edges.map((e) => e.bytes ?? 0));
+  $("map-legend").hidden = !edges.length;
+  $("map-legend").textContent = `Link width: bytes, ${range} (heaviest ${bytes(heaviest)}). Point at a link for its figures.`;
 }
 
 async function toggleGroup(key) {
@@ -153,9 +216,13 @@ function withGroups(edges, nodes) {
   return edges.map((e) => ({ ...e, source_group: group(e.source), target_group: group(e.target) }));
 }
 
-// Impact results carry addresses only: their subnet is known here, other groupings need the asset.
-function groupOfAddress(addr) {
-  return state.grouping === "subnet" ? groupOf("subnet", { addr }, state.lengths) : null;
+// Impact results carry each address's owner, environment and ASN: its group under any grouping.
+const placed = (item) => ({ addr: item.addr, group: groupOf(state.grouping, item, state.lengths) });
+
+function highlightImpact() {
+  const result = state.impact;
+  if (!result) return 0;
+  return state.map.setHighlight(placed(result.target_asset), result.affected.map(placed));
 }
 
 // --- search ----------------------------------------------------------------------------------
@@ -177,6 +244,11 @@ input.addEventListener("keydown", (ev) => {
   }
 });
 
+// A pointer anywhere else closes the results, as Escape does.
+document.addEventListener("pointerdown", (ev) => {
+  if (!results.hidden && !ev.target.closest(".search")) closeResults();
+});
+
 document.addEventListener("keydown", (ev) => {
   if (ev.key === "/" && !["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement?.tagName)) {
     ev.preventDefault();
@@ -192,13 +264,16 @@ async function runSearch(q, started) {
     if (seq !== state.searchSeq) return; // a newer query is on its way
     fillList(results, found, (a) => [el("span", {}, a.addr), el("span", { class: "meta" }, [a.name, a.hostname, a.owner].filter(Boolean).join(" · "))],
       (a) => { closeResults(); openAsset(a.addr); });
-    if (!found.length) results.append(el("li", { class: "empty" }, `nothing matches “${q}”`));
+    if (!found.length) {
+      results.append(el("li", { class: "empty" }, `Nothing matches “${q}”. Try a whole address (10.1.2.3), a prefix `
+        + "(10.1.0.0/16), part of a hostname or name, an owner, a tag or an AS number (AS64512)."));
+    }
     results.hidden = false;
     input.setAttribute("aria-expanded", "true");
     probe.timings.search = { q, started, shown: performance.now(), count: found.length };
   } catch (err) {
     if (seq !== state.searchSeq) return;
-    results.replaceChildren(el("li", { class: "error", role: "alert" }, err.message));
+    results.replaceChildren(el("li", { class: "error", role: "alert" }, `The search failed: ${err.message}`));
     results.hidden = false;
   }
 }
@@ -213,8 +288,10 @@ async function openAsset(addr) {
   message($("panel"), `loading ${addr}…`);
   try {
     const detail = await api.asset(addr);
+    state.impact = null;
     state.map.clearHighlight();
     assetPage($("panel"), detail, { onOpen: openAsset, onImpact: showImpact });
+    $("asset-title").focus(); // keyboard users continue on the page they opened; screen readers read it
     if (state.map.graph.hasNode(addressId(addr))) state.map.focus(addressId(addr));
   } catch (err) {
     message($("panel"), `${addr}: ${err.message}`, true);
@@ -229,10 +306,10 @@ async function showImpact(target, depth) {
     impactView($("panel"), result, {
       onOpen: openAsset,
       onDepth: (d) => showImpact(target, d),
-      onClose: () => { state.map.clearHighlight(); message($("panel"), "Impact view closed."); },
+      onClose: () => { state.impact = null; state.map.clearHighlight(); message($("panel"), "Impact view closed."); },
     });
-    const affected = result.affected.map((a) => ({ ...a, group: groupOfAddress(a.addr) }));
-    const lit = state.map.setHighlight(result.target_addr, groupOfAddress(result.target_addr), affected);
+    $("impact-title").focus();
+    const lit = highlightImpact();
     setStatus(`impact of ${target}: ${result.affected.length} affected, ${lit} on the map highlighted`);
   } catch (err) {
     message($("panel"), `impact of ${target}: ${err.message}`, true);
@@ -243,10 +320,7 @@ async function showImpact(target, depth) {
 async function startFeed() {
   if (state.feed) return state.feed.start();
   state.feed = new ChangeFeed({
-    onState: (s) => {
-      $("feed-state").textContent = s;
-      $("feed-state").className = `feed-state ${s}`;
-    },
+    onState: showFeedState,
     onChange: (change) => {
       state.changes.unshift(change);
       state.changes.length = Math.min(state.changes.length, MAX_SHOWN);
@@ -265,6 +339,28 @@ async function startFeed() {
   }
   state.feed.start();
 }
+
+// "live", "connecting", "refused: ..." or, while the socket is down, a countdown to the next attempt
+// with a button to try at once (the changes missed meanwhile are replayed either way).
+let countdown = null;
+function showFeedState(s, delayMs = 0) {
+  clearInterval(countdown);
+  const badge = $("feed-state");
+  badge.className = `feed-state ${s.split(":")[0]}`;
+  $("feed-retry").hidden = s !== "reconnecting";
+  if (s !== "reconnecting") {
+    badge.textContent = s;
+    return;
+  }
+  const at = Date.now() + delayMs;
+  const tick = () => {
+    badge.textContent = `reconnecting in ${Math.max(0, Math.ceil((at - Date.now()) / 1000))} s`;
+  };
+  tick();
+  countdown = setInterval(tick, 250);
+}
+
+$("feed-retry").addEventListener("click", () => state.feed?.reconnectNow());
 
 // Changes of the pipeline (new_asset, ...) and alerts (other shapes) in one list, newest first.
 function showFeed() {

@@ -3,6 +3,7 @@
 // simulated: a force layout over thousands of nodes would cost seconds on every load.
 import Graph from "graphology";
 import Sigma from "sigma";
+import { bytes } from "./format.js";
 
 const GOLDEN_ANGLE = Math.PI * (3 - Math.sqrt(5));
 const GROUP_COLOR = "#1f6feb";
@@ -22,8 +23,9 @@ function spiral(index, spacing) {
 }
 
 const GROUP_SPACING = 10;
-// Edge widths on a log scale of their weight (bytes, or dependencies), relative to the heaviest.
-const edgeSize = (weight, heaviest) => 0.4 + (4 * Math.log1p(weight || 0)) / Math.log1p(Math.max(heaviest, 1));
+// Edge widths grow with the square root of their weight (bytes, else dependencies) relative to the
+// heaviest edge: a log scale would draw 1 GB and 10 GB nearly alike.
+const edgeSize = (weight, heaviest) => 0.5 + 5 * Math.sqrt(Math.max(weight || 0, 0) / Math.max(heaviest, 1));
 // Node sizes are screen pixels at every zoom (see zoomToSizeRatioFunction), so zooming in spreads
 // nodes apart; the biggest group's radius shrinks as groups get denser on the screen.
 const groupSize = (assets, maxSize) => Math.min(maxSize, 5 + 1.5 * Math.log2(1 + (assets || 0)));
@@ -33,7 +35,8 @@ export class FlowMap {
   constructor(container, { onGroup, onAddress }) {
     this.graph = new Graph({ type: "directed", multi: false, allowSelfLoops: true });
     this.expanded = new Map(); // group key -> [address node ids]
-    this.highlight = null; // {target: id, hot: Set(ids)} while an impact view is shown
+    this.impact = null; // {target, impacted} of the impact view shown
+    this.highlight = null; // {target: id, hot: Set(ids)}: where that impact is on the map now
     this.heaviest = 1;
     this.renderer = new Sigma(this.graph, container, {
       hideEdgesOnMove: true,
@@ -44,7 +47,15 @@ export class FlowMap {
       zIndex: true,
       nodeReducer: (node, data) => this.reduceNode(node, data),
       edgeReducer: (edge, data) => this.reduceEdge(edge, data),
+      enableEdgeEvents: true, // the tooltip of a link
     });
+    this.tip = document.createElement("div");
+    this.tip.className = "edge-tip";
+    this.tip.setAttribute("role", "tooltip");
+    this.tip.hidden = true;
+    container.after(this.tip);
+    this.renderer.on("enterEdge", ({ edge, event }) => this.showTip(edge, event));
+    this.renderer.on("leaveEdge", () => { this.tip.hidden = true; });
     this.renderer.on("clickNode", ({ node }) => {
       const attrs = this.graph.getNodeAttributes(node);
       if (attrs.kind === "group") onGroup(attrs.key);
@@ -63,6 +74,7 @@ export class FlowMap {
   showGroups(groups, edges) {
     this.graph.clear();
     this.expanded.clear();
+    this.impact = null;
     this.highlight = null;
     const sorted = [...groups].sort((a, b) => b.assets - a.assets || String(a.key).localeCompare(String(b.key)));
     const maxSize = maxGroupSize(sorted.length);
@@ -74,8 +86,9 @@ export class FlowMap {
       });
     });
     this.heaviest = Math.max(1, ...edges.map((e) => e.weight || 0));
-    for (const e of edges) this.addEdge(groupId(e.source), groupId(e.target), e.weight);
-    this.renderer.getCamera().setState({ x: 0.5, y: 0.5, ratio: 1, angle: 0 });
+    for (const e of edges) this.addEdge(groupId(e.source), groupId(e.target), e);
+    // Labels are drawn right of their nodes: a little zoomed out and shifted so the rightmost fit.
+    this.renderer.getCamera().setState({ x: 0.6, y: 0.5, ratio: 1.2, angle: 0 });
   }
 
   // Replaces a group by its addresses, laid out around where the group was; edges go to the
@@ -101,13 +114,14 @@ export class FlowMap {
     this.graph.setNodeAttribute(gid, "hidden", true);
     this.expanded.set(key, ids);
     this.addEdges(edges);
+    this.relight();
     return ids;
   }
 
-  // edges: {source, target, weight, source_group, target_group} between addresses.
+  // edges: {source, target, weight, bytes?, source_group, target_group} between addresses.
   addEdges(edges) {
     for (const e of edges) {
-      this.addEdge(this.endpoint(e.source, e.source_group), this.endpoint(e.target, e.target_group), e.weight);
+      this.addEdge(this.endpoint(e.source, e.source_group), this.endpoint(e.target, e.target_group), e);
     }
   }
 
@@ -115,6 +129,7 @@ export class FlowMap {
     for (const id of this.expanded.get(key) || []) if (this.graph.hasNode(id)) this.graph.dropNode(id);
     this.expanded.delete(key);
     if (this.graph.hasNode(groupId(key))) this.graph.setNodeAttribute(groupId(key), "hidden", false);
+    this.relight();
   }
 
   endpoint(addr, group) {
@@ -122,29 +137,70 @@ export class FlowMap {
     return group !== undefined && group !== null ? groupId(group) : null;
   }
 
-  addEdge(source, target, weight) {
+  // link: {weight, bytes?, dependencies?}; links between the same two nodes add up.
+  addEdge(source, target, { weight = 0, bytes: traffic, dependencies = 1 } = {}) {
     if (!source || !target || !this.graph.hasNode(source) || !this.graph.hasNode(target)) return;
+    const known = traffic !== undefined && traffic !== null;
     if (this.graph.hasEdge(source, target)) {
-      const total = this.graph.getEdgeAttribute(source, target, "weight") + (weight || 0);
-      this.graph.mergeEdgeAttributes(source, target, { weight: total, size: edgeSize(total, this.heaviest) });
+      const a = this.graph.getEdgeAttributes(source, target);
+      const total = a.weight + weight;
+      this.graph.mergeEdgeAttributes(source, target, {
+        weight: total, size: edgeSize(total, this.heaviest), dependencies: a.dependencies + dependencies,
+        bytes: a.bytes === null || !known ? null : a.bytes + traffic,
+      });
       return;
     }
-    this.graph.addEdge(source, target, { weight: weight || 0, size: edgeSize(weight, this.heaviest), color: "rgba(70, 90, 110, 0.5)" });
+    this.graph.addEdge(source, target, { weight, size: edgeSize(weight, this.heaviest), color: "rgba(60, 80, 100, 0.55)",
+      bytes: known ? traffic : null, dependencies });
   }
 
-  // impacted: [{addr, group}] from the impact view; an address not expanded lights its group.
-  setHighlight(target, targetGroup, impacted) {
+  // The bytes of the links between groups, arrived after the map was drawn by dependencies.
+  reweigh(edges) {
+    this.heaviest = Math.max(1, ...edges.map((e) => e.weight || 0));
+    for (const e of edges) {
+      const [s, t] = [groupId(e.source), groupId(e.target)];
+      if (!this.graph.hasEdge(s, t)) continue;
+      this.graph.mergeEdgeAttributes(s, t, { weight: e.weight, bytes: e.bytes, size: edgeSize(e.weight, this.heaviest) });
+    }
+  }
+
+  // "10.1.2.0/24 → 10.1.3.0/24: 1.2 GB, 14 dependencies" (bytes when the API gave them).
+  describeEdge(edge) {
+    const a = this.graph.getEdgeAttributes(edge);
+    const [s, t] = this.graph.extremities(edge).map((n) => this.graph.getNodeAttribute(n, "key"));
+    const deps = `${a.dependencies} ${a.dependencies === 1 ? "dependency" : "dependencies"}`;
+    return `${s} → ${t}: ${a.bytes === null ? "" : `${bytes(a.bytes)}, `}${deps}`;
+  }
+
+  showTip(edge, event) {
+    this.tip.textContent = this.describeEdge(edge);
+    this.tip.style.left = `${event.x + 12}px`;
+    this.tip.style.top = `${event.y + 12}px`;
+    this.tip.hidden = false;
+  }
+
+  // target and impacted: [{addr, group}] from the impact view. An address on the map lights itself,
+  // one not expanded its group; expanding or folding a group later moves the light with it.
+  setHighlight(target, impacted) {
+    this.impact = { target, impacted };
+    return this.relight();
+  }
+
+  relight() {
+    if (!this.impact) return 0;
     const hot = new Set();
-    for (const item of impacted) {
+    for (const item of this.impact.impacted) {
       const id = this.endpoint(item.addr, item.group);
       if (id) hot.add(id);
     }
-    this.highlight = { target: this.endpoint(target, targetGroup), hot };
+    const { addr, group } = this.impact.target;
+    this.highlight = { target: this.endpoint(addr, group), hot };
     this.renderer.refresh();
     return hot.size;
   }
 
   clearHighlight() {
+    this.impact = null;
     this.highlight = null;
     this.renderer.refresh();
   }

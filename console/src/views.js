@@ -31,7 +31,7 @@ export function assetPage(panel, detail, { onOpen, onImpact }) {
   const changes = el("ul", { id: "asset-changes", class: "list", role: "listbox", tabindex: "0", "aria-label": "changes" });
   fillList(changes, a.changes, (c) => [el("span", {}, `${c.kind} ${c.subject}`), el("span", { class: "meta" }, time(c.window_start))], () => {});
   panel.replaceChildren(
-    el("h3", { id: "asset-title" }, a.addr),
+    el("h3", { id: "asset-title", tabindex: "-1" }, a.addr),
     facts([
       ["name", a.name], ["hostname", a.hostname], ["owner", a.owner], ["environment", a.environment],
       ["tags", (a.tags || []).join(", ")], ["ASN", a.asn ? `AS${a.asn} ${a.as_org || ""}` : null],
@@ -59,7 +59,7 @@ export function impactView(panel, result, { onOpen, onDepth, onClose }) {
     el("span", { class: "meta" }, `depth ${r.depth}${r.server_port !== undefined && r.server_port !== null ? ` · via ${r.via_server} ${service(r.server_port, r.protocol)}` : ""}`),
   ], (r) => onOpen(r.addr));
   panel.replaceChildren(...[
-    el("h3", { id: "impact-title" }, `Impact of ${result.target}`),
+    el("h3", { id: "impact-title", tabindex: "-1" }, `Impact of ${result.target}`),
     el("div", { class: "actions" }, depth,
       el("button", { type: "button", onclick: () => onOpen(result.target_addr) }, "Asset page"),
       el("button", { type: "button", onclick: onClose }, "Clear")),

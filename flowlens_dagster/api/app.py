@@ -290,15 +290,18 @@ def routes():
         prefix_len: Annotated[int | None, Query(ge=0, le=128, description="subnet grouping prefix length")] = None,
         limit: Annotated[int | None, Query(description="edges per page (1..api.max_page)")] = None,
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+        with_bytes: Annotated[bool, Query(alias="bytes", description="grouped: edges also sum their bytes")] = False,
     ) -> Response:
         """Nodes and edges. `group=address`: nodes are assets (addr, name, hostname, owner, environment,
         tags, known, country, city, asn, as_org, first_seen, last_seen), edges are dependencies
         (client, server, port, protocol, first_seen, last_seen), in key order. Grouped: nodes
         `{"id", "assets"}`, edges `{"source", "target", "dependencies", "first_seen", "last_seen"}`,
-        most dependencies first. Answer: `{"level", "nodes", "edges", "next_cursor"}`.
+        most dependencies first; with `bytes=true` also `"bytes"`: their traffic in the time range (all
+        time without one; slower: it reads the rollups and flow_stats of the range).
+        Answer: `{"level", "nodes", "edges", "next_cursor"}`.
 
         Without filters, `group=subnet` (default prefixes /24 and /64) and no cursor this is the full map,
-        served from the cache `topology:full` (gzip or br).
+        served from the cache `topology:full` (gzip or br), with bytes.
         """
         st = state(request)
         if group not in params.GROUPS:
@@ -316,7 +319,7 @@ def routes():
             else:
                 answer = await queries.topology_grouped(
                     conn, f, group, size, offset_cursor(cursor),
-                    v4 or st.api.full_topology_prefix_v4, v6 or st.api.full_topology_prefix_v6,
+                    v4 or st.api.full_topology_prefix_v4, v6 or st.api.full_topology_prefix_v6, with_bytes,
                 )  # fmt: skip
         return json(answer)
 
@@ -325,7 +328,7 @@ def routes():
             async with st.pool.connection() as conn:
                 answer = await queries.topology_grouped(
                     conn, params.Filters(), "subnet", 10**9, 0, st.api.full_topology_prefix_v4,
-                    st.api.full_topology_prefix_v6,
+                    st.api.full_topology_prefix_v6, with_bytes=True,
                 )  # fmt: skip
             return await anyio.to_thread.run_sync(gzip.compress, orjson.dumps(answer), 6)
 

@@ -6,10 +6,12 @@ Addresses leave PostgreSQL as text (``host()``), so clients see ``10.0.0.5``, ne
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from psycopg import AsyncConnection
 
+from flowlens_dagster.api import group_bytes
 from flowlens_dagster.api.errors import ApiError, bad
 from flowlens_dagster.api.params import Filters, encode_cursor
 
@@ -28,6 +30,8 @@ GROUP_EXPR = {
 # bytes of dependency d in the range (``{span}``: conditions on fs.window_start)
 EDGE_BYTES = f"""(SELECT coalesce(sum(fs.bytes), 0)::bigint FROM flowlens.flow_stats fs
                   WHERE (fs.client_addr, fs.server_addr, fs.server_port, fs.protocol) = {EDGE_KEY}{{span}})"""
+GROUP_KEYS = ("owner", "environment", "asn")  # what places an impact result in the map's groups
+GROUP_FIELDS = ", ".join(GROUP_KEYS)
 SERIES_FINE_SPAN = timedelta(days=2)  # longer ranges read the hourly rollup
 
 
@@ -63,14 +67,28 @@ def _basic_conditions(f: Filters, params: dict, alias: str, since: str, until: s
     return conds
 
 
-def edge_conditions(f: Filters, params: dict) -> tuple[str, list[str]]:
-    """(joins, conditions) selecting dependencies ``d`` by the filters; asset filters match either end."""
+def _asset_joins(alias: str) -> str:
+    """Both ends of the rows ``alias`` (client_addr, server_addr) as assets ``c`` and ``s``."""
+    return "".join(
+        f" JOIN flowlens.assets {a} ON {a}.addr = {alias}.{end}_addr" for a, end in (("c", "client"), ("s", "server"))
+    )
+
+
+def _pair_conditions(f: Filters, params: dict, alias: str, since: str, until: str) -> tuple[str, list[str]]:
+    """(joins, conditions) selecting rows ``alias`` of client -> server:port/protocol (dependencies or
+    traffic) by the filters; asset filters match either end."""
     joins = ""
-    conds = _basic_conditions(f, params, "d", "d.last_seen", "d.first_seen", ["d.client_addr", "d.server_addr"])
+    conds = _basic_conditions(f, params, alias, since, until, [f"{alias}.client_addr", f"{alias}.server_addr"])
     if f.asset_filters:
-        joins = " JOIN flowlens.assets c ON c.addr = d.client_addr JOIN flowlens.assets s ON s.addr = d.server_addr"
+        joins = _asset_joins(alias)
         client, server = _asset_match("c", f, params), _asset_match("s", f, params)
         conds.append(f"(({' AND '.join(client)}) OR ({' AND '.join(server)}))")
+    return joins, conds
+
+
+def edge_conditions(f: Filters, params: dict) -> tuple[str, list[str]]:
+    """(joins, conditions) selecting dependencies ``d`` by the filters."""
+    joins, conds = _pair_conditions(f, params, "d", "d.last_seen", "d.first_seen")
     if f.min_bytes is not None:
         params["min_bytes"] = f.min_bytes
         conds.append(EDGE_BYTES.format(span=_span_conditions(f, params, "fs.window_start")) + " >= %(min_bytes)s")
@@ -112,21 +130,27 @@ async def topology_addresses(conn: AsyncConnection, f: Filters, limit: int, curs
 
 
 async def topology_grouped(
-    conn: AsyncConnection, f: Filters, group: str, limit: int, offset: int, v4: int, v6: int
+    conn: AsyncConnection, f: Filters, group: str, limit: int, offset: int, v4: int, v6: int, with_bytes: bool = False
 ) -> dict:
-    """Groups (subnet, ASN, owner, environment) as nodes; edges count the dependencies between groups."""
+    """Groups (subnet, ASN, owner, environment) as nodes; edges count the dependencies between two groups.
+
+    ``with_bytes``: edges also carry ``bytes``, the traffic between the two groups in the time range (all
+    time without one) under the same filters, summed from the rollups and ``flow_stats``
+    (``group_bytes``). It reads every traffic row of the range, so it costs more than the count."""
     params: dict = {"limit": limit + 1, "offset": offset, "v4": v4, "v6": v6}
     joins, conds = edge_conditions(f, params)
-    if group == "subnet":
-        src, dst = GROUP_EXPR[group].format(a="d.client_addr"), GROUP_EXPR[group].format(a="d.server_addr")
-    else:
-        if not joins:
-            joins = " JOIN flowlens.assets c ON c.addr = d.client_addr JOIN flowlens.assets s ON s.addr = d.server_addr"
-        src, dst = GROUP_EXPR[group].format(t="c"), GROUP_EXPR[group].format(t="s")
-    sql = f"""SELECT {src} AS source, {dst} AS target, count(*) AS dependencies,
-                     min(d.first_seen) AS first_seen, max(d.last_seen) AS last_seen
-              FROM flowlens.dependencies d{joins}{_where(conds)}
-              GROUP BY 1, 2 ORDER BY dependencies DESC, source, target LIMIT %(limit)s OFFSET %(offset)s"""
+    src, dst, joins = _group_ends(group, "d", joins)
+    weight, traffic = "", ""
+    if with_bytes:
+        parts = await group_bytes.traffic_spans(conn, f.since, f.until)
+        weight = ", coalesce(traffic.bytes, 0)::bigint AS bytes"
+        traffic = f" LEFT JOIN ({_group_traffic(f, group, parts, params)}) traffic USING (source, target)"
+    sql = f"""WITH deps AS (
+                  SELECT {src} AS source, {dst} AS target, count(*) AS dependencies,
+                         min(d.first_seen) AS first_seen, max(d.last_seen) AS last_seen
+                  FROM flowlens.dependencies d{joins}{_where(conds)} GROUP BY 1, 2)
+              SELECT deps.*{weight} FROM deps{traffic}
+              ORDER BY dependencies DESC, source, target LIMIT %(limit)s OFFSET %(offset)s"""
     edges = await _rows(conn, sql, params)
     more = len(edges) > limit
     edges = edges[:limit]
@@ -145,6 +169,29 @@ async def topology_grouped(
     nodes = [n for n in nodes if n["id"] in linked] if (conds or f.asset_filters) else nodes
     next_cursor = encode_cursor([offset + limit]) if more else None
     return {"level": group, "nodes": nodes, "edges": edges, "next_cursor": next_cursor}
+
+
+def _group_ends(group: str, alias: str, joins: str) -> tuple[str, str, str]:
+    """(source group, target group, joins) of the rows ``alias`` (client_addr, server_addr, ...)."""
+    if group == "subnet":
+        return (
+            GROUP_EXPR[group].format(a=f"{alias}.client_addr"),
+            GROUP_EXPR[group].format(a=f"{alias}.server_addr"),
+            joins,
+        )
+    if not joins:
+        joins = _asset_joins(alias)
+    return GROUP_EXPR[group].format(t="c"), GROUP_EXPR[group].format(t="s"), joins
+
+
+def _group_traffic(f: Filters, group: str, parts: list[group_bytes.Span], params: dict) -> str:
+    """Bytes per (source, target) group pair of the traffic rows the filters select (time by ``parts``)."""
+    if not parts:  # an empty range
+        return "SELECT NULL::text AS source, NULL::text AS target, NULL::bigint AS bytes WHERE false"
+    joins, conds = _pair_conditions(replace(f, since=None, until=None), params, "t", "", "")
+    src, dst, joins = _group_ends(group, "t", joins)
+    return f"""SELECT {src} AS source, {dst} AS target, sum(t.bytes) AS bytes
+               FROM ({group_bytes.traffic_rows(parts, params)}) t{joins}{_where(conds)} GROUP BY 1, 2"""
 
 
 # --- search --------------------------------------------------------------------------------------
@@ -265,7 +312,7 @@ async def impact(
     Each affected address appears once, at its smallest depth, with one shortest path from the target
     (cycles are cut by the visited set). Past ``max_nodes`` the walk stops and says so.
     """
-    known = await _rows(conn, "SELECT 1 AS one FROM flowlens.assets WHERE addr = %s::inet", (addr,))
+    known = await _rows(conn, f"SELECT {GROUP_FIELDS} FROM flowlens.assets WHERE addr = %s::inet", (addr,))
     if not known:
         raise ApiError(404, f"target: no asset {addr} (search with GET /api/v1/search?q=...)", "target")
     parent: dict[str, tuple | None] = {addr: None}
@@ -289,7 +336,9 @@ async def impact(
         if truncated_at or not frontier:
             break
     names = await _rows(
-        conn, "SELECT host(addr) AS addr, name, hostname FROM flowlens.assets WHERE addr = ANY (%s::inet[])", (order,)
+        conn,
+        f"SELECT host(addr) AS addr, name, hostname, {GROUP_FIELDS} FROM flowlens.assets WHERE addr = ANY (%s::inet[])",
+        (order,),
     )
     named = {n["addr"]: n for n in names}
     affected = []
@@ -301,7 +350,8 @@ async def impact(
             path.append(hop)
         info = named.get(client, {})
         affected.append({
-            "addr": client, "name": info.get("name"), "hostname": info.get("hostname"), "depth": level,
+            "addr": client, "name": info.get("name"), "hostname": info.get("hostname"),
+            **{k: info.get(k) for k in GROUP_KEYS}, "depth": level,
             "via": {"server": server, "port": svc_port, "protocol": svc_proto}, "path": path[::-1],
         })  # fmt: skip
     by_depth: dict[str, int] = {}
@@ -314,7 +364,7 @@ async def impact(
         else None
     )
     return {
-        "target": {"addr": addr, "port": port, "protocol": proto},
+        "target": {"addr": addr, "port": port, "protocol": proto, **known[0]},
         "depth": depth,
         "count": len(affected),
         "by_depth": by_depth,

@@ -29,6 +29,7 @@ import numpy as np
 import psycopg
 
 from flowlens_dagster.api.auth import add_user
+from flowlens_dagster.bench import api_traffic
 from flowlens_dagster.bench.report import report
 from ingest.config import FlowLensConfig, load_config
 from ingest.services import require
@@ -167,9 +168,13 @@ def prepare(base: FlowLensConfig, args: argparse.Namespace, command: str) -> Flo
     require(base, ["postgres", "redis"], command)
     pg_stack.ensure_database(base, BENCH_DATABASE)
     migrate(cfg, log=lambda _message: None)
-    if args.rebuild or counts(cfg) != (args.assets, args.dependencies):
+    rebuilt = args.rebuild or counts(cfg) != (args.assets, args.dependencies)
+    if rebuilt:
         print(f"building {args.assets:,} assets and {args.dependencies:,} dependencies (COPY)", file=sys.stderr)
         build(cfg, args)
+    if rebuilt or not api_traffic.has_traffic(cfg):
+        print("writing the dependencies' traffic (flow_stats, hourly and daily rollups)", file=sys.stderr)
+        api_traffic.fill(cfg)
     with psycopg.connect(cfg.postgres.dsn()) as conn:
         conn.execute("DELETE FROM flowlens.api_users WHERE username = %s", (BENCH_USER,))
     add_user(cfg.postgres.dsn(), BENCH_USER, BENCH_PASSWORD, "viewer")

@@ -24,6 +24,10 @@ ASSETS: dict[str, tuple[str, str, str, list[str], str]] = {
     "10.10.3.30": ("db-1", "dba", "prod", ["database"], "db-1.prod.example"),
     "10.10.5.53": ("dns-1", "netops", "infra", ["dns"], "dns-1.infra.example"),
 }
+# addr -> AS number (GeoIP would give them): the servers in one AS, the office in another, DNS in a third
+ASNS = {
+    addr: 64501 if addr.startswith("10.10.4.") else 64502 if addr.startswith("10.10.5.") else 64500 for addr in ASSETS
+}
 OFFICE = [f"10.10.4.{i}" for i in range(1, 5)]
 WEB = ["10.10.1.10", "10.10.1.11"]
 APP, DB, DNS = "10.10.2.20", "10.10.3.30", "10.10.5.53"
@@ -68,9 +72,9 @@ def load(dsn: str) -> None:
         )
         cur.executemany(
             """INSERT INTO flowlens.assets (addr, name, owner, environment, tags, known, hostname,
-                                           first_seen, last_seen, first_window, last_window)
-               VALUES (%s, %s, %s, %s, %s, true, %s, %s, %s, %s, %s)""",
-            [(addr, *attrs, first, last, spans[0], spans[-1]) for addr, attrs in ASSETS.items()],
+                                           first_seen, last_seen, first_window, last_window, asn)
+               VALUES (%s, %s, %s, %s, %s, true, %s, %s, %s, %s, %s, %s)""",
+            [(addr, *attrs, first, last, spans[0], spans[-1], ASNS[addr]) for addr, attrs in ASSETS.items()],
         )
         cur.executemany(
             """INSERT INTO flowlens.dependencies (client_addr, server_addr, server_port, protocol,
@@ -93,3 +97,25 @@ def load(dsn: str) -> None:
                VALUES (%s, 'new_asset', %s, %s, '{}')""",
             [(spans[0], addr, addr) for addr in ASSETS],
         )
+
+
+def subnet(addr: str) -> str:
+    return addr.rsplit(".", 1)[0] + ".0/24"
+
+
+def subnet_pairs(protocol: int | None = None) -> dict[tuple[str, str], tuple[int, int]]:
+    """(client subnet, server subnet) -> (bytes of all windows, dependencies), from the rows above."""
+    pairs: dict[tuple[str, str], tuple[int, int]] = {}
+    for d, (client, server, _port, proto) in enumerate(DEPENDENCIES):
+        if protocol is not None and proto != protocol:
+            continue
+        key = (subnet(client), subnet(server))
+        total, count = pairs.get(key, (0, 0))
+        pairs[key] = (total + sum(window_bytes(d, i) for i in range(WINDOWS)), count + 1)
+    return pairs
+
+
+def group_of(grouping: str, addr: str) -> str:
+    """The map group of an address, by the rows above (subnet /24, ``AS<n>``, owner, environment)."""
+    _name, owner, environment, _tags, _host = ASSETS[addr]
+    return {"subnet": subnet(addr), "asn": f"AS{ASNS[addr]}", "owner": owner, "environment": environment}[grouping]
