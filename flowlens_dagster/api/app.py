@@ -476,9 +476,9 @@ async def forward(websocket: WebSocket, sub: Subscriber, sent: int) -> None:
 
     async def send() -> None:
         while not sub.overflowed:
-            ident, data = await sub.queue.get()
+            ident, text = await sub.queue.get()
             if not (isinstance(ident, int) and ident <= sent):
-                await websocket.send_text(data.decode())
+                await websocket.send_text(text)
         await websocket.close(code=1013, reason="too slow: reconnect with last_id")
 
     sender = asyncio.create_task(send())

@@ -8,11 +8,12 @@ answer is older than the last processed window plus the TTL. One ``MGET`` of the
 In minimal mode (no Redis) the entries live in process (same keys, same TTLs) and the generation is
 the finish time of the last ``topology_changes`` window load in PostgreSQL, read at most once a second.
 
-With Redis each worker also keeps a copy of the entries it served (at most ``LOCAL_BYTES``), each
-until its Redis entry expires: the request's round trip (``store.SESSION_AND_COUNT``) still reads
-the generation, and sends the entry only when the copy is not of that generation. A copy is never
-served past its entry's TTL or after a generation bump, so the guarantee above holds, and a large
-answer (an impact walk is ~200 kB of JSON) crosses from Redis once per worker, not on every hit.
+With Redis each worker also keeps a copy of the entries it served (at most ``LOCAL_BYTES``): the
+request's round trip (``store.SESSION_AND_COUNT``) still reads the generation and whether the entry
+is there, and sends the entry itself only when the copy is not of that generation. A copy is only
+served while its Redis entry exists (so not past its TTL, nor after the entry is deleted) and is of
+the current generation, so the guarantee above holds, and a large answer (an impact walk is ~200 kB
+of JSON) crosses from Redis once per worker, not on every hit.
 """
 
 from __future__ import annotations
@@ -48,14 +49,15 @@ class Cache:
 
     def from_front(self, key: str, front: Front) -> bytes | None:
         """The payload of ``key`` the round trip found, or this worker's copy it confirmed; None: a miss."""
+        if front.entry_ttl_ms <= 0:  # no entry (or one without expiry, which this cache never writes)
+            return None
         copy = self.local.get(key)
-        if copy is not None and copy[0] == front.generation and copy[1] > time.monotonic():
+        if front.entry is None and copy is not None and copy[0] == front.generation:
             return copy[2]
         stored, _, payload = (front.entry or b"").partition(b"\n")
         if front.entry is None or stored != front.generation:
             return None
-        if front.entry_ttl_ms > 0:
-            self._keep(key, stored, payload, front.entry_ttl_ms / 1000)
+        self._keep(key, stored, payload, front.entry_ttl_ms / 1000)
         return payload
 
     def _keep(self, key: str, generation: bytes, payload: bytes, seconds: float) -> None:

@@ -43,7 +43,8 @@ class CachePeek:
 # the session, then the address's and (when the session exists) its user's fixed-window counters,
 # then, with KEYS[3] and KEYS[4], the cache generation and entry in the cache database (ARGV[3]) of
 # the same server. SELECT inside a script leaves the caller's connection on its own database (Redis 7).
-# The entry is only sent when the caller's copy of it is not of the current generation (ARGV[4]).
+# The entry is only sent when the caller's copy of it is not of the current generation (ARGV[4]);
+# its milliseconds to live always are (negative: gone, so the caller's copy is stale too).
 # The user key is built in the script from the session's id (fine on one Redis; a cluster would need
 # it passed as a key, and the two databases would be one).
 SESSION_AND_COUNT = """
@@ -60,10 +61,8 @@ end
 if KEYS[3] then
     redis.call('SELECT', ARGV[3])
     out[2] = redis.call('GET', KEYS[3]) or '0'
-    if out[2] ~= ARGV[4] then
-        out[3] = redis.call('GET', KEYS[4])
-        if out[3] then out[4] = redis.call('PTTL', KEYS[4]) end
-    end
+    if out[2] ~= ARGV[4] then out[3] = redis.call('GET', KEYS[4]) end
+    out[4] = redis.call('PTTL', KEYS[4])
 end
 return out
 """
@@ -72,8 +71,8 @@ return out
 @dataclass
 class Front:
     """What one request's round trip found: its session (or None) and the counts of the address's and
-    (with a session) its user's windows; on a cached route also the cache generation, and the entry
-    with its milliseconds to live unless the caller's copy is of that generation."""
+    (with a session) its user's windows; on a cached route also the cache generation, the entry unless
+    the caller's copy is of that generation, and the entry's milliseconds to live (negative: none)."""
 
     session: bytes | None
     counts: list[tuple[int, int]]

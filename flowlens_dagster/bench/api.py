@@ -48,6 +48,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     topology_args(parser)
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of each load phase")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rate", type=float, default=2000.0, help="requests/s offered in the latency phase")
     parser.add_argument("--ws", type=int, default=1000, help="WebSocket clients (0: skip that phase)")
     return parser.parse_args(argv)
 
@@ -185,15 +186,16 @@ def main(argv: list[str]) -> int:
     setup = time.perf_counter()
     cfg = prepare(load_config(), args, "flowlens bench api")
     setup_seconds = round(time.perf_counter() - setup, 1)
+    load_start = round(os.getloadavg()[0], 2)  # the machine may be shared: say how busy it was
     api = start_api(cfg, args.workers)
     try:
         loadgen = [sys.executable, "-m", "flowlens_dagster.bench.api_loadgen", "--url", f"http://{cfg.api.host}:{cfg.api.port}",
                    "--token", login(cfg), "--dsn", cfg.postgres.dsn(), "--redis-url", cfg.redis.url(0),
                    "--assets", str(args.assets), "--servers", str(args.servers), "--seconds", str(args.seconds),
-                   "--connections", str(args.connections), "--ws", str(args.ws),
+                   "--connections", str(args.connections), "--rate", str(args.rate), "--ws", str(args.ws),
                    "--pg-connections", str((args.workers or cfg.api.workers) * cfg.api.pg_pool_size)]  # fmt: skip
-        print(f"load: {args.connections} connections x {args.seconds:g} s, then psycopg, then {args.ws} WebSockets",
-              file=sys.stderr)  # fmt: skip
+        print(f"load: {args.connections} connections: warm-up, {args.seconds:g} s back to back, {args.seconds:g} s at "
+              f"{args.rate:g}/s; then psycopg; then {args.ws} WebSockets", file=sys.stderr)  # fmt: skip
         measured = json.loads(subprocess.run(loadgen, check=True, capture_output=True, text=True).stdout)
     finally:
         os.killpg(api.pid, signal.SIGTERM)
@@ -225,16 +227,23 @@ def main(argv: list[str]) -> int:
     }
     config = {
         "baseline": "the same query mix through the API's query functions on psycopg (no HTTP, no cache), same run",
+        "method": "HTTP: every distinct request once (untimed warm-up), then back to back for requests_per_s, "
+        "then paced at latency_rate_per_s for the *_p99_ms figures (latency from when each request was due); "
+        "saturated_p99_ms: the back-to-back phase's",
         "database": BENCH_DATABASE,
         "workers": args.workers or cfg.api.workers,
         "connections": args.connections,
         "seconds_per_phase": args.seconds,
+        "latency_rate_per_s": args.rate,
+        "latency_phase_requests": measured["paced_requests"],
+        "saturated_p99_ms": {**measured["saturated"], "mixed": measured["saturated_mixed_p99_ms"]},
         "websocket_clients": args.ws,
         "ws_deliveries": measured["ws_deliveries"],
         "ws_lost": measured["ws_lost"],
         "http_errors": measured["errors"],
         "mix": "search 30%, impact depth 3 20%, filtered topology 30%, full topology 10%, asset detail 10%",
         "setup_seconds_untimed": setup_seconds,
+        "load_average_1m": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
         "targets": "search/impact p99 <= 25 ms, filtered topology <= 50 ms, full topology <= 100 ms, "
         ">= 2000 requests/s, ws delivery p99 <= 250 ms, error ratio 0 (2 cores, load generator included)",
     }

@@ -1,11 +1,15 @@
 """The API bench's load generator, run as its own process (``python -m flowlens_dagster.bench.api_loadgen``).
 
-Phase 1: ``--connections`` concurrent HTTP clients (aiohttp) send the mixed query workload for
-``--seconds``; latencies per kind. Phase 2: the same mix straight against PostgreSQL through psycopg
-(the API's own query functions, no HTTP, no cache), the same concurrency over as many connections as
-the API's workers hold: the same-run baseline. Phase 3: ``--ws`` WebSocket clients subscribe to the
-change feed, ``--messages`` changes are published to Redis ``changes:topology``, each stamped with
-its publish time; every client records publish → receipt. Prints one JSON object.
+Phase 1, over HTTP with ``--connections`` keep-alive connections and the mixed query workload: every
+distinct request once (warm-up, untimed); then ``--seconds`` back to back, the most the API answers
+(requests/s); then ``--seconds`` paced at ``--rate`` requests/s, latencies per kind counted from when
+each request was due. (Back to back, a closed loop of 64 connections has a mean latency of 64 / rate
+by Little's law, whatever the server does, so latency is measured at a given rate.) Phase 2: the same
+mix straight against PostgreSQL through psycopg (the API's own query functions, no HTTP, no cache),
+back to back with the same concurrency over as many connections as the API's workers hold: the
+same-run baseline. Phase 3: ``--ws`` WebSocket clients subscribe to the change feed, ``--messages``
+changes are published to Redis ``changes:topology``, each stamped with its publish time; every client
+records publish → receipt. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import random
 import sys
 import time
+from dataclasses import dataclass
 
 import aiohttp
 import numpy as np
@@ -139,36 +144,55 @@ async def warm_up(args, requests: dict[str, list[bytes]]) -> int:
     return sum(failed)
 
 
-async def http_phase(args, work) -> tuple[dict[str, list[float]], int, int, float]:
-    latencies: dict[str, list[float]] = {k: [] for k in MIX}
-    errors = total = 0
-    requests = requests_of(args, work)
-    errors += await warm_up(args, requests)
+@dataclass
+class Load:
+    """What one load phase measured."""
+
+    latencies: dict[str, list[float]]
+    requests: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+
+
+async def drive(args, requests: dict[str, list[bytes]], rate: float | None) -> Load:
+    """``--connections`` clients for ``--seconds``: back to back (``rate`` None: the most the server
+    answers), or paced to ``rate`` requests/s in all, each latency counted from the moment its request
+    was due, so time spent queued behind a slow answer counts (no coordinated omission)."""
+    load = Load({k: [] for k in MIX})
     conns = [await connect(args.url) for _ in range(args.connections)]
-    deadline = time.perf_counter() + args.seconds
+    start = time.perf_counter() + 0.05
+    deadline = start + args.seconds
 
     async def client(n: int, conn: HttpConnection) -> None:
-        nonlocal errors, total
         rnd = random.Random(n)
         kinds, weights = list(MIX), list(MIX.values())
-        while time.perf_counter() < deadline:
+        due = start + (n / rate if rate else 0.0)
+        while due < deadline and time.perf_counter() < deadline:
+            if rate:
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
             kind = rnd.choices(kinds, weights=weights)[0]
-            request = rnd.choice(requests[kind])
-            began = time.perf_counter()
+            began = due if rate else time.perf_counter()
             try:
-                ok = await conn.get(request) == 200
+                ok = await conn.get(rnd.choice(requests[kind])) == 200
             except ConnectionError:
                 ok, conn = False, await connect(args.url)
-            latencies[kind].append(time.perf_counter() - began)
-            total += 1
-            errors += 0 if ok else 1
+            load.latencies[kind].append(time.perf_counter() - began)
+            load.requests += 1
+            load.errors += 0 if ok else 1
+            due += len(conns) / rate if rate else 0.0
 
-    began = time.perf_counter()
     await asyncio.gather(*(client(n, conn) for n, conn in enumerate(conns)))
-    elapsed = time.perf_counter() - began
+    load.seconds = time.perf_counter() - start
     for conn in conns:
         conn.transport.close()
-    return latencies, total, errors, elapsed
+    return load
+
+
+async def http_phase(args, work) -> tuple[int, Load, Load]:
+    """Warm-up (errors), then the most the API answers, then latency at ``--rate``."""
+    requests = requests_of(args, work)
+    warm_errors = await warm_up(args, requests)
+    return warm_errors, await drive(args, requests, None), await drive(args, requests, args.rate)
 
 
 async def direct_phase(args, work) -> dict[str, list[float]]:
@@ -266,6 +290,7 @@ def main() -> None:
     parser.add_argument("--servers", type=int, required=True)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rate", type=float, default=2000.0, help="requests/s of the latency phase")
     parser.add_argument("--pg-connections", type=int, default=16)
     parser.add_argument("--ws", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=20)
@@ -273,15 +298,19 @@ def main() -> None:
     args = parser.parse_args()
     raise_open_files()
     work = workload(args.assets, args.servers)
-    latencies, total, errors, elapsed = uvloop.run(http_phase(args, work))
+    warm_errors, most, paced = uvloop.run(http_phase(args, work))
     direct = uvloop.run(direct_phase(args, work))
     delays, lost = uvloop.run(ws_phase(args)) if args.ws else ([], 0)
     result = {
-        "api": {kind: p99_ms(v) for kind, v in latencies.items()},
-        "api_mixed_p99_ms": p99_ms([x for v in latencies.values() for x in v]),
-        "requests": total,
-        "errors": errors,
-        "seconds": round(elapsed, 2),
+        "api": {kind: p99_ms(v) for kind, v in paced.latencies.items()},
+        "api_mixed_p99_ms": p99_ms([x for v in paced.latencies.values() for x in v]),
+        "paced_requests": paced.requests,
+        "paced_seconds": round(paced.seconds, 2),
+        "saturated": {kind: p99_ms(v) for kind, v in most.latencies.items()},
+        "saturated_mixed_p99_ms": p99_ms([x for v in most.latencies.values() for x in v]),
+        "requests": most.requests,
+        "errors": warm_errors + most.errors + paced.errors,
+        "seconds": round(most.seconds, 2),
         "direct": {kind: p99_ms(v) for kind, v in direct.items()},
         "direct_mixed_p99_ms": p99_ms([x for v in direct.values() for x in v]),
         "direct_requests": sum(len(v) for v in direct.values()),
