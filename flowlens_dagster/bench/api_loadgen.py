@@ -293,13 +293,14 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000.0, help="requests/s of the latency phase")
     parser.add_argument("--pg-connections", type=int, default=16)
     parser.add_argument("--ws", type=int, default=1000)
+    parser.add_argument("--no-direct", action="store_true", help="skip the psycopg baseline")
     parser.add_argument("--messages", type=int, default=20)
     parser.add_argument("--message-interval", type=float, default=0.25)
     args = parser.parse_args()
     raise_open_files()
     work = workload(args.assets, args.servers)
     warm_errors, most, paced = uvloop.run(http_phase(args, work))
-    direct = uvloop.run(direct_phase(args, work))
+    direct = {k: [] for k in MIX} if args.no_direct else uvloop.run(direct_phase(args, work))
     delays, lost = uvloop.run(ws_phase(args)) if args.ws else ([], 0)
     result = {
         "api": {kind: p99_ms(v) for kind, v in paced.latencies.items()},
