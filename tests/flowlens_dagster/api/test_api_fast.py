@@ -142,3 +142,28 @@ def test_the_route_and_the_fast_path_share_one_key_per_question():
     assert plans.topology(api, plans.params.Filters(), "subnet", None, None, None).key == "topology:full"
     assert plan_of(api, "/api/v1/search", b"q=+laptop+")[1].key == "search:laptop"
     assert plan_of(api, "/api/v1/assets/2001:db8::5", b"")[0] == "/api/v1/assets/{addr}"
+
+
+def test_concurrent_round_trips_batched_in_one_pipeline_each_get_their_own_answer(clean_redis, flowlens_config):
+    import asyncio
+
+    import redis as redis_lib
+
+    from flowlens_dagster.api.store import RedisStore
+
+    async def run(url: str) -> tuple[list, int]:
+        store = RedisStore(url)
+        try:
+            fronts = await asyncio.gather(
+                *(store.session_and_count("session:none", f"ratelimit:ip:t{n % 3}", "ratelimit:user:", 60)
+                  for n in range(30))
+            )  # fmt: skip
+            return [f.counts[0][0] for f in fronts], len(store._session_and_count.running)
+        finally:
+            await store.close()
+
+    counts, left = asyncio.run(run(clean_redis))
+    assert sorted(counts) == sorted(list(range(1, 11)) * 3)  # each address counted 1..10, no answer lost
+    assert left == 0
+    with pytest.raises(redis_lib.exceptions.ConnectionError):
+        asyncio.run(run(flowlens_config.redis.model_copy(update={"port": 1}).url()))
