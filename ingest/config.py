@@ -384,9 +384,10 @@ class ApiConfig(_Section):
     workers: int = Field(2, ge=1, le=64)  # uvicorn worker processes
     cache_db: int = Field(2, ge=0, le=15)  # §5.2 database 2: API cache
     session_db: int = Field(3, ge=0, le=15)  # §5.2 database 3: sessions and rate limits
-    topology_ttl_seconds: int = Field(300, ge=1)  # topology:full
+    topology_ttl_seconds: int = Field(300, ge=1)  # topology:full, topology:<group>|<filters>
     search_ttl_seconds: int = Field(60, ge=1)  # search:<q>
     impact_ttl_seconds: int = Field(300, ge=1)  # impact:<id>:depth-<n>
+    asset_ttl_seconds: int = Field(60, ge=1)  # asset:<addr> (asset detail; not a key of the model)
     session_ttl_seconds: int = Field(86_400, ge=60)  # session:<token>
     rate_limit_window_seconds: int = Field(60, ge=1)  # ratelimit:user:<id>, ratelimit:ip:<addr>
     rate_limit_per_user: int = Field(1_200, ge=1)  # requests per window

@@ -26,20 +26,20 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from assets.keys import TOPOLOGY_CHANGES
-from flowlens_dagster.api import errors, metrics, params, queries
+from flowlens_dagster.api import errors, metrics, params, plans, queries
 from flowlens_dagster.api.auth import Auth, User
 from flowlens_dagster.api.cache import Cache
 from flowlens_dagster.api.console import mount_console
 from flowlens_dagster.api.errors import ApiError, bad
+from flowlens_dagster.api.fast import USER_SCOPE_KEY, FastPath
 from flowlens_dagster.api.store import MemoryStore, RedisStore
 from flowlens_dagster.api.ws import CHANNELS, Hub, Subscriber
 from ingest.config import FlowLensConfig, load_config
 
 API = "/api/v1"
 JSON = "application/json"
-MAX_DEPTH = 6
-DEFAULT_IMPACT_NODES = 1000  # an impact answer a person can read; max_nodes raises it to api.impact_max_nodes
 REPLAY_PAGE = 1000
+GZIP_LEVEL = 6
 
 
 class Login(BaseModel):
@@ -68,7 +68,7 @@ class State:
             )
         else:
             self.cache_store, self.session_store = MemoryStore(), MemoryStore()
-        self.cache = Cache(self.cache_store, None if self.redis else self.last_window)
+        self.cache = Cache(self.cache_store, None if self.redis else self.last_window, cfg.api.cache_db)
         self.auth = Auth(cfg.api, self.pool, self.session_store)
         self.hub = Hub(cfg.redis.url() if self.redis else None, self.changes_since)
         self.trigram: bool | None = None
@@ -88,14 +88,17 @@ class State:
                 return [await cur.fetchone()]
             return await queries.changes_after(conn, params.Filters(), None, after, REPLAY_PAGE)
 
-    async def cached_query(self, cache: str, key: str, ttl: int, query, *args) -> Response:
-        """The JSON of ``query(conn, *args)``, from the cache entry ``key`` or computed and stored there."""
+    async def cached_query(self, request: Request, plan: plans.Plan) -> Response:
+        """The answer of ``plan``, from its cache entry or computed and stored there, gzip compressed
+        once (the fast path sends the stored bytes as they are)."""
 
         async def build() -> bytes:
+            args = plan.args + ((await self.has_trigram(),) if plan.trigram else ())
             async with self.pool.connection() as conn:
-                return orjson.dumps(await query(conn, *args))
+                body = orjson.dumps(await plan.query(conn, *args), default=_number)
+            return await compress(body)
 
-        return json(await self.cache.cached(cache, key, ttl, build))
+        return encoded(request, await self.cache.cached(plan.cache, plan.key, plan.ttl, build))
 
     async def has_trigram(self) -> bool:
         if self.trigram is None:
@@ -119,7 +122,11 @@ def bearer(request: Request) -> str | None:
 
 
 async def current_user(request: Request) -> User:
-    """Authenticated and counted against the rate limits (dependency of every data route)."""
+    """Authenticated and counted against the rate limits (dependency of every data route); the fast
+    path has done it already for a cache miss it passes on."""
+    user = request.scope.get(USER_SCOPE_KEY)
+    if user is not None:
+        return user
     return await state(request).auth.authorize(bearer(request), client_address(request))
 
 
@@ -173,13 +180,11 @@ def encoded(request: Request, gzipped: bytes, br: bytes | None = None) -> Respon
     return Response(gzip.decompress(gzipped), media_type=JSON, headers=headers)
 
 
-def offset_cursor(cursor: str | None) -> int:
-    key = params.decode_cursor(cursor, 1)
-    if key is None:
-        return 0
-    if not isinstance(key[0], int) or key[0] < 0:
-        raise bad("cursor", "is not a cursor this endpoint returned (pass next_cursor of the previous page unchanged)")
-    return key[0]
+async def compress(body: bytes) -> bytes:
+    """gzip, in a thread for a large body (zlib lets go of the GIL; the event loop keeps serving)."""
+    if len(body) < 256 * 1024:
+        return gzip.compress(body, GZIP_LEVEL)
+    return await anyio.to_thread.run_sync(gzip.compress, body, GZIP_LEVEL)
 
 
 @asynccontextmanager
@@ -210,6 +215,7 @@ def create_app(cfg: FlowLensConfig | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(GZipMiddleware, minimum_size=4096)
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(FastPath)  # outermost: cached answers skip the rest
     app.include_router(routes())
     mount_console(app)  # last: the console takes every path the API does not
     return app
@@ -301,27 +307,14 @@ def routes():
         Answer: `{"level", "nodes", "edges", "next_cursor"}`.
 
         Without filters, `group=subnet` (default prefixes /24 and /64) and no cursor this is the full map,
-        served from the cache `topology:full` (gzip or br), with bytes.
+        served from the cache `topology:full` (gzip or br), with bytes; any other page is cached as
+        `topology:<group>|<filters, limit, cursor>` (`api.topology_ttl_seconds`).
         """
         st = state(request)
-        if group not in params.GROUPS:
-            raise bad("group", f"must be one of {', '.join(params.GROUPS)}, got {group!r}")
-        size = params.limit(limit, 1000 if group == "address" else st.api.max_page, st.api.max_page)
-        v4 = v6 = prefix_len
-        if prefix_len is not None and prefix_len > 32 and group == "subnet":
-            v4 = 32
-        full = group == "subnet" and prefix_len is None and not f.key() and cursor is None and limit is None
-        if full:
+        plan = plans.topology(st.api, f, group, prefix_len, limit, cursor, with_bytes)
+        if plan.query is None:
             return await full_topology(request, st)
-        async with st.pool.connection() as conn:
-            if group == "address":
-                answer = await queries.topology_addresses(conn, f, size, params.decode_cursor(cursor, 4))
-            else:
-                answer = await queries.topology_grouped(
-                    conn, f, group, size, offset_cursor(cursor),
-                    v4 or st.api.full_topology_prefix_v4, v6 or st.api.full_topology_prefix_v6, with_bytes,
-                )  # fmt: skip
-        return json(answer)
+        return await st.cached_query(request, plan)
 
     async def full_topology(request: Request, st: State) -> Response:
         async def build() -> bytes:
@@ -330,7 +323,7 @@ def routes():
                     conn, params.Filters(), "subnet", 10**9, 0, st.api.full_topology_prefix_v4,
                     st.api.full_topology_prefix_v6, with_bytes=True,
                 )  # fmt: skip
-            return await anyio.to_thread.run_sync(gzip.compress, orjson.dumps(answer), 6)
+            return await anyio.to_thread.run_sync(gzip.compress, orjson.dumps(answer, default=_number), GZIP_LEVEL)
 
         gzipped = await st.cache.cached("topology", "topology:full", st.api.topology_ttl_seconds, build)
         br = None
@@ -358,20 +351,7 @@ def routes():
         Hostnames and names match by substring (pg_trgm index), ranked exact match first, then by similarity.
         """
         st = state(request)
-        size = params.limit(limit, 50, st.api.max_page)
-        offset = offset_cursor(cursor)
-        query = classify(q)
-        if not query and not f.key():
-            raise bad("q", "give a search text, address, prefix or AS number, or at least one filter")
-        key = f"search:{(q or '').strip()}"
-        extra = "&".join(
-            x for x in (f.key(), f"limit={size}" if limit else "", f"offset={offset}" if offset else "") if x
-        )
-        key += f"|{extra}" if extra else ""
-        trigram = await st.has_trigram()
-        return await st.cached_query(
-            "search", key, st.api.search_ttl_seconds, queries.search, query, f, size, offset, trigram
-        )
+        return await st.cached_query(request, plans.search(st.api, q, f, limit, cursor))
 
     @router.get(f"{API}/assets/{{addr}}")
     async def asset(
@@ -384,12 +364,9 @@ def routes():
         """`{"asset", "dependencies_in": [{client, port, protocol, first_seen, last_seen, bytes}],
         "dependencies_in_total", "dependencies_out": [{server, ...}], "dependencies_out_total",
         "series": {"step": "5m" | "1h", "points": [{t, bytes, packets, flows}]}}`; bytes and the series
-        cover `since`..`until` (default: the last day)."""
+        cover `since`..`until` (default: the last day). Cached as `asset:<addr>` (`api.asset_ttl_seconds`)."""
         st = state(request)
-        address = params.address("addr", addr)
-        size = params.limit(limit, 200, st.api.max_page)
-        async with st.pool.connection() as conn:
-            return json(await queries.asset_detail(conn, address, f, size))
+        return await st.cached_query(request, plans.asset(st.api, addr, f, limit))
 
     @router.get(f"{API}/impact")
     async def impact(
@@ -405,17 +382,7 @@ def routes():
         "message", "affected": [{"addr", "name", "hostname", "depth", "via": {"server", "port", "protocol"},
         "path": [target, ..., addr]}]}`. Cached as `impact:<target>:depth-<n>`."""
         st = state(request)
-        if not 1 <= depth <= MAX_DEPTH:
-            raise bad("depth", f"must be between 1 and {MAX_DEPTH}, got {depth}")
-        cap = params.limit(
-            max_nodes, min(DEFAULT_IMPACT_NODES, st.api.impact_max_nodes), st.api.impact_max_nodes, "max_nodes"
-        )
-        addr, port, proto = params.service("target", target)
-        ident = addr if port is None else f"{addr}:{port}/{proto}"
-        key = f"impact:{ident}:depth-{depth}" + (f"|max_nodes={cap}" if max_nodes else "")
-        return await st.cached_query(
-            "impact", key, st.api.impact_ttl_seconds, queries.impact, addr, port, proto, depth, cap
-        )
+        return await st.cached_query(request, plans.impact(st.api, target, depth, max_nodes))
 
     @router.get(f"{API}/changes")
     async def changes(
@@ -454,22 +421,6 @@ def routes():
 
 def kinds(kind: str | None) -> list[str] | None:
     return [k.strip() for k in kind.split(",") if k.strip()] if kind else None
-
-
-def classify(q: str | None) -> dict:
-    """What a search text is: an address, a prefix, an AS number or free text."""
-    text = (q or "").strip()
-    if not text:
-        return {}
-    if "/" in text:
-        return {"prefix": params.prefix("q", text)}
-    try:
-        return {"address": params.address("q", text)}
-    except ApiError:
-        pass
-    if text.upper().startswith("AS") and text[2:].isdigit():
-        return {"asn": int(text[2:])}
-    return {"text": text}
 
 
 async def feed(websocket: WebSocket) -> None:
@@ -528,9 +479,9 @@ async def forward(websocket: WebSocket, sub: Subscriber, sent: int) -> None:
 
     async def send() -> None:
         while not sub.overflowed:
-            ident, data = await sub.queue.get()
+            ident, text = await sub.queue.get()
             if not (isinstance(ident, int) and ident <= sent):
-                await websocket.send_text(data.decode())
+                await websocket.send_text(text)
         await websocket.close(code=1013, reason="too slow: reconnect with last_id")
 
     sender = asyncio.create_task(send())

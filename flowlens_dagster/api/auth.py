@@ -31,7 +31,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from flowlens_dagster.api import metrics
 from flowlens_dagster.api.errors import ApiError
-from flowlens_dagster.api.store import Store
+from flowlens_dagster.api.store import CachePeek, Front, Store
 from ingest.config import ApiConfig
 
 ROLES = ("viewer", "admin")
@@ -172,18 +172,25 @@ class Auth:
     async def authorize(self, token: str | None, address: str) -> User:
         """The token's user, counted against the address's and the user's rate limits (one Redis round
         trip for a session); 401 or 429 otherwise."""
+        return (await self.authorize_and_peek(token, address, None))[0]
+
+    async def authorize_and_peek(
+        self, token: str | None, address: str, cache: CachePeek | None
+    ) -> tuple[User, Front | None]:
+        """As :meth:`authorize`, and for a session token also the cache entry ``cache`` read in the same
+        round trip (None for an API token: the caller reads the cache itself)."""
         if not token or token.startswith(TOKEN_PREFIX):
             user = await self.authenticate(token)
             await self.limit(user, address)
-            return user
+            return user, None
         window = self.cfg.rate_limit_window_seconds
-        raw, counts = await self.store.session_and_count(
-            f"session:{token}", f"ratelimit:ip:{address}", "ratelimit:user:", window
+        front = await self.store.session_and_count(
+            f"session:{token}", f"ratelimit:ip:{address}", "ratelimit:user:", window, cache
         )
-        self._check(counts)
-        if raw is None:
+        self._check(front.counts)
+        if front.session is None:
             raise _unknown_token()
-        return User(**orjson.loads(raw))
+        return User(**orjson.loads(front.session)), front
 
     async def limit(self, user: User | None, address: str) -> None:
         """Count this request against the address's and the user's windows; 429 past either limit."""

@@ -7,6 +7,13 @@ answer is older than the last processed window plus the TTL. One ``MGET`` of the
 
 In minimal mode (no Redis) the entries live in process (same keys, same TTLs) and the generation is
 the finish time of the last ``topology_changes`` window load in PostgreSQL, read at most once a second.
+
+With Redis each worker also keeps a copy of the entries it served (at most ``LOCAL_BYTES``): the
+request's round trip (``store.SESSION_AND_COUNT``) still reads the generation and whether the entry
+is there, and sends the entry itself only when the copy is not of that generation. A copy is only
+served while its Redis entry exists (so not past its TTL, nor after the entry is deleted) and is of
+the current generation, so the guarantee above holds, and a large answer (an impact walk is ~200 kB
+of JSON) crosses from Redis once per worker, not on every hit.
 """
 
 from __future__ import annotations
@@ -17,15 +24,49 @@ from collections.abc import Awaitable, Callable
 
 from assets.api_generation import API_GENERATION_KEY
 from flowlens_dagster.api.metrics import CACHE_HITS, CACHE_MISSES
-from flowlens_dagster.api.store import Store
+from flowlens_dagster.api.store import CachePeek, Front, Store
+
+LOCAL_BYTES = 64 * 2**20
 
 
 class Cache:
-    def __init__(self, store: Store, pg_generation: Callable[[], Awaitable[str]] | None = None):
-        self.store = store
+    def __init__(self, store: Store, pg_generation: Callable[[], Awaitable[str]] | None = None, db: int = 2):
+        self.store, self.db = store, db
         self.pg_generation = pg_generation  # minimal mode: the generation comes from PostgreSQL
         self._pg_seen: tuple[float, str] = (0.0, "")
         self._building: dict[str, asyncio.Lock] = {}
+        self.local: dict[str, tuple[bytes, float, bytes]] = {}  # key -> (generation, expires, payload)
+        self._local_bytes = 0
+
+    def peek_request(self, key: str) -> CachePeek | None:
+        """What the request's Redis round trip should read of ``key`` (None in minimal mode: the cache
+        is in process, read it with :meth:`peek`)."""
+        if self.pg_generation is not None:
+            return None
+        copy = self.local.get(key)
+        have = copy[0].decode() if copy is not None and copy[1] > time.monotonic() else ""
+        return CachePeek(API_GENERATION_KEY, key, self.db, have)
+
+    def from_front(self, key: str, front: Front) -> bytes | None:
+        """The payload of ``key`` the round trip found, or this worker's copy it confirmed; None: a miss."""
+        if front.entry_ttl_ms <= 0:  # no entry (or one without expiry, which this cache never writes)
+            return None
+        copy = self.local.get(key)
+        if front.entry is None and copy is not None and copy[0] == front.generation:
+            return copy[2]
+        stored, _, payload = (front.entry or b"").partition(b"\n")
+        if front.entry is None or stored != front.generation:
+            return None
+        self._keep(key, stored, payload, front.entry_ttl_ms / 1000)
+        return payload
+
+    def _keep(self, key: str, generation: bytes, payload: bytes, seconds: float) -> None:
+        old = self.local.pop(key, None)
+        self._local_bytes -= len(old[2]) if old else 0
+        while self.local and self._local_bytes + len(payload) > LOCAL_BYTES:
+            self._local_bytes -= len(self.local.pop(next(iter(self.local)))[2])  # the oldest copy
+        self.local[key] = (generation, time.monotonic() + seconds, payload)
+        self._local_bytes += len(payload)
 
     async def _generation_and(self, key: str) -> tuple[bytes, bytes | None]:
         if self.pg_generation is None:
@@ -37,16 +78,17 @@ class Cache:
             self._pg_seen = (time.monotonic(), generation)
         return generation.encode(), await self.store.get(key)
 
+    async def peek(self, key: str) -> tuple[bytes | None, bytes]:
+        """(payload or None, current generation), not counted."""
+        generation, value = await self._generation_and(key)
+        stored, _, payload = (value or b"").partition(b"\n")
+        return (payload if value is not None and stored == generation else None), generation
+
     async def get(self, cache: str, key: str) -> tuple[bytes | None, bytes]:
         """(payload or None, current generation); counts a hit or a miss for ``cache``."""
-        generation, value = await self._generation_and(key)
-        if value is not None:
-            stored, _, payload = value.partition(b"\n")
-            if stored == generation:
-                CACHE_HITS.labels(cache).inc()
-                return payload, generation
-        CACHE_MISSES.labels(cache).inc()
-        return None, generation
+        payload, generation = await self.peek(key)
+        (CACHE_MISSES if payload is None else CACHE_HITS).labels(cache).inc()
+        return payload, generation
 
     async def put(self, key: str, payload: bytes, ttl: int, generation: bytes) -> None:
         await self.store.set(key, generation + b"\n" + payload, ttl)
@@ -67,6 +109,8 @@ class Cache:
                 return ready  # built by the request this one waited for
             payload = await build()
             await self.put(key, payload, ttl, generation)
+            if self.pg_generation is None:
+                self._keep(key, generation, payload, ttl)
         if not lock.locked():
             self._building.pop(key, None)
         return payload

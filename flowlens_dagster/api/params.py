@@ -130,6 +130,12 @@ class Filters:
         return "&".join(f"{k}={v.isoformat() if isinstance(v, datetime) else v}" for k, v in sorted(parts.items()))
 
 
+# the query parameters of filters(), in its argument order
+FILTER_NAMES = (
+    "since", "until", "prefix", "port", "protocol", "owner", "environment", "tag", "asn", "country", "min_bytes",
+)  # fmt: skip
+
+
 def filters(
     since: str | None = None,
     until: str | None = None,

@@ -32,13 +32,18 @@ POLL_SECONDS = 1.0
 
 @dataclass(eq=False)
 class Subscriber:
-    """One WebSocket client: its filters and its queue of encoded messages."""
+    """One WebSocket client: its filters and its queue of (id, JSON text) messages."""
 
     channels: set[str]
     kinds: set[str] | None
     filters: Filters
     queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     overflowed: bool = False
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None  # filters.prefix, parsed once
+
+    def __post_init__(self) -> None:
+        if self.filters.prefix is not None:
+            self.network = ipaddress.ip_network(self.filters.prefix)
 
     def wants(self, message: dict) -> bool:
         if message.get("channel") not in self.channels:
@@ -50,10 +55,9 @@ class Subscriber:
             return False
         if f.protocol is not None and message.get("protocol") != f.protocol:
             return False
-        if f.prefix is not None:
-            network = ipaddress.ip_network(f.prefix)
+        if self.network is not None:
             ends = [message.get(k) for k in ("addr", "client", "server") if message.get(k)]
-            return any(ipaddress.ip_address(e) in network for e in ends)
+            return any(ipaddress.ip_address(e) in self.network for e in ends)
         return True
 
 
@@ -86,13 +90,14 @@ class Hub:
             metrics.WEBSOCKETS.dec()
 
     def broadcast(self, message: dict) -> None:
-        encoded = None
+        """Queue ``message`` for every subscriber that wants it, encoded once for all of them."""
+        text = None
         for sub in list(self.subscribers):
             if not sub.wants(message):
                 continue
-            encoded = encoded or orjson.dumps(message)
+            text = text or orjson.dumps(message).decode()
             try:
-                sub.queue.put_nowait((message.get("id"), encoded))
+                sub.queue.put_nowait((message.get("id"), text))
             except asyncio.QueueFull:
                 sub.overflowed = True
 

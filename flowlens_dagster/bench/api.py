@@ -37,6 +37,7 @@ from ingest.services import require
 BENCH_DATABASE = "flowlens_bench_api"
 BENCH_USER, BENCH_PASSWORD = "bench", "bench-password"
 CACHE_DB, SESSION_DB = 12, 13
+COMPARE_DBS = (10, 11)  # the --compare-source API's cache and sessions
 PORTS = np.array([443, 80, 5432, 53, 8080, 6379, 22, 3306])
 PROTOCOLS = np.where(PORTS == 53, 17, 6)
 OWNERS = [f"team-{i}" for i in range(20)]
@@ -49,7 +50,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     topology_args(parser)
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of each load phase")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--rate", type=float, default=2000.0, help="requests/s of the latency phase (at most 80%% of requests_per_s)"
+    )
     parser.add_argument("--ws", type=int, default=1000, help="WebSocket clients (0: skip that phase)")
+    parser.add_argument(
+        "--compare-source",
+        help="another checkout of FlowLens (e.g. `git worktree add --detach ../flowlens-main main`): its API "
+        "is started from there and driven the same way right after this one's (HTTP phases), figures in config.compare",
+    )
     return parser.parse_args(argv)
 
 
@@ -118,23 +127,29 @@ def counts(cfg: FlowLensConfig) -> tuple[int, int]:
         )
 
 
-def start_api(cfg: FlowLensConfig, workers: int | None) -> subprocess.Popen:
+def start_api(cfg: FlowLensConfig, workers: int | None, source: Path | None = None) -> subprocess.Popen:
+    """``flowlens api`` on the bench database; with ``source``, the API of that source tree (another
+    checkout: ``--compare-source``) on the next port, with Redis databases of its own."""
     unlimited = "1000000000"
+    cache_db, session_db = COMPARE_DBS if source else (CACHE_DB, SESSION_DB)
     env = {
         **os.environ,
         "FLOWLENS_POSTGRES__DATABASE": BENCH_DATABASE,
         "FLOWLENS_MODE": "full",
-        "FLOWLENS_API__CACHE_DB": str(CACHE_DB),
-        "FLOWLENS_API__SESSION_DB": str(SESSION_DB),
+        "FLOWLENS_API__CACHE_DB": str(cache_db),
+        "FLOWLENS_API__SESSION_DB": str(session_db),
         "FLOWLENS_API__RATE_LIMIT_PER_USER": unlimited,
         "FLOWLENS_API__RATE_LIMIT_PER_ADDRESS": unlimited,
+        "FLOWLENS_API__PORT": str(api_port(cfg, source)),
     }
+    if source:
+        env["PYTHONPATH"] = str(source)  # its packages before this checkout's (installed editable)
     argv = [str(Path(sys.executable).with_name("flowlens")), "api"] + (["--workers", str(workers)] if workers else [])
-    log = cfg.state_dir / "logs" / "bench-api.log"
+    log = cfg.state_dir / "logs" / ("bench-api-compare.log" if source else "bench-api.log")
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://{cfg.api.host}:{cfg.api.port}/api/v1/health"
+    url = f"http://{cfg.api.host}:{api_port(cfg, source)}/api/v1/health"
     for _ in range(600):
         try:
             with urllib.request.urlopen(url, timeout=2):
@@ -146,9 +161,13 @@ def start_api(cfg: FlowLensConfig, workers: int | None) -> subprocess.Popen:
     raise RuntimeError(f"flowlens api did not answer on {url}; see {log}")
 
 
-def login(cfg: FlowLensConfig) -> str:
+def api_port(cfg: FlowLensConfig, source: Path | None) -> int:
+    return cfg.api.port + (1 if source else 0)
+
+
+def login(cfg: FlowLensConfig, source: Path | None = None) -> str:
     request = urllib.request.Request(
-        f"http://{cfg.api.host}:{cfg.api.port}/api/v1/login",
+        f"http://{cfg.api.host}:{api_port(cfg, source)}/api/v1/login",
         data=json.dumps({"username": BENCH_USER, "password": BENCH_PASSWORD}).encode(),
         headers={"Content-Type": "application/json"},
     )
@@ -180,9 +199,52 @@ def prepare(base: FlowLensConfig, args: argparse.Namespace, command: str) -> Flo
     add_user(cfg.postgres.dsn(), BENCH_USER, BENCH_PASSWORD, "viewer")
     import redis
 
-    for db in (CACHE_DB, SESSION_DB):
+    for db in (CACHE_DB, SESSION_DB, *COMPARE_DBS):
         redis.Redis.from_url(cfg.redis.url(db)).flushdb()
     return cfg
+
+
+def drive(cfg: FlowLensConfig, args: argparse.Namespace, source: Path | None) -> dict:
+    """Start the API (this checkout's, or ``source``'s), run the load generator on it, stop it."""
+    api = start_api(cfg, args.workers, source)
+    try:
+        loadgen = [sys.executable, "-m", "flowlens_dagster.bench.api_loadgen",
+                   "--url", f"http://{cfg.api.host}:{api_port(cfg, source)}",
+                   "--token", login(cfg, source), "--dsn", cfg.postgres.dsn(), "--redis-url", cfg.redis.url(0),
+                   "--assets", str(args.assets), "--servers", str(args.servers), "--seconds", str(args.seconds),
+                   "--connections", str(args.connections), "--rate", str(args.rate),
+                   "--ws", str(0 if source else args.ws),
+                   "--pg-connections", str((args.workers or cfg.api.workers) * cfg.api.pg_pool_size)]  # fmt: skip
+        if source:
+            loadgen.append("--no-direct")
+        print(f"load{' on ' + str(source) if source else ''}: {args.connections} connections: warm-up, "
+              f"{args.seconds:g} s back to back, {args.seconds:g} s at {args.rate:g}/s"
+              + ("" if source else f"; then psycopg; then {args.ws} WebSockets"), file=sys.stderr)  # fmt: skip
+        return json.loads(subprocess.run(loadgen, check=True, capture_output=True, text=True).stdout)
+    finally:
+        os.killpg(api.pid, signal.SIGTERM)
+        api.wait(timeout=60)
+
+
+def comparison(measured: dict, compared: dict, source: str) -> dict:
+    """The other checkout's figures under the same load generator, and ours / theirs: requests/s and
+    the back-to-back p99s (the paced p99s are each at 80% of that API's own capacity, not comparable)."""
+    rate = round(compared["requests"] / compared["seconds"], 1)
+    ours = round(measured["requests"] / measured["seconds"], 1)
+    saturated = {**compared["saturated"], "mixed": compared["saturated_mixed_p99_ms"]}
+    mine = {**measured["saturated"], "mixed": measured["saturated_mixed_p99_ms"]}
+    return {
+        "source": source,
+        "requests_per_s": rate,
+        "saturated_p99_ms": saturated,
+        "p99_ms": {**compared["api"], "mixed": compared["api_mixed_p99_ms"]},
+        "latency_rate_per_s": compared["paced_rate"],
+        "errors": compared["errors"],
+        "ratio": {
+            "requests_per_s": round(ours / rate, 3) if rate else None,
+            **{f"saturated_{k}_p99_ms": round(mine[k] / v, 3) if v and mine[k] else None for k, v in saturated.items()},
+        },
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -190,19 +252,9 @@ def main(argv: list[str]) -> int:
     setup = time.perf_counter()
     cfg = prepare(load_config(), args, "flowlens bench api")
     setup_seconds = round(time.perf_counter() - setup, 1)
-    api = start_api(cfg, args.workers)
-    try:
-        loadgen = [sys.executable, "-m", "flowlens_dagster.bench.api_loadgen", "--url", f"http://{cfg.api.host}:{cfg.api.port}",
-                   "--token", login(cfg), "--dsn", cfg.postgres.dsn(), "--redis-url", cfg.redis.url(0),
-                   "--assets", str(args.assets), "--servers", str(args.servers), "--seconds", str(args.seconds),
-                   "--connections", str(args.connections), "--ws", str(args.ws),
-                   "--pg-connections", str((args.workers or cfg.api.workers) * cfg.api.pg_pool_size)]  # fmt: skip
-        print(f"load: {args.connections} connections x {args.seconds:g} s, then psycopg, then {args.ws} WebSockets",
-              file=sys.stderr)  # fmt: skip
-        measured = json.loads(subprocess.run(loadgen, check=True, capture_output=True, text=True).stdout)
-    finally:
-        os.killpg(api.pid, signal.SIGTERM)
-        api.wait(timeout=60)
+    load_start = round(os.getloadavg()[0], 2)  # the machine may be shared: say how busy it was
+    measured = drive(cfg, args, None)
+    compared = drive(cfg, args, Path(args.compare_source).resolve()) if args.compare_source else None
     assets, dependencies = counts(cfg)
     figures = {
         "assets": assets,
@@ -230,16 +282,26 @@ def main(argv: list[str]) -> int:
     }
     config = {
         "baseline": "the same query mix through the API's query functions on psycopg (no HTTP, no cache), same run",
+        "method": "HTTP: every distinct request once (untimed warm-up), then back to back for requests_per_s, "
+        "then paced at latency_rate_per_s for the *_p99_ms figures (latency from when each request was due): "
+        "--rate, or 80% of requests_per_s when that is less; "
+        "saturated_p99_ms: the back-to-back phase's",
         "database": BENCH_DATABASE,
         "workers": args.workers or cfg.api.workers,
         "connections": args.connections,
         "seconds_per_phase": args.seconds,
+        "latency_rate_per_s": measured["paced_rate"],
+        "latency_rate_asked_per_s": args.rate,
+        "latency_phase_requests": measured["paced_requests"],
+        "saturated_p99_ms": {**measured["saturated"], "mixed": measured["saturated_mixed_p99_ms"]},
         "websocket_clients": args.ws,
         "ws_deliveries": measured["ws_deliveries"],
         "ws_lost": measured["ws_lost"],
         "http_errors": measured["errors"],
         "mix": "search 30%, impact depth 3 20%, filtered topology 30%, full topology 10%, asset detail 10%",
         "setup_seconds_untimed": setup_seconds,
+        "load_average_1m": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
+        **({"compare": comparison(measured, compared, args.compare_source)} if compared else {}),
         "targets": "search/impact p99 <= 25 ms, filtered topology <= 50 ms, full topology <= 100 ms, "
         ">= 2000 requests/s, ws delivery p99 <= 250 ms, error ratio 0 (2 cores, load generator included)",
     }

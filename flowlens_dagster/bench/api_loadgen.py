@@ -1,11 +1,16 @@
 """The API bench's load generator, run as its own process (``python -m flowlens_dagster.bench.api_loadgen``).
 
-Phase 1: ``--connections`` concurrent HTTP clients (aiohttp) send the mixed query workload for
-``--seconds``; latencies per kind. Phase 2: the same mix straight against PostgreSQL through psycopg
-(the API's own query functions, no HTTP, no cache), the same concurrency over as many connections as
-the API's workers hold: the same-run baseline. Phase 3: ``--ws`` WebSocket clients subscribe to the
-change feed, ``--messages`` changes are published to Redis ``changes:topology``, each stamped with
-its publish time; every client records publish → receipt. Prints one JSON object.
+Phase 1, over HTTP with ``--connections`` keep-alive connections and the mixed query workload: every
+distinct request once (warm-up, untimed); then ``--seconds`` back to back, the most the API answers
+(requests/s); then ``--seconds`` paced at ``--rate`` requests/s (at most 80% of the back-to-back rate),
+latencies per kind counted from when each request was due. (Back to back, a closed loop of 64
+connections has a mean latency of 64 / rate by Little's law, whatever the server does, so latency is
+measured at a given rate.) Phase 2: the same
+mix straight against PostgreSQL through psycopg (the API's own query functions, no HTTP, no cache),
+back to back with the same concurrency over as many connections as the API's workers hold: the
+same-run baseline. Phase 3: ``--ws`` WebSocket clients subscribe to the change feed, ``--messages``
+changes are published to Redis ``changes:topology``, each stamped with its publish time; every client
+records publish → receipt. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -15,17 +20,19 @@ import asyncio
 import random
 import sys
 import time
+from dataclasses import dataclass
 
 import aiohttp
 import numpy as np
 import orjson
 import redis.asyncio as aioredis
+import uvloop
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from flowlens_dagster.api import params, queries
-from flowlens_dagster.api.app import classify
 from flowlens_dagster.api.cli import raise_open_files
+from flowlens_dagster.api.plans import classify
 
 MIX = {"search": 0.3, "impact": 0.2, "topology_filtered": 0.3, "topology_full": 0.1, "asset": 0.1}
 
@@ -62,36 +69,138 @@ def pick(rnd: random.Random, work: dict[str, list[str]]) -> tuple[str, str]:
     return kind, rnd.choice(work[kind])
 
 
-async def http_phase(args, work) -> tuple[dict[str, list[float]], int, int, float]:
-    latencies: dict[str, list[float]] = {k: [] for k in MIX}
-    errors = total = 0
-    headers = {"Authorization": f"Bearer {args.token}", "Accept-Encoding": "gzip"}
-    connector = aiohttp.TCPConnector(limit=args.connections)
-    async with aiohttp.ClientSession(args.url, connector=connector, headers=headers) as session:
-        async with session.get(work["topology_full"][0]) as reply:  # the figure is for the cached map
-            await reply.read()
-        deadline = time.perf_counter() + args.seconds
+class HttpConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection that sends prepared GET requests and waits for each answer.
 
-        async def client(n: int) -> None:
-            nonlocal errors, total
-            rnd = random.Random(n)
-            while time.perf_counter() < deadline:
-                kind, path = pick(rnd, work)
-                began = time.perf_counter()
-                try:
-                    async with session.get(path) as reply:
-                        await reply.read()
-                        ok = reply.status == 200
-                except aiohttp.ClientError:
-                    ok = False
-                latencies[kind].append(time.perf_counter() - began)
-                total += 1
-                errors += 0 if ok else 1
+    A lean client on purpose: the load generator shares the machine's cores with the API, and a full
+    client library (parsing every header, decompressing every body) costs about as much CPU per request
+    as the server does. Answers must carry Content-Length (the API's all do); bodies are not decoded.
+    """
 
-        began = time.perf_counter()
-        await asyncio.gather(*(client(n) for n in range(args.connections)))
-        elapsed = time.perf_counter() - began
-    return latencies, total, errors, elapsed
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.need: int | None = None
+        self.status = 0
+        self.waiter: asyncio.Future | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("the server closed the connection"))
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.need is None:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buffer[:end]).lower()
+            at = head.find(b"\r\ncontent-length:")
+            if at < 0:
+                self.waiter.set_exception(ConnectionError("an answer without Content-Length"))
+                return
+            at += len(b"\r\ncontent-length:")
+            stop = head.find(b"\r\n", at)
+            self.status = int(head[9:12])
+            self.need = end + 4 + int(head[at : stop if stop >= 0 else len(head)])
+        if len(self.buffer) >= self.need:
+            del self.buffer[: self.need]
+            self.need = None
+            self.waiter.set_result(self.status)
+
+    async def get(self, request: bytes) -> int:
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return await self.waiter
+
+
+def requests_of(args, work: dict[str, list[str]]) -> dict[str, list[bytes]]:
+    """Each path of the workload as the bytes of its GET request (built once, not per request)."""
+    host = args.url.split("//", 1)[1]
+    head = f"Host: {host}\r\nAuthorization: Bearer {args.token}\r\nAccept-Encoding: gzip\r\n\r\n"
+    return {kind: [f"GET {path} HTTP/1.1\r\n{head}".encode() for path in paths] for kind, paths in work.items()}
+
+
+async def connect(url: str) -> HttpConnection:
+    host, _, port = url.split("//", 1)[1].partition(":")
+    _, conn = await asyncio.get_running_loop().create_connection(HttpConnection, host, int(port or 80))
+    return conn
+
+
+async def warm_up(args, requests: dict[str, list[bytes]]) -> int:
+    """Every distinct request once, untimed (the cache then holds the working set, as it would after
+    a console's users have asked once); the number of non-200 answers."""
+    distinct = sorted({r for rs in requests.values() for r in rs})
+    conns = [await connect(args.url) for _ in range(min(8, args.connections))]
+
+    async def run(conn: HttpConnection, share: list[bytes]) -> int:
+        return sum([await conn.get(r) != 200 for r in share])
+
+    failed = await asyncio.gather(*(run(c, distinct[i :: len(conns)]) for i, c in enumerate(conns)))
+    for conn in conns:
+        conn.transport.close()
+    return sum(failed)
+
+
+@dataclass
+class Load:
+    """What one load phase measured."""
+
+    latencies: dict[str, list[float]]
+    requests: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+
+
+async def drive(args, requests: dict[str, list[bytes]], rate: float | None) -> Load:
+    """``--connections`` clients for ``--seconds``: back to back (``rate`` None: the most the server
+    answers), or paced to ``rate`` requests/s in all, each latency counted from the moment its request
+    was due, so time spent queued behind a slow answer counts (no coordinated omission)."""
+    load = Load({k: [] for k in MIX})
+    conns = [await connect(args.url) for _ in range(args.connections)]
+    start = time.perf_counter() + 0.05
+    deadline = start + args.seconds
+
+    async def client(n: int, conn: HttpConnection) -> None:
+        rnd = random.Random(n)
+        kinds, weights = list(MIX), list(MIX.values())
+        due = start + (n / rate if rate else 0.0)
+        while due < deadline and time.perf_counter() < deadline:
+            if rate:
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            kind = rnd.choices(kinds, weights=weights)[0]
+            began = due if rate else time.perf_counter()
+            try:
+                ok = await conn.get(rnd.choice(requests[kind])) == 200
+            except ConnectionError:
+                ok, conn = False, await connect(args.url)
+            load.latencies[kind].append(time.perf_counter() - began)
+            load.requests += 1
+            load.errors += 0 if ok else 1
+            due += len(conns) / rate if rate else 0.0
+
+    await asyncio.gather(*(client(n, conn) for n, conn in enumerate(conns)))
+    load.seconds = time.perf_counter() - start
+    for conn in conns:
+        conn.transport.close()
+    return load
+
+
+SUSTAINED = 0.8  # latency is measured at most at this share of the most the API answered
+
+
+async def http_phase(args, work) -> tuple[int, Load, Load, float]:
+    """Warm-up (errors), then the most the API answers, then latency at ``--rate`` or, when the API
+    answered less than that, at ``SUSTAINED`` of what it answered (past its capacity a paced load only
+    measures how fast the queue grows); the rate used is returned."""
+    requests = requests_of(args, work)
+    warm_errors = await warm_up(args, requests)
+    most = await drive(args, requests, None)
+    rate = min(args.rate, SUSTAINED * most.requests / most.seconds)
+    return warm_errors, most, await drive(args, requests, rate), rate
 
 
 async def direct_phase(args, work) -> dict[str, list[float]]:
@@ -189,22 +298,29 @@ def main() -> None:
     parser.add_argument("--servers", type=int, required=True)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rate", type=float, default=2000.0, help="requests/s of the latency phase")
     parser.add_argument("--pg-connections", type=int, default=16)
     parser.add_argument("--ws", type=int, default=1000)
+    parser.add_argument("--no-direct", action="store_true", help="skip the psycopg baseline")
     parser.add_argument("--messages", type=int, default=20)
     parser.add_argument("--message-interval", type=float, default=0.25)
     args = parser.parse_args()
     raise_open_files()
     work = workload(args.assets, args.servers)
-    latencies, total, errors, elapsed = asyncio.run(http_phase(args, work))
-    direct = asyncio.run(direct_phase(args, work))
-    delays, lost = asyncio.run(ws_phase(args)) if args.ws else ([], 0)
+    warm_errors, most, paced, rate = uvloop.run(http_phase(args, work))
+    direct = {k: [] for k in MIX} if args.no_direct else uvloop.run(direct_phase(args, work))
+    delays, lost = uvloop.run(ws_phase(args)) if args.ws else ([], 0)
     result = {
-        "api": {kind: p99_ms(v) for kind, v in latencies.items()},
-        "api_mixed_p99_ms": p99_ms([x for v in latencies.values() for x in v]),
-        "requests": total,
-        "errors": errors,
-        "seconds": round(elapsed, 2),
+        "api": {kind: p99_ms(v) for kind, v in paced.latencies.items()},
+        "api_mixed_p99_ms": p99_ms([x for v in paced.latencies.values() for x in v]),
+        "paced_requests": paced.requests,
+        "paced_rate": round(rate, 1),
+        "paced_seconds": round(paced.seconds, 2),
+        "saturated": {kind: p99_ms(v) for kind, v in most.latencies.items()},
+        "saturated_mixed_p99_ms": p99_ms([x for v in most.latencies.values() for x in v]),
+        "requests": most.requests,
+        "errors": warm_errors + most.errors + paced.errors,
+        "seconds": round(most.seconds, 2),
         "direct": {kind: p99_ms(v) for kind, v in direct.items()},
         "direct_mixed_p99_ms": p99_ms([x for v in direct.values() for x in v]),
         "direct_requests": sum(len(v) for v in direct.values()),
