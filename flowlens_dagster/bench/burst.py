@@ -89,7 +89,7 @@ def main(argv: list[str]) -> int:
     cfg = _bench_config(base, work)
     try:
         _prepare(base, cfg)
-        figures, extra = Run(cfg, args, work, log).measure()
+        figures, extra = Run(base, cfg, args, work, log).measure()
     except Exception as exc:  # a service failed mid-run: say which, clean up, no traceback
         print(f"flowlens bench burst: failed: {exc}", file=sys.stderr)
         _cleanup(base, cfg, work, log)
@@ -232,7 +232,7 @@ def _connections(flows: int) -> int:
 
 def generator_connections(flows: float) -> float:
     """Distinct connections (flow_stats rows) in a window of ``flows`` of the generator's estate (drawn)."""
-    return float(_connections(round(flows, -3))) if flows >= 1 else 0.0
+    return float(_connections(int(round(flows, -3)) or 1)) if flows >= 1 else 0.0
 
 
 class Run:
@@ -240,8 +240,8 @@ class Run:
 
     AFTER_CHUNK_SECONDS = 10.0  # the steady traffic after the burst goes on in chunks until drained
 
-    def __init__(self, cfg: FlowLensConfig, args: argparse.Namespace, work: Path, log):
-        self.cfg, self.args, self.work, self.log = cfg, args, work, log
+    def __init__(self, base: FlowLensConfig, cfg: FlowLensConfig, args: argparse.Namespace, work: Path, log):
+        self.base, self.cfg, self.args, self.work, self.log = base, cfg, args, work, log
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("FLOWLENS_")}, **_env(cfg)}
         for key in ("HOST", "PORT", "USER", "PASSWORD"):
             value = getattr(cfg.postgres, key.lower())
@@ -282,6 +282,7 @@ class Run:
             resources = build_resources(self.cfg, use_env=False)
             with dg.instance_for_test() as instance:
                 costs = self._calibrate(instance, resources, start)
+                prediction = _prediction(self.base, self.cfg, self.args, costs)  # before any flow is sent
                 sender = threading.Thread(target=self._send, args=(port, start), daemon=True)
                 sender.start()
                 lags = self._tick_until_drained(instance, resources, start)
@@ -295,7 +296,7 @@ class Run:
             os.environ.update(saved)
         final = json.loads(stats_file.read_text())
         figures, extra = self._figures(final, lags)
-        return figures, {**extra, "prediction": _prediction(load_config(), self.cfg, self.args, costs)}
+        return figures, {**extra, "prediction": prediction}
 
     def _calibrate(self, instance, resources, start: datetime) -> dict:
         """The fixed costs, before any traffic: a window run (over an empty window, the second of two
