@@ -20,10 +20,13 @@ then, so the window clock keeps running.
 
 Baseline: the planner's windowed drain (:mod:`ingest.scaling.drain`) for the same shape and the same
 loop: window closes, the tick interval, catch-up batching, a run's fixed cost and the pipeline's
-throughput. The fixed costs are measured by this run before any traffic (two window runs over empty
-windows, the second timed; sensor ticks on the empty landing); the throughput is this machine's
-``bench pipeline`` file (flows / (window_seconds + check_seconds)), or the scaling model's figure
-without one. ``ratio.drain_seconds`` = measured / predicted.
+throughput. The throughput is this machine's ``bench pipeline`` file (per-flow and per-connection
+stage speeds), or the scaling model's figure without one. Before any traffic the run measures what
+the file cannot know: a run's fixed cost (a window run over an empty window), a sensor tick, and the
+machine's speed now (a window of generator flows, timed: its variable part over what the file's
+speeds predict for it is the ``slowdown`` the file's speeds are divided by, since a shared machine's
+load moves them). The prediction is made then, before the burst. ``ratio.drain_seconds`` =
+measured / predicted.
 """
 
 from __future__ import annotations
@@ -192,6 +195,11 @@ def _prediction(base: FlowLensConfig, cfg: FlowLensConfig, args: argparse.Namesp
         figure = machine_figures(results)["pipeline_flows_per_s_per_worker"]
         speeds = (figure.value, math.inf, figure.source)
     flows_per_s, rows_per_s, source = speeds
+    # the bench file's speeds are a quiet machine's: scale them by how this run's calibration window went
+    quiet = costs["calibration_flows"] / flows_per_s + generator_connections(costs["calibration_flows"]) / rows_per_s
+    measured = costs["calibration_run_seconds"] - costs["run_overhead_seconds"]
+    slowdown = max(MIN_SLOWDOWN, measured / quiet)
+    flows_per_s, rows_per_s = flows_per_s / slowdown, rows_per_s / slowdown
     shape = Shape(
         ((args.steady / speed, args.before_seconds * speed), (args.burst / speed, args.burst_seconds * speed),
          (args.steady / speed, args.after_seconds * speed)),
@@ -214,8 +222,13 @@ def _prediction(base: FlowLensConfig, cfg: FlowLensConfig, args: argparse.Namesp
         "pipeline_flows_per_s": round(flows_per_s),
         "pipeline_rows_per_s": round(rows_per_s) if math.isfinite(rows_per_s) else None,
         "pipeline_source": source,
+        "slowdown": round(slowdown, 2),
+        "slowdown_note": "calibration window's variable seconds / the bench file's speeds for it",
         **costs,
     }
+
+
+MIN_SLOWDOWN = 0.25  # a calibration window that ran faster than its fixed cost says nothing about speed
 
 
 @functools.lru_cache(maxsize=64)
@@ -233,6 +246,11 @@ def _connections(flows: int) -> int:
 def generator_connections(flows: float) -> float:
     """Distinct connections (flow_stats rows) in a window of ``flows`` of the generator's estate (drawn)."""
     return float(_connections(int(round(flows, -3)) or 1)) if flows >= 1 else 0.0
+
+
+# Before the traffic, a window of this many generator flows is run to measure the machine's speed now
+# (a shared machine's load moves the pipeline's speed far from the bench file's quiet figure).
+CALIBRATION_FLOWS, CALIBRATION_RATE = 200_000, 9_000  # flows/s below the enable rate: no switch
 
 
 class Run:
@@ -256,6 +274,7 @@ class Run:
         self.drained = threading.Event()
         self.start: datetime | None = None
         self.runs: list[dict] = []
+        self.stats_path = work / "ingest-stats.json"
 
     @property
     def burst_end(self) -> datetime:
@@ -268,7 +287,7 @@ class Run:
         from assets.resources import build_resources
 
         port = free_udp_port()
-        stats_file = self.work / "ingest-stats.json"
+        stats_file = self.stats_path
         daemon = subprocess.Popen(
             [FLOWLENS, "ingest", "--listen", f"127.0.0.1:{port}", "--processes", "1", "--metrics-port", "0",
              "--instance-id", "burst", "--mode", "auto", "--stats-file", str(stats_file)],
@@ -281,7 +300,7 @@ class Run:
             self.start = start = start.replace(minute=start.minute - start.minute % 5, second=0, microsecond=0)
             resources = build_resources(self.cfg, use_env=False)
             with dg.instance_for_test() as instance:
-                costs = self._calibrate(instance, resources, start)
+                costs = self._calibrate(instance, resources, start, port)
                 prediction = _prediction(self.base, self.cfg, self.args, costs)  # before any flow is sent
                 sender = threading.Thread(target=self._send, args=(port, start), daemon=True)
                 sender.start()
@@ -298,15 +317,19 @@ class Run:
         figures, extra = self._figures(final, lags)
         return figures, {**extra, "prediction": prediction}
 
-    def _calibrate(self, instance, resources, start: datetime) -> dict:
-        """The fixed costs, before any traffic: a window run (over an empty window, the second of two
-        timed: the first pays the imports) and a sensor tick with its lag reading."""
+    def _calibrate(self, instance, resources, start: datetime, port: int) -> dict:
+        """This run's costs, before the traffic, in three window runs and two sensor ticks: an empty
+        window (it pays the imports), a window of ``CALIBRATION_FLOWS`` generator flows (the machine's
+        speed now), an empty window again (a run's fixed cost), and ticks on the idle landing."""
         from ingest.window import window_key
 
+        windows = [start - n * WINDOW_DELTA for n in (3, 2, 1)]
+        self._run(instance, resources, {"partition_key": window_key(windows[0]), "tags": {}})
+        flows = self._land_calibration(port, windows[1])
         timed = []
-        for back in (2, 1):
+        for window in windows[1:]:
             began = time.monotonic()
-            self._run(instance, resources, {"partition_key": window_key(start - back * WINDOW_DELTA), "tags": {}})
+            self._run(instance, resources, {"partition_key": window_key(window), "tags": {}})
             timed.append(time.monotonic() - began)
         began = time.monotonic()
         ticks = 2
@@ -315,8 +338,35 @@ class Run:
             _lag(self.cfg, start)
         tick = (time.monotonic() - began) / ticks
         self.runs.clear()
-        self.log(f"calibration: window run {timed[-1]:.1f}s (first {timed[0]:.1f}s), sensor tick {tick:.2f}s")
-        return {"run_overhead_seconds": round(timed[-1], 2), "tick_seconds": round(tick, 2)}
+        self.log(f"calibration: {flows:,} flows in {timed[0]:.1f}s, empty window {timed[1]:.1f}s, tick {tick:.2f}s")
+        return {
+            "run_overhead_seconds": round(timed[1], 2),
+            "tick_seconds": round(tick, 2),
+            "calibration_flows": flows,
+            "calibration_run_seconds": round(timed[0], 2),
+        }
+
+    def _land_calibration(self, port: int, window: datetime) -> int:
+        """Send ``CALIBRATION_FLOWS`` into ``window`` (below the enable rate: no switch); wait until landed."""
+        seconds = CALIBRATION_FLOWS / CALIBRATION_RATE
+        out = subprocess.run(
+            [FLOWLENS, "generate", "--target", f"127.0.0.1:{port}", "--start", window.isoformat(), "--speed",
+             str(0.9 * WINDOW_DELTA.total_seconds() / seconds), "--flows", str(CALIBRATION_FLOWS), "--rate",
+             str(CALIBRATION_RATE), "--versions", "9", "--seed", "4"],
+            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=seconds * 5 + 60, check=True,
+        )  # fmt: skip
+        flows = int(json.loads(out.stdout.strip().splitlines()[-1])["flows"])
+        self.sent += flows
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self._landed() < flows:
+            time.sleep(0.5)
+        return flows
+
+    def _landed(self) -> int:
+        try:
+            return int(json.loads(self.stats_path.read_text()).get("flows_landed", 0))
+        except (OSError, ValueError):
+            return 0
 
     def _run(self, instance, resources, request: dict) -> None:
         from flowlens_dagster.definitions import defs

@@ -3,7 +3,8 @@
 Given a steady flow rate, a burst (peak rate, duration), a retention, concurrent API users and an
 API p99 latency SLA, :func:`make_plan` returns the mode and, per component, instances, cores and
 memory; Kafka brokers, partitions and disk per topic; PostgreSQL table sizes per day; Redis
-memory; and the burst's backlog and predicted drain time. Figures come from the scaling model
+memory; and the burst's backlog and predicted drain time (the model's continuous §6.2 figure, and
+the windowed one of :mod:`ingest.scaling.drain`, as the 5-minute pipeline drains). Figures come from the scaling model
 (§2 record sizes, §3 PostgreSQL, §4 Kafka, §5 Redis, §6 scenarios, §7 thresholds, §10 rules of
 thumb) and, where this machine has them, from its own measurements: the JSON files that
 ``flowlens bench`` saves under ``<state_dir>/bench/`` (see :mod:`ingest.scaling.figures`). Every
