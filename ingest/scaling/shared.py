@@ -42,11 +42,6 @@ class SharedDecision:
         """The array to hand to every process (``context``: the multiprocessing context)."""
         return context.RawArray("d", _HEADER + processes)
 
-    @staticmethod
-    def private() -> SharedDecision:
-        """A one-process decision (no daemon around it: tests, tools)."""
-        return SharedDecision([0.0] * (_HEADER + 1), LEADER)
-
     @property
     def leader(self) -> bool:
         return self.index == LEADER
