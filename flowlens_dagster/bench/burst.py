@@ -23,9 +23,10 @@ loop: window closes, the tick interval, catch-up batching, a run's fixed cost an
 throughput. The throughput is this machine's ``bench pipeline`` file (per-flow and per-connection
 stage speeds), or the scaling model's figure without one. Before any traffic the run measures what
 the file cannot know: a run's fixed cost (a window run over an empty window), a sensor tick, and the
-machine's speed now (a window of generator flows, timed: its variable part over what the file's
-speeds predict for it is the ``slowdown`` the file's speeds are divided by, since a shared machine's
-load moves them). The prediction is made then, before the burst. ``ratio.drain_seconds`` =
+machine's speed now (a window of ``bench pipeline``'s synthetic flows, with the connections the
+generator's estate has, written straight to ``flow_raw`` and timed: its variable part over what the
+file's speeds predict for it is the ``slowdown`` the file's speeds are divided by, since a shared
+machine's load moves them). The prediction is made then, before the burst. ``ratio.drain_seconds`` =
 measured / predicted.
 """
 
@@ -250,9 +251,9 @@ def generator_connections(flows: float) -> float:
     return float(_connections(int(round(flows, -3)) or 1)) if flows >= 1 else 0.0
 
 
-# Before the traffic, a window of this many generator flows is run to measure the machine's speed now
-# (a shared machine's load moves the pipeline's speed far from the bench file's quiet figure).
-CALIBRATION_FLOWS, CALIBRATION_RATE = 150_000, 6_000  # flows/s well below the enable rate: no switch
+# Before the traffic, a window of this many flows is run to measure the machine's speed now (a shared
+# machine's load moves the pipeline's speed far from the bench file's quiet figure).
+CALIBRATION_FLOWS = 300_000
 
 
 class Run:
@@ -302,7 +303,7 @@ class Run:
             self.start = start = start.replace(minute=start.minute - start.minute % 5, second=0, microsecond=0)
             resources = build_resources(self.cfg, use_env=False)
             with dg.instance_for_test() as instance:
-                costs = self._calibrate(instance, resources, start, port)
+                costs = self._calibrate(instance, resources, start)
                 prediction = _prediction(self.base, self.cfg, self.args, costs)  # before any flow is sent
                 sender = threading.Thread(target=self._send, args=(port, start), daemon=True)
                 sender.start()
@@ -319,7 +320,7 @@ class Run:
         figures, extra = self._figures(final, lags)
         return figures, {**extra, "prediction": prediction}
 
-    def _calibrate(self, instance, resources, start: datetime, port: int) -> dict:
+    def _calibrate(self, instance, resources, start: datetime) -> dict:
         """This run's costs, before the traffic, in three window runs and two sensor ticks: an empty
         window (it pays the imports), a window of ``CALIBRATION_FLOWS`` generator flows (the machine's
         speed now), an empty window again (a run's fixed cost), and ticks on the idle landing."""
@@ -327,7 +328,7 @@ class Run:
 
         windows = [start - n * WINDOW_DELTA for n in (3, 2, 1)]
         self._run(instance, resources, {"partition_key": window_key(windows[0]), "tags": {}})
-        flows = self._land_calibration(port, windows[1])
+        flows = self._land_calibration(windows[1])
         timed = []
         for window in windows[1:]:
             began = time.monotonic()
@@ -348,27 +349,21 @@ class Run:
             "calibration_run_seconds": round(timed[0], 2),
         }
 
-    def _land_calibration(self, port: int, window: datetime) -> int:
-        """Send ``CALIBRATION_FLOWS`` into ``window`` (below the enable rate: no switch); wait until landed."""
-        seconds = CALIBRATION_FLOWS / CALIBRATION_RATE
-        out = subprocess.run(
-            [FLOWLENS, "generate", "--target", f"127.0.0.1:{port}", "--start", window.isoformat(), "--speed",
-             str(0.9 * WINDOW_DELTA.total_seconds() / seconds), "--flows", str(CALIBRATION_FLOWS), "--rate",
-             str(CALIBRATION_RATE), "--versions", "9", "--seed", "4"],
-            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=seconds * 5 + 60, check=True,
-        )  # fmt: skip
-        flows = int(json.loads(out.stdout.strip().splitlines()[-1])["flows"])
-        self.sent += flows
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and self._landed() < flows:
-            time.sleep(0.5)
-        return flows
+    def _land_calibration(self, window: datetime) -> int:
+        """Write ``CALIBRATION_FLOWS`` synthetic flows (``bench pipeline``'s kind, with the connections the
+        generator's estate has in that many flows) straight into ``flow_raw`` for ``window``: the daemon
+        never sees them, so they cost no switch and no loss."""
+        from flowlens_dagster.bench.pipeline import synthetic_window
+        from ingest.land.postgres import PostgresLanding
 
-    def _landed(self) -> int:
+        pairs = int(generator_connections(CALIBRATION_FLOWS))
+        landing = PostgresLanding(self.cfg.postgres.dsn(), self.cfg.backpressure.postgresql)
         try:
-            return int(json.loads(self.stats_path.read_text()).get("flows_landed", 0))
-        except (OSError, ValueError):
-            return 0
+            for batch in synthetic_window(window, CALIBRATION_FLOWS, pairs):
+                landing.write(batch)
+        finally:
+            landing.close()
+        return CALIBRATION_FLOWS
 
     def _run(self, instance, resources, request: dict) -> None:
         from flowlens_dagster.definitions import defs
