@@ -299,7 +299,10 @@ class Run:
         saved = {k: v for k, v in os.environ.items() if k.startswith("FLOWLENS_")}
         os.environ.update(self.env)  # the Dagster resources read the bench config
         try:
-            start = datetime.now(UTC) - timedelta(hours=3)
+            # well inside the sensor's lookback (it never requests windows older than that): the
+            # calibration takes a minute or more before the first tick, and no window may fall out
+            reach = timedelta(minutes=self.cfg.pipeline.sensor_lookback_minutes) - timedelta(minutes=60)
+            start = datetime.now(UTC) - max(reach, timedelta(minutes=20))
             self.start = start = start.replace(minute=start.minute - start.minute % 5, second=0, microsecond=0)
             resources = build_resources(self.cfg, use_env=False)
             with dg.instance_for_test() as instance:
