@@ -74,6 +74,10 @@ class RedisThresholds(_Section):
     enable_at_concurrent_users: int = Field(20, ge=0)
     enable_at_api_p99_ms: int = Field(200, ge=1)
     enable_for_websocket: bool = True
+    # auto mode (not in §7.2): Redis is left only after no trigger held this long; the API checks every
+    # check_seconds (ingest/scaling/redis_rule.py)
+    min_dwell_seconds: int = Field(120, ge=0)
+    check_seconds: float = Field(10.0, gt=0)
 
 
 class PostgresThresholds(_Section):

@@ -36,6 +36,7 @@ from ingest.config import ConfigError, FlowLensConfig, ListenAddress, load_confi
 from ingest.land import landing_name
 from ingest.metrics import DaemonCollector, MetricsPortError, serve
 from ingest.receive import open_udp_socket
+from ingest.scaling.shared import SharedDecision
 from ingest.worker import run_worker
 
 log = logging.getLogger("flowlens.ingest")
@@ -94,6 +95,7 @@ class Supervisor:
         self.ctx = mp.get_context("spawn")
         self.channel = self.ctx.Queue()
         self.load_slots = DaemonLoad.shared(self.count, self.ctx)  # the backpressure limits are the daemon's
+        self.switch_slots = SharedDecision.shared(self.count, self.ctx)  # so is auto mode's landing
         self.procs: dict[int, mp.Process] = {}
         self.ready: set[int] = set()  # workers whose sockets are bound
         self.stopping = False
@@ -111,7 +113,8 @@ class Supervisor:
 
     def start(self, index: int) -> None:
         instance = f"{self.instance}/w{index}"
-        args = (self.cfg, index, instance, self.channel, self.log_level, self.load_slots, self.stats_file)
+        args = (self.cfg, index, instance, self.channel, self.log_level, self.load_slots, self.stats_file,
+                self.switch_slots)  # fmt: skip
         proc = self.ctx.Process(target=run_worker, args=args, name=f"flowlens-ingest-w{index}")
         proc.start()
         self.procs[index] = proc

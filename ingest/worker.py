@@ -38,6 +38,7 @@ from ingest.landing_loop import LandingLoop
 from ingest.metrics import PROTOCOLS, WorkerStats
 from ingest.receive import BUSY, AllowList, FairQueue, Receiver, export_time_us, name_this_thread, open_udp_socket
 from ingest.reuseport import balance_by_exporter
+from ingest.scaling.shared import SharedDecision
 from ingest.schema import receive_times_us
 from ingest.spool import Spool
 from ingest.window import WINDOW_US
@@ -104,7 +105,8 @@ class ExporterNames:
 class Worker:
     """Everything one receiving process runs; :meth:`run` returns when drained after :meth:`stop`."""
 
-    def __init__(self, cfg: FlowLensConfig, index: int, instance: str, report=None, load_slots=None):
+    def __init__(self, cfg: FlowLensConfig, index: int, instance: str, report=None, load_slots=None,
+                 switch_slots=None):  # fmt: skip
         self.cfg = cfg
         self.index = index
         self.instance = instance
@@ -128,7 +130,9 @@ class Worker:
             ing.receive_coalesce_ms / 1000,
             ing.max_datagram_bytes,
         )
-        self.landing = open_landing(cfg, stats=self.stats)
+        # auto mode: the daemon's one landing decision, in shared memory (None: this process decides alone)
+        decision = SharedDecision(switch_slots, index) if switch_slots is not None else None
+        self.landing = open_landing(cfg, stats=self.stats, decision=decision)
         self.loop = LandingLoop(cfg, index, self.landing, self.backend, self.flowq, self.stats)
         self.stopping = threading.Event()
         self._decode_done = threading.Event()
@@ -391,7 +395,7 @@ class Worker:
 
 
 def run_worker(cfg: FlowLensConfig, index: int, instance: str, channel, log_level: str, load_slots=None,
-               stats_path: Path | None = None) -> None:  # fmt: skip
+               stats_path: Path | None = None, switch_slots=None) -> None:  # fmt: skip
     """Entry point of a receiving process (multiprocessing target)."""
     logging.basicConfig(level=log_level, format=f"%(asctime)s flowlens-ingest[w{index}] %(levelname)s %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into an orderly stop
@@ -408,7 +412,7 @@ def run_worker(cfg: FlowLensConfig, index: int, instance: str, channel, log_leve
             stats_file.replace_part(stats_path, str(index), snapshot)
 
     try:
-        worker = Worker(cfg, index, instance, report, load_slots)
+        worker = Worker(cfg, index, instance, report, load_slots, switch_slots)
     except Exception as exc:
         log.error("worker %d cannot start: %s", index, exc)
         channel.put({"worker": index, "error": str(exc)})

@@ -72,6 +72,10 @@ class State:
         self.auth = Auth(cfg.api, self.pool, self.session_store)
         self.hub = Hub(cfg.redis.url() if self.redis else None, self.changes_since)
         self.trigram: bool | None = None
+        if cfg.mode == "auto":  # Redis or not is decided at run time (flowlens_dagster/redis_mode.py)
+            from flowlens_dagster.redis_mode import attach
+
+            attach(self)
 
     async def last_window(self) -> str:
         async with self.pool.connection() as conn:

@@ -87,6 +87,7 @@ def api_main(argv: list[str]) -> int:
         workers = 1
     print(f"FlowLens API on http://{cfg.api.host}:{cfg.api.port}/api/v1 (docs /docs, mode {cfg.mode})", flush=True)
     os.environ.update(overrides)
+    os.environ["FLOWLENS_API__WORKERS"] = str(workers)  # auto mode's Redis rule counts the processes
     serve(cfg, workers)
     return 0
 

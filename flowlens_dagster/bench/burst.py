@@ -10,17 +10,33 @@ than the wall clock (``ingest.timestamp_source: export``), so a 5-minute window 
 scaling model's thresholds are written in.
 
 Figures: ``absorbed_flows`` (flows landed during the burst), ``lost_flows`` (sent minus landed;
-backpressure sampling counts as lost), ``sampled_flows``, ``max_lag_seconds``, ``drain_seconds``
-(burst end until lag is below ``max_acceptable_lag_seconds``), ``mode_switches``. Baseline: the
-planner's predicted drain for the same shape (``flowlens plan`` with this machine's bench files),
-so ``ratio.drain_seconds`` = measured / predicted when the planner predicts a backlog.
+backpressure sampling counts as lost), ``sampled_flows``, ``max_lag_seconds``, ``drain_seconds``,
+``mode_switches``. Lag is the sensor's (newest landed receive time minus the end of the newest
+processed window, read after each tick's runs). ``drain_seconds`` is measured on the window clock:
+from the burst's end until the window holding the burst's end has been processed *and* lag is at or
+below ``max_acceptable_lag_seconds`` (lag read before that window closes says nothing about the
+burst: between windows it is low by construction). The steady traffic after the burst goes on until
+then, so the window clock keeps running.
+
+Baseline: the planner's windowed drain (:mod:`ingest.scaling.drain`) for the same shape and the same
+loop: window closes, the tick interval, catch-up batching, a run's fixed cost and the pipeline's
+throughput. The throughput is this machine's ``bench pipeline`` file (per-flow and per-connection
+stage speeds), or the scaling model's figure without one. Before any traffic the run measures what
+the file cannot know: a run's fixed cost (a window run over an empty window), a sensor tick, and the
+machine's speed now (a window of ``bench pipeline``'s synthetic flows, with the connections the
+generator's estate has, written straight to ``flow_raw`` and timed: its variable part over what the
+file's speeds predict for it is the ``slowdown`` the file's speeds are divided by, since a shared
+machine's load moves them). The prediction is made then, before the burst. ``ratio.drain_seconds`` =
+measured / predicted.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
+import math
 import os
 import shutil
 import signal
@@ -33,10 +49,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
+
 from flowlens_dagster.bench.ingest import free_udp_port
 from flowlens_dagster.bench.report import report
 from ingest.config import ConfigError, FlowLensConfig, load_config
 from ingest.services import ServiceUnavailable, require
+from ingest.window import WINDOW as WINDOW_DELTA
+from ingest.window import window_start
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOWLENS = str(Path(sys.executable).parent / "flowlens")
@@ -49,7 +69,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--burst", type=int, default=40_000, help="burst rate, flows per wall-clock second")
     p.add_argument("--before-seconds", type=float, default=15, help="steady traffic before the burst (wall clock)")
     p.add_argument("--burst-seconds", type=float, default=30, help="burst duration (wall clock)")
-    p.add_argument("--after-seconds", type=float, default=60, help="steady traffic after the burst (wall clock)")
+    p.add_argument("--after-seconds", type=float, default=60,
+                   help="steady traffic after the burst, at least (wall clock; it goes on until drained)")  # fmt: skip
     p.add_argument("--speed", type=float, default=10, help="window-clock seconds per wall-clock second")
     p.add_argument("--tick-seconds", type=float, default=3, help="sensor evaluation interval (wall clock)")
     p.add_argument("--max-drain-seconds", type=float, default=300, help="give up waiting for the drain (wall clock)")
@@ -72,20 +93,22 @@ def main(argv: list[str]) -> int:
     cfg = _bench_config(base, work)
     try:
         _prepare(base, cfg)
-        figures, extra = Run(cfg, args, work, log).measure()
+        figures, extra = Run(base, cfg, args, work, log).measure()
     except Exception as exc:  # a service failed mid-run: say which, clean up, no traceback
         print(f"flowlens bench burst: failed: {exc}", file=sys.stderr)
         _cleanup(base, cfg, work, log)
         return 1
     _cleanup(base, cfg, work, log)
-    predicted = _predicted_drain(base, args)
+    predicted = extra.pop("prediction")
     config = {
         "steady_flows_per_s": args.steady, "burst_flows_per_s": args.burst, "burst_seconds_wall": args.burst_seconds,
         "speed": args.speed, "clock": "lag and drain on the window clock (export time, speed x wall clock)",
-        "baseline": "flowlens plan's predicted drain for the same shape (machine figures where saved)",
+        "baseline": "the planner's windowed drain for the same shape (ingest.scaling.drain), fixed costs measured "
+                    "before the traffic, throughput from bench/pipeline.json",
+        "prediction": predicted, "run_overhead_seconds": predicted["run_overhead_seconds"],
         "thresholds": {k: v for k, v in cfg.thresholds.kafka.model_dump().items()}, **extra,
     }  # fmt: skip
-    report("burst", figures, {"drain_seconds": predicted}, config, args.json)
+    report("burst", figures, {"drain_seconds": predicted["drain_seconds"]}, config, args.json)
     return 0
 
 
@@ -102,9 +125,14 @@ def _bench_config(base: FlowLensConfig, work: Path) -> FlowLensConfig:
             "kafka": base.kafka.model_copy(update={"raw_topic": f"flows.raw.burst-{uuid.uuid4().hex[:8]}"}),
             "thresholds": base.thresholds.model_copy(update={"kafka": thresholds}),
             "dns": base.dns.model_copy(update={"enabled": False}),
-            "ingest": base.ingest.model_copy(update={"timestamp_source": "export", "processes": 1}),
+            # a heartbeat every second: a window is seen complete soon after it ends (x speed on the window clock)
+            "ingest": base.ingest.model_copy(
+                update={"timestamp_source": "export", "processes": 1, "heartbeat_seconds": 1.0}
+            ),
             "pipeline": base.pipeline.model_copy(
-                update={"lake_dir": work / "lake", "grace_seconds": 0, "instance_timeout_seconds": 5}
+                # the daemon idles while the calibration windows run: it must stay live (its watermark
+                # holds the windows back), else the sensor takes every window up to the wall clock
+                update={"lake_dir": work / "lake", "grace_seconds": 0, "instance_timeout_seconds": 300}
             ),
         }
     )
@@ -121,6 +149,7 @@ def _env(cfg: FlowLensConfig) -> dict[str, str]:
         "THRESHOLDS__KAFKA__RATE_WINDOW_SECONDS": str(k.rate_window_seconds),
         "THRESHOLDS__KAFKA__MIN_DWELL_SECONDS": str(k.min_dwell_seconds),
         "THRESHOLDS__KAFKA__BURST_DURATION_TRIGGER_SECONDS": str(k.burst_duration_trigger_seconds),
+        "INGEST__HEARTBEAT_SECONDS": str(cfg.ingest.heartbeat_seconds),
     }  # fmt: skip
     return {f"FLOWLENS_{key}": value for key, value in values.items()}
 
@@ -156,27 +185,84 @@ def _cleanup(base: FlowLensConfig, cfg: FlowLensConfig, work: Path, log) -> None
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _predicted_drain(base: FlowLensConfig, args: argparse.Namespace) -> float | None:
-    """The planner's drain for the shape on the window clock (rates per window-clock second)."""
+def _prediction(base: FlowLensConfig, cfg: FlowLensConfig, args: argparse.Namespace, costs: dict) -> dict:
+    """The planner's windowed drain for the bench's shape, on the window clock (wall figures x speed)."""
+    from ingest.scaling.drain import Shape, pipeline_from, predict_drain, speeds_from
     from ingest.scaling.figures import bench_dir, load_results
-    from ingest.scaling.plan import PlanInput, make_plan
+    from ingest.scaling.plan import machine_figures
 
+    speed = args.speed
     results = load_results(bench_dir(base.state_dir))
-    scale = args.speed
-    inp = PlanInput(args.steady / scale, args.burst / scale, args.burst_seconds * scale)
-    # one pipeline worker: this machine; the planner's per-worker figure is per wall-clock second
-    plan = make_plan(inp, base, results)
-    capacity = plan.figures["pipeline_flows_per_s_per_worker"]["value"] / scale
-    backlog = max(0.0, inp.burst_peak_flows_per_sec - capacity) * inp.burst_seconds
-    surplus = capacity - inp.flows_per_sec
-    return round(backlog / surplus, 1) if surplus > 0 else None
+    speeds = speeds_from(results)
+    if speeds is None:  # no stage timings: the whole window's rate, connections folded in
+        figure = machine_figures(results)["pipeline_flows_per_s_per_worker"]
+        speeds = (figure.value, math.inf, figure.source)
+    flows_per_s, rows_per_s, source = speeds
+    # the bench file's speeds are a quiet machine's: scale them by how this run's calibration window went
+    quiet = costs["calibration_flows"] / flows_per_s + generator_connections(costs["calibration_flows"]) / rows_per_s
+    measured = costs["calibration_run_seconds"] - costs["run_overhead_seconds"]
+    slowdown = max(MIN_SLOWDOWN, measured / quiet)
+    flows_per_s, rows_per_s = flows_per_s / slowdown, rows_per_s / slowdown
+    shape = Shape(
+        ((args.steady / speed, args.before_seconds * speed), (args.burst / speed, args.burst_seconds * speed),
+         (args.steady / speed, args.after_seconds * speed)),
+        burst=1,
+        rows=generator_connections,
+    )  # fmt: skip
+    ing = cfg.ingest
+    pipeline = pipeline_from(
+        cfg,
+        flows_per_s=flows_per_s / speed,
+        rows_per_s=rows_per_s / speed,
+        run_overhead_s=costs["run_overhead_seconds"] * speed,
+        tick_s=(args.tick_seconds + costs["tick_seconds"]) * speed,
+        close_delay_s=cfg.pipeline.grace_seconds + (ing.batch_max_seconds + ing.heartbeat_seconds / 2) * speed,
+    )
+    prediction = predict_drain(shape, pipeline)
+    return {
+        "drain_seconds": prediction.as_dict()["drain_seconds"],
+        "model": prediction.as_dict(),
+        "pipeline_flows_per_s": round(flows_per_s),
+        "pipeline_rows_per_s": round(rows_per_s) if math.isfinite(rows_per_s) else None,
+        "pipeline_source": source,
+        "slowdown": round(slowdown, 2),
+        "slowdown_note": "calibration window's variable seconds / the bench file's speeds for it",
+        **costs,
+    }
+
+
+MIN_SLOWDOWN = 0.25  # a calibration window that ran faster than its fixed cost says nothing about speed
+
+
+@functools.lru_cache(maxsize=64)
+def _connections(flows: int) -> int:
+    from ingest.tools.generate import Enterprise
+
+    drawn = Enterprise().flows(flows, np.random.default_rng(3), np.zeros(flows, np.int64))
+    src, dst = (drawn[k][:, 12:].copy().view(">u4")[:, 0].astype(np.uint64) for k in ("src_addr", "dst_addr"))
+    service = drawn["dst_port"].astype(np.uint64) << np.uint64(8) | drawn["protocol"].astype(np.uint64)
+    # the estate's addresses fit in 32 bits and (port, protocol) in 24: one 64-bit key per pair of ends
+    pairs = np.unique(np.column_stack([src << np.uint64(32) | dst, service]), axis=0)
+    return len(pairs)
+
+
+def generator_connections(flows: float) -> float:
+    """Distinct connections (flow_stats rows) in a window of ``flows`` of the generator's estate (drawn)."""
+    return float(_connections(int(round(flows, -3)) or 1)) if flows >= 1 else 0.0
+
+
+# Before the traffic, a window of this many flows is run to measure the machine's speed now (a shared
+# machine's load moves the pipeline's speed far from the bench file's quiet figure).
+CALIBRATION_FLOWS = 300_000
 
 
 class Run:
     """One bench run: daemon, generator phases in a thread, sensor ticks and runs in this thread."""
 
-    def __init__(self, cfg: FlowLensConfig, args: argparse.Namespace, work: Path, log):
-        self.cfg, self.args, self.work, self.log = cfg, args, work, log
+    AFTER_CHUNK_SECONDS = 10.0  # the steady traffic after the burst goes on in chunks until drained
+
+    def __init__(self, base: FlowLensConfig, cfg: FlowLensConfig, args: argparse.Namespace, work: Path, log):
+        self.base, self.cfg, self.args, self.work, self.log = base, cfg, args, work, log
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("FLOWLENS_")}, **_env(cfg)}
         for key in ("HOST", "PORT", "USER", "PASSWORD"):
             value = getattr(cfg.postgres, key.lower())
@@ -184,14 +270,27 @@ class Run:
         self.env["FLOWLENS_KAFKA__BOOTSTRAP_SERVERS"] = cfg.kafka.bootstrap_servers
         self.env["FLOWLENS_REDIS__PORT"] = str(cfg.redis.port)
         self.sent = 0
-        self.burst_end: float | None = None
-        self.generator_done = threading.Event()
         self.burst_sent = 0
+        self.burst_done = threading.Event()
+        self.generator_done = threading.Event()
+        self.generator_done_at = 0.0  # monotonic
+        self.drained = threading.Event()
         self.start: datetime | None = None
+        self.runs: list[dict] = []
+        self.stats_path = work / "ingest-stats.json"
+
+    @property
+    def burst_end(self) -> datetime:
+        """The burst's end on the window clock (the generator's export clock is exact)."""
+        return self.start + timedelta(seconds=(self.args.before_seconds + self.args.burst_seconds) * self.args.speed)
 
     def measure(self) -> tuple[dict, dict]:
+        import dagster as dg
+
+        from assets.resources import build_resources
+
         port = free_udp_port()
-        stats_file = self.work / "ingest-stats.json"
+        stats_file = self.stats_path
         daemon = subprocess.Popen(
             [FLOWLENS, "ingest", "--listen", f"127.0.0.1:{port}", "--processes", "1", "--metrics-port", "0",
              "--instance-id", "burst", "--mode", "auto", "--stats-file", str(stats_file)],
@@ -200,14 +299,20 @@ class Run:
         saved = {k: v for k, v in os.environ.items() if k.startswith("FLOWLENS_")}
         os.environ.update(self.env)  # the Dagster resources read the bench config
         try:
-            time.sleep(3)
-            start = datetime.now(UTC) - timedelta(hours=3)
-            start = start.replace(minute=start.minute - start.minute % 5, second=0, microsecond=0)
-            self.start = start
-            sender = threading.Thread(target=self._send, args=(port, start), daemon=True)
-            sender.start()
-            lags = self._tick_until_drained(start)
-            sender.join()
+            # well inside the sensor's lookback (it never requests windows older than that): the
+            # calibration takes a minute or more before the first tick, and no window may fall out
+            reach = timedelta(minutes=self.cfg.pipeline.sensor_lookback_minutes) - timedelta(minutes=60)
+            start = datetime.now(UTC) - max(reach, timedelta(minutes=20))
+            self.start = start = start.replace(minute=start.minute - start.minute % 5, second=0, microsecond=0)
+            resources = build_resources(self.cfg, use_env=False)
+            with dg.instance_for_test() as instance:
+                costs = self._calibrate(instance, resources, start)
+                prediction = _prediction(self.base, self.cfg, self.args, costs)  # before any flow is sent
+                sender = threading.Thread(target=self._send, args=(port, start), daemon=True)
+                sender.start()
+                lags = self._tick_until_drained(instance, resources, start)
+                self.drained.set()
+                sender.join()
         finally:
             os.killpg(daemon.pid, signal.SIGTERM)
             daemon.wait(timeout=120)
@@ -215,12 +320,88 @@ class Run:
                 del os.environ[key]
             os.environ.update(saved)
         final = json.loads(stats_file.read_text())
-        return self._figures(final, lags)
+        figures, extra = self._figures(final, lags)
+        return figures, {**extra, "prediction": prediction}
+
+    def _calibrate(self, instance, resources, start: datetime) -> dict:
+        """This run's costs, before the traffic, in three window runs and two sensor ticks: an empty
+        window (it pays the imports), a window of ``CALIBRATION_FLOWS`` generator flows (the machine's
+        speed now), an empty window again (a run's fixed cost), and ticks on the idle landing."""
+        from ingest.window import window_key
+
+        windows = [start - n * WINDOW_DELTA for n in (3, 2, 1)]
+        self._run(instance, resources, {"partition_key": window_key(windows[0]), "tags": {}})
+        flows = self._land_calibration(windows[1])
+        timed = []
+        for window in windows[1:]:
+            began = time.monotonic()
+            self._run(instance, resources, {"partition_key": window_key(window), "tags": {}})
+            timed.append(time.monotonic() - began)
+        began = time.monotonic()
+        ticks = 2
+        for _ in range(ticks):
+            self._tick(instance, resources, json.dumps({"next_window": start.isoformat()}), run=False)
+            _lag(self.cfg, start)
+        tick = (time.monotonic() - began) / ticks
+        self.runs.clear()
+        self.log(f"calibration: {flows:,} flows in {timed[0]:.1f}s, empty window {timed[1]:.1f}s, tick {tick:.2f}s")
+        return {
+            "run_overhead_seconds": round(timed[1], 2),
+            "tick_seconds": round(tick, 2),
+            "calibration_flows": flows,
+            "calibration_run_seconds": round(timed[0], 2),
+        }
+
+    def _land_calibration(self, window: datetime) -> int:
+        """Write ``CALIBRATION_FLOWS`` synthetic flows (``bench pipeline``'s kind, with the connections the
+        generator's estate has in that many flows) straight into ``flow_raw`` for ``window``: the daemon
+        never sees them, so they cost no switch and no loss."""
+        from flowlens_dagster.bench.pipeline import synthetic_window
+        from ingest.land.postgres import PostgresLanding
+
+        pairs = int(generator_connections(CALIBRATION_FLOWS))
+        landing = PostgresLanding(self.cfg.postgres.dsn(), self.cfg.backpressure.postgresql)
+        try:
+            for batch in synthetic_window(window, CALIBRATION_FLOWS, pairs):
+                landing.write(batch)
+        finally:
+            landing.close()
+        return CALIBRATION_FLOWS
+
+    def _run(self, instance, resources, request: dict) -> None:
+        from flowlens_dagster.definitions import defs
+        from flowlens_dagster.jobs import window_job
+
+        began = time.monotonic()
+        defs.resolve_job_def(window_job.name).execute_in_process(
+            partition_key=request["partition_key"], tags=request["tags"], instance=instance, resources=resources,
+            raise_on_error=False,
+        )  # fmt: skip
+        self.runs.append({"seconds": round(time.monotonic() - began, 2), **request})
+
+    def _tick(self, instance, resources, cursor: str, run: bool = True) -> str:
+        """One sensor evaluation, then (``run``) the run it requests, executed in process; returns the cursor."""
+        import dagster as dg
+
+        from flowlens_dagster.definitions import defs
+        from flowlens_dagster.sensors import SENSOR_NAME
+
+        sensor = defs.resolve_sensor_def(SENSOR_NAME)
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+            result = sensor(context)
+            cursor = context.cursor or cursor
+        if isinstance(result, dg.SensorResult):
+            cursor = result.cursor or cursor
+            for request in result.run_requests if run else []:
+                self._run(instance, resources, {"partition_key": request.partition_key, "tags": dict(request.tags)})
+        return cursor
 
     def _send(self, port: int, start: datetime) -> None:
         a = self.args
-        phases = [(a.steady, a.before_seconds), (a.burst, a.burst_seconds), (a.steady, a.after_seconds)]
-        for index, (rate, seconds) in enumerate(phases):
+        phases = [(a.steady, a.before_seconds), (a.burst, a.burst_seconds)]
+        after = 0.0
+        while True:
+            rate, seconds = phases.pop(0) if phases else (a.steady, self.AFTER_CHUNK_SECONDS)
             out = subprocess.run(
                 [FLOWLENS, "generate", "--target", f"127.0.0.1:{port}", "--start", start.isoformat(), "--speed",
                  str(a.speed), "--duration", str(seconds), "--rate", str(rate), "--versions", "9", "--seed", "3"],
@@ -232,66 +413,63 @@ class Run:
             flows = int(json.loads(out.stdout.strip().splitlines()[-1])["flows"])
             self.sent += flows
             start += timedelta(seconds=seconds * a.speed)
-            if index == 1:
-                self.burst_end, self.burst_sent = time.monotonic(), flows
+            if rate == a.burst and not self.burst_done.is_set():
+                self.burst_sent = flows
+                self.burst_done.set()
+            elif self.burst_done.is_set():
+                after += seconds
+                if after >= a.after_seconds and self.drained.is_set():
+                    break
+                if after >= a.after_seconds + a.max_drain_seconds:
+                    break
+        self.generator_done_at = time.monotonic()
         self.generator_done.set()
 
-    def _tick_until_drained(self, start: datetime) -> list[tuple[float, float]]:
-        """Sensor ticks (and their runs) until the lag is back under the bound after the burst."""
-        import dagster as dg
+    def _tick_until_drained(self, instance, resources, start: datetime) -> list[tuple[datetime, datetime, float]]:
+        """Sensor ticks (and their runs) until the burst's windows are processed and lag is back under the bound.
 
-        from assets.resources import build_resources
-        from flowlens_dagster.definitions import defs
-        from flowlens_dagster.jobs import window_job
-        from flowlens_dagster.sensors import SENSOR_NAME
-
-        resources = build_resources(self.cfg, use_env=False)
-        sensor, job = defs.resolve_sensor_def(SENSOR_NAME), defs.resolve_job_def(window_job.name)
+        Returns (window-clock now, end of the newest processed window, lag) after each tick's runs.
+        """
         bound = self.cfg.backpressure.kafka.max_acceptable_lag_seconds
+        burst_window_end = window_start(self.burst_end - timedelta(microseconds=1)) + WINDOW_DELTA
         cursor = json.dumps({"next_window": start.isoformat()})
-        lags: list[tuple[float, float]] = []
-        with dg.instance_for_test() as instance:
-            while True:
-                with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
-                    result = sensor(context)
-                    cursor = context.cursor or cursor
-                if isinstance(result, dg.SensorResult):
-                    cursor = result.cursor or cursor
-                    for request in result.run_requests:
-                        job.execute_in_process(
-                            partition_key=request.partition_key,
-                            tags=dict(request.tags),
-                            instance=instance,
-                            resources=resources,
-                            raise_on_error=False,
-                        )
-                lag = _lag(self.cfg, start)
-                lags.append((time.monotonic(), lag))
-                drained = self.burst_end is not None and self.generator_done.is_set() and lag <= bound
-                waited = self.burst_end is not None and time.monotonic() - self.burst_end > self.args.max_drain_seconds
-                if drained or waited:
-                    return lags
-                time.sleep(self.args.tick_seconds)
+        lags: list[tuple[datetime, datetime, float]] = []
+        began = time.monotonic()
+        while True:
+            cursor = self._tick(instance, resources, cursor)
+            newest, processed_end = _lag(self.cfg, start)
+            now = newest
+            if self.generator_done.is_set():  # the window clock runs on without traffic
+                now = newest + timedelta(seconds=(time.monotonic() - self.generator_done_at) * self.args.speed)
+            lag = max(0.0, (newest - processed_end).total_seconds())
+            lags.append((now, processed_end, lag))
+            drained = self.burst_done.is_set() and processed_end >= burst_window_end and lag <= bound
+            waited = time.monotonic() - began > self.args.max_drain_seconds + self.args.before_seconds
+            if drained or waited:
+                return lags
+            time.sleep(self.args.tick_seconds)
 
-    def _figures(self, final: dict, lags: list[tuple[float, float]]) -> tuple[dict, dict]:
+    def _figures(self, final: dict, lags: list[tuple[datetime, datetime, float]]) -> tuple[dict, dict]:
         bound = self.cfg.backpressure.kafka.max_acceptable_lag_seconds
-        after = [(t, lag) for t, lag in lags if self.burst_end is not None and t >= self.burst_end]
-        drained_at = next((t for t, lag in after if lag <= bound), None)
+        burst_window_end = window_start(self.burst_end - timedelta(microseconds=1)) + WINDOW_DELTA
+        drained_at = next((now for now, end, lag in lags if end >= burst_window_end and lag <= bound), None)
         switches = _switches(self.cfg)
         lost = self.sent - int(final.get("flows_landed", 0))
+        drain = (drained_at - self.burst_end).total_seconds() if drained_at else None
         figures = {
             "absorbed_flows": max(0, self.burst_sent - lost),
             "lost_flows": lost,
             "sampled_flows": int(final.get("sampled", 0)),
-            "max_lag_seconds": round(max((lag for _, lag in lags), default=0.0), 1),
-            "drain_seconds": round((drained_at - self.burst_end) * self.args.speed, 1) if drained_at else None,
+            "max_lag_seconds": round(max((lag for _, _, lag in lags), default=0.0), 1),
+            "drain_seconds": None if drain is None else round(max(0.0, drain), 1),
             "mode_switches": len(switches),
         }
-        return figures, {"sent_flows": self.sent, "switches": switches, "drain_bound_seconds": bound}
+        extra = {"sent_flows": self.sent, "switches": switches, "drain_bound_seconds": bound, "runs": self.runs}
+        return figures, extra
 
 
-def _lag(cfg: FlowLensConfig, start: datetime) -> float:
-    """Lag as the sensor measures it: newest landed receive time minus the newest processed window's end."""
+def _lag(cfg: FlowLensConfig, start: datetime) -> tuple[datetime, datetime]:
+    """The sensor's lag figures: the newest landed receive time and the end of the newest processed window."""
     import psycopg
 
     from flowlens_dagster.sensors import NEWEST_PROCESSED
@@ -304,10 +482,8 @@ def _lag(cfg: FlowLensConfig, start: datetime) -> float:
         landing.close()
     with psycopg.connect(cfg.postgres.dsn()) as conn:
         processed = conn.execute(NEWEST_PROCESSED).fetchone()[0]
-    if newest is None:
-        return 0.0
-    processed_end = processed + timedelta(minutes=5) if processed else start  # nothing processed yet
-    return max(0.0, (newest - processed_end).total_seconds())
+    processed_end = processed + WINDOW_DELTA if processed else start  # nothing processed yet
+    return newest or start, max(processed_end, start)
 
 
 def _switches(cfg: FlowLensConfig) -> list[dict]:

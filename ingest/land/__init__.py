@@ -27,13 +27,14 @@ def landing_name(cfg: FlowLensConfig) -> str:
     return {"kafka": "Kafka", "postgres": "PostgreSQL", "auto": "PostgreSQL or Kafka by rate (auto)"}[backend_for(cfg)]
 
 
-def open_landing(cfg: FlowLensConfig, stats=None, backend: Backend | None = None) -> Landing:
-    """The landing backend of ``cfg``'s mode (or ``backend``), ready to write and read."""
+def open_landing(cfg: FlowLensConfig, stats=None, backend: Backend | None = None, decision=None) -> Landing:
+    """The landing backend of ``cfg``'s mode (or ``backend``), ready to write and read; ``decision``:
+    the daemon's shared auto-mode decision (:class:`ingest.scaling.shared.SharedDecision`)."""
     backend = backend or backend_for(cfg)
     if backend == "auto":
         from ingest.land.auto import AutoLanding
 
-        return AutoLanding(cfg, stats=stats)
+        return AutoLanding(cfg, stats=stats, decision=decision)
     if backend == "kafka":
         from ingest.land.kafka import KafkaLanding
 

@@ -5,7 +5,9 @@ holds the watermarks and the switch records) and a :class:`~ingest.land.kafka.Ka
 (opened on the first switch up). :class:`~ingest.scaling.switch.ModeSwitcher` decides when to
 switch from the flows written; a switch is taken only once the target answers (a probe in a
 background thread), so a down landing is never switched to: the process stays, logs why and tries
-again after ``PROBE_RETRY_SECONDS``.
+again after ``PROBE_RETRY_SECONDS``. Under the daemon the decision is made once for all receiving
+processes (:mod:`ingest.scaling.shared`): process 0 decides on the daemon-wide rate, the others
+follow, so a switch is made, logged, counted, recorded and published once.
 
 No flow is lost or counted twice: every batch goes to exactly one landing (a batch whose write
 failed is retried on whichever landing is current then); writes already under way on the old
@@ -32,6 +34,7 @@ from ingest.land.base import OnDone, Watermark, WindowRead
 from ingest.land.kafka import KafkaLanding
 from ingest.land.postgres import PostgresLanding
 from ingest.scaling.alerts import publish_alert
+from ingest.scaling.shared import SharedDecision
 from ingest.scaling.switch import KAFKA, POSTGRES, ModeSwitcher, Switch
 from ingest.schema import FLOW_SCHEMA, receive_times_us
 from ingest.services import probe
@@ -69,14 +72,21 @@ class AutoLanding:
 
     name = "auto"
 
-    def __init__(self, cfg: FlowLensConfig, stats=None, clock=time.monotonic, processes: int | None = None):
+    def __init__(self, cfg: FlowLensConfig, stats=None, clock=time.monotonic, processes: int | None = None,
+                 decision: SharedDecision | None = None):  # fmt: skip
+        """``decision``: the daemon's shared decision (one per daemon, see :mod:`ingest.scaling.shared`);
+        without it this process decides alone, on its own rate times ``processes``."""
         self.cfg = cfg
         self.stats = stats
         self.clock = clock
         self.pg = PostgresLanding(cfg.postgres.dsn(), cfg.backpressure.postgresql, stats=stats)
         self._kafka: KafkaLanding | None = None
-        count = cfg.ingest.process_count if processes is None else processes
-        self.switcher = ModeSwitcher(cfg.thresholds.kafka, count, clock())
+        self.decision = decision
+        if decision is not None:  # the daemon-wide count is measured, not estimated
+            self.switcher = ModeSwitcher(cfg.thresholds.kafka, 1, clock(), landing=decision.landing)
+        else:
+            count = cfg.ingest.process_count if processes is None else processes
+            self.switcher = ModeSwitcher(cfg.thresholds.kafka, count, clock())
         self.instance = cfg.ingest.instance_id or "ingest"
         self._writers = ThreadPoolExecutor(cfg.ingest.landing_writers, thread_name_prefix="flowlens-auto")
         self._pg_pending: list[tuple[Future, pa.RecordBatch, OnDone]] = []
@@ -88,7 +98,14 @@ class AutoLanding:
 
     @property
     def active(self) -> str:
+        if self.decision is not None and not self.decision.leader:
+            return self.decision.landing  # a follower writes where the leader decided
         return self.switcher.landing
+
+    @property
+    def deciding(self) -> bool:
+        """Whether this process makes the switch decisions (alone, or as the daemon's leader)."""
+        return self.decision is None or self.decision.leader
 
     @property
     def kafka(self) -> KafkaLanding:
@@ -108,9 +125,13 @@ class AutoLanding:
         now = self.clock()
         if batch.num_rows:
             self._window_clock_us = max(self._window_clock_us, int(receive_times_us(batch).max()))
-        self.switcher.observe(now, batch.num_rows)
+        if self.decision is not None:
+            self.decision.add(batch.num_rows)
+        else:
+            self.switcher.observe(now, batch.num_rows)
         self._consider(now)
         if self.active == KAFKA:
+            self._used_kafka = True
             self.kafka.write_async(batch, on_done)
         else:
             self._pg_pending.append((self._writers.submit(self.pg.write, batch), batch, on_done))
@@ -153,6 +174,10 @@ class AutoLanding:
 
     # --- switching ----------------------------------------------------------------------------
     def _consider(self, now: float) -> None:
+        if not self.deciding:
+            return
+        if self.decision is not None:
+            self.switcher.observe(now, self.decision.new_flows())
         if self._probe is not None:
             switch, future = self._probe
             if future.done():
@@ -182,6 +207,8 @@ class AutoLanding:
             self.switcher.postpone(now, PROBE_RETRY_SECONDS)
             return
         self.switcher.commit(switch)
+        if self.decision is not None:
+            self.decision.set_landing(switch.target)
         self._used_kafka = self._used_kafka or switch.target == KAFKA
         # On the window clock (receive or export time, as the flows are), so a switch is listed with
         # the window whose flows it split, in replays too; the wall clock goes in the event.
@@ -212,6 +239,7 @@ class AutoLanding:
         """PostgreSQL always; Kafka too once it was used (its readers stop at heartbeats)."""
         self.instance = instance
         self.pg.heartbeat(instance, landed_through, flows_landed)
+        self._used_kafka = self._used_kafka or self.active == KAFKA  # a follower may not have written yet
         if not self._used_kafka:  # never block on a Kafka this process has not landed in
             return
         try:

@@ -3,7 +3,8 @@
 Given a steady flow rate, a burst (peak rate, duration), a retention, concurrent API users and an
 API p99 latency SLA, :func:`make_plan` returns the mode and, per component, instances, cores and
 memory; Kafka brokers, partitions and disk per topic; PostgreSQL table sizes per day; Redis
-memory; and the burst's backlog and predicted drain time. Figures come from the scaling model
+memory; and the burst's backlog and predicted drain time (the model's continuous §6.2 figure, and
+the windowed one of :mod:`ingest.scaling.drain`, as the 5-minute pipeline drains). Figures come from the scaling model
 (§2 record sizes, §3 PostgreSQL, §4 Kafka, §5 Redis, §6 scenarios, §7 thresholds, §10 rules of
 thumb) and, where this machine has them, from its own measurements: the JSON files that
 ``flowlens bench`` saves under ``<state_dir>/bench/`` (see :mod:`ingest.scaling.figures`). Every
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.config import ConfigError, FlowLensConfig, load_config
+from ingest.scaling.drain import burst_shape, pipeline_from, predict_drain, run_overhead_from
 from ingest.scaling.figures import bench_dir, load_results
 from ingest.schema import FLOW_SCHEMA
 
@@ -180,6 +182,7 @@ def machine_figures(results: dict[str, dict[str, Any]]) -> dict[str, Figure]:
             float(MODEL_PIPELINE_PER_WORKER),
             "scaling model §6.1 (50k flows/s on 4+4 instances; no bench pipeline file)",
         )
+    figs["pipeline_run_overhead_seconds"] = Figure(*run_overhead_from(results))
     rss = pipe.get("rss_mb_per_million_flows")
     figs["pipeline_mb_per_million_flows"] = (
         Figure(float(rss), f"measured: {results['pipeline'].get('_path')} figures.rss_mb_per_million_flows")
@@ -387,7 +390,9 @@ def _redis(inp: PlanInput, pairs: int, needed: bool) -> dict[str, Any]:
 
 
 def _burst(inp, f, workers: int, ingest_n: int, kafka: bool, cfg: FlowLensConfig) -> dict[str, Any]:
-    """§6.2 absorb -> process -> drain: backlog = (peak - capacity) x duration, drained by the surplus."""
+    """§6.2 absorb -> process -> drain: backlog = (peak - capacity) x duration, drained by the surplus
+    (``predicted_drain_seconds``, the model's continuous figure); ``windowed_drain_seconds`` steps
+    through the sensor loop instead (:mod:`ingest.scaling.drain`): what a 5-minute pipeline takes."""
     if not inp.burst_peak_flows_per_sec:
         return {"given": False}
     capacity = workers * f["pipeline_flows_per_s_per_worker"]
@@ -395,11 +400,16 @@ def _burst(inp, f, workers: int, ingest_n: int, kafka: bool, cfg: FlowLensConfig
     surplus = capacity - inp.flows_per_sec
     drain = backlog / surplus if surplus > 0 else math.inf
     ingest_capacity = ingest_n * f["ingest_flows_per_s_per_instance"]
+    # As the pipeline really drains: windows close, each run pays a fixed cost, catch-up batches windows.
+    shape = burst_shape(inp.flows_per_sec, inp.burst_peak_flows_per_sec, inp.burst_seconds)
+    windowed = predict_drain(shape, pipeline_from(cfg, capacity, f["pipeline_run_overhead_seconds"]))
     return {
         "given": True,
         "processing_flows_per_s": round(capacity),
         "backlog_flows": round(backlog),
         "predicted_drain_seconds": round(drain, 1) if math.isfinite(drain) else None,
+        "windowed_drain_seconds": windowed.as_dict()["drain_seconds"],
+        "windowed": windowed.as_dict(),
         "absorbed_by": "kafka flows.raw" if kafka else "postgresql flow_raw",
         "sampling_expected": inp.burst_peak_flows_per_sec > ingest_capacity,
         "lag_alert_expected": math.isfinite(drain)
@@ -532,10 +542,13 @@ def render(plan: Plan) -> str:
             if b["predicted_drain_seconds"] is None
             else f"{b['predicted_drain_seconds']:,} s"
         )
+        windowed = b["windowed_drain_seconds"]
         lines += [
             "",
             f"burst: processing {b['processing_flows_per_s']:,} flows/s, backlog {b['backlog_flows']:,} flows "
-            f"absorbed by {b['absorbed_by']}, predicted drain {drain}",
+            f"absorbed by {b['absorbed_by']}, predicted drain {drain} (model §6.2, continuous)",
+            f"  windowed drain (5-minute windows, {b['windowed']['runs']} runs, per-run cost, catch-up): "
+            + ("not within the horizon" if windowed is None else f"{windowed:,} s"),
         ]
     lines += ["", "figures used:"]
     for name, fig in plan.figures.items():

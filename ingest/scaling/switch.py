@@ -10,8 +10,8 @@ The rules (the scaling model's §4.1 and §7.2 ``thresholds.kafka``):
   process has stayed ``min_dwell_seconds`` on Kafka. The gap between the two rates is the
   hysteresis: a rate that hovers around one threshold does not flap.
 
-Each receiving process decides for itself, on its own rate times the number of processes (the
-daemon spreads exporters over its processes by address), so the thresholds stay the daemon's.
+Under ``flowlens ingest`` one process decides for the whole daemon on the daemon-wide rate
+(:mod:`ingest.scaling.shared`); alone, a process decides on its own rate times ``processes``.
 Pure: time is passed in, nothing is read or written.
 """
 

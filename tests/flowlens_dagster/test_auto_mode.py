@@ -46,13 +46,14 @@ AUTO_ENV = {  # the model's rates; shorter averaging and dwell than production s
 }
 
 
-def send_ramp(cfg, base, tmp_path: Path) -> dict[tuple, tuple]:
-    """Run the daemon in auto mode, send the ramp (consecutive simulated spans), stop it; return the truth."""
+def send_ramp(cfg, base, tmp_path: Path, processes: int = 1) -> dict[tuple, tuple]:
+    """Run the daemon in auto mode, send the ramp (consecutive simulated spans), stop it; return the truth.
+    The daemon's counters are left in ``tmp_path / "stats.json"``."""
     port = free_udp_port()
     env = {**env_for(cfg), **AUTO_ENV}
     daemon = subprocess.Popen(
-        [FLOWLENS, "ingest", "--listen", f"127.0.0.1:{port}", "--processes", "1", "--metrics-port", "0",
-         "--instance-id", "ramp", "--mode", "auto"],
+        [FLOWLENS, "ingest", "--listen", f"127.0.0.1:{port}", "--processes", str(processes), "--metrics-port", "0",
+         "--instance-id", "ramp", "--mode", "auto", "--stats-file", str(tmp_path / "stats.json")],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     truths, start = [], base
