@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ingest.addresses import V4_PREFIX
-from ingest.decode import columns, headers
+from ingest.decode import columns, headers, sflow_rows
 from ingest.decode.columns import Columns
 from ingest.decode.limits import DecoderStats
 from ingest.schema import SFLOW_VERSION
@@ -49,8 +49,6 @@ MAX_HEADER = 512  # bytes of a sampled header that are parsed (agents send 128 b
 UNKNOWN_IF = 0x3FFFFFFF
 # sFlow header_protocol -> where ``headers.parse`` starts (others: not parsed, no flow)
 _HEADER_START = {1: headers.ETHERNET, 11: headers.IPV4, 12: headers.IPV6, 13: headers.MPLS}
-_K4 = np.arange(4)
-_K16 = np.arange(16)
 # generic interface counters (record 1): name, offset, width
 GENERIC_COUNTERS = (
     ("if_type", 4, 4), ("if_speed", 8, 8), ("if_direction", 16, 4), ("if_status", 20, 4),
@@ -85,27 +83,18 @@ class _Buffer:
 
     def __init__(self, buffer: bytes) -> None:
         self.raw = buffer
-        self.b = np.frombuffer(buffer, np.uint8)
         self.w = np.frombuffer(buffer, ">u4", len(buffer) // 4)
-        self._native: np.ndarray | None = None
-
-    @property
-    def native(self) -> np.ndarray:
-        """The words byte-swapped once (``uint32``): for the fast lane's many column operations."""
-        if self._native is None:
-            self._native = self.w.astype(np.uint32)
-        return self._native
 
     def u32(self, at: np.ndarray) -> np.ndarray:
         return self.w[at >> 2].astype(np.int64)
 
     def u32s(self, at: np.ndarray, count: int) -> np.ndarray:
-        """``count`` consecutive words at each offset: ``(len(at), count)``."""
-        return self.w[(at >> 2)[:, None] + np.arange(count)].astype(np.int64)
+        """``count`` consecutive words at each offset: ``(len(at), count)`` (one row copy each)."""
+        return self.rows(at, 4 * count).view(">u4").astype(np.int64)
 
     def bytes16(self, at: np.ndarray, v4: np.ndarray) -> np.ndarray:
         """Addresses at ``at``: 16 bytes, or IPv4-mapped from 4 bytes where ``v4``."""
-        out = self.b[at[:, None] + _K16]
+        out = self.rows(at, 16)
         if v4.any():
             out[v4, 12:] = out[v4, :4]
             out[v4, :12] = np.frombuffer(V4_PREFIX, np.uint8)
@@ -125,56 +114,47 @@ def _walk(buf: _Buffer, start: np.ndarray, end: np.ndarray, count: np.ndarray, s
     """Walk ``count[i]`` ``(format, length, body)`` items from ``start[i]`` up to ``end[i]``, all
     containers at once: (container index, format, body start, body length) of every whole item,
     in container order. An item running past its container, or leaving the 4-byte alignment,
-    ends that container (counted as ``truncated`` / ``malformed``)."""
-    uniform, rest = _uniform(buf, start, end, count)
-    found = [uniform] if len(uniform[0]) else []
-    cur, left = start.copy(), np.where(rest, count, 0)
-    live = np.flatnonzero(left > 0)
-    while len(live):
-        c = cur[live]
-        head_fits = c + 8 <= end[live]
-        words = buf.u32s(np.where(head_fits, c, 0), 2)
-        fmt, length = words[:, 0], words[:, 1]
-        whole = head_fits & (c + 8 + length <= end[live])
+    ends that container (counted as ``truncated`` / ``malformed``).
+
+    Round ``k`` reads the ``k``-th item of every container (two word gathers and a few
+    comparisons over all of them); the lanes are compacted only when fewer than half are still
+    live, so a datagram of many tiny samples costs rounds over the few containers like it."""
+    left = np.minimum(count, np.maximum(end - start, 0) // 8)  # an item takes 8 bytes at least
+    lanes = np.flatnonzero(left > 0)
+    cur, stop, left = start[lanes], end[lanes], left[lanes]
+    words = buf.w
+    rounds: list[tuple[np.ndarray, ...]] = []
+    compacted = False
+    while len(lanes):
+        live = left > 0
+        fits = live & (cur + 8 <= stop)
+        k = np.where(fits, cur, 0) >> 2
+        fmt, length = words[k].astype(np.int64), words[k + 1].astype(np.int64)
+        nxt = cur + 8 + length
+        whole = fits & (nxt <= stop)
         aligned = (length & 3) == 0
-        _count(stats.errors, "truncated", (~whole).sum())
+        _count(stats.errors, "truncated", (live & ~whole).sum())
         _count(stats.errors, "malformed", (whole & ~aligned).sum())
-        found.append((live[whole], fmt[whole], c[whole] + 8, length[whole]))
-        cur[live] = c + 8 + length
-        left[live] -= 1
-        live = live[whole & aligned & (left[live] > 0)]
-    if not found:
+        rounds.append((lanes, whole, fmt, cur + 8, length))
+        left = np.where(whole & aligned, left - 1, 0)
+        cur = nxt
+        still = np.count_nonzero(left)
+        if not still:
+            break
+        if 2 * still < len(lanes):
+            keep = np.flatnonzero(left)
+            lanes, cur, stop, left = lanes[keep], cur[keep], stop[keep], left[keep]
+            compacted = True
+    if not rounds:
         return _NO_ITEMS
-    if len(found) == 1:
-        return found[0]
-    owner, fmt, body, length = (np.concatenate(parts) for parts in zip(*found, strict=True))
+    if not compacted:  # every round has the same lanes: (lanes, rounds) in row order is container order
+        mask = np.stack([r[1] for r in rounds], axis=1)
+        owner = np.broadcast_to(rounds[0][0][:, None], mask.shape)[mask]
+        fmt, body, length = (np.stack([r[i] for r in rounds], axis=1)[mask] for i in (2, 3, 4))
+        return owner, fmt, body, length
+    owner, fmt, body, length = (np.concatenate([r[i][r[1]] for r in rounds]) for i in (0, 2, 3, 4))
     order = np.argsort(body, kind="stable")  # containers lie in buffer order: position = container order
     return owner[order], fmt[order], body[order], length[order]
-
-
-def _uniform(buf: _Buffer, start: np.ndarray, end: np.ndarray, count: np.ndarray) -> tuple[Items, np.ndarray]:
-    """The common case at once: containers whose items all have the first one's length and fill
-    the container exactly (an agent's samples of one kind, a sample's single record). Returns
-    their items and the mask of containers left for the walk."""
-    first_fits = (count > 0) & (start + 8 <= end)
-    first_len = np.where(first_fits, buf.u32(np.where(first_fits, start + 4, 0)), -1)
-    stride = first_len + 8
-    plausible = first_fits & ((first_len & 3) == 0) & (count <= (end - start) // 8)
-    plausible &= start + np.where(plausible, count, 0) * stride == end
-    rows = np.flatnonzero(plausible)
-    if not len(rows):
-        return _NO_ITEMS, count > 0
-    counts = count[rows]
-    owner = np.repeat(rows, counts)
-    index = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
-    pos = start[owner] + index * stride[owner]
-    words = buf.u32s(pos, 2)
-    bad = words[:, 1] != first_len[owner]
-    if bad.any():  # lengths differ inside: those containers take the walk
-        plausible[np.unique(owner[bad])] = False
-        keep = plausible[owner]
-        owner, pos, words = owner[keep], pos[keep], words[keep]
-    return (owner, words[:, 0], pos + 8, words[:, 1]), (count > 0) & ~plausible
 
 
 def decode(
@@ -209,8 +189,15 @@ def decode(
     sample = _flow_samples(buf, owner, fmt, body, length, stats)
     if sample is None:
         return None
-    records = _walk(buf, sample["first"], sample["end"], sample["records"], stats)
-    return _flows(buf, dgram, sample, records, recv, rate_of, stats, tunnel)
+    fixed: sflow_rows.Sample = sample["fixed"]
+    fast, parsed = sflow_rows.read(sample["rows"], fixed, sample["length"])
+    # Records are walked only where needed: samples the rows did not take, and extended records.
+    walked = np.flatnonzero(~fast | (fixed.records > 1))
+    records = _NO_ITEMS
+    if len(walked):
+        records = _walk(buf, sample["first"][walked], sample["end"][walked], fixed.records[walked], stats)
+        records = (walked[records[0]], *records[1:])
+    return _flows(buf, dgram, sample, (fast, parsed), records, recv, rate_of, stats, tunnel)
 
 
 def _aligned(buffer: bytes, offsets: np.ndarray, sizes: np.ndarray) -> tuple[bytes, np.ndarray]:
@@ -249,53 +236,24 @@ def _datagrams(buf: _Buffer, offsets: np.ndarray, sizes: np.ndarray, stats: Deco
 
 def _flow_samples(
     buf: _Buffer, owner: np.ndarray, fmt: np.ndarray, body: np.ndarray, length: np.ndarray, stats: DecoderStats
-) -> dict[str, np.ndarray] | None:
-    """Fixed fields of flow samples (compact and expanded layouts)."""
+) -> dict[str, Any] | None:
+    """Fixed fields of flow samples (compact and expanded layouts), read from their rows
+    (``sflow_rows.Rows``: the first bytes of each sample, normalized to the compact layout)."""
     expanded = fmt == FLOW_SAMPLE_EXPANDED
-    fixed = np.where(expanded, 44, 32)
-    fits = length >= fixed
+    fits = length >= np.where(expanded, 44, 32)
     if not fits.all():
         _count(stats.errors, "truncated", (~fits).sum())
-        owner, expanded, body, length, fixed = owner[fits], expanded[fits], body[fits], length[fits], fixed[fits]
+        owner, expanded, body, length = owner[fits], expanded[fits], body[fits], length[fits]
     if not len(owner):
         return None
-    if expanded.any():
-        w = buf.u32s(body, 11)
-        pick = lambda compact, wide: np.where(expanded, w[:, wide], w[:, compact])  # noqa: E731
-        word_in, word_out = pick(5, 7), pick(6, 9)
-        fmt_in = np.where(expanded, w[:, 6], word_in >> 30)  # compact: the format in the top 2 bits
-        fmt_out = np.where(expanded, w[:, 8], word_out >> 30)
-        value_in = np.where(expanded, word_in, word_in & UNKNOWN_IF)
-        value_out = np.where(expanded, word_out, word_out & UNKNOWN_IF)
-        rate, pool, records = pick(2, 3), pick(3, 4), pick(7, 10)
-    else:  # compact samples only (the common case): plain columns
-        w = buf.u32s(body, 8)
-        fmt_in, fmt_out = w[:, 5] >> 30, w[:, 6] >> 30
-        value_in, value_out = w[:, 5] & UNKNOWN_IF, w[:, 6] & UNKNOWN_IF
-        rate, pool, records = w[:, 2], w[:, 3], w[:, 7]
-    return {
-        "packet": owner,
-        "rate": rate,
-        "pool": pool,
-        "input_if": value_in,
-        "input_ok": fmt_in == 0,
-        "output_if": value_out,
-        "output_ok": (fmt_out == 0) & (value_out != UNKNOWN_IF),
-        "records": records,
-        "first": body + fixed,
-        "end": body + length,
-    }
+    rows = sflow_rows.Rows(buf.raw, body)
+    fixed = sflow_rows.samples(rows, expanded)
+    return {"packet": owner, "rows": rows, "fixed": fixed, "first": body + fixed.fixed, "end": body + length,
+            "length": length}  # fmt: skip
 
 
-def _one_each(owner: np.ndarray, n: int) -> bool:
-    """Whether each of the ``n`` samples has exactly one record (records are in sample order)."""
-    return len(owner) == n and (n == 0 or (owner[-1] == n - 1 and bool((owner[1:] != owner[:-1]).all())))
-
-
-def _first_of(owner: np.ndarray, mask: np.ndarray, n: int, one_each: bool = False) -> np.ndarray:
+def _first_of(owner: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
     """Per sample (``n``), the index of its first record matching ``mask`` (-1: none)."""
-    if one_each:
-        return np.where(mask, np.arange(n), -1)
     if not mask.any():
         return np.full(n, -1, np.int64)
     out = np.full(n, -1, np.int64)
@@ -309,7 +267,8 @@ def _first_of(owner: np.ndarray, mask: np.ndarray, n: int, one_each: bool = Fals
 def _flows(
     buf: _Buffer,
     dgram: dict,
-    sample: dict[str, np.ndarray],
+    sample: dict[str, Any],
+    read: tuple[np.ndarray, headers.Headers],
     records: Items,
     recv: np.ndarray,
     rate_of: RateOf,
@@ -317,15 +276,16 @@ def _flows(
     tunnel: str,
 ) -> Columns | None:
     owner, fmt, body, length = records
+    fixed: sflow_rows.Sample = sample["fixed"]
     n = len(sample["packet"])
-    found = _packet_fields(buf, records, n, stats, tunnel)
+    found = _packet_fields(buf, records, n, stats, tunnel, read)
     if found is None:
         return None
     fields, has = found
     keep: slice | np.ndarray = slice(None) if has.all() else np.flatnonzero(has)
     packet = sample["packet"][keep]
     agent = dgram["agent"][packet]
-    rate = sample["rate"][keep]
+    rate = fixed.rate[keep]
     if (rate == 0).any():  # an agent that reports no rate: the configured one, per distinct agent
         zero = np.flatnonzero(rate == 0)
         agents, inverse = np.unique(agent[zero], return_inverse=True)
@@ -341,14 +301,14 @@ def _flows(
         "flow_start": no_time,  # a sample is one packet at an unknown time: no flow times
         "flow_end": no_time,
         "packets": (columns.constant(1, np.uint64, k), None),
-        "input_if": (sample["input_if"][keep].astype(np.uint32), _mask(sample["input_ok"][keep])),
-        "output_if": (sample["output_if"][keep].astype(np.uint32), _mask(sample["output_ok"][keep])),
+        "input_if": (fixed.input_if[keep].astype(np.uint32), _mask(fixed.input_ok[keep])),
+        "output_if": (fixed.output_if[keep].astype(np.uint32), _mask(fixed.output_ok[keep])),
         "direction": columns.absent("direction", k),
     }
     for name, dtype in (("src_addr", None), ("dst_addr", None), ("src_port", np.uint16), ("dst_port", np.uint16),
                         ("protocol", np.uint8), ("tcp_flags", np.uint16), ("bytes", np.uint64)):  # fmt: skip
         values = fields[name][keep]
-        cols[name] = (values if dtype is None else values.astype(dtype), None)
+        cols[name] = (values if dtype is None or values.dtype == dtype else values.astype(dtype), None)
     gateway = _gateways(buf, owner, fmt, body, length, n)
     for name in ("src_as", "dst_as"):
         values, valid = gateway[name]
@@ -359,41 +319,36 @@ def _flows(
 
 
 def _packet_fields(
-    buf: _Buffer, records: Items, n: int, stats: DecoderStats, tunnel: str
+    buf: _Buffer, records: Items, n: int, stats: DecoderStats, tunnel: str, read: tuple[np.ndarray, headers.Headers]
 ) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
-    """Per sample: addresses, ports, protocol, flags and IP length from its sampled header, else
-    from its sampled IPv4/IPv6 record; and which samples have them."""
+    """Per sample: addresses, ports, protocol, flags and IP length from its rows
+    (``sflow_rows.read``), else from its sampled header parsed by ``headers.parse``, else from its
+    sampled IPv4/IPv6 record; and which samples have them."""
     owner, fmt, body, length = records
-    one_each = _one_each(owner, n)
-    head = _first_of(owner, (fmt == SAMPLED_HEADER) & (length >= 16), n, one_each)
-    rows = np.flatnonzero(head >= 0)
-    fields: dict[str, np.ndarray] = {}
-    has = np.zeros(n, bool)
+    fast, parsed = read
+    fields = {"src_addr": parsed.src, "dst_addr": parsed.dst, "protocol": parsed.protocol,
+              "src_port": parsed.src_port, "dst_port": parsed.dst_port, "tcp_flags": parsed.tcp_flags,
+              "bytes": parsed.ip_length}  # fmt: skip
+    has = fast.copy()
+    if has.all():
+        return fields, has
+    head = _first_of(owner, (fmt == SAMPLED_HEADER) & (length >= 16), n)
+    rows = np.flatnonzero((head >= 0) & ~has)
     if len(rows):
-        parsed = _parse_headers(buf, body[head[rows]], length[head[rows]], stats, tunnel)
-        ok = parsed.is_ip
-        _count(stats.events, "sflow_non_ip", (~ok).sum())
-        _count(stats.events, "header_truncated", parsed.truncated.sum())
-        names = {"src_addr": parsed.src, "dst_addr": parsed.dst, "protocol": parsed.protocol,
-                 "src_port": parsed.src_port, "dst_port": parsed.dst_port, "tcp_flags": parsed.tcp_flags,
-                 "bytes": parsed.ip_length}  # fmt: skip
-        if len(rows) == n:  # every sample has a header (the common case): the parser's arrays as they are
-            fields, has = names, ok.copy()
-        else:
-            fields = {name: np.zeros(n, values.dtype) for name, values in names.items()}
-            for name, values in names.items():
-                fields[name][rows] = values
-            has[rows] = ok
+        slow = _parse_headers(buf, body[head[rows]], length[head[rows]], tunnel)
+        _count(stats.events, "sflow_non_ip", (~slow.is_ip).sum())
+        _count(stats.events, "header_truncated", slow.truncated.sum())
+        for name, values in zip(("src_addr", "dst_addr", "protocol", "src_port", "dst_port", "tcp_flags", "bytes"),
+                                slow[:7], strict=True):  # fmt: skip
+            fields[name][rows] = values
+        has[rows] = slow.is_ip
     for record, size, family in ((SAMPLED_IPV4, 32, 4), (SAMPLED_IPV6, 56, 6)):
         if has.all():
             break
-        idx = _first_of(owner, (fmt == record) & (length >= size), n, one_each)
+        idx = _first_of(owner, (fmt == record) & (length >= size), n)
         rows = np.flatnonzero((idx >= 0) & ~has)
         if not len(rows):
             continue
-        if not fields:
-            fields = {name: np.zeros(n, "V16" if name.endswith("addr") else np.int64) for name in
-                      ("src_addr", "dst_addr", "protocol", "src_port", "dst_port", "tcp_flags", "bytes")}  # fmt: skip
         at = body[idx[rows]]
         width = 4 if family == 4 else 16
         v4 = np.full(len(rows), family == 4)
@@ -417,83 +372,16 @@ def _mask(valid: np.ndarray) -> np.ndarray | None:
     return None if valid.all() else valid
 
 
-def _parse_headers(
-    buf: _Buffer, at: np.ndarray, length: np.ndarray, stats: DecoderStats, tunnel: str
-) -> headers.Headers:
+def _parse_headers(buf: _Buffer, at: np.ndarray, length: np.ndarray, tunnel: str) -> headers.Headers:
     """The sampled-header records at ``at`` (record bodies of ``length`` bytes), parsed."""
     fields = buf.u32s(at, 4)  # header protocol, frame length, stripped, header length
     protocol = fields[:, 0]
     captured = np.minimum(fields[:, 3], length - 16)
-    if (protocol == 1).all():  # Ethernet, the common case
-        start: int | np.ndarray = headers.ETHERNET
-    else:
-        start = np.zeros(len(at), np.int64)
-        for code, layer in _HEADER_START.items():
-            start[protocol == code] = layer
-    fast = _fast_lane(buf, at + 16, captured) if (protocol == 1).any() else None
-    if fast is not None and fast[0].all():
-        return fast[1]
-    slow = np.arange(len(at)) if fast is None else np.flatnonzero(~fast[0])
-    at, captured = at[slow], captured[slow]
-    start = start if isinstance(start, int) else start[slow]
+    start = np.zeros(len(at), np.int64)  # an unknown header protocol: not parsed
+    for code, layer in _HEADER_START.items():
+        start[protocol == code] = layer
     width = int(min(max(int(captured.max()), 1), MAX_HEADER))
-    parsed = headers.parse(buf.rows(at + 16, width + headers.PAD), np.minimum(captured, width), start, tunnel)
-    if fast is None:
-        return parsed
-    merged = fast[1]
-    for name, values in zip(headers.Headers._fields, parsed, strict=True):
-        getattr(merged, name)[slow] = values
-    return merged
-
-
-def _fast_lane(buf: _Buffer, frame: np.ndarray, captured: np.ndarray) -> tuple[np.ndarray, headers.Headers]:
-    """The common sampled packet read straight from the datagram's words: Ethernet with at most
-    one 802.1Q tag, then IPv4 without options and not a later fragment, or IPv6 without extension
-    headers, then anything but a tunnel, captured through the TCP flags. The header's bytes sit at
-    a multiple of 4 in the XDR record, so every field comes from one ``(n, 13)`` gather of 32-bit
-    words (those at 4k + 2, behind the 14-byte Ethernet header, from two neighbours). Returns (the
-    rows it took: ``headers.parse`` gives the same answer for them and reads the others, results
-    with those rows filled)."""
-    n = len(frame)
-    k0 = frame >> 2
-    words = buf.native
-    ether = words[k0[:, None] + np.array([3, 4])]
-    tagged = (ether[:, 0] >> 16) == 0x8100
-    word = np.where(tagged, ether[:, 1], ether[:, 0])
-    ethertype, first = word >> 16, (word >> 8) & 0xFF
-    w = words[(k0 + tagged)[:, None] + np.arange(4, 17)]  # w[:, j]: word 4 + j of the frame
-
-    def mid(j: int) -> np.ndarray:  # the word starting 2 bytes into w[:, j]
-        return ((w[:, j] & 0xFFFF) << 16) | (w[:, j + 1] >> 16)
-
-    v4 = (ethertype == 0x0800) & (first == 0x45) & ((w[:, 1] >> 16) & 0x1FFF == 0)
-    v6 = (ethertype == 0x86DD) & ((first >> 4) == 6)
-    proto = np.where(v4, w[:, 1] & 0xFF, w[:, 1] >> 24)
-    ports = np.where(v4, mid(4), mid(9))
-    l2 = 14 + 4 * tagged
-    take = (v4 & (captured >= l2 + 34)) | (v6 & (captured >= l2 + 54))
-    tunnel = (proto == 47) | ((proto == 17) & ((ports & 0xFFFF) == headers.VXLAN_PORT))
-    ipv6_ext = (proto == 0) | (proto == 43) | (proto == 44) | (proto == 51) | (proto == 60)
-    take &= ~tunnel & ~(v6 & ipv6_ext)
-    src = np.zeros((n, 4), np.uint32)  # as four native words, swapped once below
-    dst = np.zeros((n, 4), np.uint32)
-    if v6.any():
-        src[v6] = np.stack([mid(j) for j in (1, 2, 3, 4)], axis=1)[v6]
-        dst[v6] = np.stack([mid(j) for j in (5, 6, 7, 8)], axis=1)[v6]
-    src[:, 2] = np.where(v4, 0xFFFF, src[:, 2])
-    dst[:, 2] = src[:, 2] if not v6.any() else np.where(v4, 0xFFFF, dst[:, 2])
-    src[:, 3], dst[:, 3] = np.where(v4, mid(2), src[:, 3]), np.where(v4, mid(3), dst[:, 3])
-    src, dst = src.astype(">u4"), dst.astype(">u4")
-    ported = (proto == 6) | (proto == 17) | (proto == 132)
-    icmp = (proto == 1) | (proto == 58)
-    result = headers.Headers(
-        src.view("V16").reshape(-1), dst.view("V16").reshape(-1), proto.astype(np.uint8),
-        np.where(ported, ports >> 16, 0).astype(np.uint16),
-        np.where(ported, ports & 0xFFFF, np.where(icmp, ports >> 16, 0)).astype(np.uint16),
-        np.where(proto == 6, np.where(v4, w[:, 7], w[:, 12]) & 0xFF, 0).astype(np.uint16),
-        np.where(v4, w[:, 0] >> 16, (w[:, 0] & 0xFFFF) + 40).astype(np.int64), take.copy(), np.zeros(n, bool),
-    )  # fmt: skip
-    return take, result
+    return headers.parse(buf.rows(at + 16, width + headers.PAD), np.minimum(captured, width), start, tunnel)
 
 
 def _gateways(
