@@ -14,8 +14,11 @@ there is none, its sampled IPv4/IPv6 record (3/4). ``bytes`` is the sampled pack
 sample's sampling rate, ``packets`` the rate; the flow's exporter is the agent address and its
 observation domain the sub-agent id (a switch with several sub-agents is several exporters).
 Interfaces: the sample's input/output when they are single ifIndex values (null for "discarded"
-or "multiple"). Extended gateway records (1003) give ``src_as`` and ``dst_as`` (the last AS of the
-path, or the router's own AS when the path is empty); they are few and read per record.
+or "multiple"). Extended gateway records (1003) give ``src_as``, ``dst_as``, ``next_hop``,
+``as_path`` and ``communities``, router records (1002) ``next_hop`` (``sflow_routing.py``).
+The common sample (one raw-packet record of an Ethernet/IPv4/IPv6 packet, then any extended
+records) is read from one fixed-width row per sample (``sflow_rows.py``); only the others, and the
+extended records, take the record walk and ``headers.parse``.
 Samples whose header holds no IP layer (ARP, ...) give no flow (``events["sflow_non_ip"]``).
 
 Counter samples (2, 4) are not flows: their generic interface counters (record 1) are kept per
@@ -28,25 +31,25 @@ container (``truncated``), the samples before it are kept.
 
 from __future__ import annotations
 
-import struct
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from ingest.addresses import V4_PREFIX
-from ingest.decode import columns, headers, sflow_rows
+from ingest.decode import columns, headers, sflow_routing, sflow_rows
 from ingest.decode.columns import Columns
 from ingest.decode.limits import DecoderStats
-from ingest.schema import SFLOW_VERSION
+from ingest.schema import AS_LIST, SFLOW_VERSION
 
 FLOW_SAMPLE, COUNTER_SAMPLE, FLOW_SAMPLE_EXPANDED, COUNTER_SAMPLE_EXPANDED = 1, 2, 3, 4
 SAMPLED_HEADER, SAMPLED_IPV4, SAMPLED_IPV6 = 1, 3, 4
-EXTENDED_SWITCH, EXTENDED_ROUTER, EXTENDED_GATEWAY = 1001, 1002, 1003
 GENERIC_INTERFACE = 1
 MAX_HEADER = 512  # bytes of a sampled header that are parsed (agents send 128 by default)
 UNKNOWN_IF = 0x3FFFFFFF
+COMPACT_AFTER = 16  # rounds of ``_walk`` over every container before the lanes are compacted
 # sFlow header_protocol -> where ``headers.parse`` starts (others: not parsed, no flow)
 _HEADER_START = {1: headers.ETHERNET, 11: headers.IPV4, 12: headers.IPV6, 13: headers.MPLS}
 # generic interface counters (record 1): name, offset, width
@@ -117,8 +120,9 @@ def _walk(buf: _Buffer, start: np.ndarray, end: np.ndarray, count: np.ndarray, s
     ends that container (counted as ``truncated`` / ``malformed``).
 
     Round ``k`` reads the ``k``-th item of every container (two word gathers and a few
-    comparisons over all of them); the lanes are compacted only when fewer than half are still
-    live, so a datagram of many tiny samples costs rounds over the few containers like it."""
+    comparisons over all of them). Past ``COMPACT_AFTER`` rounds (more samples than a datagram of
+    an agent holds) the lanes are compacted when fewer than half are still live, so a datagram of
+    many tiny samples costs rounds over the few containers like it, not over the whole call."""
     left = np.minimum(count, np.maximum(end - start, 0) // 8)  # an item takes 8 bytes at least
     lanes = np.flatnonzero(left > 0)
     cur, stop, left = start[lanes], end[lanes], left[lanes]
@@ -141,7 +145,7 @@ def _walk(buf: _Buffer, start: np.ndarray, end: np.ndarray, count: np.ndarray, s
         still = np.count_nonzero(left)
         if not still:
             break
-        if 2 * still < len(lanes):
+        if len(rounds) >= COMPACT_AFTER and 2 * still < len(lanes):
             keep = np.flatnonzero(left)
             lanes, cur, stop, left = lanes[keep], cur[keep], stop[keep], left[keep]
             compacted = True
@@ -275,7 +279,6 @@ def _flows(
     stats: DecoderStats,
     tunnel: str,
 ) -> Columns | None:
-    owner, fmt, body, length = records
     fixed: sflow_rows.Sample = sample["fixed"]
     n = len(sample["packet"])
     found = _packet_fields(buf, records, n, stats, tunnel, read)
@@ -309,10 +312,7 @@ def _flows(
                         ("protocol", np.uint8), ("tcp_flags", np.uint16), ("bytes", np.uint64)):  # fmt: skip
         values = fields[name][keep]
         cols[name] = (values if dtype is None or values.dtype == dtype else values.astype(dtype), None)
-    gateway = _gateways(buf, owner, fmt, body, length, n)
-    for name in ("src_as", "dst_as"):
-        values, valid = gateway[name]
-        cols[name] = (values[keep].astype(np.uint32), _mask(valid[keep]))
+    cols.update(_routing(buf, records, n, keep))
     same = int(rate[0]) if (rate == rate[0]).all() else rate
     columns.scale(cols, same)
     return cols
@@ -384,55 +384,41 @@ def _parse_headers(buf: _Buffer, at: np.ndarray, length: np.ndarray, tunnel: str
     return headers.parse(buf.rows(at + 16, width + headers.PAD), np.minimum(captured, width), start, tunnel)
 
 
-def _gateways(
-    buf: _Buffer, owner: np.ndarray, fmt: np.ndarray, body: np.ndarray, length: np.ndarray, n: int
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``src_as`` / ``dst_as`` per sample from its extended gateway record (read per record: rare)."""
-    out = {name: (np.zeros(n, np.int64), np.zeros(n, bool)) for name in ("src_as", "dst_as")}
-    idx = _first_of(owner, fmt == EXTENDED_GATEWAY, n)
-    if not (idx >= 0).any():
-        return out
-    for s in np.flatnonzero(idx >= 0).tolist():
-        i = int(idx[s])
-        parsed = gateway(buf.raw, int(body[i]), int(body[i] + length[i]))
-        if parsed is None:
+def _routing(buf: _Buffer, records: Items, n: int, keep: slice | np.ndarray) -> Columns:
+    """``src_as``, ``dst_as``, ``next_hop``, ``as_path`` and ``communities`` of the kept samples from
+    their extended gateway records, else ``next_hop`` from their router records (``sflow_routing``).
+    Without either the columns are null (the AS numbers) or left out (the routing columns)."""
+    owner, fmt, body, length = records
+    k = n if isinstance(keep, slice) else len(keep)
+    cols: Columns = {name: columns.absent(name, k) for name in ("src_as", "dst_as")}
+    gateway_of = _first_of(owner, fmt == sflow_routing.EXTENDED_GATEWAY, n)
+    router_of = _first_of(owner, fmt == sflow_routing.EXTENDED_ROUTER, n)
+    router_of[gateway_of >= 0] = -1
+    if not (gateway_of >= 0).any() and not (router_of >= 0).any():
+        return cols
+    next_hop, hop_ok = np.zeros(n, "V16"), np.zeros(n, bool)
+    for which, of in (("router", router_of), ("gateway", gateway_of)):
+        samples = np.flatnonzero(of >= 0)
+        if not len(samples):
             continue
+        at, end = body[of[samples]], body[of[samples]] + length[of[samples]]
+        if which == "router":
+            next_hop[samples], hop_ok[samples] = sflow_routing.routers(buf, at, end)
+            continue
+        found = sflow_routing.gateways(buf, at, end)
+        ok = found["ok"]
+        next_hop[samples], hop_ok[samples] = found["next_hop"], ok
         for name in ("src_as", "dst_as"):
-            out[name][0][s] = parsed[name]
-            out[name][1][s] = True
-    return out
-
-
-def gateway(raw: bytes, pos: int, end: int) -> dict[str, Any] | None:
-    """An extended gateway record: next hop, AS numbers, AS path, communities (None: malformed)."""
-    try:
-        (atype,) = struct.unpack_from("!I", raw, pos)
-        width = {1: 4, 2: 16}.get(atype)
-        if width is None:
-            return None
-        next_hop = raw[pos + 4 : pos + 4 + width]
-        pos += 4 + width
-        router_as, src_as, peer_as, segments = struct.unpack_from("!IIII", raw, pos)
-        pos += 16
-        path: list[int] = []
-        for _ in range(min(segments, (end - pos) // 8)):
-            _, count = struct.unpack_from("!II", raw, pos)
-            if pos + 8 + 4 * count > end:
-                return None
-            path += struct.unpack_from(f"!{count}I", raw, pos + 8)
-            pos += 8 + 4 * count
-        (ncomm,) = struct.unpack_from("!I", raw, pos)
-        if pos + 4 + 4 * ncomm + 4 > end:
-            return None
-        communities = list(struct.unpack_from(f"!{ncomm}I", raw, pos + 4))
-        (local_pref,) = struct.unpack_from("!I", raw, pos + 4 + 4 * ncomm)
-    except struct.error:
-        return None
-    return {
-        "next_hop": next_hop, "router_as": router_as, "src_as": src_as, "peer_as": peer_as,
-        "as_path": path, "dst_as": path[-1] if path else router_as, "communities": communities,
-        "local_pref": local_pref,
-    }  # fmt: skip
+            values, valid = np.zeros(n, np.uint32), np.zeros(n, bool)
+            values[samples], valid[samples] = found[name], ok
+            cols[name] = (values[keep], _mask(valid[keep]))
+        spread = np.full(n, len(samples), np.int64)  # sample -> its gateway row, or the null row past them
+        spread[samples] = np.arange(len(samples))
+        picked = pa.array(spread[keep])
+        for name in ("as_path", "communities"):
+            cols[name] = (pa.concat_arrays([found[name], pa.nulls(1, AS_LIST)]).take(picked), None)
+    cols["next_hop"] = (next_hop[keep], _mask(hop_ok[keep]))
+    return cols
 
 
 def _counters(
