@@ -136,11 +136,18 @@ def router_record(next_hop: str, src_mask: int, dst_mask: int) -> bytes:
     return _record(1002, _address(next_hop) + _u32(src_mask, dst_mask))
 
 
+AS_SET, AS_SEQUENCE = 1, 2  # AS path segment types
+
+
 def gateway_record(next_hop: str, router_as: int, src_as: int, peer_as: int, as_path: Sequence[int] = (),
-                   communities: Sequence[int] = (), local_pref: int = 100) -> bytes:  # fmt: skip
-    """Extended gateway (record 1003): one AS_SEQUENCE segment holding ``as_path``."""
-    body = _address(next_hop) + _u32(router_as, src_as, peer_as)
-    body += _u32(1, 2, len(as_path), *as_path) if as_path else _u32(0)
+                   communities: Sequence[int] = (), local_pref: int = 100,
+                   segments: Sequence[tuple[int, Sequence[int]]] | None = None) -> bytes:  # fmt: skip
+    """Extended gateway (record 1003): one AS_SEQUENCE segment holding ``as_path``, or the
+    ``(segment type, AS numbers)`` ``segments`` given."""
+    if segments is None:
+        segments = [(AS_SEQUENCE, as_path)] if as_path else []
+    body = _address(next_hop) + _u32(router_as, src_as, peer_as, len(segments))
+    body += b"".join(_u32(kind, len(path), *path) for kind, path in segments)
     body += _u32(len(communities), *communities) + _u32(local_pref)
     return _record(1003, body)
 
