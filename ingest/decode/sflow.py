@@ -127,20 +127,20 @@ def _walk(buf: _Buffer, start: np.ndarray, end: np.ndarray, count: np.ndarray, s
     lanes = np.flatnonzero(left > 0)
     cur, stop, left = start[lanes], end[lanes], left[lanes]
     words = buf.w
-    rounds: list[tuple[np.ndarray, ...]] = []
+    rounds: list[tuple[np.ndarray, ...]] = []  # (lanes, whole, body, length) of each round
     compacted = False
+    truncated = malformed = 0
     while len(lanes):
         live = left > 0
-        fits = live & (cur + 8 <= stop)
-        k = np.where(fits, cur, 0) >> 2
-        fmt, length = words[k].astype(np.int64), words[k + 1].astype(np.int64)
+        # A finished lane reads at its end (inside the padded buffer); ``live`` discards it.
+        length = words[(np.minimum(cur, stop) >> 2) + 1].astype(np.int64)
         nxt = cur + 8 + length
-        whole = fits & (nxt <= stop)
-        aligned = (length & 3) == 0
-        _count(stats.errors, "truncated", (live & ~whole).sum())
-        _count(stats.errors, "malformed", (whole & ~aligned).sum())
-        rounds.append((lanes, whole, fmt, cur + 8, length))
-        left = np.where(whole & aligned, left - 1, 0)
+        whole = live & (nxt <= stop)  # the length is >= 0: the item's header fits too
+        ok = whole & ((length & 3) == 0)
+        n_live, n_whole, n_ok = np.count_nonzero(live), np.count_nonzero(whole), np.count_nonzero(ok)
+        truncated, malformed = truncated + n_live - n_whole, malformed + n_whole - n_ok
+        rounds.append((lanes, whole, cur + 8, length))
+        left = np.where(ok, left - 1, 0)
         cur = nxt
         still = np.count_nonzero(left)
         if not still:
@@ -149,16 +149,19 @@ def _walk(buf: _Buffer, start: np.ndarray, end: np.ndarray, count: np.ndarray, s
             keep = np.flatnonzero(left)
             lanes, cur, stop, left = lanes[keep], cur[keep], stop[keep], left[keep]
             compacted = True
+    _count(stats.errors, "truncated", truncated)
+    _count(stats.errors, "malformed", malformed)
     if not rounds:
         return _NO_ITEMS
     if not compacted:  # every round has the same lanes: (lanes, rounds) in row order is container order
         mask = np.stack([r[1] for r in rounds], axis=1)
         owner = np.broadcast_to(rounds[0][0][:, None], mask.shape)[mask]
-        fmt, body, length = (np.stack([r[i] for r in rounds], axis=1)[mask] for i in (2, 3, 4))
-        return owner, fmt, body, length
-    owner, fmt, body, length = (np.concatenate([r[i][r[1]] for r in rounds]) for i in (0, 2, 3, 4))
-    order = np.argsort(body, kind="stable")  # containers lie in buffer order: position = container order
-    return owner[order], fmt[order], body[order], length[order]
+        body, length = (np.stack([r[i] for r in rounds], axis=1)[mask] for i in (2, 3))
+    else:
+        owner, body, length = (np.concatenate([r[i][r[1]] for r in rounds]) for i in (0, 2, 3))
+        order = np.argsort(body, kind="stable")  # containers lie in buffer order: position = container order
+        owner, body, length = owner[order], body[order], length[order]
+    return owner, words[(body - 8) >> 2].astype(np.int64), body, length
 
 
 def decode(

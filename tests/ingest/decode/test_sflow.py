@@ -177,8 +177,9 @@ def test_generator_sends_sflow_and_its_truth_is_what_decodes() -> None:
 
 
 def test_datagram_fast_lane_agrees_with_the_header_parser() -> None:
-    """Common headers are read straight from the datagram's words; the rest go through
-    ``headers.parse``. Every kind, tagged or not, gives what the parser alone gives."""
+    """Common samples are read from one fixed-width row each (``sflow_rows.py``); the rest go
+    through ``headers.parse``. Every kind, tagged or not, in compact or expanded samples, with
+    extended records after the header record or before it, gives what the parser alone gives."""
     rng = np.random.default_rng(9)
     packets = [*example_packets(), ARP]
     for i in range(300):
@@ -189,7 +190,14 @@ def test_datagram_fast_lane_agrees_with_the_header_parser() -> None:
                        int(rng.integers(0, 1400)), int(rng.integers(0, 256)))  # fmt: skip
         packets.append(vlan(packet, i % 4000) if i % 2 else packet)
     cut = [p[: int(rng.integers(20, 140))] if i % 7 == 0 else p for i, p in enumerate(packets)]
-    samples = [flow_sample([header_record(p, 128)], 1) for p in cut]
+
+    def records(i: int, packet: bytes) -> list[bytes]:
+        header = header_record(packet, 128)
+        return (
+            [switch_record(5, 6), header] if i % 5 == 3 else [header, switch_record(5, 6)] if i % 3 == 1 else [header]
+        )
+
+    samples = [flow_sample(records(i, p), 1, expanded=i % 4 == 2) for i, p in enumerate(cut)]
     batch, _ = _decode([datagram("192.0.2.1", samples[i : i + 7]) for i in range(0, len(samples), 7)])
     frames, lengths = headers.frames_matrix([p[:128] for p in cut])
     parsed = headers.parse(frames, lengths)
