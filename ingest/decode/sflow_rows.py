@@ -49,16 +49,15 @@ class Rows:
         self.m = window[at]
         self.n = len(at)
 
-    def field(self, offset: int, dtype: str) -> np.ndarray:
+    def field(self, offset: int, dtype: str, native: type) -> np.ndarray:
         """The big-endian field at ``offset`` of every row, as native integers (one pass)."""
-        view = np.ndarray((self.n,), dtype, self.m, offset, (WIDTH,))
-        return view.astype(view.dtype.newbyteorder("="))
+        return np.ndarray((self.n,), dtype, self.m, offset, (WIDTH,)).astype(native)
 
     def u32(self, offset: int) -> np.ndarray:
-        return self.field(offset, ">u4").astype(np.int64)
+        return self.field(offset, ">u4", np.uint32)
 
     def u16(self, offset: int) -> np.ndarray:
-        return self.field(offset, ">u2")
+        return self.field(offset, ">u2", np.uint16)
 
     def u8(self, offset: int) -> np.ndarray:
         return self.m[:, offset]
@@ -101,7 +100,7 @@ def samples(rows: Rows, expanded: np.ndarray) -> Sample:
 
 def read(rows: Rows, sample: Sample, length: np.ndarray) -> tuple[np.ndarray, headers.Headers]:
     """(rows taken, their packet fields as ``headers.parse`` gives them; other rows: garbage)."""
-    record_length = rows.u32(RECORD + 4)
+    record_length = rows.u32(RECORD + 4).astype(np.int64)
     captured = np.minimum(rows.u32(RECORD + 20), record_length - 16)
     take = (sample.records >= 1) & (rows.u32(RECORD) == 1) & (record_length >= 16)
     take &= (sample.fixed + 8 + record_length <= length) & (rows.u32(RECORD + 8) == 1)  # Ethernet
@@ -113,7 +112,7 @@ def read(rows: Rows, sample: Sample, length: np.ndarray) -> tuple[np.ndarray, he
     first = rows.u8(L3)
     v4 = (ethertype == 0x0800) & (first == 0x45) & ((rows.u16(L3 + 6) & 0x1FFF) == 0)
     v6 = (ethertype == 0x86DD) & ((first >> 4) == 6)
-    l2 = 14 + 4 * tagged
+    l2 = 14 + 4 * tagged if tagged.any() else 14
     take &= (v4 & (captured >= l2 + 34)) | (v6 & (captured >= l2 + 54))
     any6 = bool(v6.any())
     protocol = np.where(v6, rows.u8(L3 + 6), rows.u8(L3 + 9)) if any6 else rows.u8(L3 + 9)
@@ -134,8 +133,8 @@ def read(rows: Rows, sample: Sample, length: np.ndarray) -> tuple[np.ndarray, he
     src, dst = _addresses(rows, v6 if any6 else None)
     parsed = headers.Headers(
         src, dst, protocol,
-        np.where(ported, src_port, 0).astype(np.uint16),
-        np.where(ported, dst_port, np.where(icmp, src_port, 0)).astype(np.uint16),  # ICMP: type * 256 + code
+        np.where(ported, src_port, 0).astype(np.uint16, copy=False),
+        np.where(ported, dst_port, np.where(icmp, src_port, 0)).astype(np.uint16, copy=False),  # ICMP: type*256+code
         np.where(protocol == 6, flags, 0).astype(np.uint16),
         ip_length, take.copy(), np.zeros(rows.n, bool),
     )  # fmt: skip
