@@ -31,10 +31,10 @@ RECORD = FIXED[COMPACT]  # after normalization: the first record's header (forma
 FRAME = RECORD + 8 + 16  # the sampled header's bytes (after protocol, frame length, stripped, length)
 L3 = FRAME + 14  # the IP header (after an untagged Ethernet header, or a tagged one cut short)
 WIDTH = 144  # FIXED[EXPANDED] + 24 + 14 + 4 + 40 (IPv6) + 14 (TCP through its flags), rounded up
-# Fixed fields (offset in the sample body), compact and expanded layouts.
-COMPACT_FIELDS = {"rate": 8, "pool": 12, "input": 20, "output": 24, "records": 28}
-EXPANDED_FIELDS = {"rate": 12, "pool": 16, "input_format": 24, "input": 28, "output_format": 32, "output": 36,
-                   "records": 40}  # fmt: skip
+# Fixed fields kept (offset in the sample body), compact and expanded layouts (the sample pool,
+# drops and sequence number are not flow fields).
+COMPACT_FIELDS = {"rate": 8, "input": 20, "output": 24, "records": 28}
+EXPANDED_FIELDS = {"rate": 12, "input_format": 24, "input": 28, "output_format": 32, "output": 36, "records": 40}
 UNKNOWN_IF = 0x3FFFFFFF
 IPV6_EXTENSIONS = (0, 43, 44, 51, 60)
 
@@ -71,7 +71,6 @@ class Sample(NamedTuple):
     """Fixed fields of flow samples (``n`` each)."""
 
     rate: np.ndarray
-    pool: np.ndarray
     input_if: np.ndarray
     input_ok: np.ndarray
     output_if: np.ndarray
@@ -85,16 +84,16 @@ def samples(rows: Rows, expanded: np.ndarray) -> Sample:
     c = {name: rows.u32(offset) for name, offset in COMPACT_FIELDS.items()}
     fmt_in, fmt_out = c["input"] >> 30, c["output"] >> 30  # compact: the format in the top 2 bits
     value_in, value_out = c["input"] & UNKNOWN_IF, c["output"] & UNKNOWN_IF
-    rate, pool, records = c["rate"], c["pool"], c["records"]
+    rate, records = c["rate"], c["records"]
     if expanded.any():
         e = {name: rows.u32(offset) for name, offset in EXPANDED_FIELDS.items()}
         fmt_in, fmt_out = np.where(expanded, e["input_format"], fmt_in), np.where(expanded, e["output_format"], fmt_out)
         value_in, value_out = np.where(expanded, e["input"], value_in), np.where(expanded, e["output"], value_out)
-        rate, pool = np.where(expanded, e["rate"], rate), np.where(expanded, e["pool"], pool)
+        rate = np.where(expanded, e["rate"], rate)
         records = np.where(expanded, e["records"], records)
         rows.shift(np.flatnonzero(expanded), RECORD, FIXED[EXPANDED] - FIXED[COMPACT])
     fixed = np.where(expanded, FIXED[EXPANDED], FIXED[COMPACT])
-    return Sample(rate, pool, value_in, fmt_in == 0, value_out, (fmt_out == 0) & (value_out != UNKNOWN_IF), records,
+    return Sample(rate, value_in, fmt_in == 0, value_out, (fmt_out == 0) & (value_out != UNKNOWN_IF), records,
                   fixed)  # fmt: skip
 
 
