@@ -133,7 +133,7 @@ def _walk(buf: _Buffer, start: np.ndarray, end: np.ndarray, count: np.ndarray, s
     while len(lanes):
         live = left > 0
         # A finished lane reads at its end (inside the padded buffer); ``live`` discards it.
-        length = words[(np.minimum(cur, stop) >> 2) + 1].astype(np.int64)
+        length = words[(np.minimum(cur, stop) >> 2) + 1]  # big-endian words: int64 once stacked
         nxt = cur + 8 + length
         whole = live & (nxt <= stop)  # the length is >= 0: the item's header fits too
         ok = whole & ((length & 3) == 0)
@@ -161,7 +161,7 @@ def _walk(buf: _Buffer, start: np.ndarray, end: np.ndarray, count: np.ndarray, s
         owner, body, length = (np.concatenate([r[i][r[1]] for r in rounds]) for i in (0, 2, 3))
         order = np.argsort(body, kind="stable")  # containers lie in buffer order: position = container order
         owner, body, length = owner[order], body[order], length[order]
-    return owner, words[(body - 8) >> 2].astype(np.int64), body, length
+    return owner, words[(body - 8) >> 2].astype(np.int64), body, length.astype(np.int64)
 
 
 def decode(
