@@ -398,32 +398,37 @@ def _routing(buf: _Buffer, records: Items, n: int, keep: slice | np.ndarray) -> 
     k = n if isinstance(keep, slice) else len(keep)
     cols: Columns = {name: columns.absent(name, k) for name in ("src_as", "dst_as")}
     gateway_of = _first_of(owner, fmt == sflow_routing.EXTENDED_GATEWAY, n)
-    router_of = _first_of(owner, fmt == sflow_routing.EXTENDED_ROUTER, n)
-    router_of[gateway_of >= 0] = -1
-    if not (gateway_of >= 0).any() and not (router_of >= 0).any():
+    router_of = _first_of(owner, (fmt == sflow_routing.EXTENDED_ROUTER) & (gateway_of[owner] < 0), n)
+    gateways, routers = np.flatnonzero(gateway_of >= 0), np.flatnonzero(router_of >= 0)
+    if not len(gateways) and not len(routers):
         return cols
     next_hop, hop_ok = np.zeros(n, "V16"), np.zeros(n, bool)
-    for which, of in (("router", router_of), ("gateway", gateway_of)):
-        samples = np.flatnonzero(of >= 0)
-        if not len(samples):
-            continue
-        at, end = body[of[samples]], body[of[samples]] + length[of[samples]]
-        if which == "router":
-            next_hop[samples], hop_ok[samples] = sflow_routing.routers(buf, at, end)
-            continue
-        found = sflow_routing.gateways(buf, at, end)
-        ok = found["ok"]
-        next_hop[samples], hop_ok[samples] = found["next_hop"], ok
-        for name in ("src_as", "dst_as"):
-            values, valid = np.zeros(n, np.uint32), np.zeros(n, bool)
-            values[samples], valid[samples] = found[name], ok
-            cols[name] = (values[keep], _mask(valid[keep]))
-        spread = np.full(n, len(samples), np.int64)  # sample -> its gateway row, or the null row past them
-        spread[samples] = np.arange(len(samples))
-        picked = pa.array(spread[keep])
-        for name in ("as_path", "communities"):
-            cols[name] = (pa.concat_arrays([found[name], pa.nulls(1, AS_LIST)]).take(picked), None)
+    if len(routers):
+        at = body[router_of[routers]]
+        next_hop[routers], hop_ok[routers] = sflow_routing.routers(buf, at, at + length[router_of[routers]])
+    if len(gateways):
+        at = body[gateway_of[gateways]]
+        found = sflow_routing.gateways(buf, at, at + length[gateway_of[gateways]])
+        next_hop[gateways], hop_ok[gateways] = found["next_hop"], found["ok"]
+        cols |= _gateway_columns(found, gateways, n, keep)
     cols["next_hop"] = (next_hop[keep], _mask(hop_ok[keep]))
+    return cols
+
+
+def _gateway_columns(found: dict[str, Any], gateways: np.ndarray, n: int, keep: slice | np.ndarray) -> Columns:
+    """The AS numbers and lists of the ``n`` samples, those at ``gateways`` from ``found``, then kept."""
+    cols: Columns = {}
+    for name in ("src_as", "dst_as"):
+        values, valid = np.zeros(n, np.uint32), np.zeros(n, bool)
+        values[gateways], valid[gateways] = found[name], found["ok"]
+        cols[name] = (values[keep], _mask(valid[keep]))
+    if len(gateways) == n and isinstance(keep, slice):  # a gateway record in every sample, all kept
+        return cols | {name: (found[name], None) for name in ("as_path", "communities")}
+    spread = np.full(n, len(gateways), np.int64)  # sample -> its gateway row, or the null row past them
+    spread[gateways] = np.arange(len(gateways))
+    picked = pa.array(spread[keep])
+    for name in ("as_path", "communities"):
+        cols[name] = (pa.concat_arrays([found[name], pa.nulls(1, AS_LIST)]).take(picked), None)
     return cols
 
 

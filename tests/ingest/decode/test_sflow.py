@@ -12,6 +12,8 @@ from ingest.decode import Decoder, DecoderLimits, headers
 from ingest.schema import FLOW_SCHEMA, SFLOW_VERSION
 from ingest.tools.encode import encode_v5
 from ingest.tools.encode_sflow import (
+    AS_SEQUENCE,
+    AS_SET,
     SflowEncoder,
     counter_sample,
     datagram,
@@ -22,6 +24,7 @@ from ingest.tools.encode_sflow import (
     header_record,
     interface_counters,
     ipv4_record,
+    router_record,
     switch_record,
     vlan,
 )
@@ -94,6 +97,25 @@ def test_header_wins_over_sampled_ip_and_gateway_gives_as_numbers() -> None:
     assert column(batch, "bytes") == [2080, 198, 2080]
     assert column(batch, "src_as") == [None, 64501, 64501]
     assert column(batch, "dst_as") == [None, 64511, 64500]  # the path's last AS; empty path: the router's
+
+
+def test_gateway_and_router_records_give_next_hop_path_and_communities() -> None:
+    """Every sample of a call its own routing context (vectorized over the records); a gateway
+    record whose parts do not fit its length gives nulls, and the flow is still kept."""
+    gw = gateway_record("2001:db8::fe", 64500, 64501, 64502, [64510, 64511], [64500 << 16 | 7])
+    sets = gateway_record("9.9.9.8", 64500, 1, 2, segments=[(AS_SEQUENCE, [7, 8]), (AS_SET, [9])])
+    body = sets[8:]
+    lying = sets[:8] + body[:28] + struct.pack("!I", 5000) + body[32:]  # the first segment claims 5000 ASes
+    samples = [flow_sample([header_record(TCP), gw], 2), flow_sample([header_record(TCP)], 2),
+               flow_sample([router_record("9.9.9.7", 24, 24), header_record(TCP)], 2, expanded=True),
+               flow_sample([header_record(TCP), sets], 2), flow_sample([header_record(TCP), lying], 2)]  # fmt: skip
+    batch, decoder = _decode([datagram("192.0.2.1", samples)])
+    assert addresses(batch, "next_hop") == ["2001:db8::fe", None, "9.9.9.7", "9.9.9.8", None]
+    assert column(batch, "as_path") == [[64510, 64511], None, None, [7, 8, 9], None]
+    assert column(batch, "communities") == [[64500 << 16 | 7], None, None, [], None]
+    assert column(batch, "src_as") == [64501, None, None, 1, None]
+    assert column(batch, "dst_as") == [64511, None, None, 9, None]
+    assert batch.num_rows == 5 and "internal" not in decoder.stats.errors
 
 
 def test_non_ip_samples_give_no_flow_and_are_counted() -> None:
