@@ -261,12 +261,14 @@ class SflowEncoder:
     """Flow columns -> datagrams of raw-packet flow samples (one sample per flow).
 
     Each flow becomes one sampled Ethernet/IP/TCP-or-UDP packet whose IP length is the flow's
-    mean packet size (``bytes / packets``, 40 to 1500), standing for ``sampling_rate`` packets."""
+    mean packet size (``bytes / packets``, 40 to 1500), standing for ``sampling_rate`` packets.
+    With ``gateway``, each sample also carries an extended gateway record, as a router exporting
+    BGP data sends: the flow's ``src_as``, a path ``[64512, dst_as]``, one community."""
 
     def __init__(self, agent: str, sampling_rate: int = 1, sub_agent: int = 0, header_len: int = 128,
-                 max_payload: int = 1400) -> None:  # fmt: skip
+                 max_payload: int = 1400, gateway: bool = False) -> None:  # fmt: skip
         self.agent, self.rate, self.sub_agent = agent, sampling_rate, sub_agent
-        self.header_len, self.max_payload = header_len, max_payload
+        self.header_len, self.max_payload, self.gateway = header_len, max_payload, gateway
         self.seq = 0
         self.sample_seq = 0
 
@@ -306,8 +308,12 @@ class SflowEncoder:
         eth = ethernet_frame(src, dst, protocol, int(_get(cols, "src_port", i, 0)), int(_get(cols, "dst_port", i, 0)),
                              max(ip_len - header, 0), int(_get(cols, "tcp_flags", i, 0)) & 0xFF)  # fmt: skip
         self.sample_seq += 1
-        record = header_record(eth, self.header_len)
-        return flow_sample([record], self.rate, self.sample_seq * self.rate, int(_get(cols, "input_if", i, 1)),
+        records = [header_record(eth, self.header_len)]
+        if self.gateway:
+            dst_as = int(_get(cols, "dst_as", i, 64513))
+            records.append(gateway_record("192.0.2.254", 65000, int(_get(cols, "src_as", i, 64500)), 64512,
+                                          [64512, dst_as], [65000 << 16 | 100]))  # fmt: skip
+        return flow_sample(records, self.rate, self.sample_seq * self.rate, int(_get(cols, "input_if", i, 1)),
                            int(_get(cols, "output_if", i, 2)), seq=self.sample_seq)  # fmt: skip
 
     def _datagram(self, samples: list[bytes]) -> bytes:
