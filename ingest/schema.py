@@ -15,6 +15,9 @@ import pyarrow as pa
 
 ADDR = pa.binary(16)
 TS = pa.timestamp("us", tz="UTC")
+AS_LIST = pa.list_(pa.field("item", pa.uint32(), nullable=False))
+# Columns that not every decoder fills: a decoder leaves them out of its columns and they land as nulls.
+ROUTING_COLUMNS = ("next_hop", "as_path", "communities")
 
 FLOW_SCHEMA = pa.schema(
     [
@@ -38,6 +41,12 @@ FLOW_SCHEMA = pa.schema(
         pa.field("src_as", pa.uint32()),
         pa.field("dst_as", pa.uint32()),
         pa.field("direction", pa.uint8()),  # IE 61: 0 ingress, 1 egress; null when not exported
+        # Routing context of the sampled packet (sFlow extended router/gateway records; null for
+        # NetFlow v5/v9 and IPFIX): next hop, BGP AS path (segments flattened in order) and BGP
+        # communities (32-bit values, ASN << 16 | value).
+        pa.field("next_hop", ADDR),
+        pa.field("as_path", AS_LIST),
+        pa.field("communities", AS_LIST),
     ]
 )
 

@@ -3,8 +3,9 @@
 Workload: realistic export packets built with ``ingest.tools.encode`` from random IPv4 flows: v5 with
 30 records, v9 (46-byte records) and IPFIX (58-byte records) filling a 1472-byte UDP payload
 (about 31 and 25 records), templates re-sent every 20 packets; sFlow datagrams of raw-packet
-samples with 128-byte headers (7 samples in 1472 bytes). The FlowLens decoder runs
-``decode_many`` over batches of ``--batch`` packets, by default the ingest daemon's
+samples with 128-byte headers (7 samples in 1472 bytes), and the same with an extended gateway
+record in each sample (``sflow_gateway``: next hop, AS path, communities; 5 samples). The FlowLens
+decoder runs ``decode_many`` over batches of ``--batch`` packets, by default the ingest daemon's
 ``ingest.decode_batch_packets`` (the most it takes per call when packets are waiting); the
 ``netflow`` package parses a slice of the same packets one by one with its template cache (it is
 ~50x slower, so a slice keeps the run short); for sFlow the baseline is tshark (Wireshark's
@@ -40,6 +41,7 @@ from ingest.tools.encode_sflow import SflowEncoder
 EXPORT_TIME = 1_700_000_000
 EXPORTER = V4_PREFIX + bytes([192, 0, 2, 10])
 PAYLOAD = 1472  # the largest UDP payload in a 1500-byte MTU
+SFLOW_AGENT = ("192.0.2.10", 1000, 0, 128)  # agent, sampling rate, sub-agent, header length
 # A typical router v9 IPv4 template (46 bytes: the defaults plus next hop, masks and ToS).
 V9_BENCH_FIELDS = (*V9_IPV4_FIELDS, (15, 4), (9, 1), (13, 1), (5, 1))
 # A typical IPFIX IPv4 template (58 bytes: reduced-size packets and flags as many exporters send).
@@ -80,7 +82,9 @@ def workloads(n: int) -> dict[str, list[bytes]]:
         "v9": V9Encoder(256, V9_BENCH_FIELDS, 1, max_payload=PAYLOAD).packets(flows, EXPORT_TIME),
         "ipfix": IpfixEncoder(256, IPFIX_BENCH_FIELDS, 1, max_payload=PAYLOAD).packets(flows, EXPORT_TIME),
         # raw-packet samples of 128-byte headers, 1 in 1000 (7 per datagram)
-        "sflow": SflowEncoder("192.0.2.10", 1000, header_len=128, max_payload=PAYLOAD).datagrams(flows),
+        "sflow": SflowEncoder(*SFLOW_AGENT, max_payload=PAYLOAD).datagrams(flows),
+        # the same with an extended gateway record in each sample (5 per datagram)
+        "sflow_gateway": SflowEncoder(*SFLOW_AGENT, max_payload=PAYLOAD, gateway=True).datagrams(flows),
     }
 
 
@@ -160,7 +164,8 @@ def main(argv: list[str]) -> int:
     ours = _rates({v: flowlens_run(p, args.batch) for v, p in packets.items()}, args.repeat)
     share = args.peer_flows / args.flows
     peers = {
-        v: (tshark_run if v == "sflow" else netflow_run)(p[: max(1, int(len(p) * share))]) for v, p in packets.items()
+        v: (tshark_run if v.startswith("sflow") else netflow_run)(p[: max(1, int(len(p) * share))])
+        for v, p in packets.items()
     }
     peer = _rates(peers, args.repeat)
     figures: dict[str, float] = {}

@@ -41,7 +41,7 @@ from assets.enrich.enricher import Enricher
 from assets.enrich.geoip import GeoIP
 from assets.enrich.inventory import Inventory, InventoryEntry
 from flowlens_dagster.bench.report import report
-from ingest.schema import FLOW_SCHEMA
+from ingest.schema import FLOW_SCHEMA, ROUTING_COLUMNS
 from tests.fakes.mmdb_files import AutonomousSystem, Place, write_asn_db, write_city_db
 from tests.fakes.ptr_server import PTRServer
 
@@ -135,6 +135,8 @@ def generate_flows(keys: pl.Series, flows: int, rng: np.random.Generator) -> pl.
         elif field.name == "exporter":
             exporter = pl.Series([ipaddress.IPv6Address("::ffff:192.0.2.1").packed], dtype=pl.Binary)
             series.append(exporter.gather(np.zeros(flows, np.uint32)).rename("exporter"))
+        elif field.name in ROUTING_COLUMNS:  # sFlow routing context: none in this workload
+            series.append(pl.Series(field.name, pa.nulls(flows, field.type)))
         elif pa.types.is_timestamp(field.type):
             series.append(pl.Series(field.name, columns[field.name]).cast(pl.Datetime("us", "UTC")))
         else:

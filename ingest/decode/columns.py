@@ -30,7 +30,7 @@ from ingest.addresses import V4_PREFIX
 from ingest.decode.fields import ROLE_PRIORITY
 from ingest.decode.headers import Headers
 from ingest.decode.timestamps import side
-from ingest.schema import FLOW_SCHEMA
+from ingest.schema import AS_LIST, FLOW_SCHEMA, ROUTING_COLUMNS
 
 Column = tuple[np.ndarray, np.ndarray | None]  # values, validity (None: all valid)
 Columns = dict[str, Column]
@@ -38,8 +38,9 @@ NSEL_CREATE = 1
 MAX_TIME_US = 7_258_118_400_000_000  # 2200-01-01: later (or negative) times are garbage -> null
 TARGET = {f.name: np.dtype(f.type.to_pandas_dtype()) for f in FLOW_SCHEMA if pa.types.is_integer(f.type)}
 _NUMPY_TYPE = TARGET | {f.name: np.dtype(np.int64) for f in FLOW_SCHEMA if pa.types.is_timestamp(f.type)}
-_NULLABLE = {"flow_start", "flow_end", "input_if", "output_if", "src_as", "dst_as", "direction"}
+_NULLABLE = {"flow_start", "flow_end", "input_if", "output_if", "src_as", "dst_as", "direction", "next_hop"}
 _FIELDS = [(f.name, f.type, _NUMPY_TYPE.get(f.name), f.name in _NULLABLE) for f in FLOW_SCHEMA]
+_NAMES = FLOW_SCHEMA.names
 CONSTANT_BYTES = 32 << 20  # memory the shared constant columns may hold (beyond: all dropped, rebuilt)
 _constants: dict[tuple[Any, Any], np.ndarray] = {}
 _constant_bytes = 0
@@ -175,6 +176,19 @@ def absent(name: str, n: int) -> Column:
     return constant(0, TARGET[name], n), constant(0, np.bool_, n)
 
 
+def _null_column(name: str, n: int) -> Column:
+    """A routing column (``ingest.schema.ROUTING_COLUMNS``) a decoder left out: all null, built
+    from shared zeros (an Arrow list of ``n`` nulls: zero offsets and no values)."""
+    if name not in ROUTING_COLUMNS:
+        raise KeyError(name)
+    if name == "next_hop":
+        return constant(bytes(16), "V16", n), constant(0, np.bool_, n)
+    offsets = pa.py_buffer(constant(0, np.int32, n + 1))
+    bitmap = pa.py_buffer(constant(0, np.uint8, (n + 7) // 8))
+    values = pa.array([], pa.uint32())
+    return pa.Array.from_buffers(AS_LIST, n, [bitmap, offsets], null_count=n, children=[values]), None
+
+
 def valid_times(us: np.ndarray, present: np.ndarray | None) -> np.ndarray | None:
     """Present and within 1970-2200 (None: every record; checked with min/max first, the common case)."""
     if present is None and (not len(us) or (int(us.min()) >= 0 and int(us.max()) < MAX_TIME_US)):
@@ -247,7 +261,12 @@ def nsel_keep(values: dict[str, np.ndarray], cols: Columns) -> np.ndarray | None
 
 
 def select(cols: Columns, keep: np.ndarray) -> Columns:
-    return {k: (a[keep], None if m is None else m[keep]) for k, (a, m) in cols.items()}
+    return {k: (_take(a, keep), None if m is None else m[keep]) for k, (a, m) in cols.items()}
+
+
+def _take(values: Any, keep: np.ndarray) -> Any:
+    """Rows ``keep`` (a mask) of a numpy column or of an Arrow one (the list columns)."""
+    return values.filter(pa.array(keep)) if isinstance(values, pa.Array) else values[keep]
 
 
 def pick(rate: np.ndarray | int, keep: np.ndarray) -> np.ndarray | int:
@@ -273,9 +292,16 @@ def concat(parts: list[Columns]) -> Columns:
     if len(parts) == 1:
         return parts[0]
     out: Columns = {}
-    for name in parts[0]:
-        arrays = [p[name][0] for p in parts]
-        masks = [p[name][1] for p in parts]
+    sizes = [len(p["bytes"][0]) for p in parts]
+    for name in _NAMES:
+        if all(name not in p for p in parts):
+            continue  # a routing column no part has: null in ``to_batch``
+        given = [p.get(name) or _null_column(name, size) for p, size in zip(parts, sizes, strict=True)]
+        arrays = [values for values, _ in given]
+        masks = [valid for _, valid in given]
+        if isinstance(arrays[0], pa.Array):
+            out[name] = (pa.concat_arrays(arrays), None)
+            continue
         mask = None
         if any(m is not None for m in masks):
             filled = [m if m is not None else np.ones(len(a), bool) for a, m in zip(arrays, masks, strict=True)]
@@ -290,8 +316,12 @@ def to_batch(cols: Columns) -> pa.RecordBatch:
     Arrays are built from their buffers (no conversion pass in Arrow): the numpy data as is,
     the validity as a bitmap packed from the mask, only for nullable columns with a null."""
     arrays = []
+    n = len(cols["bytes"][0])
     for name, type_, numpy_type, nullable in _FIELDS:
-        values, valid = cols[name]
+        values, valid = cols.get(name) or _null_column(name, n)
+        if isinstance(values, pa.Array):  # a list column, built by its decoder
+            arrays.append(values)
+            continue
         if numpy_type is not None and values.dtype != numpy_type:
             values = values.astype(numpy_type)
         if not values.flags.c_contiguous:

@@ -14,8 +14,11 @@ there is none, its sampled IPv4/IPv6 record (3/4). ``bytes`` is the sampled pack
 sample's sampling rate, ``packets`` the rate; the flow's exporter is the agent address and its
 observation domain the sub-agent id (a switch with several sub-agents is several exporters).
 Interfaces: the sample's input/output when they are single ifIndex values (null for "discarded"
-or "multiple"). Extended gateway records (1003) give ``src_as`` and ``dst_as`` (the last AS of the
-path, or the router's own AS when the path is empty); they are few and read per record.
+or "multiple"). Extended gateway records (1003) give ``src_as``, ``dst_as``, ``next_hop``,
+``as_path`` and ``communities``, router records (1002) ``next_hop`` (``sflow_routing.py``).
+The common sample (one raw-packet record of an Ethernet/IPv4/IPv6 packet, then any extended
+records) is read from one fixed-width row per sample (``sflow_rows.py``); only the others, and the
+extended records, take the record walk and ``headers.parse``.
 Samples whose header holds no IP layer (ARP, ...) give no flow (``events["sflow_non_ip"]``).
 
 Counter samples (2, 4) are not flows: their generic interface counters (record 1) are kept per
@@ -28,29 +31,27 @@ container (``truncated``), the samples before it are kept.
 
 from __future__ import annotations
 
-import struct
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from ingest.addresses import V4_PREFIX
-from ingest.decode import columns, headers
+from ingest.decode import columns, headers, sflow_routing, sflow_rows
 from ingest.decode.columns import Columns
 from ingest.decode.limits import DecoderStats
-from ingest.schema import SFLOW_VERSION
+from ingest.schema import AS_LIST, SFLOW_VERSION
 
 FLOW_SAMPLE, COUNTER_SAMPLE, FLOW_SAMPLE_EXPANDED, COUNTER_SAMPLE_EXPANDED = 1, 2, 3, 4
 SAMPLED_HEADER, SAMPLED_IPV4, SAMPLED_IPV6 = 1, 3, 4
-EXTENDED_SWITCH, EXTENDED_ROUTER, EXTENDED_GATEWAY = 1001, 1002, 1003
 GENERIC_INTERFACE = 1
 MAX_HEADER = 512  # bytes of a sampled header that are parsed (agents send 128 by default)
 UNKNOWN_IF = 0x3FFFFFFF
+COMPACT_AFTER = 16  # rounds of ``_walk`` over every container before the lanes are compacted
 # sFlow header_protocol -> where ``headers.parse`` starts (others: not parsed, no flow)
 _HEADER_START = {1: headers.ETHERNET, 11: headers.IPV4, 12: headers.IPV6, 13: headers.MPLS}
-_K4 = np.arange(4)
-_K16 = np.arange(16)
 # generic interface counters (record 1): name, offset, width
 GENERIC_COUNTERS = (
     ("if_type", 4, 4), ("if_speed", 8, 8), ("if_direction", 16, 4), ("if_status", 20, 4),
@@ -85,27 +86,18 @@ class _Buffer:
 
     def __init__(self, buffer: bytes) -> None:
         self.raw = buffer
-        self.b = np.frombuffer(buffer, np.uint8)
         self.w = np.frombuffer(buffer, ">u4", len(buffer) // 4)
-        self._native: np.ndarray | None = None
-
-    @property
-    def native(self) -> np.ndarray:
-        """The words byte-swapped once (``uint32``): for the fast lane's many column operations."""
-        if self._native is None:
-            self._native = self.w.astype(np.uint32)
-        return self._native
 
     def u32(self, at: np.ndarray) -> np.ndarray:
         return self.w[at >> 2].astype(np.int64)
 
     def u32s(self, at: np.ndarray, count: int) -> np.ndarray:
-        """``count`` consecutive words at each offset: ``(len(at), count)``."""
-        return self.w[(at >> 2)[:, None] + np.arange(count)].astype(np.int64)
+        """``count`` consecutive words at each offset: ``(len(at), count)`` (one row copy each)."""
+        return self.rows(at, 4 * count).view(">u4").astype(np.int64)
 
     def bytes16(self, at: np.ndarray, v4: np.ndarray) -> np.ndarray:
         """Addresses at ``at``: 16 bytes, or IPv4-mapped from 4 bytes where ``v4``."""
-        out = self.b[at[:, None] + _K16]
+        out = self.rows(at, 16)
         if v4.any():
             out[v4, 12:] = out[v4, :4]
             out[v4, :12] = np.frombuffer(V4_PREFIX, np.uint8)
@@ -125,56 +117,51 @@ def _walk(buf: _Buffer, start: np.ndarray, end: np.ndarray, count: np.ndarray, s
     """Walk ``count[i]`` ``(format, length, body)`` items from ``start[i]`` up to ``end[i]``, all
     containers at once: (container index, format, body start, body length) of every whole item,
     in container order. An item running past its container, or leaving the 4-byte alignment,
-    ends that container (counted as ``truncated`` / ``malformed``)."""
-    uniform, rest = _uniform(buf, start, end, count)
-    found = [uniform] if len(uniform[0]) else []
-    cur, left = start.copy(), np.where(rest, count, 0)
-    live = np.flatnonzero(left > 0)
-    while len(live):
-        c = cur[live]
-        head_fits = c + 8 <= end[live]
-        words = buf.u32s(np.where(head_fits, c, 0), 2)
-        fmt, length = words[:, 0], words[:, 1]
-        whole = head_fits & (c + 8 + length <= end[live])
-        aligned = (length & 3) == 0
-        _count(stats.errors, "truncated", (~whole).sum())
-        _count(stats.errors, "malformed", (whole & ~aligned).sum())
-        found.append((live[whole], fmt[whole], c[whole] + 8, length[whole]))
-        cur[live] = c + 8 + length
-        left[live] -= 1
-        live = live[whole & aligned & (left[live] > 0)]
-    if not found:
+    ends that container (counted as ``truncated`` / ``malformed``).
+
+    Round ``k`` reads the ``k``-th item of every container (two word gathers and a few
+    comparisons over all of them). Past ``COMPACT_AFTER`` rounds (more samples than a datagram of
+    an agent holds) the lanes are compacted when fewer than half are still live, so a datagram of
+    many tiny samples costs rounds over the few containers like it, not over the whole call."""
+    left = np.minimum(count, np.maximum(end - start, 0) // 8)  # an item takes 8 bytes at least
+    lanes = np.flatnonzero(left > 0)
+    cur, stop, left = start[lanes], end[lanes], left[lanes]
+    words = buf.w
+    rounds: list[tuple[np.ndarray, ...]] = []  # (lanes, whole, body, length) of each round
+    compacted = False
+    truncated = malformed = 0
+    while len(lanes):
+        live = left > 0
+        # A finished lane reads at its end (inside the padded buffer); ``live`` discards it.
+        length = words[(np.minimum(cur, stop) >> 2) + 1]  # big-endian words: int64 once stacked
+        nxt = cur + 8 + length
+        whole = live & (nxt <= stop)  # the length is >= 0: the item's header fits too
+        ok = whole & ((length & 3) == 0)
+        n_live, n_whole, n_ok = np.count_nonzero(live), np.count_nonzero(whole), np.count_nonzero(ok)
+        truncated, malformed = truncated + n_live - n_whole, malformed + n_whole - n_ok
+        rounds.append((lanes, whole, cur + 8, length))
+        left = np.where(ok, left - 1, 0)
+        cur = nxt
+        still = np.count_nonzero(left)
+        if not still:
+            break
+        if len(rounds) >= COMPACT_AFTER and 2 * still < len(lanes):
+            keep = np.flatnonzero(left)
+            lanes, cur, stop, left = lanes[keep], cur[keep], stop[keep], left[keep]
+            compacted = True
+    _count(stats.errors, "truncated", truncated)
+    _count(stats.errors, "malformed", malformed)
+    if not rounds:
         return _NO_ITEMS
-    if len(found) == 1:
-        return found[0]
-    owner, fmt, body, length = (np.concatenate(parts) for parts in zip(*found, strict=True))
-    order = np.argsort(body, kind="stable")  # containers lie in buffer order: position = container order
-    return owner[order], fmt[order], body[order], length[order]
-
-
-def _uniform(buf: _Buffer, start: np.ndarray, end: np.ndarray, count: np.ndarray) -> tuple[Items, np.ndarray]:
-    """The common case at once: containers whose items all have the first one's length and fill
-    the container exactly (an agent's samples of one kind, a sample's single record). Returns
-    their items and the mask of containers left for the walk."""
-    first_fits = (count > 0) & (start + 8 <= end)
-    first_len = np.where(first_fits, buf.u32(np.where(first_fits, start + 4, 0)), -1)
-    stride = first_len + 8
-    plausible = first_fits & ((first_len & 3) == 0) & (count <= (end - start) // 8)
-    plausible &= start + np.where(plausible, count, 0) * stride == end
-    rows = np.flatnonzero(plausible)
-    if not len(rows):
-        return _NO_ITEMS, count > 0
-    counts = count[rows]
-    owner = np.repeat(rows, counts)
-    index = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
-    pos = start[owner] + index * stride[owner]
-    words = buf.u32s(pos, 2)
-    bad = words[:, 1] != first_len[owner]
-    if bad.any():  # lengths differ inside: those containers take the walk
-        plausible[np.unique(owner[bad])] = False
-        keep = plausible[owner]
-        owner, pos, words = owner[keep], pos[keep], words[keep]
-    return (owner, words[:, 0], pos + 8, words[:, 1]), (count > 0) & ~plausible
+    if not compacted:  # every round has the same lanes: (lanes, rounds) in row order is container order
+        mask = np.stack([r[1] for r in rounds], axis=1)
+        owner = np.broadcast_to(rounds[0][0][:, None], mask.shape)[mask]
+        body, length = (np.stack([r[i] for r in rounds], axis=1)[mask] for i in (2, 3))
+    else:
+        owner, body, length = (np.concatenate([r[i][r[1]] for r in rounds]) for i in (0, 2, 3))
+        order = np.argsort(body, kind="stable")  # containers lie in buffer order: position = container order
+        owner, body, length = owner[order], body[order], length[order]
+    return owner, words[(body - 8) >> 2].astype(np.int64), body, length.astype(np.int64)
 
 
 def decode(
@@ -209,8 +196,15 @@ def decode(
     sample = _flow_samples(buf, owner, fmt, body, length, stats)
     if sample is None:
         return None
-    records = _walk(buf, sample["first"], sample["end"], sample["records"], stats)
-    return _flows(buf, dgram, sample, records, recv, rate_of, stats, tunnel)
+    fixed: sflow_rows.Sample = sample["fixed"]
+    fast, parsed = sflow_rows.read(sample["rows"], fixed, sample["length"])
+    # Records are walked only where needed: samples the rows did not take, and extended records.
+    walked = np.flatnonzero(~fast | (fixed.records > 1))
+    records = _NO_ITEMS
+    if len(walked):
+        records = _walk(buf, sample["first"][walked], sample["end"][walked], fixed.records[walked], stats)
+        records = (walked[records[0]], *records[1:])
+    return _flows(buf, dgram, sample, (fast, parsed), records, recv, rate_of, stats, tunnel)
 
 
 def _aligned(buffer: bytes, offsets: np.ndarray, sizes: np.ndarray) -> tuple[bytes, np.ndarray]:
@@ -228,16 +222,19 @@ def _aligned(buffer: bytes, offsets: np.ndarray, sizes: np.ndarray) -> tuple[byt
 def _datagrams(buf: _Buffer, offsets: np.ndarray, sizes: np.ndarray, stats: DecoderStats) -> dict | None:
     """Per datagram: agent (V16), sub-agent, sample count, offset of the first sample."""
     atype = np.where(sizes >= 8, buf.u32(offsets + 4), 0)
-    header = np.select([atype == 1, atype == 2], [28, 40], 0)
+    header = np.where(atype == 1, 28, np.where(atype == 2, 40, 0))
     fits = (header > 0) & (sizes >= header)
-    _count(stats.errors, "malformed", ((header == 0) & (sizes >= 8)).sum())
-    _count(stats.errors, "truncated", ((sizes < 8) | ((header > 0) & ~fits)).sum())
-    stats.packets[SFLOW_VERSION] += int(fits.sum())
-    if not fits.any():
-        return None
-    n = len(offsets)
-    agent = np.zeros(n, "V16")
-    agent[fits] = buf.bytes16(offsets[fits] + 8, header[fits] == 28)
+    n_fit = int(np.count_nonzero(fits))
+    stats.packets[SFLOW_VERSION] += n_fit
+    if n_fit == len(offsets):  # every datagram whole (the common case): nothing to count or mask
+        agent = buf.bytes16(offsets + 8, header == 28)
+    else:
+        _count(stats.errors, "malformed", ((header == 0) & (sizes >= 8)).sum())
+        _count(stats.errors, "truncated", ((sizes < 8) | ((header > 0) & ~fits)).sum())
+        if not n_fit:
+            return None
+        agent = np.zeros(len(offsets), "V16")
+        agent[fits] = buf.bytes16(offsets[fits] + 8, header[fits] == 28)
     tail = buf.u32s(offsets + np.maximum(header, 16) - 16, 4)  # sub-agent, sequence, uptime, samples
     return {
         "agent": agent,
@@ -249,53 +246,24 @@ def _datagrams(buf: _Buffer, offsets: np.ndarray, sizes: np.ndarray, stats: Deco
 
 def _flow_samples(
     buf: _Buffer, owner: np.ndarray, fmt: np.ndarray, body: np.ndarray, length: np.ndarray, stats: DecoderStats
-) -> dict[str, np.ndarray] | None:
-    """Fixed fields of flow samples (compact and expanded layouts)."""
+) -> dict[str, Any] | None:
+    """Fixed fields of flow samples (compact and expanded layouts), read from their rows
+    (``sflow_rows.Rows``: the first bytes of each sample, normalized to the compact layout)."""
     expanded = fmt == FLOW_SAMPLE_EXPANDED
-    fixed = np.where(expanded, 44, 32)
-    fits = length >= fixed
+    fits = length >= np.where(expanded, 44, 32)
     if not fits.all():
         _count(stats.errors, "truncated", (~fits).sum())
-        owner, expanded, body, length, fixed = owner[fits], expanded[fits], body[fits], length[fits], fixed[fits]
+        owner, expanded, body, length = owner[fits], expanded[fits], body[fits], length[fits]
     if not len(owner):
         return None
-    if expanded.any():
-        w = buf.u32s(body, 11)
-        pick = lambda compact, wide: np.where(expanded, w[:, wide], w[:, compact])  # noqa: E731
-        word_in, word_out = pick(5, 7), pick(6, 9)
-        fmt_in = np.where(expanded, w[:, 6], word_in >> 30)  # compact: the format in the top 2 bits
-        fmt_out = np.where(expanded, w[:, 8], word_out >> 30)
-        value_in = np.where(expanded, word_in, word_in & UNKNOWN_IF)
-        value_out = np.where(expanded, word_out, word_out & UNKNOWN_IF)
-        rate, pool, records = pick(2, 3), pick(3, 4), pick(7, 10)
-    else:  # compact samples only (the common case): plain columns
-        w = buf.u32s(body, 8)
-        fmt_in, fmt_out = w[:, 5] >> 30, w[:, 6] >> 30
-        value_in, value_out = w[:, 5] & UNKNOWN_IF, w[:, 6] & UNKNOWN_IF
-        rate, pool, records = w[:, 2], w[:, 3], w[:, 7]
-    return {
-        "packet": owner,
-        "rate": rate,
-        "pool": pool,
-        "input_if": value_in,
-        "input_ok": fmt_in == 0,
-        "output_if": value_out,
-        "output_ok": (fmt_out == 0) & (value_out != UNKNOWN_IF),
-        "records": records,
-        "first": body + fixed,
-        "end": body + length,
-    }
+    rows = sflow_rows.Rows(buf.raw, body)
+    fixed = sflow_rows.samples(rows, expanded)
+    return {"packet": owner, "rows": rows, "fixed": fixed, "first": body + fixed.fixed, "end": body + length,
+            "length": length}  # fmt: skip
 
 
-def _one_each(owner: np.ndarray, n: int) -> bool:
-    """Whether each of the ``n`` samples has exactly one record (records are in sample order)."""
-    return len(owner) == n and (n == 0 or (owner[-1] == n - 1 and bool((owner[1:] != owner[:-1]).all())))
-
-
-def _first_of(owner: np.ndarray, mask: np.ndarray, n: int, one_each: bool = False) -> np.ndarray:
+def _first_of(owner: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
     """Per sample (``n``), the index of its first record matching ``mask`` (-1: none)."""
-    if one_each:
-        return np.where(mask, np.arange(n), -1)
     if not mask.any():
         return np.full(n, -1, np.int64)
     out = np.full(n, -1, np.int64)
@@ -309,23 +277,24 @@ def _first_of(owner: np.ndarray, mask: np.ndarray, n: int, one_each: bool = Fals
 def _flows(
     buf: _Buffer,
     dgram: dict,
-    sample: dict[str, np.ndarray],
+    sample: dict[str, Any],
+    read: tuple[np.ndarray, headers.Headers],
     records: Items,
     recv: np.ndarray,
     rate_of: RateOf,
     stats: DecoderStats,
     tunnel: str,
 ) -> Columns | None:
-    owner, fmt, body, length = records
+    fixed: sflow_rows.Sample = sample["fixed"]
     n = len(sample["packet"])
-    found = _packet_fields(buf, records, n, stats, tunnel)
+    found = _packet_fields(buf, records, n, stats, tunnel, read)
     if found is None:
         return None
     fields, has = found
     keep: slice | np.ndarray = slice(None) if has.all() else np.flatnonzero(has)
     packet = sample["packet"][keep]
     agent = dgram["agent"][packet]
-    rate = sample["rate"][keep]
+    rate = fixed.rate[keep]
     if (rate == 0).any():  # an agent that reports no rate: the configured one, per distinct agent
         zero = np.flatnonzero(rate == 0)
         agents, inverse = np.unique(agent[zero], return_inverse=True)
@@ -341,59 +310,51 @@ def _flows(
         "flow_start": no_time,  # a sample is one packet at an unknown time: no flow times
         "flow_end": no_time,
         "packets": (columns.constant(1, np.uint64, k), None),
-        "input_if": (sample["input_if"][keep].astype(np.uint32), _mask(sample["input_ok"][keep])),
-        "output_if": (sample["output_if"][keep].astype(np.uint32), _mask(sample["output_ok"][keep])),
+        "input_if": (fixed.input_if[keep].astype(np.uint32), _mask(fixed.input_ok[keep])),
+        "output_if": (fixed.output_if[keep].astype(np.uint32), _mask(fixed.output_ok[keep])),
         "direction": columns.absent("direction", k),
     }
     for name, dtype in (("src_addr", None), ("dst_addr", None), ("src_port", np.uint16), ("dst_port", np.uint16),
                         ("protocol", np.uint8), ("tcp_flags", np.uint16), ("bytes", np.uint64)):  # fmt: skip
         values = fields[name][keep]
-        cols[name] = (values if dtype is None else values.astype(dtype), None)
-    gateway = _gateways(buf, owner, fmt, body, length, n)
-    for name in ("src_as", "dst_as"):
-        values, valid = gateway[name]
-        cols[name] = (values[keep].astype(np.uint32), _mask(valid[keep]))
+        cols[name] = (values if dtype is None or values.dtype == dtype else values.astype(dtype), None)
+    cols.update(_routing(buf, records, n, keep))
     same = int(rate[0]) if (rate == rate[0]).all() else rate
     columns.scale(cols, same)
     return cols
 
 
 def _packet_fields(
-    buf: _Buffer, records: Items, n: int, stats: DecoderStats, tunnel: str
+    buf: _Buffer, records: Items, n: int, stats: DecoderStats, tunnel: str, read: tuple[np.ndarray, headers.Headers]
 ) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
-    """Per sample: addresses, ports, protocol, flags and IP length from its sampled header, else
-    from its sampled IPv4/IPv6 record; and which samples have them."""
+    """Per sample: addresses, ports, protocol, flags and IP length from its rows
+    (``sflow_rows.read``), else from its sampled header parsed by ``headers.parse``, else from its
+    sampled IPv4/IPv6 record; and which samples have them."""
     owner, fmt, body, length = records
-    one_each = _one_each(owner, n)
-    head = _first_of(owner, (fmt == SAMPLED_HEADER) & (length >= 16), n, one_each)
-    rows = np.flatnonzero(head >= 0)
-    fields: dict[str, np.ndarray] = {}
-    has = np.zeros(n, bool)
+    fast, parsed = read
+    fields = {"src_addr": parsed.src, "dst_addr": parsed.dst, "protocol": parsed.protocol,
+              "src_port": parsed.src_port, "dst_port": parsed.dst_port, "tcp_flags": parsed.tcp_flags,
+              "bytes": parsed.ip_length}  # fmt: skip
+    has = fast.copy()
+    if has.all():
+        return fields, has
+    head = _first_of(owner, (fmt == SAMPLED_HEADER) & (length >= 16), n)
+    rows = np.flatnonzero((head >= 0) & ~has)
     if len(rows):
-        parsed = _parse_headers(buf, body[head[rows]], length[head[rows]], stats, tunnel)
-        ok = parsed.is_ip
-        _count(stats.events, "sflow_non_ip", (~ok).sum())
-        _count(stats.events, "header_truncated", parsed.truncated.sum())
-        names = {"src_addr": parsed.src, "dst_addr": parsed.dst, "protocol": parsed.protocol,
-                 "src_port": parsed.src_port, "dst_port": parsed.dst_port, "tcp_flags": parsed.tcp_flags,
-                 "bytes": parsed.ip_length}  # fmt: skip
-        if len(rows) == n:  # every sample has a header (the common case): the parser's arrays as they are
-            fields, has = names, ok.copy()
-        else:
-            fields = {name: np.zeros(n, values.dtype) for name, values in names.items()}
-            for name, values in names.items():
-                fields[name][rows] = values
-            has[rows] = ok
+        slow = _parse_headers(buf, body[head[rows]], length[head[rows]], tunnel)
+        _count(stats.events, "sflow_non_ip", (~slow.is_ip).sum())
+        _count(stats.events, "header_truncated", slow.truncated.sum())
+        for name, values in zip(("src_addr", "dst_addr", "protocol", "src_port", "dst_port", "tcp_flags", "bytes"),
+                                slow[:7], strict=True):  # fmt: skip
+            fields[name][rows] = values
+        has[rows] = slow.is_ip
     for record, size, family in ((SAMPLED_IPV4, 32, 4), (SAMPLED_IPV6, 56, 6)):
         if has.all():
             break
-        idx = _first_of(owner, (fmt == record) & (length >= size), n, one_each)
+        idx = _first_of(owner, (fmt == record) & (length >= size), n)
         rows = np.flatnonzero((idx >= 0) & ~has)
         if not len(rows):
             continue
-        if not fields:
-            fields = {name: np.zeros(n, "V16" if name.endswith("addr") else np.int64) for name in
-                      ("src_addr", "dst_addr", "protocol", "src_port", "dst_port", "tcp_flags", "bytes")}  # fmt: skip
         at = body[idx[rows]]
         width = 4 if family == 4 else 16
         v4 = np.full(len(rows), family == 4)
@@ -417,134 +378,58 @@ def _mask(valid: np.ndarray) -> np.ndarray | None:
     return None if valid.all() else valid
 
 
-def _parse_headers(
-    buf: _Buffer, at: np.ndarray, length: np.ndarray, stats: DecoderStats, tunnel: str
-) -> headers.Headers:
+def _parse_headers(buf: _Buffer, at: np.ndarray, length: np.ndarray, tunnel: str) -> headers.Headers:
     """The sampled-header records at ``at`` (record bodies of ``length`` bytes), parsed."""
     fields = buf.u32s(at, 4)  # header protocol, frame length, stripped, header length
     protocol = fields[:, 0]
     captured = np.minimum(fields[:, 3], length - 16)
-    if (protocol == 1).all():  # Ethernet, the common case
-        start: int | np.ndarray = headers.ETHERNET
-    else:
-        start = np.zeros(len(at), np.int64)
-        for code, layer in _HEADER_START.items():
-            start[protocol == code] = layer
-    fast = _fast_lane(buf, at + 16, captured) if (protocol == 1).any() else None
-    if fast is not None and fast[0].all():
-        return fast[1]
-    slow = np.arange(len(at)) if fast is None else np.flatnonzero(~fast[0])
-    at, captured = at[slow], captured[slow]
-    start = start if isinstance(start, int) else start[slow]
+    start = np.zeros(len(at), np.int64)  # an unknown header protocol: not parsed
+    for code, layer in _HEADER_START.items():
+        start[protocol == code] = layer
     width = int(min(max(int(captured.max()), 1), MAX_HEADER))
-    parsed = headers.parse(buf.rows(at + 16, width + headers.PAD), np.minimum(captured, width), start, tunnel)
-    if fast is None:
-        return parsed
-    merged = fast[1]
-    for name, values in zip(headers.Headers._fields, parsed, strict=True):
-        getattr(merged, name)[slow] = values
-    return merged
+    return headers.parse(buf.rows(at + 16, width + headers.PAD), np.minimum(captured, width), start, tunnel)
 
 
-def _fast_lane(buf: _Buffer, frame: np.ndarray, captured: np.ndarray) -> tuple[np.ndarray, headers.Headers]:
-    """The common sampled packet read straight from the datagram's words: Ethernet with at most
-    one 802.1Q tag, then IPv4 without options and not a later fragment, or IPv6 without extension
-    headers, then anything but a tunnel, captured through the TCP flags. The header's bytes sit at
-    a multiple of 4 in the XDR record, so every field comes from one ``(n, 13)`` gather of 32-bit
-    words (those at 4k + 2, behind the 14-byte Ethernet header, from two neighbours). Returns (the
-    rows it took: ``headers.parse`` gives the same answer for them and reads the others, results
-    with those rows filled)."""
-    n = len(frame)
-    k0 = frame >> 2
-    words = buf.native
-    ether = words[k0[:, None] + np.array([3, 4])]
-    tagged = (ether[:, 0] >> 16) == 0x8100
-    word = np.where(tagged, ether[:, 1], ether[:, 0])
-    ethertype, first = word >> 16, (word >> 8) & 0xFF
-    w = words[(k0 + tagged)[:, None] + np.arange(4, 17)]  # w[:, j]: word 4 + j of the frame
-
-    def mid(j: int) -> np.ndarray:  # the word starting 2 bytes into w[:, j]
-        return ((w[:, j] & 0xFFFF) << 16) | (w[:, j + 1] >> 16)
-
-    v4 = (ethertype == 0x0800) & (first == 0x45) & ((w[:, 1] >> 16) & 0x1FFF == 0)
-    v6 = (ethertype == 0x86DD) & ((first >> 4) == 6)
-    proto = np.where(v4, w[:, 1] & 0xFF, w[:, 1] >> 24)
-    ports = np.where(v4, mid(4), mid(9))
-    l2 = 14 + 4 * tagged
-    take = (v4 & (captured >= l2 + 34)) | (v6 & (captured >= l2 + 54))
-    tunnel = (proto == 47) | ((proto == 17) & ((ports & 0xFFFF) == headers.VXLAN_PORT))
-    ipv6_ext = (proto == 0) | (proto == 43) | (proto == 44) | (proto == 51) | (proto == 60)
-    take &= ~tunnel & ~(v6 & ipv6_ext)
-    src = np.zeros((n, 4), np.uint32)  # as four native words, swapped once below
-    dst = np.zeros((n, 4), np.uint32)
-    if v6.any():
-        src[v6] = np.stack([mid(j) for j in (1, 2, 3, 4)], axis=1)[v6]
-        dst[v6] = np.stack([mid(j) for j in (5, 6, 7, 8)], axis=1)[v6]
-    src[:, 2] = np.where(v4, 0xFFFF, src[:, 2])
-    dst[:, 2] = src[:, 2] if not v6.any() else np.where(v4, 0xFFFF, dst[:, 2])
-    src[:, 3], dst[:, 3] = np.where(v4, mid(2), src[:, 3]), np.where(v4, mid(3), dst[:, 3])
-    src, dst = src.astype(">u4"), dst.astype(">u4")
-    ported = (proto == 6) | (proto == 17) | (proto == 132)
-    icmp = (proto == 1) | (proto == 58)
-    result = headers.Headers(
-        src.view("V16").reshape(-1), dst.view("V16").reshape(-1), proto.astype(np.uint8),
-        np.where(ported, ports >> 16, 0).astype(np.uint16),
-        np.where(ported, ports & 0xFFFF, np.where(icmp, ports >> 16, 0)).astype(np.uint16),
-        np.where(proto == 6, np.where(v4, w[:, 7], w[:, 12]) & 0xFF, 0).astype(np.uint16),
-        np.where(v4, w[:, 0] >> 16, (w[:, 0] & 0xFFFF) + 40).astype(np.int64), take.copy(), np.zeros(n, bool),
-    )  # fmt: skip
-    return take, result
+def _routing(buf: _Buffer, records: Items, n: int, keep: slice | np.ndarray) -> Columns:
+    """``src_as``, ``dst_as``, ``next_hop``, ``as_path`` and ``communities`` of the kept samples from
+    their extended gateway records, else ``next_hop`` from their router records (``sflow_routing``).
+    Without either the columns are null (the AS numbers) or left out (the routing columns)."""
+    owner, fmt, body, length = records
+    k = n if isinstance(keep, slice) else len(keep)
+    cols: Columns = {name: columns.absent(name, k) for name in ("src_as", "dst_as")}
+    gateway_of = _first_of(owner, fmt == sflow_routing.EXTENDED_GATEWAY, n)
+    router_of = _first_of(owner, (fmt == sflow_routing.EXTENDED_ROUTER) & (gateway_of[owner] < 0), n)
+    gateways, routers = np.flatnonzero(gateway_of >= 0), np.flatnonzero(router_of >= 0)
+    if not len(gateways) and not len(routers):
+        return cols
+    next_hop, hop_ok = np.zeros(n, "V16"), np.zeros(n, bool)
+    if len(routers):
+        at = body[router_of[routers]]
+        next_hop[routers], hop_ok[routers] = sflow_routing.routers(buf, at, at + length[router_of[routers]])
+    if len(gateways):
+        at = body[gateway_of[gateways]]
+        found = sflow_routing.gateways(buf, at, at + length[gateway_of[gateways]])
+        next_hop[gateways], hop_ok[gateways] = found["next_hop"], found["ok"]
+        cols |= _gateway_columns(found, gateways, n, keep)
+    cols["next_hop"] = (next_hop[keep], _mask(hop_ok[keep]))
+    return cols
 
 
-def _gateways(
-    buf: _Buffer, owner: np.ndarray, fmt: np.ndarray, body: np.ndarray, length: np.ndarray, n: int
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``src_as`` / ``dst_as`` per sample from its extended gateway record (read per record: rare)."""
-    out = {name: (np.zeros(n, np.int64), np.zeros(n, bool)) for name in ("src_as", "dst_as")}
-    idx = _first_of(owner, fmt == EXTENDED_GATEWAY, n)
-    if not (idx >= 0).any():
-        return out
-    for s in np.flatnonzero(idx >= 0).tolist():
-        i = int(idx[s])
-        parsed = gateway(buf.raw, int(body[i]), int(body[i] + length[i]))
-        if parsed is None:
-            continue
-        for name in ("src_as", "dst_as"):
-            out[name][0][s] = parsed[name]
-            out[name][1][s] = True
-    return out
-
-
-def gateway(raw: bytes, pos: int, end: int) -> dict[str, Any] | None:
-    """An extended gateway record: next hop, AS numbers, AS path, communities (None: malformed)."""
-    try:
-        (atype,) = struct.unpack_from("!I", raw, pos)
-        width = {1: 4, 2: 16}.get(atype)
-        if width is None:
-            return None
-        next_hop = raw[pos + 4 : pos + 4 + width]
-        pos += 4 + width
-        router_as, src_as, peer_as, segments = struct.unpack_from("!IIII", raw, pos)
-        pos += 16
-        path: list[int] = []
-        for _ in range(min(segments, (end - pos) // 8)):
-            _, count = struct.unpack_from("!II", raw, pos)
-            if pos + 8 + 4 * count > end:
-                return None
-            path += struct.unpack_from(f"!{count}I", raw, pos + 8)
-            pos += 8 + 4 * count
-        (ncomm,) = struct.unpack_from("!I", raw, pos)
-        if pos + 4 + 4 * ncomm + 4 > end:
-            return None
-        communities = list(struct.unpack_from(f"!{ncomm}I", raw, pos + 4))
-        (local_pref,) = struct.unpack_from("!I", raw, pos + 4 + 4 * ncomm)
-    except struct.error:
-        return None
-    return {
-        "next_hop": next_hop, "router_as": router_as, "src_as": src_as, "peer_as": peer_as,
-        "as_path": path, "dst_as": path[-1] if path else router_as, "communities": communities,
-        "local_pref": local_pref,
-    }  # fmt: skip
+def _gateway_columns(found: dict[str, Any], gateways: np.ndarray, n: int, keep: slice | np.ndarray) -> Columns:
+    """The AS numbers and lists of the ``n`` samples, those at ``gateways`` from ``found``, then kept."""
+    cols: Columns = {}
+    for name in ("src_as", "dst_as"):
+        values, valid = np.zeros(n, np.uint32), np.zeros(n, bool)
+        values[gateways], valid[gateways] = found[name], found["ok"]
+        cols[name] = (values[keep], _mask(valid[keep]))
+    if len(gateways) == n and isinstance(keep, slice):  # a gateway record in every sample, all kept
+        return cols | {name: (found[name], None) for name in ("as_path", "communities")}
+    spread = np.full(n, len(gateways), np.int64)  # sample -> its gateway row, or the null row past them
+    spread[gateways] = np.arange(len(gateways))
+    picked = pa.array(spread[keep])
+    for name in ("as_path", "communities"):
+        cols[name] = (pa.concat_arrays([found[name], pa.nulls(1, AS_LIST)]).take(picked), None)
+    return cols
 
 
 def _counters(

@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 from psycopg import sql
 
 from ingest.addresses import V4_PREFIX, address_matrix, addresses, v4_mapped
-from ingest.schema import FLOW_COLUMNS, FLOW_SCHEMA
+from ingest.schema import AS_LIST, FLOW_COLUMNS, FLOW_SCHEMA
 
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in Unix microseconds
 HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
@@ -56,9 +56,13 @@ KINDS: dict[str, str] = {
     "flow_start": "timestamptz", "flow_end": "timestamptz", "src_addr": "inet", "dst_addr": "inet",
     "src_port": "int4", "dst_port": "int4", "protocol": "int2", "tcp_flags": "int4", "bytes": "int8",
     "packets": "int8", "sampling_rate": "int8", "input_if": "int8", "output_if": "int8", "src_as": "int8",
-    "dst_as": "int8", "direction": "int2",
+    "dst_as": "int8", "direction": "int2", "next_hop": "inet", "as_path": "int8[]", "communities": "int8[]",
 }  # fmt: skip
 COPY_IN_SQL = f"COPY flowlens.flow_raw ({', '.join(FLOW_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+LISTS = tuple(name for name in FLOW_COLUMNS if KINDS[name] == "int8[]")
+INT8_OID = 20
+INET_NULL = 32  # shape bit of a NULL inet column: INET_NULL + its index (its own bit says IPv4)
+LENGTH_BITS = 16  # a list's length in a row's group key (longer lists: not a valid flow_raw value)
 
 
 def _column_values(batch: pa.RecordBatch, name: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -73,52 +77,99 @@ def _column_values(batch: pa.RecordBatch, name: str) -> tuple[np.ndarray, np.nda
     return col.to_numpy(), valid
 
 
+def _list_values(col: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(flat values, offset of each row's first value, lengths, validity) of a list column."""
+    offsets = col.offsets.to_numpy().astype(np.int64)
+    flat = col.values.to_numpy(zero_copy_only=False).astype(np.int64)
+    valid = np.asarray(col.is_valid()) if col.null_count else np.ones(len(col), bool)
+    return flat, offsets[:-1], np.diff(offsets), valid  # ``values`` ignores a slice: offsets index it as they are
+
+
 def encode_copy(batch: pa.RecordBatch) -> bytes:
     """The whole binary COPY stream (header, rows, trailer) for a FLOW_SCHEMA batch."""
     n = batch.num_rows
-    cols: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+    cols: dict[str, tuple] = {}
     shape = np.zeros(n, dtype=np.int64)
+    lengths = np.zeros(n, dtype=np.int64)  # the list columns' lengths, LENGTH_BITS each
     for bit, name in enumerate(FLOW_COLUMNS):
-        if KINDS[name] == "inet":
-            addr = addresses(batch.column(name))
+        kind = KINDS[name]
+        if kind == "inet":
+            column = batch.column(name)
+            addr = addresses(column)
             is_v4 = v4_mapped(addr)
             cols[name] = (addr, is_v4)
             shape |= is_v4.astype(np.int64) << bit
+            if column.null_count:
+                shape |= (~np.asarray(column.is_valid())).astype(np.int64) << (INET_NULL + bit)
+        elif kind == "int8[]":
+            column = batch.column(name)
+            if column.null_count == n:
+                cols[name] = None
+                shape |= 1 << bit
+                continue
+            cols[name] = _list_values(column)
+            count, valid = cols[name][2], cols[name][3]
+            if (count >= 1 << LENGTH_BITS).any():
+                raise CopyEncodeError(f"{name}: a list of more than {(1 << LENGTH_BITS) - 1} values")
+            shape |= (~valid).astype(np.int64) << bit
+            lengths |= np.where(valid, count, 0) << (LENGTH_BITS * LISTS.index(name))
         else:
             cols[name] = _column_values(batch, name)
             if cols[name][1] is not None:
                 shape |= (~cols[name][1]).astype(np.int64) << bit
     parts = [HEADER]
-    shapes = np.unique(shape)
-    for value in shapes:
-        rows = None if len(shapes) == 1 else np.flatnonzero(shape == value)
-        parts.append(_encode_group(cols, int(value), rows, n))
+    if lengths.any():
+        keys, inverse = np.unique(np.stack([shape, lengths], axis=1), axis=0, return_inverse=True)
+        groups = [(int(k[0]), int(k[1]), np.flatnonzero(inverse.reshape(-1) == i)) for i, k in enumerate(keys)]
+    else:
+        shapes = np.unique(shape)
+        groups = [(int(v), 0, None if len(shapes) == 1 else np.flatnonzero(shape == v)) for v in shapes]
+    for value, length_key, rows in groups:
+        parts.append(_encode_group(cols, value, length_key, rows, n))
     parts.append(TRAILER)
     return b"".join(parts)
 
 
-def _row_dtype(shape: int) -> np.dtype:
+def _list_length(length_key: int, name: str) -> int:
+    return (length_key >> (LENGTH_BITS * LISTS.index(name))) & ((1 << LENGTH_BITS) - 1)
+
+
+def _row_dtype(shape: int, length_key: int) -> np.dtype:
     """The packed big-endian record type of a row of this shape (NULL columns have no value)."""
     fields: list[tuple] = [("count", ">i2")]
     for bit, name in enumerate(FLOW_COLUMNS):
         flag = bool(shape >> bit & 1)
         fields.append((f"len_{name}", ">i4"))
         if KINDS[name] == "inet":
-            fields.append((f"hdr_{name}", ">u4"))
-            fields.append((name, "u1", (4 if flag else 16,)))
+            if not shape >> (INET_NULL + bit) & 1:
+                fields.append((f"hdr_{name}", ">u4"))
+                fields.append((name, "u1", (4 if flag else 16,)))
+        elif KINDS[name] == "int8[]":
+            if not flag:  # ndim, has-NULL flag, element type, then (length, lower bound) and elements
+                k = _list_length(length_key, name)
+                fields.append((f"arr_{name}", ">i4", (5 if k else 3,)))
+                if k:
+                    fields.append((name, [("len", ">i4"), ("v", ">i8")], (k,)))
         elif not flag:
             fields.append((name, _FIXED[KINDS[name]]))
     return np.dtype(fields)
 
 
-def _encode_group(cols, shape: int, rows: np.ndarray | None, n: int) -> bytes:
-    """Rows sharing one shape (same NULLs, same address families) as one packed record array."""
-    rec = np.empty(n if rows is None else len(rows), dtype=_row_dtype(shape))
+def _encode_group(cols, shape: int, length_key: int, rows: np.ndarray | None, n: int) -> bytes:
+    """Rows sharing one shape (same NULLs, address families, list lengths) as one packed record array."""
+    rec = np.empty(n if rows is None else len(rows), dtype=_row_dtype(shape, length_key))
     rec["count"] = len(FLOW_COLUMNS)
     for bit, name in enumerate(FLOW_COLUMNS):
         flag = bool(shape >> bit & 1)
+        kind = KINDS[name]
+        if kind == "int8[]":
+            _encode_list(rec, cols[name], name, flag, _list_length(length_key, name), rows)
+            continue
         values = cols[name][0] if rows is None else cols[name][0][rows]
-        if KINDS[name] == "inet":
+        if kind == "inet":
+            if shape >> (INET_NULL + bit) & 1:
+                rec[f"len_{name}"] = -1
+                continue
             rec[f"len_{name}"] = 8 if flag else 20
             rec[f"hdr_{name}"] = INET4_WORD if flag else INET6_WORD
             rec[name] = values[:, 12:] if flag else values
@@ -130,6 +181,19 @@ def _encode_group(cols, shape: int, rows: np.ndarray | None, n: int) -> bytes:
     return rec.tobytes()
 
 
+def _encode_list(rec: np.ndarray, col: tuple | None, name: str, null: bool, k: int, rows: np.ndarray | None) -> None:
+    """A list column of rows that all hold ``k`` values (or are all NULL) as PostgreSQL int8[]."""
+    if null:
+        rec[f"len_{name}"] = -1
+        return
+    rec[f"len_{name}"] = 12 + (8 + 12 * k if k else 0)
+    rec[f"arr_{name}"] = (1, 0, INT8_OID, k, 1) if k else (0, 0, INT8_OID)
+    if k:
+        flat, first = col[0], col[1] if rows is None else col[1][rows]
+        rec[name]["len"] = 8
+        rec[name]["v"] = flat[first[:, None] + np.arange(k)]
+
+
 # --- reading flow_raw ---------------------------------------------------------------------
 def _addr16(col: str) -> str:
     return (
@@ -138,28 +202,34 @@ def _addr16(col: str) -> str:
     )
 
 
-_NULL_SENTINEL = {"timestamptz": "'-infinity'::timestamptz", "int8": "-1::bigint", "int2": "-1::smallint"}
+_NULL_SENTINEL = {"timestamptz": "'-infinity'::timestamptz", "int8": "-1::bigint", "int2": "-1::smallint",
+                  "inet": "'\\x00000000000000000000000000000000'::bytea"}  # fmt: skip
 _READ_WIDTH = {**WIDTH, "inet": 16}
+FIXED_COLUMNS = tuple(name for name in FLOW_COLUMNS if name not in LISTS)  # what the fixed-width read takes
 
 
 def _read_expr(name: str) -> str:
     kind = KINDS[name]
     if kind == "inet":
-        return _addr16(name)
+        nullable = FLOW_SCHEMA.field(name).nullable
+        return f"coalesce({_addr16(name)}, {_NULL_SENTINEL[kind]})" if nullable else _addr16(name)
     if FLOW_SCHEMA.field(name).nullable:
         return f"coalesce({name}, {_NULL_SENTINEL[kind]})"
     return name
 
 
-READ_COLUMNS = ", ".join(_read_expr(name) for name in FLOW_COLUMNS)
-ROW_WIDTH = 2 + sum(4 + _READ_WIDTH[KINDS[name]] for name in FLOW_COLUMNS)
+READ_COLUMNS = ", ".join(_read_expr(name) for name in FIXED_COLUMNS)
+# The rows that have list values: the same fixed columns, then the lists (read by ``decode_copy_lists``).
+READ_LIST_COLUMNS = ", ".join([READ_COLUMNS, *LISTS])
+HAS_LISTS = " OR ".join(f"{name} IS NOT NULL" for name in LISTS)
+ROW_WIDTH = 2 + sum(4 + _READ_WIDTH[KINDS[name]] for name in FIXED_COLUMNS)
 NULL_TS = np.iinfo(np.int64).min  # how '-infinity' travels in binary
 
 
 def _read_dtype() -> np.dtype:
     """One row of the ``SELECT {READ_COLUMNS}`` binary COPY as a packed big-endian record."""
     fields: list[tuple] = [("count", ">i2")]
-    for name in FLOW_COLUMNS:
+    for name in FIXED_COLUMNS:
         kind = KINDS[name]
         fields.append((f"len_{name}", ">i4"))
         fields.append((name, ("u1", (16,)) if kind == "inet" else _FIXED[kind]))
@@ -169,8 +239,9 @@ def _read_dtype() -> np.dtype:
 READ_DTYPE = _read_dtype()
 
 
-def decode_copy(data: bytes | bytearray) -> pa.Table:
-    """Parse the binary COPY output of ``SELECT {READ_COLUMNS}`` into a FLOW_SCHEMA table.
+def decode_copy(data: bytes | bytearray, lists: dict[str, pa.Array] | None = None) -> pa.Table:
+    """Parse the binary COPY output of ``SELECT {READ_COLUMNS}`` into a FLOW_SCHEMA table (the
+    list columns from ``lists``, else NULL).
 
     The rows are viewed as one record array (no copy); each column is then converted from its
     big-endian strided field in one numpy pass. ``data`` may be a bytearray (no copy to bytes).
@@ -178,14 +249,23 @@ def decode_copy(data: bytes | bytearray) -> pa.Table:
     body = memoryview(data)[len(HEADER) : len(data) - len(TRAILER)] if data else memoryview(b"")
     if len(body) % ROW_WIDTH:
         raise ValueError(f"binary COPY body of {len(body)} bytes is not whole rows of {ROW_WIDTH} bytes")
-    rows = np.frombuffer(body, READ_DTYPE)
+    return _table(np.frombuffer(body, READ_DTYPE), lists or {})
+
+
+def _table(rows: np.ndarray, lists: dict[str, pa.Array]) -> pa.Table:
     arrays = []
     for name in FLOW_COLUMNS:
         kind = KINDS[name]
         field = FLOW_SCHEMA.field(name)
+        if kind == "int8[]":
+            arrays.append(lists.get(name, pa.nulls(len(rows), field.type)))
+            continue
         if kind == "inet":
             raw = np.ascontiguousarray(rows[name])
-            arrays.append(pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(raw), [None, pa.py_buffer(raw)]))
+            bitmap = None
+            if field.nullable and not (valid := raw.any(axis=1)).all():  # 16 zero bytes: the NULL sentinel
+                bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+            arrays.append(pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(raw), [bitmap, pa.py_buffer(raw)]))
             continue
         values = rows[name].astype(np.int64)
         mask = None
@@ -197,6 +277,55 @@ def decode_copy(data: bytes | bytearray) -> pa.Table:
                 values[mask] = 0
         arrays.append(pa.array(values, pa.int64(), mask=mask).cast(field.type))
     return pa.Table.from_arrays(arrays, schema=FLOW_SCHEMA)
+
+
+def decode_copy_lists(data: bytes | bytearray) -> pa.Table:
+    """Parse the binary COPY output of ``SELECT {READ_LIST_COLUMNS}``: rows of ``READ_COLUMNS``
+    then the list columns, so of varying width. A loop finds where each row starts (it reads two
+    lengths a row); the fixed parts are then gathered into one record array and decoded like
+    ``decode_copy``, the lists' values gathered in one pass each."""
+    view = memoryview(data)[len(HEADER) : len(data) - len(TRAILER)] if data else memoryview(b"")
+    raw = np.concatenate(
+        [np.frombuffer(view, np.uint8), np.zeros(16, np.uint8)]
+    )  # reads past an empty list stay inside
+    starts, fields = [], {name: ([], []) for name in LISTS}  # per list: (row's field offset, field length)
+    pos, end, unpack = 0, len(view), struct.Struct(">i").unpack_from
+    while pos < end:
+        starts.append(pos)
+        pos += ROW_WIDTH
+        for name in LISTS:
+            (size,) = unpack(view, pos)
+            fields[name][0].append(pos + 4)
+            fields[name][1].append(size)
+            pos += 4 + max(size, 0)
+    if pos != end:
+        raise ValueError(f"binary COPY body of {end} bytes does not end on a row")
+    window = _rows(raw, np.array(starts, np.int64), ROW_WIDTH)
+    rows = window.view(READ_DTYPE).reshape(-1)
+    lists = {name: _decode_lists(raw, np.array(fields[name][0], np.int64), np.array(fields[name][1], np.int64))
+             for name in LISTS}  # fmt: skip
+    return _table(rows, lists)
+
+
+def _rows(raw: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
+    """``(len(at), width)`` bytes of ``raw`` from each offset (one contiguous copy)."""
+    if not len(at):
+        return np.zeros((0, width), np.uint8)
+    return np.lib.stride_tricks.sliding_window_view(raw, width)[at]
+
+
+def _decode_lists(raw: np.ndarray, at: np.ndarray, size: np.ndarray) -> pa.Array:
+    """int8[] fields (one dimension, no NULL elements: what ``encode_copy`` writes) at ``at``."""
+    valid = size >= 0
+    head = _rows(raw, np.where(valid, at, 0), 16).view(">i4").astype(np.int64)  # ndim, flags, type, length
+    if ((head[:, 0] > 1) & valid).any():
+        raise ValueError("flow_raw list column with more than one dimension")
+    count = np.where(valid & (head[:, 0] == 1), head[:, 3], 0)
+    offsets = np.zeros(len(at) + 1, np.int32)
+    np.cumsum(count, out=offsets[1:])
+    index = np.arange(int(count.sum())) - np.repeat(offsets[:-1], count)
+    values = _rows(raw, np.repeat(at + 24, count) + 12 * index, 8).view(">i8").reshape(-1).astype(np.uint32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values), type=AS_LIST, mask=pa.array(~valid))
 
 
 # --- writing any Arrow table ------------------------------------------------------------------

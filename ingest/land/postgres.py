@@ -24,7 +24,15 @@ from psycopg_pool import ConnectionPool
 
 from ingest.config import PostgresPool
 from ingest.land.base import Watermark, WindowRead, WindowSummary
-from ingest.land.pgbinary import COPY_IN_SQL, READ_COLUMNS, decode_copy, encode_copy
+from ingest.land.pgbinary import (
+    COPY_IN_SQL,
+    HAS_LISTS,
+    READ_COLUMNS,
+    READ_LIST_COLUMNS,
+    decode_copy,
+    decode_copy_lists,
+    encode_copy,
+)
 
 log = logging.getLogger(__name__)
 TABLE = "flow_raw"
@@ -214,12 +222,19 @@ def _share_snapshot(conns: list[psycopg.Connection]) -> None:
 
 
 def _read_slice(conn: psycopg.Connection, bounds: tuple[datetime, datetime]) -> pa.Table:
-    """One time slice of flow_raw through a binary COPY, decoded (numpy) in the reading thread."""
+    """One time slice of flow_raw through binary COPYs, decoded (numpy) in the reading thread: the
+    rows without AS path and communities (all of NetFlow/IPFIX: fixed-width rows), then the rows
+    with them (sFlow extended gateway records: rows of varying width, ``decode_copy_lists``)."""
     query = sql.SQL(
-        "COPY (SELECT {cols} FROM flowlens.flow_raw WHERE receive_time >= {start} AND receive_time < {end}) "
-        "TO STDOUT (FORMAT BINARY)"
-    ).format(cols=sql.SQL(READ_COLUMNS), start=sql.Literal(bounds[0]), end=sql.Literal(bounds[1]))
-    return decode_copy(_copy_out(conn, query.as_bytes(conn)))
+        "COPY (SELECT {cols} FROM flowlens.flow_raw WHERE receive_time >= {start} AND receive_time < {end}"
+        " AND {lists}) TO STDOUT (FORMAT BINARY)"
+    )
+    bounds_sql = {"start": sql.Literal(bounds[0]), "end": sql.Literal(bounds[1])}
+    plain = query.format(cols=sql.SQL(READ_COLUMNS), lists=sql.SQL(f"NOT ({HAS_LISTS})"), **bounds_sql)
+    routed = query.format(cols=sql.SQL(READ_LIST_COLUMNS), lists=sql.SQL(f"({HAS_LISTS})"), **bounds_sql)
+    parts = [decode_copy(_copy_out(conn, plain.as_bytes(conn)))]
+    with_lists = decode_copy_lists(_copy_out(conn, routed.as_bytes(conn)))
+    return pa.concat_tables([*parts, with_lists]) if with_lists.num_rows else parts[0]
 
 
 def _copy_out(conn: psycopg.Connection, query: bytes) -> bytearray:

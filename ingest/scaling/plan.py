@@ -28,7 +28,7 @@ from typing import Any
 from ingest.config import ConfigError, FlowLensConfig, load_config
 from ingest.scaling.drain import burst_shape, pipeline_from, predict_drain, run_overhead_from
 from ingest.scaling.figures import bench_dir, load_results
-from ingest.schema import FLOW_SCHEMA
+from ingest.schema import FLOW_SCHEMA, ROUTING_COLUMNS
 
 WINDOW_SECONDS = 300
 DAY = 86_400
@@ -137,9 +137,11 @@ class Plan:
 
 
 def flow_record_bytes() -> int:
-    """Bytes of one flow in Arrow (fixed-width columns plus a validity bit per nullable column)."""
-    width = sum(f.type.byte_width for f in FLOW_SCHEMA)
-    nullable = sum(f.nullable for f in FLOW_SCHEMA)
+    """Bytes of one flow in Arrow (fixed-width columns plus a validity bit per nullable column). The
+    sFlow routing columns (next hop, AS path, communities) are left out: null for NetFlow/IPFIX."""
+    fields = [f for f in FLOW_SCHEMA if f.name not in ROUTING_COLUMNS]
+    width = sum(f.type.byte_width for f in fields)
+    nullable = sum(f.nullable for f in fields)
     return width + math.ceil(nullable / 8)
 
 

@@ -80,6 +80,8 @@ def flow_columns(flows: Flows) -> dict[str, Any]:
         flows = {name: flows.column(name).combine_chunks() for name in flows.column_names}
     out: dict[str, Any] = {}
     for name, col in flows.items():
+        if isinstance(col, pa.Array | pa.ChunkedArray) and pa.types.is_list(col.type):
+            continue  # the sFlow routing lists (as_path, communities): no NetFlow/IPFIX field carries them
         out[name] = _to_numpy(name, col)
     return out
 

@@ -136,11 +136,18 @@ def router_record(next_hop: str, src_mask: int, dst_mask: int) -> bytes:
     return _record(1002, _address(next_hop) + _u32(src_mask, dst_mask))
 
 
+AS_SET, AS_SEQUENCE = 1, 2  # AS path segment types
+
+
 def gateway_record(next_hop: str, router_as: int, src_as: int, peer_as: int, as_path: Sequence[int] = (),
-                   communities: Sequence[int] = (), local_pref: int = 100) -> bytes:  # fmt: skip
-    """Extended gateway (record 1003): one AS_SEQUENCE segment holding ``as_path``."""
-    body = _address(next_hop) + _u32(router_as, src_as, peer_as)
-    body += _u32(1, 2, len(as_path), *as_path) if as_path else _u32(0)
+                   communities: Sequence[int] = (), local_pref: int = 100,
+                   segments: Sequence[tuple[int, Sequence[int]]] | None = None) -> bytes:  # fmt: skip
+    """Extended gateway (record 1003): one AS_SEQUENCE segment holding ``as_path``, or the
+    ``(segment type, AS numbers)`` ``segments`` given."""
+    if segments is None:
+        segments = [(AS_SEQUENCE, as_path)] if as_path else []
+    body = _address(next_hop) + _u32(router_as, src_as, peer_as, len(segments))
+    body += b"".join(_u32(kind, len(path), *path) for kind, path in segments)
     body += _u32(len(communities), *communities) + _u32(local_pref)
     return _record(1003, body)
 
@@ -254,12 +261,14 @@ class SflowEncoder:
     """Flow columns -> datagrams of raw-packet flow samples (one sample per flow).
 
     Each flow becomes one sampled Ethernet/IP/TCP-or-UDP packet whose IP length is the flow's
-    mean packet size (``bytes / packets``, 40 to 1500), standing for ``sampling_rate`` packets."""
+    mean packet size (``bytes / packets``, 40 to 1500), standing for ``sampling_rate`` packets.
+    With ``gateway``, each sample also carries an extended gateway record, as a router exporting
+    BGP data sends: the flow's ``src_as``, a path ``[64512, dst_as]``, one community."""
 
     def __init__(self, agent: str, sampling_rate: int = 1, sub_agent: int = 0, header_len: int = 128,
-                 max_payload: int = 1400) -> None:  # fmt: skip
+                 max_payload: int = 1400, gateway: bool = False) -> None:  # fmt: skip
         self.agent, self.rate, self.sub_agent = agent, sampling_rate, sub_agent
-        self.header_len, self.max_payload = header_len, max_payload
+        self.header_len, self.max_payload, self.gateway = header_len, max_payload, gateway
         self.seq = 0
         self.sample_seq = 0
 
@@ -299,8 +308,12 @@ class SflowEncoder:
         eth = ethernet_frame(src, dst, protocol, int(_get(cols, "src_port", i, 0)), int(_get(cols, "dst_port", i, 0)),
                              max(ip_len - header, 0), int(_get(cols, "tcp_flags", i, 0)) & 0xFF)  # fmt: skip
         self.sample_seq += 1
-        record = header_record(eth, self.header_len)
-        return flow_sample([record], self.rate, self.sample_seq * self.rate, int(_get(cols, "input_if", i, 1)),
+        records = [header_record(eth, self.header_len)]
+        if self.gateway:
+            dst_as = int(_get(cols, "dst_as", i, 64513))
+            records.append(gateway_record("192.0.2.254", 65000, int(_get(cols, "src_as", i, 64500)), 64512,
+                                          [64512, dst_as], [65000 << 16 | 100]))  # fmt: skip
+        return flow_sample(records, self.rate, self.sample_seq * self.rate, int(_get(cols, "input_if", i, 1)),
                            int(_get(cols, "output_if", i, 2)), seq=self.sample_seq)  # fmt: skip
 
     def _datagram(self, samples: list[bytes]) -> bytes:

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 from ingest.addresses import V4_PREFIX_BYTES
-from ingest.schema import FLOW_SCHEMA
+from ingest.schema import AS_LIST, FLOW_SCHEMA
 
 
 def random_flows(n: int, start_us: int, span_us: int = 1_000_000, seed: int = 1, v6_share: float = 0.2,
@@ -22,6 +22,19 @@ def random_flows(n: int, start_us: int, span_us: int = 1_000_000, seed: int = 1,
 
     def maybe_null(values: np.ndarray, typ: pa.DataType) -> pa.Array:
         return pa.array(values, typ, mask=rng.random(n) < null_share)
+
+    def maybe_null_addrs() -> pa.Array:
+        valid = rng.random(n) >= null_share
+        bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+        return pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), n, [bitmap, addrs().buffers()[1]])
+
+    def lists() -> pa.Array:
+        """Lists of 0-5 AS numbers (or communities); NULL for ``null_share`` of the rows."""
+        counts = rng.integers(0, 6, n) * (rng.random(n) >= null_share)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+        values = pa.array(rng.integers(0, 2**32, int(counts.sum())), pa.uint32())
+        mask = pa.array((counts == 0) & (rng.random(n) < 0.7))  # most empty ones NULL, some '{}'
+        return pa.ListArray.from_arrays(pa.array(offsets), values, type=AS_LIST, mask=mask)
 
     receive = start_us + np.sort(rng.integers(0, span_us, n))
     cols = {
@@ -45,5 +58,8 @@ def random_flows(n: int, start_us: int, span_us: int = 1_000_000, seed: int = 1,
         "src_as": maybe_null(rng.integers(0, 2**32, n), pa.uint32()),
         "dst_as": maybe_null(rng.integers(0, 2**32, n), pa.uint32()),
         "direction": maybe_null(rng.integers(0, 2, n), pa.uint8()),
+        "next_hop": maybe_null_addrs(),
+        "as_path": lists(),
+        "communities": lists(),
     }
     return pa.RecordBatch.from_arrays([cols[f.name] for f in FLOW_SCHEMA], schema=FLOW_SCHEMA)

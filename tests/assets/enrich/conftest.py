@@ -96,6 +96,9 @@ def make_flows() -> Callable[[list[tuple[str, str, int, int, int]]], pl.DataFram
             "src_as": [0] * n,
             "dst_as": [0] * n,
             "direction": [0] * n,
+            "next_hop": [None] * n,
+            "as_path": [None] * n,
+            "communities": [None] * n,
         }
         return pl.DataFrame(data).with_columns(pl.col(name).cast(dtype) for name, dtype in FLOW_DTYPES.items())
 

@@ -49,11 +49,11 @@ def column(batch: pa.RecordBatch | pa.Table, name: str) -> list:
     return batch.column(name).to_pylist()
 
 
-def addresses(batch: pa.RecordBatch, name: str) -> list[str]:
-    out = []
+def addresses(batch: pa.RecordBatch, name: str) -> list[str | None]:
+    out: list[str | None] = []
     for value in batch.column(name).to_pylist():
-        addr = ipaddress.IPv6Address(value)
-        out.append(str(addr.ipv4_mapped or addr))
+        addr = None if value is None else ipaddress.IPv6Address(value)
+        out.append(None if addr is None else str(addr.ipv4_mapped or addr))
     return out
 
 

@@ -12,6 +12,8 @@ from ingest.decode import Decoder, DecoderLimits, headers
 from ingest.schema import FLOW_SCHEMA, SFLOW_VERSION
 from ingest.tools.encode import encode_v5
 from ingest.tools.encode_sflow import (
+    AS_SEQUENCE,
+    AS_SET,
     SflowEncoder,
     counter_sample,
     datagram,
@@ -22,6 +24,7 @@ from ingest.tools.encode_sflow import (
     header_record,
     interface_counters,
     ipv4_record,
+    router_record,
     switch_record,
     vlan,
 )
@@ -94,6 +97,25 @@ def test_header_wins_over_sampled_ip_and_gateway_gives_as_numbers() -> None:
     assert column(batch, "bytes") == [2080, 198, 2080]
     assert column(batch, "src_as") == [None, 64501, 64501]
     assert column(batch, "dst_as") == [None, 64511, 64500]  # the path's last AS; empty path: the router's
+
+
+def test_gateway_and_router_records_give_next_hop_path_and_communities() -> None:
+    """Every sample of a call its own routing context (vectorized over the records); a gateway
+    record whose parts do not fit its length gives nulls, and the flow is still kept."""
+    gw = gateway_record("2001:db8::fe", 64500, 64501, 64502, [64510, 64511], [64500 << 16 | 7])
+    sets = gateway_record("9.9.9.8", 64500, 1, 2, segments=[(AS_SEQUENCE, [7, 8]), (AS_SET, [9])])
+    body = sets[8:]
+    lying = sets[:8] + body[:28] + struct.pack("!I", 5000) + body[32:]  # the first segment claims 5000 ASes
+    samples = [flow_sample([header_record(TCP), gw], 2), flow_sample([header_record(TCP)], 2),
+               flow_sample([router_record("9.9.9.7", 24, 24), header_record(TCP)], 2, expanded=True),
+               flow_sample([header_record(TCP), sets], 2), flow_sample([header_record(TCP), lying], 2)]  # fmt: skip
+    batch, decoder = _decode([datagram("192.0.2.1", samples)])
+    assert addresses(batch, "next_hop") == ["2001:db8::fe", None, "9.9.9.7", "9.9.9.8", None]
+    assert column(batch, "as_path") == [[64510, 64511], None, None, [7, 8, 9], None]
+    assert column(batch, "communities") == [[64500 << 16 | 7], None, None, [], None]
+    assert column(batch, "src_as") == [64501, None, None, 1, None]
+    assert column(batch, "dst_as") == [64511, None, None, 9, None]
+    assert batch.num_rows == 5 and "internal" not in decoder.stats.errors
 
 
 def test_non_ip_samples_give_no_flow_and_are_counted() -> None:
@@ -177,8 +199,9 @@ def test_generator_sends_sflow_and_its_truth_is_what_decodes() -> None:
 
 
 def test_datagram_fast_lane_agrees_with_the_header_parser() -> None:
-    """Common headers are read straight from the datagram's words; the rest go through
-    ``headers.parse``. Every kind, tagged or not, gives what the parser alone gives."""
+    """Common samples are read from one fixed-width row each (``sflow_rows.py``); the rest go
+    through ``headers.parse``. Every kind, tagged or not, in compact or expanded samples, with
+    extended records after the header record or before it, gives what the parser alone gives."""
     rng = np.random.default_rng(9)
     packets = [*example_packets(), ARP]
     for i in range(300):
@@ -189,7 +212,14 @@ def test_datagram_fast_lane_agrees_with_the_header_parser() -> None:
                        int(rng.integers(0, 1400)), int(rng.integers(0, 256)))  # fmt: skip
         packets.append(vlan(packet, i % 4000) if i % 2 else packet)
     cut = [p[: int(rng.integers(20, 140))] if i % 7 == 0 else p for i, p in enumerate(packets)]
-    samples = [flow_sample([header_record(p, 128)], 1) for p in cut]
+
+    def records(i: int, packet: bytes) -> list[bytes]:
+        header = header_record(packet, 128)
+        return (
+            [switch_record(5, 6), header] if i % 5 == 3 else [header, switch_record(5, 6)] if i % 3 == 1 else [header]
+        )
+
+    samples = [flow_sample(records(i, p), 1, expanded=i % 4 == 2) for i, p in enumerate(cut)]
     batch, _ = _decode([datagram("192.0.2.1", samples[i : i + 7]) for i in range(0, len(samples), 7)])
     frames, lengths = headers.frames_matrix([p[:128] for p in cut])
     parsed = headers.parse(frames, lengths)

@@ -1,6 +1,7 @@
 """FlowLens against Wireshark's dissectors (tshark) on the same captures, field by field.
 
 The captures (``testdata/sflow_kinds.pcap``: sFlow samples of every kind the decoder reads;
+``testdata/sflow_routing.pcap``: samples with extended router/gateway records;
 ``testdata/ipfix_sections.pcap``: IPFIX records carrying packet sections) are built by
 ``sflow_captures.py``. For every flow tshark decodes, each field it shows is compared with the
 FlowLens flow of the same sample; fields tshark does not decode (a fragment's ports, the inside of
@@ -89,9 +90,26 @@ def _sample_fields(sample: dict[str, Any]) -> dict[str, Any]:
                     "ip_length": int(data["sflow_245.ip.length"]), "protocol": int(data["sflow.ip_protocol"]),
                     "src_port": int(data["sflow_245.ip.source_port"]),
                     "dst_port": int(data["sflow.ip.destination_port"])}  # fmt: skip
-    if (gateway := sample.get("Extended gateway data")) is not None:
-        out["src_as"] = int(gateway["sflow_245.srcAS"])
-        out["dst_as"] = int(_last(gateway["sflow.as_type_tree"]["sflow_245.dstAS"]))
+    return out | _routing_fields(sample)
+
+
+def _routing_fields(sample: dict[str, Any]) -> dict[str, Any]:
+    """Next hop, AS numbers, AS path and communities from the extended router/gateway records."""
+    out: dict[str, Any] = {}
+    for kind in ("Extended router data", "Extended gateway data"):  # the gateway's next hop wins
+        if (record := sample.get(kind)) is not None:
+            out["next_hop"] = record.get("sflow_245.nexthop") or record["sflow_245.nexthop.v6"]
+    if (gateway := sample.get("Extended gateway data")) is None:
+        return out
+    path = [int(asn) for segment in _items(gateway.get("sflow.as_type_tree", []))
+            for asn in _items(segment["sflow_245.dstAS"])]  # fmt: skip
+    communities = gateway.get("sflow_245.communityEntries_tree", {}).get("sflow_245.dstAS", [])
+    out |= {"src_as": int(gateway["sflow_245.srcAS"]), "as_path": path,
+            "communities": [int(c) for c in _items(communities)]}  # fmt: skip
+    if path:  # without a path the flow's dst_as is the router's own AS (``sflow_245.as``)
+        out["dst_as"] = path[-1]
+    else:
+        out["dst_as"] = int(gateway["sflow_245.as"])
     return out
 
 
@@ -118,8 +136,8 @@ def flowlens_flows(path: Path, tunnel: str = "inner") -> list[dict[str, Any]]:
     assert decoder.stats.errors.get("internal", 0) == 0
     flows = batch.to_pylist()
     for flow in flows:
-        for name in ("exporter", "src_addr", "dst_addr"):
-            flow[name] = _text(flow[name])
+        for name in ("exporter", "src_addr", "dst_addr", "next_hop"):
+            flow[name] = _text(flow[name]) if flow[name] is not None else None
     return flows
 
 
@@ -159,6 +177,24 @@ def test_sflow_agrees_with_tshark() -> None:
     compared = sum(_compare(t, _match(t, outer if t in vxlan else ours)) for t in with_addresses)
     assert compared > 10 * len(with_addresses)
     assert {f["flow_version"] for f in ours} == {105}
+
+
+def test_routing_records_agree_with_tshark() -> None:
+    """Extended router and gateway records behind raw-packet headers (compact and expanded
+    samples, IPv4 and IPv6 next hops, a path of two segments, an empty path): next hop, AS
+    numbers, AS path and communities as tshark reads them; a flow without them has NULLs."""
+    path = sflow_captures.ROUTING_PCAP
+    ours = flowlens_flows(path)
+    theirs = list(tshark_sflow_flows(path))
+    assert len(theirs) == len(sflow_captures.ROUTING) == len(ours)
+    routed = 0
+    for t in theirs:
+        flow = _match(t, ours)
+        _compare(t, flow)
+        routed += sum(name in t for name in ("next_hop", "as_path", "communities"))
+        for name in {"next_hop", "as_path", "communities", "src_as", "dst_as"} - set(t):
+            assert flow[name] is None, (name, flow)
+    assert routed == 3 * 4 + 1  # four gateway records, one router record
 
 
 def test_evpn_inner_frame_agrees_with_tshark() -> None:
@@ -225,6 +261,6 @@ def test_ipfix_packet_sections_agree_with_tshark() -> None:
 
 
 def test_captures_are_what_the_recipe_builds(tmp_path: Path) -> None:
-    kept_files = (sflow_captures.SFLOW_PCAP, sflow_captures.SECTIONS_PCAP)
+    kept_files = (sflow_captures.SFLOW_PCAP, sflow_captures.SECTIONS_PCAP, sflow_captures.ROUTING_PCAP)
     for built, kept in zip(sflow_captures.write(tmp_path), kept_files, strict=True):
         assert built.read_bytes() == kept.read_bytes(), f"{kept.name}: run python -m tests.ingest.decode.sflow_captures"
