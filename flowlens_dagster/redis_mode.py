@@ -36,7 +36,7 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter
 
 from flowlens_dagster.api import metrics
-from flowlens_dagster.api.store import MemoryStore, RedisStore
+from flowlens_dagster.api.store import CachePeek, Front, MemoryStore, RedisStore
 from flowlens_dagster.api.ws import CHANNELS, Hub
 from ingest.scaling.alerts import ALERTS_CHANNEL
 from ingest.scaling.redis_rule import REDIS, RedisDecider, RedisSignals, RedisSwitch, p99_ms
@@ -72,8 +72,10 @@ class SwitchableStore:
     async def incr(self, keys: list[str], ttl: int) -> list[tuple[int, int]]:
         return await self.current.incr(keys, ttl)
 
-    async def session_and_count(self, session_key: str, ip_key: str, user_prefix: str, ttl: int):
-        return await self.current.session_and_count(session_key, ip_key, user_prefix, ttl)
+    async def session_and_count(
+        self, session_key: str, ip_key: str, user_prefix: str, ttl: int, cache: CachePeek | None = None
+    ) -> Front:
+        return await self.current.session_and_count(session_key, ip_key, user_prefix, ttl, cache)
 
     async def close(self) -> None:
         await self.memory.close()
