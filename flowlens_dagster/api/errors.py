@@ -68,8 +68,8 @@ def install(app: FastAPI) -> None:
         return _unavailable("PostgreSQL", exc)
 
     @app.exception_handler(PoolTimeout)
-    async def _pool(_request: Request, exc: PoolTimeout) -> Response:
-        return _unavailable("PostgreSQL", exc)
+    async def _pool(request: Request, exc: PoolTimeout) -> Response:
+        return pool_timeout_response(request.app.state.flowlens.pool.get_stats(), exc)
 
     @app.exception_handler(redis.exceptions.ConnectionError)
     async def _redis_down(_request: Request, exc: redis.exceptions.ConnectionError) -> Response:
@@ -83,6 +83,20 @@ def install(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_response(500, f"internal error ({type(exc).__name__}); see the API log")
+
+
+def pool_timeout_response(stats: dict[str, int], exc: PoolTimeout) -> Response:
+    """No connection came in time: PostgreSQL down (the pool holds none), or every connection busy
+    with slower queries (the pool is full): then PostgreSQL is up and the answer says so."""
+    size = stats.get("pool_size", 0)
+    if not size or stats.get("pool_available", 0):
+        return _unavailable("PostgreSQL", exc)
+    log.warning("PostgreSQL busy: all %d connections of this worker in use", size)
+    message = (
+        f"PostgreSQL busy: all {size} connections of this API worker stayed in use ({exc}); "
+        "retry, or raise api.pg_pool_size or api.workers"
+    )
+    return error_response(503, message, None, {"Retry-After": "1"})
 
 
 def _unavailable(service: str, exc: Exception) -> Response:

@@ -20,6 +20,7 @@ NODE_COLUMNS = """host(a.addr) AS addr, a.name, a.hostname, a.owner, a.environme
 EDGE_COLUMNS = """host(d.client_addr) AS client, host(d.server_addr) AS server, d.server_port AS port,
                   d.protocol, d.first_seen, d.last_seen"""
 EDGE_KEY = "(d.client_addr, d.server_addr, d.server_port, d.protocol)"
+EDGE_ORDER = EDGE_KEY[1:-1]  # columns, not a row value: the primary key's order serves them
 ASSET_FIELDS = {"owner": "owner", "environment": "environment", "asn": "asn", "country": "country"}
 GROUP_EXPR = {
     "subnet": "network(set_masklen({a}, CASE WHEN family({a}) = 4 THEN %(v4)s ELSE %(v6)s END))::text",
@@ -112,9 +113,8 @@ async def topology_addresses(conn: AsyncConnection, f: Filters, limit: int, curs
     if cursor is not None:
         params.update(c0=cursor[0], c1=cursor[1], c2=cursor[2], c3=cursor[3])
         conds.append(f"{EDGE_KEY} > (%(c0)s::inet, %(c1)s::inet, %(c2)s, %(c3)s::smallint)")
-    sql = (
-        f"SELECT {EDGE_COLUMNS} FROM flowlens.dependencies d{joins}{_where(conds)} ORDER BY {EDGE_KEY} LIMIT %(limit)s"
-    )
+    sql = f"SELECT {EDGE_COLUMNS} FROM flowlens.dependencies d{joins}{_where(conds)}"
+    sql += f" ORDER BY {EDGE_ORDER} LIMIT %(limit)s"
     edges = await _rows(conn, sql, params)
     more = len(edges) > limit
     edges = edges[:limit]

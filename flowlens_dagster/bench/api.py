@@ -240,6 +240,7 @@ def comparison(measured: dict, compared: dict, source: str) -> dict:
         "p99_ms": {**compared["api"], "mixed": compared["api_mixed_p99_ms"]},
         "latency_rate_per_s": compared["paced_rate"],
         "errors": compared["errors"],
+        "error_kinds": compared["error_kinds"],
         "ratio": {
             "requests_per_s": round(ours / rate, 3) if rate else None,
             **{f"saturated_{k}_p99_ms": round(mine[k] / v, 3) if v and mine[k] else None for k, v in saturated.items()},
@@ -298,6 +299,7 @@ def main(argv: list[str]) -> int:
         "ws_deliveries": measured["ws_deliveries"],
         "ws_lost": measured["ws_lost"],
         "http_errors": measured["errors"],
+        "http_error_kinds": measured["error_kinds"],
         "mix": "search 30%, impact depth 3 20%, filtered topology 30%, full topology 10%, asset detail 10%",
         "setup_seconds_untimed": setup_seconds,
         "load_average_1m": {"start": load_start, "end": round(os.getloadavg()[0], 2)},

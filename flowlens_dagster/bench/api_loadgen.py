@@ -20,7 +20,8 @@ import asyncio
 import random
 import sys
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import aiohttp
 import numpy as np
@@ -35,6 +36,7 @@ from flowlens_dagster.api.cli import raise_open_files
 from flowlens_dagster.api.plans import classify
 
 MIX = {"search": 0.3, "impact": 0.2, "topology_filtered": 0.3, "topology_full": 0.1, "asset": 0.1}
+ANSWER_TIMEOUT = 30.0  # seconds: an answer not come by then counts as a "timeout" error
 
 
 def workload(assets: int, servers: int, seed: int = 11) -> dict[str, list[str]]:
@@ -130,19 +132,43 @@ async def connect(url: str) -> HttpConnection:
     return conn
 
 
-async def warm_up(args, requests: dict[str, list[bytes]]) -> int:
-    """Every distinct request once, untimed (the cache then holds the working set, as it would after
-    a console's users have asked once); the number of non-200 answers."""
-    distinct = sorted({r for rs in requests.values() for r in rs})
-    conns = [await connect(args.url) for _ in range(min(8, args.connections))]
+def error_kind(outcome: int | BaseException) -> str | None:
+    """What went wrong with one request (None: a 200): ``status_<code>``, ``timeout`` or the exception's name."""
+    if isinstance(outcome, int):
+        return None if outcome == 200 else f"status_{outcome}"
+    return "timeout" if isinstance(outcome, TimeoutError) else type(outcome).__name__
 
-    async def run(conn: HttpConnection, share: list[bytes]) -> int:
-        return sum([await conn.get(r) != 200 for r in share])
 
-    failed = await asyncio.gather(*(run(c, distinct[i :: len(conns)]) for i, c in enumerate(conns)))
-    for conn in conns:
+async def ask(url: str, conn: HttpConnection, request: bytes) -> tuple[str | None, HttpConnection]:
+    """One request: (its error kind or None, the connection to go on with: a new one after a failure,
+    since the old one may still owe the late answer)."""
+    try:
+        outcome: int | BaseException = await asyncio.wait_for(conn.get(request), ANSWER_TIMEOUT)
+    except (OSError, TimeoutError) as exc:  # ConnectionError is an OSError
+        outcome = exc
+    kind = error_kind(outcome)
+    if kind is not None and not isinstance(outcome, int):
         conn.transport.close()
-    return sum(failed)
+        conn = await connect(url)
+    return kind, conn
+
+
+async def warm_up(args, requests: dict[str, list[bytes]]) -> Counter:
+    """Every distinct request once, untimed (the cache then holds the working set, as it would after
+    a console's users have asked once); the failed answers as ``<kind of the mix>:<error kind>``."""
+    distinct = sorted({(kind, r) for kind, rs in requests.items() for r in rs})
+    conns = [await connect(args.url) for _ in range(min(8, args.connections))]
+    failed: Counter = Counter()
+
+    async def run(conn: HttpConnection, share: list[tuple[str, bytes]]) -> None:
+        for kind, request in share:
+            error, conn = await ask(args.url, conn, request)
+            if error is not None:
+                failed[f"{kind}:{error}"] += 1
+        conn.transport.close()
+
+    await asyncio.gather(*(run(c, distinct[i :: len(conns)]) for i, c in enumerate(conns)))
+    return failed
 
 
 @dataclass
@@ -153,6 +179,7 @@ class Load:
     requests: int = 0
     errors: int = 0
     seconds: float = 0.0
+    error_kinds: Counter = field(default_factory=Counter)  # "status_503", "timeout", an exception's name
 
 
 async def drive(args, requests: dict[str, list[bytes]], rate: float | None) -> Load:
@@ -173,26 +200,24 @@ async def drive(args, requests: dict[str, list[bytes]], rate: float | None) -> L
                 await asyncio.sleep(max(0.0, due - time.perf_counter()))
             kind = rnd.choices(kinds, weights=weights)[0]
             began = due if rate else time.perf_counter()
-            try:
-                ok = await conn.get(rnd.choice(requests[kind])) == 200
-            except ConnectionError:
-                ok, conn = False, await connect(args.url)
+            error, conn = await ask(args.url, conn, rnd.choice(requests[kind]))
             load.latencies[kind].append(time.perf_counter() - began)
             load.requests += 1
-            load.errors += 0 if ok else 1
+            if error is not None:
+                load.errors += 1
+                load.error_kinds[f"{kind}:{error}"] += 1
             due += len(conns) / rate if rate else 0.0
+        conn.transport.close()
 
     await asyncio.gather(*(client(n, conn) for n, conn in enumerate(conns)))
     load.seconds = time.perf_counter() - start
-    for conn in conns:
-        conn.transport.close()
     return load
 
 
 SUSTAINED = 0.8  # latency is measured at most at this share of the most the API answered
 
 
-async def http_phase(args, work) -> tuple[int, Load, Load, float]:
+async def http_phase(args, work) -> tuple[Counter, Load, Load, float]:
     """Warm-up (errors), then the most the API answers, then latency at ``--rate`` or, when the API
     answered less than that, at ``SUSTAINED`` of what it answered (past its capacity a paced load only
     measures how fast the queue grows); the rate used is returned."""
@@ -319,7 +344,12 @@ def main() -> None:
         "saturated": {kind: p99_ms(v) for kind, v in most.latencies.items()},
         "saturated_mixed_p99_ms": p99_ms([x for v in most.latencies.values() for x in v]),
         "requests": most.requests,
-        "errors": warm_errors + most.errors + paced.errors,
+        "errors": sum(warm_errors.values()) + most.errors + paced.errors,
+        "error_kinds": {
+            "warm_up": dict(warm_errors),
+            "saturated": dict(most.error_kinds),
+            "paced": dict(paced.error_kinds),
+        },
         "seconds": round(most.seconds, 2),
         "direct": {kind: p99_ms(v) for kind, v in direct.items()},
         "direct_mixed_p99_ms": p99_ms([x for v in direct.values() for x in v]),
