@@ -246,8 +246,8 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
-            metrics.REQUESTS.labels(endpoint, scope["method"], str(status[0])).inc()
-            metrics.LATENCY.labels(endpoint, scope["method"]).observe(time.perf_counter() - began)
+            metrics.requests_of(endpoint, scope["method"], status[0]).inc()
+            metrics.latency_of(endpoint, scope["method"]).observe(time.perf_counter() - began)
 
 
 def routes():

@@ -88,16 +88,33 @@ def bearer_of(authorization: str) -> str | None:
     return authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
 
 
+PLANS_KEPT = 10_000  # distinct URLs whose plans a worker keeps (a console repeats a working set of them)
+
+
 class FastPath:
     def __init__(self, app):
         self.app = app
+        # URL -> plan (or None): parsing and validating a query string costs more than serving a hit;
+        # a plan depends on nothing but the URL and the config, so a repeated URL reuses it
+        self.plans: dict[tuple[str, bytes], tuple[str, plans.Plan] | None] = {}
+
+    def plan(self, api, path: str, query_string: bytes) -> tuple[str, plans.Plan] | None:
+        key = (path, query_string)
+        try:
+            return self.plans[key]
+        except KeyError:
+            pass
+        if len(self.plans) >= PLANS_KEPT:
+            self.plans.clear()
+        found = self.plans[key] = plan_of(api, path, query_string)
+        return found
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "GET":
             return await self.app(scope, receive, send)
         began = time.perf_counter()
         st = scope["app"].state.flowlens
-        found = plan_of(st.api, scope["path"], scope["query_string"])
+        found = self.plan(st.api, scope["path"], scope["query_string"])
         if found is None:
             return await self.app(scope, receive, send)
         endpoint, plan = found
@@ -112,7 +129,7 @@ class FastPath:
             return await self.app(scope, receive, send)
         if payload is None or (plan.query is None and "br" in accept):  # a miss, or the full map as br
             return await self.app(scope, receive, send)
-        metrics.CACHE_HITS.labels(plan.cache).inc()
+        metrics.cache_hits_of(plan.cache).inc()
         if "gzip" in accept:
             await _respond(send, payload, [(b"content-encoding", b"gzip")])
         else:
@@ -131,8 +148,8 @@ class FastPath:
 
 
 def _count(endpoint: str, status: int, began: float) -> None:
-    metrics.REQUESTS.labels(endpoint, "GET", str(status)).inc()
-    metrics.LATENCY.labels(endpoint, "GET").observe(time.perf_counter() - began)
+    metrics.requests_of(endpoint, "GET", status).inc()
+    metrics.latency_of(endpoint, "GET").observe(time.perf_counter() - began)
 
 
 async def _respond(send, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

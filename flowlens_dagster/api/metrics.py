@@ -12,6 +12,7 @@ variable (one process, e.g. tests) the default registry is served.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from prometheus_client import (
@@ -36,6 +37,24 @@ LOGIN_FAILURES = Counter("flowlens_api_login_failures_total", "Failed API logins
 CACHE_HITS = Counter("flowlens_redis_cache_hits_total", "API cache hits", ["cache"])
 CACHE_MISSES = Counter("flowlens_redis_cache_misses_total", "API cache misses", ["cache"])
 RATE_LIMITED = Counter("flowlens_api_rate_limited_total", "Requests refused with 429", ["scope"])
+
+
+# The labelled children of the per-request metrics, looked up once per label set: labels() validates
+# and locks on every call, a cost each request would otherwise pay three times (routes and statuses
+# are few, so these caches stay small).
+@functools.cache
+def requests_of(endpoint: str, method: str, status: int):
+    return REQUESTS.labels(endpoint, method, str(status))
+
+
+@functools.cache
+def latency_of(endpoint: str, method: str):
+    return LATENCY.labels(endpoint, method)
+
+
+@functools.cache
+def cache_hits_of(cache: str):
+    return CACHE_HITS.labels(cache)
 
 
 def exposition() -> tuple[bytes, str]:

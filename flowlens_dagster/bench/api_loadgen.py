@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import aiohttp
 import numpy as np
@@ -79,21 +82,33 @@ class HttpConnection(asyncio.Protocol):
     as the server does. Answers must carry Content-Length (the API's all do); bodies are not decoded.
     """
 
+    open: ClassVar[set[HttpConnection]] = set()  # what the watchdog looks at
+
     def __init__(self) -> None:
         self.buffer = bytearray()
         self.need: int | None = None
         self.status = 0
         self.waiter: asyncio.Future | None = None
         self.transport: asyncio.Transport | None = None
+        self.sent_at = 0.0
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        HttpConnection.open.add(self)
 
     def connection_lost(self, exc) -> None:
+        HttpConnection.open.discard(self)
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(ConnectionError("the server closed the connection"))
 
+    def expire(self, now: float) -> None:
+        """Fail the request in flight if its answer is later than ``ANSWER_TIMEOUT``."""
+        if self.waiter is not None and not self.waiter.done() and now - self.sent_at > ANSWER_TIMEOUT:
+            self.waiter.set_exception(TimeoutError(f"no answer in {ANSWER_TIMEOUT:g} s"))
+
     def data_received(self, data: bytes) -> None:
+        if self.waiter is None or self.waiter.done():
+            return  # an answer nobody waits for any more (timed out): the connection is being closed
         self.buffer += data
         if self.need is None:
             end = self.buffer.find(b"\r\n\r\n")
@@ -115,8 +130,28 @@ class HttpConnection(asyncio.Protocol):
 
     async def get(self, request: bytes) -> int:
         self.waiter = asyncio.get_running_loop().create_future()
+        self.sent_at = time.perf_counter()
         self.transport.write(request)
         return await self.waiter
+
+
+@contextlib.asynccontextmanager
+async def watchdog() -> AsyncIterator[None]:
+    """While in the block, fail answers later than ``ANSWER_TIMEOUT`` (checked once a second: one timer
+    for all connections, not one per request, which would cost the load generator CPU per request)."""
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.perf_counter()
+            for conn in list(HttpConnection.open):
+                conn.expire(now)
+
+    task = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        task.cancel()
 
 
 def requests_of(args, work: dict[str, list[str]]) -> dict[str, list[bytes]]:
@@ -143,8 +178,8 @@ async def ask(url: str, conn: HttpConnection, request: bytes) -> tuple[str | Non
     """One request: (its error kind or None, the connection to go on with: a new one after a failure,
     since the old one may still owe the late answer)."""
     try:
-        outcome: int | BaseException = await asyncio.wait_for(conn.get(request), ANSWER_TIMEOUT)
-    except (OSError, TimeoutError) as exc:  # ConnectionError is an OSError
+        outcome: int | BaseException = await conn.get(request)
+    except (OSError, TimeoutError) as exc:  # ConnectionError is an OSError; TimeoutError: the watchdog
         outcome = exc
     kind = error_kind(outcome)
     if kind is not None and not isinstance(outcome, int):
@@ -167,7 +202,8 @@ async def warm_up(args, requests: dict[str, list[bytes]]) -> Counter:
                 failed[f"{kind}:{error}"] += 1
         conn.transport.close()
 
-    await asyncio.gather(*(run(c, distinct[i :: len(conns)]) for i, c in enumerate(conns)))
+    async with watchdog():
+        await asyncio.gather(*(run(c, distinct[i :: len(conns)]) for i, c in enumerate(conns)))
     return failed
 
 
@@ -209,7 +245,8 @@ async def drive(args, requests: dict[str, list[bytes]], rate: float | None) -> L
             due += len(conns) / rate if rate else 0.0
         conn.transport.close()
 
-    await asyncio.gather(*(client(n, conn) for n, conn in enumerate(conns)))
+    async with watchdog():
+        await asyncio.gather(*(client(n, conn) for n, conn in enumerate(conns)))
     load.seconds = time.perf_counter() - start
     return load
 
