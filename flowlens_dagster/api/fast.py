@@ -1,8 +1,9 @@
 """The fast path: cached answers of GET topology, search, impact and asset detail, served before FastAPI.
 
 Most requests of a console or a script repeat a question whose answer sits in the cache. For those,
-routing, dependency injection and validation of FastAPI cost more than the answer itself, so this
-ASGI middleware (the outermost one of the app) handles them first:
+routing, dependency injection and validation of FastAPI (and the layers of middleware Starlette and
+FastAPI wrap around every request: error handling, telemetry, body limits) cost more than the answer
+itself, so the app (``app.FlowLensApp``) hands every GET to this first:
 
 1. it turns the URL into a :class:`~flowlens_dagster.api.plans.Plan` with the same functions the
    routes use (same validation, same cache key); anything it is not sure of (a bad or unusual
@@ -92,8 +93,9 @@ PLANS_KEPT = 10_000  # distinct URLs whose plans a worker keeps (a console repea
 
 
 class FastPath:
-    def __init__(self, app):
-        self.app = app
+    """Serves cached answers before the app's middleware stack (``app.FlowLensApp.__call__`` asks it first)."""
+
+    def __init__(self):
         # URL -> plan (or None): parsing and validating a query string costs more than serving a hit;
         # a plan depends on nothing but the URL and the config, so a repeated URL reuses it
         self.plans: dict[tuple[str, bytes], tuple[str, plans.Plan] | None] = {}
@@ -109,14 +111,12 @@ class FastPath:
         found = self.plans[key] = plan_of(api, path, query_string)
         return found
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "GET":
-            return await self.app(scope, receive, send)
+    async def serve(self, st, scope, send) -> bool:
+        """Answer a GET ``scope`` from the cache (or refuse its token or limit); False: the app answers it."""
         began = time.perf_counter()
-        st = scope["app"].state.flowlens
         found = self.plan(st.api, scope["path"], scope["query_string"])
         if found is None:
-            return await self.app(scope, receive, send)
+            return False
         endpoint, plan = found
         accept = header(scope, b"accept-encoding")
         client = scope.get("client")
@@ -124,17 +124,19 @@ class FastPath:
             payload = await self._cached(st, scope, plan, client[0] if client else "unknown")
         except ApiError as exc:
             await _send(send, error_response(exc.status, exc.message, exc.parameter, exc.headers))
-            return _count(endpoint, exc.status, began)
+            _count(endpoint, exc.status, began)
+            return True
         except Exception:  # Redis or PostgreSQL trouble: FastAPI's handlers answer it (503)
-            return await self.app(scope, receive, send)
+            return False
         if payload is None or (plan.query is None and "br" in accept):  # a miss, or the full map as br
-            return await self.app(scope, receive, send)
+            return False
         metrics.cache_hits_of(plan.cache).inc()
         if "gzip" in accept:
             await _respond(send, payload, [(b"content-encoding", b"gzip")])
         else:
             await _respond(send, gzip.decompress(payload), [])
         _count(endpoint, 200, began)
+        return True
 
     async def _cached(self, st, scope, plan: plans.Plan, address: str) -> bytes | None:
         """The cached payload (None: a miss); the user, authenticated and counted, goes in the scope."""

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 
 class Store(Protocol):
@@ -86,8 +87,7 @@ class ScriptBatch:
     """Calls of one script that arrive in the same turn of the event loop go to Redis as one pipeline.
 
     Under load a worker has dozens of requests in flight, each with its own round trip; pipelining
-    them halves redis-py's CPU per call (one write, one read, one pooled connection for the batch).
-    A lone call goes by itself."""
+    them halves redis-py's CPU per call (one write, one read, one pooled connection for the batch)."""
 
     def __init__(self, client: aioredis.Redis, script: str):
         self.client = client
@@ -111,13 +111,7 @@ class ScriptBatch:
 
     async def _run(self, batch: list[tuple[list, list, asyncio.Future]]) -> None:
         try:
-            if len(batch) == 1:
-                replies = [await self.script(keys=batch[0][0], args=batch[0][1])]
-            else:
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for keys, args, _ in batch:
-                        await self.script(keys=keys, args=args, client=pipe)
-                    replies = await pipe.execute(raise_on_error=False)
+            replies = await self._evalsha(batch)
         except Exception as exc:  # Redis down or slow: every caller gets it (and answers 503)
             replies = [exc] * len(batch)
         for (_, _, future), reply in zip(batch, replies, strict=True):
@@ -127,6 +121,20 @@ class ScriptBatch:
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+
+    async def _evalsha(self, batch: list[tuple[list, list, asyncio.Future]]) -> list:
+        """EVALSHA of each call, one pipeline; the script is loaded when Redis does not have it (the
+        first call, or after a restart or SCRIPT FLUSH). Sent as plain EVALSHA commands: redis-py's
+        Script on a pipeline asks SCRIPT EXISTS before every pipeline, a second round trip per batch."""
+        for attempt in range(2):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for keys, args, _ in batch:
+                    pipe.evalsha(self.script.sha, len(keys), *keys, *args)
+                replies = await pipe.execute(raise_on_error=False)
+            if attempt or not any(isinstance(r, NoScriptError) for r in replies):
+                return replies
+            self.script.sha = await self.client.script_load(self.script.script)
+        return replies
 
 
 class RedisStore:

@@ -167,3 +167,26 @@ def test_concurrent_round_trips_batched_in_one_pipeline_each_get_their_own_answe
     assert left == 0
     with pytest.raises(redis_lib.exceptions.ConnectionError):
         asyncio.run(run(flowlens_config.redis.model_copy(update={"port": 1}).url()))
+
+
+def test_the_round_trip_script_is_loaded_again_after_redis_forgets_it(clean_redis):
+    import asyncio
+
+    import redis as redis_lib
+
+    from flowlens_dagster.api.store import RedisStore
+
+    async def count_twice(url: str) -> list[int]:
+        store = RedisStore(url)
+        try:
+            first = await store.session_and_count("session:none", "ratelimit:ip:a", "ratelimit:user:", 60)
+            await store.client.script_flush()  # as after a Redis restart
+            again = await asyncio.gather(
+                *(store.session_and_count("session:none", "ratelimit:ip:a", "ratelimit:user:", 60) for _ in range(3))
+            )
+            return [first.counts[0][0], *sorted(f.counts[0][0] for f in again)]
+        finally:
+            await store.close()
+
+    assert asyncio.run(count_twice(clean_redis)) == [1, 2, 3, 4]  # every call counted once, none failed
+    assert redis_lib.Redis.from_url(clean_redis).get("ratelimit:ip:a") == b"4"
