@@ -11,6 +11,10 @@ back to back with the same concurrency over as many connections as the API's wor
 same-run baseline. Phase 3: ``--ws`` WebSocket clients subscribe to the change feed, ``--messages``
 changes are published to Redis ``changes:topology``, each stamped with its publish time; every client
 records publish → receipt. Prints one JSON object.
+
+A request that fails counts as an error of its kind (``error_kinds`` per phase): ``<kind of the mix>:``
+``status_<code>`` for an answer other than 200, ``timeout`` when none came in ``ANSWER_TIMEOUT``
+seconds, or the exception's name (``ConnectionError``: the server closed the connection).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 
 import pytest
+import requests
 
 from assets.api_generation import bump_api_generation
 from tests.flowlens_dagster.api.conftest import DEPENDENCIES, PASSWORD, T0
@@ -21,6 +22,15 @@ def test_login_gives_a_session_stored_in_db3_with_the_models_ttl(api, api_redis)
     assert sessions.exists(f"session:{body['token']}")
     assert 86_000 < sessions.ttl(f"session:{body['token']}") <= 86_400
     assert api.get("/api/v1/me", body["token"]).json()["username"] == "alice"
+
+
+def test_logout_ends_the_session_in_db3_and_health_names_both_services(api, api_redis):
+    token = api.token()
+    reply = requests.post(f"{api.url}/api/v1/logout", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert reply.status_code == 200 and reply.json() == {"ok": True}
+    assert not api_redis(3).exists(f"session:{token}")
+    assert api.get("/api/v1/me", token).status_code == 401
+    assert api.get("/api/v1/health").json() == {"postgres": "ok", "redis": "ok"}
 
 
 @pytest.mark.parametrize(("token", "parameter"), [(None, "token"), ("nonsense", "token"), ("flk_unknown", "token")])

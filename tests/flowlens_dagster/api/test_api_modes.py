@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 
 import psycopg
 import pytest
@@ -99,6 +100,38 @@ def test_postgres_down_is_503_naming_it(flowlens_config, api_redis):
         assert reply.json()["error"].startswith("PostgreSQL unavailable") and "flowlens stack up" in reply.text
         assert reply.headers["Retry-After"] == "5"
         assert api.get("/api/v1/health").status_code == 503
+
+
+def test_a_worker_whose_connections_are_all_busy_says_so_and_serves_again(sample_map, flowlens_config, api_redis):
+    """The bench's errors on a fresh database: slow queries held every pooled connection and the rest
+    waited 5 s for one. That is a 503 naming the pool, not "PostgreSQL unavailable"."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ApiServer(api_config(flowlens_config, pg_pool_size=1)) as api:
+        token = api.token()
+        with psycopg.connect(sample_map) as locker, ThreadPoolExecutor(1) as pool:
+            locker.execute("LOCK TABLE flowlens.assets IN ACCESS EXCLUSIVE MODE")  # until this transaction ends
+            stuck = pool.submit(api.get, "/api/v1/search", token, params={"q": "db"})  # holds the one connection
+            _wait_for_a_query_blocked_on_a_lock(sample_map)
+            waiting = api.get("/api/v1/search", token, params={"q": "laptop"})
+            assert waiting.status_code == 503 and waiting.json()["error"].startswith("PostgreSQL busy: all 1 ")
+            assert "api.pg_pool_size" in waiting.text and waiting.headers["Retry-After"] == "1"
+            locker.rollback()
+            assert stuck.result().status_code == 200
+        assert api.get("/api/v1/search", token, params={"q": "laptop"}).status_code == 200
+
+
+def _wait_for_a_query_blocked_on_a_lock(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for _ in range(600):
+            blocked = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = 'flowlens-api' AND wait_event_type = 'Lock'"
+            ).fetchone()[0]
+            if blocked:
+                return
+            time.sleep(0.05)
+    raise AssertionError("the API's query never reached the locked table")
 
 
 def test_redis_down_is_503_naming_it(sample_map, flowlens_config):
