@@ -15,27 +15,32 @@ Figures: ``absorbed_flows`` (flows landed during the burst), ``lost_flows`` (sen
 backpressure sampling counts as lost), ``sampled_flows``, ``max_lag_seconds``, ``drain_seconds``,
 ``mode_switches``. Lag is the sensor's (newest landed receive time minus the end of the newest
 processed window, read after each tick's runs, so a run's end is seen as it ends, not a tick later).
-``drain_seconds`` is measured on the window clock: from the burst's end until the window holding
-the burst's end has been processed *and* lag is at or below ``max_acceptable_lag_seconds`` (lag
-read before that window closes says nothing about the burst: between windows it is low by
-construction). The steady traffic after the burst goes on until then, so the window clock keeps
-running.
+``drain_seconds`` is on the window clock: from the burst's end until the window holding the
+burst's end has been processed *and* lag is at or below ``max_acceptable_lag_seconds`` (lag read
+before that window closes says nothing about the burst: between windows it is low by
+construction). It is timed on the monotonic clock (from the burst's generator returning to the
+tick that finds it drained) and multiplied by ``--speed``: the landing's newest receive time moves
+in batches and stands still while the next generator process starts, though the run goes on. The
+steady traffic after the burst goes on until then.
 
 Baseline: the planner's windowed drain (:mod:`ingest.scaling.drain`) for the same shape and the same
 loop: window closes, the tick interval, catch-up batching, a run's fixed cost and the pipeline's
 throughput. The drain is a few window runs, so it moves with the speed of those runs, and a
 shared machine's speed moves by a factor of two within minutes. The prediction is therefore
-calibrated by this run, in its own steady phase, before the burst: a window of ``CALIBRATION_FLOWS``
-synthetic flows (``bench pipeline``'s kind, with the connections the generator's estate has) and an
-empty window are run then, under the load the burst's windows meet (the daemon receiving the
-steady rate; the burst's windows can only be processed after the burst), and timed: the empty
-window is a run's fixed cost, the other one's variable part over what this machine's
-``bench pipeline`` file predicts for it (the scaling model's figure without one) is the ``slowdown``
-the file's speeds are divided by. What the calibration must not time is paid before the traffic:
-the imports (an empty window), the estate's one-time costs (the same synthetic window once: every
-asset and dependency is new, as the generator's are in its first window, which is why there are at
-least two steady windows) and planner statistics (``ANALYZE``, as autovacuum keeps them in a
-database in service). ``ratio.drain_seconds`` = measured / predicted.
+calibrated by this run, in its own steady phase, before the burst: a window of as many synthetic
+flows as the burst's window holds (:func:`calibration_flows`; ``bench pipeline``'s kind, with the
+connections the generator's estate has) and an empty window are run then, under the load the
+burst's windows meet (the daemon receiving the steady rate; the burst's windows can only be
+processed after the burst), and timed: the empty window is a run's fixed cost, the other one's
+variable part over what this machine's ``bench pipeline`` file predicts for it (the scaling
+model's figure without one) is the ``slowdown`` the file's speeds are divided by. What the
+calibration must not time is paid before the traffic: the imports (an empty window), the
+estate's one-time costs (half the synthetic window, same connections: every asset and dependency
+is new, as the generator's are in its first window, which is why there are at least two steady
+windows) and planner statistics (``ANALYZE``, as autovacuum keeps them in a database in service).
+The window's close waits, besides the batch linger and half a heartbeat, for the generator process
+after the burst to start sending (timed before the traffic). ``ratio.drain_seconds`` = measured /
+predicted.
 """
 
 from __future__ import annotations
@@ -73,11 +78,11 @@ FLOWLENS = str(Path(sys.executable).parent / "flowlens")
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="flowlens bench burst", description=__doc__.split("\n\n")[0])
     p.add_argument("--json", action="store_true")
-    p.add_argument("--steady", type=int, default=3_000, help="steady rate, flows per wall-clock second")
+    p.add_argument("--steady", type=int, default=2_000, help="steady rate, flows per wall-clock second")
     p.add_argument("--burst", type=int, default=40_000, help="burst rate, flows per wall-clock second")
     p.add_argument("--before-windows", type=int, default=2,
                    help="steady windows before the burst's window (the burst ends at that window's end)")  # fmt: skip
-    p.add_argument("--burst-seconds", type=float, default=12, help="burst duration (wall clock)")
+    p.add_argument("--burst-seconds", type=float, default=10, help="burst duration (wall clock)")
     p.add_argument("--after-seconds", type=float, default=30,
                    help="steady traffic after the burst, at least (wall clock; it goes on until drained)")  # fmt: skip
     # 5: a window run's fixed cost (10-25 s on the loaded 2-core machine) stays well below
@@ -241,7 +246,9 @@ def _prediction(base: FlowLensConfig, cfg: FlowLensConfig, args: argparse.Namesp
         rows_per_s=rows_per_s / speed,
         run_overhead_s=costs["run_overhead_seconds"] * speed,
         tick_s=(args.tick_seconds + costs["tick_seconds"]) * speed,
-        close_delay_s=cfg.pipeline.grace_seconds + (ing.batch_max_seconds + ing.heartbeat_seconds / 2) * speed,
+        # the generator's restart after the burst is a wait for the window to close, as the batch linger is
+        close_delay_s=cfg.pipeline.grace_seconds
+        + (ing.batch_max_seconds + ing.heartbeat_seconds / 2 + costs["generator_start_seconds"]) * speed,
     )
     prediction = predict_drain(shape, pipeline)
     return {
@@ -276,9 +283,13 @@ def generator_connections(flows: float) -> float:
     return float(_connections(int(round(flows, -3)) or 1)) if flows >= 1 else 0.0
 
 
-# In the steady phase a window of this many synthetic flows is run to measure the machine's speed then
-# (a shared machine's load moves the pipeline's speed far from the bench file's quiet figure).
-CALIBRATION_FLOWS = 300_000
+def calibration_flows(args: argparse.Namespace) -> int:
+    """As many synthetic flows as the burst's window holds (rounded to 10k): the window timed in the steady
+    phase is then as large as the one the drain waits for, so its time is not extrapolated from a fixed
+    cost and a slope measured apart (a shared machine's load moves each of them by itself)."""
+    window = WINDOW_DELTA.total_seconds() / args.speed
+    burst = min(args.burst_seconds, window)
+    return max(10_000, int(round(args.burst * burst + args.steady * (window - burst), -4)))
 
 
 def calibration_windows(start: datetime) -> list[datetime]:
@@ -304,8 +315,7 @@ class Run:
         self.burst_sent = 0
         self.burst_started = threading.Event()
         self.burst_done = threading.Event()
-        self.generator_done = threading.Event()
-        self.generator_done_at = 0.0  # monotonic
+        self.burst_end_at = 0.0  # monotonic: the burst's generator returned (its export clock at the burst's end)
         self.drained = threading.Event()
         self.start: datetime | None = None
         self.runs: list[dict] = []
@@ -357,14 +367,15 @@ class Run:
         return figures, {**extra, "prediction": prediction}
 
     def _calibrate_before(self, instance, resources, start: datetime) -> dict:
-        """Before the traffic: an empty window (it pays the imports), a window of ``CALIBRATION_FLOWS``
+        """Before the traffic: an empty window (it pays the imports), a window of half the calibration's
         synthetic flows (it pays their estate's one-time costs: every asset and dependency is new, as the
         generator's are in its first window), sensor ticks on the idle landing; the window timed in the
         steady phase is landed now, so its writing is no load then."""
         windows = calibration_windows(start)
         self._run(instance, resources, {"partition_key": window_key(windows[0]), "tags": {}})
-        for window in windows[1:3]:
-            self._land_calibration(window)
+        flows = calibration_flows(self.args)
+        self._land_calibration(windows[1], flows // 2)  # every connection of the estate, at half the cost
+        self._land_calibration(windows[2], flows)
         self._run(instance, resources, {"partition_key": window_key(windows[1]), "tags": {}})
         self._analyze()
         began = time.monotonic()
@@ -372,7 +383,19 @@ class Run:
         for _ in range(ticks):
             self._tick(instance, resources, json.dumps({"next_window": start.isoformat()}), run=False)
             _lag(self.cfg, start)
-        return {"tick_seconds": round((time.monotonic() - began) / ticks, 2)}
+        return {"tick_seconds": round((time.monotonic() - began) / ticks, 2), "generator_start_seconds": self._start()}
+
+    def _start(self) -> float:
+        """How long a generator process takes to start sending, measured now: after the burst the next one
+        starts, and until it sends, the burst's window is not seen complete (nothing else moves the window
+        clock). A few flows to a port nothing listens on."""
+        began = time.monotonic()
+        subprocess.run(
+            [FLOWLENS, "generate", "--target", f"127.0.0.1:{free_udp_port()}", "--flows", "100", "--rate", "0",
+             "--versions", "9", "--seed", "3"],
+            env=self.env, cwd=ROOT, capture_output=True, timeout=120, check=False,
+        )  # fmt: skip
+        return round(time.monotonic() - began, 2)
 
     def _analyze(self) -> None:
         """Planner statistics for the throwaway database, as autovacuum keeps them in a database in service:
@@ -396,30 +419,29 @@ class Run:
             timed.append(time.monotonic() - began)
         self.runs.clear()
         before_burst = not self.burst_started.is_set()
-        self.log(f"calibration in the steady phase: {CALIBRATION_FLOWS:,} flows in {timed[0]:.1f}s, "
+        self.log(f"calibration in the steady phase: {calibration_flows(self.args):,} flows in {timed[0]:.1f}s, "
                  f"empty window {timed[1]:.1f}s{'' if before_burst else ' (the burst had begun)'}")  # fmt: skip
         return {
             "run_overhead_seconds": round(timed[1], 2),
-            "calibration_flows": CALIBRATION_FLOWS,
+            "calibration_flows": calibration_flows(self.args),
             "calibration_run_seconds": round(timed[0], 2),
             "calibrated_before_burst": before_burst,
         }
 
-    def _land_calibration(self, window: datetime) -> int:
-        """Write ``CALIBRATION_FLOWS`` synthetic flows (``bench pipeline``'s kind, with the connections the
-        generator's estate has in that many flows) straight into ``flow_raw`` for ``window``: the daemon
-        never sees them, so they cost no switch and no loss."""
+    def _land_calibration(self, window: datetime, flows: int) -> None:
+        """Write ``flows`` synthetic flows (``bench pipeline``'s kind, with the connections the generator's
+        estate has in the timed window) straight into ``flow_raw`` for ``window``: the daemon never sees
+        them, so they cost no switch and no loss."""
         from flowlens_dagster.bench.pipeline import synthetic_window
         from ingest.land.postgres import PostgresLanding
 
-        pairs = int(generator_connections(CALIBRATION_FLOWS))
+        pairs = int(generator_connections(calibration_flows(self.args)))
         landing = PostgresLanding(self.cfg.postgres.dsn(), self.cfg.backpressure.postgresql)
         try:
-            for batch in synthetic_window(window, CALIBRATION_FLOWS, pairs):
+            for batch in synthetic_window(window, flows, pairs):
                 landing.write(batch)
         finally:
             landing.close()
-        return CALIBRATION_FLOWS
 
     def _run(self, instance, resources, request: dict) -> None:
         from flowlens_dagster.definitions import defs
@@ -451,7 +473,9 @@ class Run:
 
     def _send(self, port: int, start: datetime) -> None:
         a = self.args
-        phases = [(a.steady, before_seconds(a)), (a.burst, a.burst_seconds)]
+        # the steady traffic after the burst in one process for --after-seconds (a restart stalls the window
+        # clock), then in short ones until drained
+        phases = [(a.steady, before_seconds(a)), (a.burst, a.burst_seconds), (a.steady, a.after_seconds)]
         after = 0.0
         while True:
             rate, seconds = phases.pop(0) if phases else (a.steady, self.AFTER_CHUNK_SECONDS)
@@ -469,7 +493,7 @@ class Run:
             self.sent += flows
             start += timedelta(seconds=seconds * a.speed)
             if rate == a.burst and not self.burst_done.is_set():
-                self.burst_sent = flows
+                self.burst_sent, self.burst_end_at = flows, time.monotonic()
                 self.burst_done.set()
             elif self.burst_done.is_set():
                 after += seconds
@@ -477,40 +501,38 @@ class Run:
                     break
                 if after >= a.after_seconds + a.max_drain_seconds:
                     break
-        self.generator_done_at = time.monotonic()
-        self.generator_done.set()
 
-    def _tick_until_drained(self, instance, resources, start: datetime) -> list[tuple[datetime, datetime, float]]:
+    def _tick_until_drained(self, instance, resources, start: datetime) -> list[tuple[float, datetime, float]]:
         """Sensor ticks (and their runs) until the burst's windows are processed and lag is back under the bound.
 
-        Returns (window-clock now, end of the newest processed window, lag) after each tick's runs.
+        Returns (monotonic time, end of the newest processed window, lag) after each tick's runs.
         """
         bound = self.cfg.backpressure.kafka.max_acceptable_lag_seconds
         burst_window_end = window_start(self.burst_end - timedelta(microseconds=1)) + WINDOW_DELTA
         cursor = json.dumps({"next_window": start.isoformat()})
-        lags: list[tuple[datetime, datetime, float]] = []
+        lags: list[tuple[float, datetime, float]] = []
         began = time.monotonic()
         while True:
             cursor = self._tick(instance, resources, cursor)
             newest, processed_end = _lag(self.cfg, start)
-            now = newest
-            if self.generator_done.is_set():  # the window clock runs on without traffic
-                now = newest + timedelta(seconds=(time.monotonic() - self.generator_done_at) * self.args.speed)
             lag = max(0.0, (newest - processed_end).total_seconds())
-            lags.append((now, processed_end, lag))
+            lags.append((time.monotonic(), processed_end, lag))
             drained = self.burst_done.is_set() and processed_end >= burst_window_end and lag <= bound
             waited = time.monotonic() - began > self.args.max_drain_seconds + before_seconds(self.args)
             if drained or waited:
                 return lags
             time.sleep(self.args.tick_seconds)
 
-    def _figures(self, final: dict, lags: list[tuple[datetime, datetime, float]]) -> tuple[dict, dict]:
+    def _figures(self, final: dict, lags: list[tuple[float, datetime, float]]) -> tuple[dict, dict]:
         bound = self.cfg.backpressure.kafka.max_acceptable_lag_seconds
         burst_window_end = window_start(self.burst_end - timedelta(microseconds=1)) + WINDOW_DELTA
-        drained_at = next((now for now, end, lag in lags if end >= burst_window_end and lag <= bound), None)
+        drained_at = next((at for at, end, lag in lags if end >= burst_window_end and lag <= bound), None)
         switches = _switches(self.cfg)
         lost = self.sent - int(final.get("flows_landed", 0))
-        drain = (drained_at - self.burst_end).total_seconds() if drained_at else None
+        # on the monotonic clock, to the millisecond, scaled to the window clock: the landing's newest
+        # receive time moves in batches (a second of wall clock) and stands still while the generator
+        # restarts after the burst, though the window's run goes on
+        drain = (drained_at - self.burst_end_at) * self.args.speed if drained_at else None
         figures = {
             "absorbed_flows": max(0, self.burst_sent - lost),
             "lost_flows": lost,

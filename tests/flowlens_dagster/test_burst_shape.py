@@ -46,3 +46,13 @@ def test_a_figure_the_run_could_not_measure_has_no_ratio():
 
     assert ratios({"drain_seconds": None, "lost_flows": 0}, {"drain_seconds": 300.0}) == {}
     assert ratios({"drain_seconds": 450.0}, {"drain_seconds": 300.0}) == {"drain_seconds": 1.5}
+
+
+def test_the_timed_calibration_window_is_as_large_as_the_bursts_window():
+    from flowlens_dagster.bench.burst import calibration_flows, parse_args
+
+    # a window is 60 s of wall clock at speed 5: 10 s of burst, 50 s of steady traffic
+    args = parse_args(["--steady", "2000", "--burst", "40000", "--burst-seconds", "10", "--speed", "5"])
+    assert calibration_flows(args) == 40_000 * 10 + 2_000 * 50 and isinstance(calibration_flows(args), int)
+    # a burst longer than a window fills it
+    assert calibration_flows(parse_args(["--burst", "40000", "--burst-seconds", "90", "--speed", "5"])) == 2_400_000
