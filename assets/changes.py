@@ -10,7 +10,9 @@ For window W (one transaction that first deletes W's rows, so re-detecting is a 
 
 Each change detected is also published, when those services are part of the mode: to Kafka
 ``changes.detected`` keyed ``kind|subject`` (a compacted topic keeps the latest per subject) and
-to the Redis pub/sub channel ``changes:topology`` (the scaling model §5.2), as JSON.
+to the Redis pub/sub channel ``changes:topology`` (the scaling model §5.2), as JSON. In auto mode
+Redis is used only while the query API uses it (its run-time decision, ``ingest.scaling.redis_use``);
+``source_position.redis`` records whether a window was published there.
 """
 
 import json
@@ -106,9 +108,10 @@ def detect_window(
 
 
 def publish(
-    changes: list[dict[str, Any]], window: datetime, kafka: KafkaResource, redis: RedisResource
+    changes: list[dict[str, Any]], window: datetime, kafka: KafkaResource, redis: RedisResource | None
 ) -> dict[str, int]:
-    """Send the window's changes to Kafka ``changes.detected`` and Redis ``changes:topology`` when enabled.
+    """Send the window's changes to Kafka ``changes.detected`` and Redis ``changes:topology`` when enabled
+    (``redis`` None: not on Redis this time).
 
     Returns how many messages went to each (0 for a service the mode does not use).
     """
@@ -125,7 +128,7 @@ def publish(
         if producer.flush(30):
             raise RuntimeError(f"Kafka did not acknowledge every message on {kafka.changes_topic}: is it up?")
         sent["kafka"] = len(messages)
-    client = redis.client() if messages else None
+    client = redis.client() if messages and redis is not None else None
     if client is not None:
         with client.pipeline(transaction=False) as pipe:
             for _, value in messages:
@@ -145,16 +148,20 @@ def process_window(
 ) -> WindowResult:
     """Detect, store and publish window W's changes."""
     result = WindowResult(window, TOPOLOGY_CHANGES, source="postgres:assets,dependencies,flow_stats")
-    result.source_position = {"window_start": window.isoformat(), "dependency_gone_after_windows": gone_after}
-    publishing = kafka is not None and redis is not None and (kafka.enabled or redis.enabled)
+    # auto mode: Redis only while the query API uses it (RedisResource.publishing)
+    on_redis = redis is not None and redis.publishing(postgres)
+    result.source_position = {
+        "window_start": window.isoformat(), "dependency_gone_after_windows": gone_after, "redis": on_redis
+    }  # fmt: skip
+    publishing = kafka is not None and redis is not None and (kafka.enabled or on_redis)
     with timed(result, "detect"), postgres.connect() as conn, conn.transaction():
         total, changes = detect_window(conn, window, gone_after, limit=None if publishing else PREVIEW_ROWS)
         result.rows_read = result.rows_written = total
         record_window_load(conn.cursor(), result.load_row(run))
     if publishing:
         with timed(result, "publish"):
-            publish(changes, window, kafka, redis)
-            if redis.enabled:
+            publish(changes, window, kafka, redis if on_redis else None)
+            if on_redis:
                 bump_api_generation(redis.url, redis.api_cache_db)
     if changes:
         frame = pl.DataFrame([{"kind": c["kind"], "subject": c["subject"]} for c in changes[:PREVIEW_ROWS]])

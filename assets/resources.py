@@ -91,11 +91,26 @@ class KafkaResource(dg.ConfigurableResource):
 
 
 class RedisResource(dg.ConfigurableResource):
-    """Redis (standard/full modes) for caches and the ``changes:topology`` pub/sub channel."""
+    """Redis (standard/full modes) for caches and the ``changes:topology`` pub/sub channel.
+
+    In auto mode (``follow_api``) Redis runs but the pipeline publishes on it only while the query API
+    uses it, by the API's run-time decision (:meth:`publishing`, ``ingest.scaling.redis_use``).
+    """
 
     url: str = "redis://127.0.0.1:56379/0"
     enabled: bool = False
     api_cache_db: int = 2  # the query API's cache database: topology_changes bumps its generation there
+    follow_api: bool = False  # auto mode: publish only while an API process uses Redis
+    check_seconds: float = 10.0  # thresholds.redis.check_seconds: how often the API records its decision
+
+    def publishing(self, postgres: PostgresResource) -> bool:
+        """Whether the pipeline publishes on Redis now: the mode's choice, or in auto mode the API's."""
+        if not self.enabled or not self.follow_api:
+            return self.enabled
+        from ingest.scaling.redis_use import api_uses_redis
+
+        with postgres.connect() as conn:
+            return api_uses_redis(conn, self.check_seconds)
 
     def client(self):
         """A redis-py client, or None when Redis is not part of this mode."""
@@ -221,7 +236,13 @@ def build_resources(cfg: FlowLensConfig | None = None, use_env: bool = True) -> 
         changes_topic=cfg.kafka.changes_topic,
         produce_enriched=cfg.pipeline.produce_enriched,
     )
-    redis = RedisResource(url=cfg.redis.url(), enabled=cfg.uses_redis, api_cache_db=cfg.api.cache_db)
+    redis = RedisResource(
+        url=cfg.redis.url(),
+        enabled=cfg.uses_redis,
+        api_cache_db=cfg.api.cache_db,
+        follow_api=cfg.mode == "auto",
+        check_seconds=cfg.thresholds.redis.check_seconds,
+    )
     mode = env("FLOWLENS_MODE", cfg.mode)
     return {
         POSTGRES: pg,

@@ -17,9 +17,14 @@ and switches when the rule says so. A switch loses no session and no change:
   then reads the changes stored meanwhile from ``flowlens.changes``, and skips ids already sent.
 
 A switch to a Redis that does not answer is not taken (logged; tried again on the next check). Each
-switch is logged, counted (``flowlens_mode_switches_total{from="memory",to="redis"}`` and back, on the
-API's ``/metrics``) and published as JSON (``"kind": "redis_switch"``) on ``changes:alerts``.
-The pipeline publishes changes on Redis whenever it answers; only the API's use of Redis switches.
+switch is logged, counted (``flowlens_api_redis_switches_total{from="memory",to="redis"}`` and back, on
+the API's ``/metrics``: a series of its own, so the landing's ``flowlens_mode_switches_total`` and its
+flapping alert count landing switches only) and published as JSON (``"kind": "redis_switch"``) on
+``changes:alerts``.
+Each process records its decision in ``flowlens.redis_use`` at every check (:mod:`ingest.scaling.redis_use`):
+the pipeline publishes changes, alerts and the cache generation on Redis only while an API process
+uses it. A switch to Redis bumps the cache generation itself, since the pipeline did not bump it
+while no API used Redis: entries left from an earlier Redis period are never served.
 """
 
 from __future__ import annotations
@@ -35,15 +40,17 @@ import orjson
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 
+from assets.api_generation import API_GENERATION_KEY
 from flowlens_dagster.api import metrics
 from flowlens_dagster.api.store import CachePeek, Front, MemoryStore, RedisStore
 from flowlens_dagster.api.ws import CHANNELS, Hub
 from ingest.scaling.alerts import ALERTS_CHANNEL
 from ingest.scaling.redis_rule import REDIS, RedisDecider, RedisSignals, RedisSwitch, p99_ms
+from ingest.scaling.redis_use import FORGET_SQL, RECORD_SQL, api_instance, record_params
 from ingest.window import WINDOW_SECONDS
 
 log = logging.getLogger("flowlens.api.redis_mode")
-SWITCHES = Counter("flowlens_mode_switches_total", "Auto mode switches of the API's Redis use", ["from", "to"])
+SWITCHES = Counter("flowlens_api_redis_switches_total", "Auto mode switches of the API's Redis use", ["from", "to"])
 RATE_SQL = (
     "SELECT rows_read FROM flowlens.window_loads WHERE asset = 'enriched_flows' ORDER BY window_start DESC LIMIT 1"
 )
@@ -178,6 +185,8 @@ class RedisMode:
         self._latency_seen = self._latency()
         self.switches: list[dict] = []
         self.task: asyncio.Task | None = None
+        self.instance = api_instance()
+        self.reason = "no Redis trigger yet"  # why the current side (recorded in flowlens.redis_use)
 
     @property
     def using(self) -> str:
@@ -192,6 +201,14 @@ class RedisMode:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+        with contextlib.suppress(Exception):  # PostgreSQL down: the row goes stale instead
+            async with self.st.pool.connection() as conn:
+                await conn.execute(FORGET_SQL, {"instance": self.instance})
+
+    async def record(self) -> None:
+        """This process's current side in ``flowlens.redis_use``, for the pipeline to follow."""
+        async with self.st.pool.connection() as conn:
+            await conn.execute(RECORD_SQL, record_params(self.instance, self.using == REDIS, self.reason))
 
     async def _run(self) -> None:
         while True:
@@ -229,18 +246,20 @@ class RedisMode:
         return [sums[b] for b in LATENCY_BOUNDS]
 
     async def check(self) -> RedisSwitch | None:
-        """One decision; the switch made, if any."""
+        """One decision, recorded in ``flowlens.redis_use``; the switch made, if any."""
         switch = self.decider.decide(time.monotonic(), await self.signals())
-        if switch is None:
-            return None
-        try:
-            copied = await self._apply(switch.target)
-        except Exception as exc:
-            log.warning("redis mode: %s -> %s wanted (%s) but Redis does not answer (%s); staying on %s",
-                        switch.source, switch.target, switch.reason, exc, switch.source)  # fmt: skip
-            return None
-        self.decider.commit(switch)
-        await self._tell(switch, copied)
+        if switch is not None:
+            try:
+                copied = await self._apply(switch.target)
+            except Exception as exc:
+                log.warning("redis mode: %s -> %s wanted (%s) but Redis does not answer (%s); staying on %s",
+                            switch.source, switch.target, switch.reason, exc, switch.source)  # fmt: skip
+                switch = None
+            else:
+                self.decider.commit(switch)
+                self.reason = switch.reason
+                await self._tell(switch, copied)
+        await self.record()
         return switch
 
     async def _apply(self, target: str) -> int:
@@ -249,8 +268,11 @@ class RedisMode:
         if target == REDIS:
             await sessions.redis.client.ping()
             copied = await to_redis(sessions.memory, sessions.redis)
+            # the pipeline bumps api:generation only while an API uses Redis: entries from an earlier
+            # Redis period may carry the generation still current, so a new one starts here
+            await cache.redis.client.incr(API_GENERATION_KEY)
             sessions.current, cache.current = sessions.redis, cache.redis
-            st.cache.pg_generation = None  # the pipeline bumps api:generation in Redis
+            st.cache.pg_generation = None  # from now on the pipeline bumps api:generation in Redis
         else:
             copied = await to_memory(sessions.redis, sessions.memory)
             sessions.current, cache.current = sessions.memory, cache.memory
@@ -291,7 +313,7 @@ def attach(st: Any) -> None:
     st.hub = SwitchingHub(cfg.redis.url(), st.changes_since)
     st.redis_mode = mode = RedisMode(st)
     if cfg.api.workers > 1:  # processes share nothing in process: Redis from the first request on
-        mode.decider.using = REDIS
+        mode.decider.using, mode.reason = REDIS, f"{cfg.api.workers} API processes share one cache"
         st.cache_store.current, st.session_store.current = st.cache_store.redis, st.session_store.redis
         st.hub.redis_url, st.redis = st.hub.url, True
     else:

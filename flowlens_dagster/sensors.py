@@ -44,6 +44,7 @@ from flowlens_dagster.lag import RETRY_OF_TAG, given_up_event, lag_events, retry
 from ingest.config import FlowLensConfig, load_config
 from ingest.land.base import Landing, SummarizesWindows, Watermark
 from ingest.scaling.alerts import publish_alert
+from ingest.scaling.redis_use import pipeline_uses_redis
 from ingest.services import ServiceUnavailable, require
 from ingest.window import WINDOW, window_key, window_start
 
@@ -217,7 +218,7 @@ def build_sensor(job) -> dg.SensorDefinition:
         finally:
             opened.close()
         (context.log.warning if plan.alert or plan.held else context.log.info)(plan.summary())
-        state = _tell(context, cfg, cursor, plan, given_up)
+        state = _tell(context, cfg, postgres, cursor, plan, given_up)
         new_cursor = json.dumps({"next_window": plan.next_window.isoformat(), **state})
         if retries and not in_flight:
             context.log.warning(f"window run {retries[0].tags[RETRY_OF_TAG]} failed: requesting its windows again")
@@ -245,15 +246,22 @@ def window_run_request(windows: list[datetime], catch_up: bool = False) -> dg.Ru
     )
 
 
-def _tell(context, cfg: FlowLensConfig, cursor: dict, plan: TickPlan, given_up: list) -> dict:
-    """Log and publish (Redis ``changes:alerts``) this tick's lag transitions and newly given-up
-    windows; return the cursor state that makes each one told once."""
+def _tell(
+    context, cfg: FlowLensConfig, postgres: PostgresResource, cursor: dict, plan: TickPlan, given_up: list
+) -> dict:
+    """Log and publish (Redis ``changes:alerts``, in auto mode only while the query API uses Redis:
+    ``ingest.scaling.redis_use``) this tick's lag transitions and newly given-up windows; return the
+    cursor state that makes each one told once."""
     told = list(cursor.get("given_up", []))
     events = lag_events(cursor, plan.lag_seconds, plan.alert, plan.held, cfg)
     events += [given_up_event(run) for run in given_up if run.run_id not in told]
+    on_redis = False
+    if events:
+        with postgres.connect() as conn:
+            on_redis = pipeline_uses_redis(cfg, conn)
     for event in events:
         context.log.warning(f"alert: {json.dumps(event)}")
-        if cfg.uses_redis:
+        if on_redis:
             publish_alert(cfg, event)
     told += [e["run_id"] for e in events if e["kind"] == "window_failed"]
     return {"held": plan.held, "alert": plan.alert, "given_up": told[-50:]}

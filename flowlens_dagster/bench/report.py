@@ -2,7 +2,8 @@
 
 The JSON shape is the contract of README "Benchmarks": ``{"bench", "figures", "baseline", "ratio", "config"}``,
 where ``ratio`` is figures/baseline for every figure that has a baseline measured in the same run
-(or the scaling model's figure, labelled as such in ``config``).
+(or the scaling model's figure, labelled as such in ``config``); a figure the run could not measure
+(None) has no ratio.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def ratios(figures: dict[str, float], baseline: dict[str, float]) -> dict[str, f
     return {
         key: round(figures[key] / value, 3)
         for key, value in baseline.items()
-        if key in figures and isinstance(value, int | float) and value
+        if isinstance(figures.get(key), int | float) and isinstance(value, int | float) and value
     }
 
 

@@ -41,9 +41,15 @@ def check(api: ApiServer):
 
 def switches_counted(api: ApiServer, source: str, target: str) -> float:
     for line in api.get("/metrics").text.splitlines():
-        if line.startswith(f'flowlens_mode_switches_total{{from="{source}",to="{target}"}}'):
+        if line.startswith(f'flowlens_api_redis_switches_total{{from="{source}",to="{target}"}}'):
             return float(line.split()[-1])
     return 0.0
+
+
+def recorded_use(dsn: str) -> list[tuple[bool, str]]:
+    """The API processes' decisions in flowlens.redis_use (the pipeline follows them)."""
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT using_redis, reason FROM flowlens.redis_use ORDER BY instance").fetchall()
 
 
 def receive_ids(ws, count: int) -> list[int]:
@@ -58,6 +64,8 @@ def test_sessions_and_changes_survive_switching_to_redis_and_back(sample_map, fl
         token = api.token()
         assert check(api) is None  # two users: in process
         assert st.session_store.current is st.session_store.memory and api_redis(3).dbsize() == 0
+        assert recorded_use(sample_map) == [(False, "no Redis trigger yet")]
+        generation = int(api_redis(st.cfg.api.cache_db).get("api:generation") or 0)
         with connect(ws_url(api, token, channels="topology")) as ws:
             first = insert_change(sample_map, "10.0.9.1")  # polled from flowlens.changes
             assert receive_ids(ws, 1) == [first]
@@ -69,6 +77,9 @@ def test_sessions_and_changes_survive_switching_to_redis_and_back(sample_map, fl
             assert api.get("/api/v1/me", token).json()["username"] == "alice"  # the session moved
             assert 86_000 < api_redis(3).ttl(f"session:{token}") <= 86_400
             assert switches_counted(api, "memory", "redis") == 1
+            assert recorded_use(sample_map) == [(True, switch.reason)]
+            # a new cache generation: entries of an earlier Redis period are never served
+            assert int(api_redis(st.cfg.api.cache_db).get("api:generation")) == generation + 1
             publisher = redis_lib.Redis.from_url(flowlens_config.redis.url())
             wait_for_listeners(publisher, "changes:topology")
             live = insert_change(sample_map, "10.0.9.3")
@@ -85,6 +96,8 @@ def test_sessions_and_changes_survive_switching_to_redis_and_back(sample_map, fl
             after = insert_change(sample_map, "10.0.9.4")
             assert receive_ids(ws, 1) == [after]  # nothing repeated, nothing skipped
             assert switches_counted(api, "redis", "memory") == 1
+            assert recorded_use(sample_map) == [(False, back.reason)]
+    assert recorded_use(sample_map) == []  # a stopped API forgets its decision
     events = []
     deadline = time.monotonic() + 10
     while len(events) < 2 and time.monotonic() < deadline:

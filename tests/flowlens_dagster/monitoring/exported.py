@@ -30,12 +30,22 @@ def exposition_names(families: Iterable[Metric]) -> set[str]:
     return {family.name + suffix for family in families for suffix in SUFFIXES[family.type]}
 
 
+# Modules of the query API defining metrics: its own, and auto mode's Redis switches.
+API_METRIC_MODULES = ("flowlens_dagster.api.metrics", "flowlens_dagster.redis_mode")
+
+
 def api_families() -> list[Metric]:
     """The query API's metrics, when this build has the API (``flowlens_dagster/api/metrics.py``)."""
     if importlib.util.find_spec("flowlens_dagster.api") is None:
         return []
-    module = importlib.import_module("flowlens_dagster.api.metrics")
-    return [family for obj in vars(module).values() if isinstance(obj, MetricWrapperBase) for family in obj.collect()]
+    modules = [importlib.import_module(name) for name in API_METRIC_MODULES]
+    return [
+        family
+        for module in modules
+        for obj in vars(module).values()
+        if isinstance(obj, MetricWrapperBase)
+        for family in obj.collect()
+    ]
 
 
 def exported() -> set[str]:

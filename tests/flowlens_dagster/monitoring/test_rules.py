@@ -19,7 +19,7 @@ MODEL_RULES = {  # the scaling model's §9.2
     "HighFlowDropRate", "IngestionQueueFull", "KafkaConsumerLag", "KafkaConsumerStalled",
     "PostgreSQLConnectionPoolExhausted", "PostgreSQLWriteLatency", "APIHighLatency", "APIErrorRate",
 }  # fmt: skip
-PROJECT_RULES = {"LandingDown", "TemplatePendingFlows", "ModeFlapping", "QualityCheckFailures"}
+PROJECT_RULES = {"LandingDown", "TemplatePendingFlows", "ModeFlapping", "RedisModeFlapping", "QualityCheckFailures"}
 
 needs_promtool = pytest.mark.skipif(not Path(PROMTOOL).exists(), reason="promtool missing: run scripts/setup.sh")
 
@@ -83,9 +83,20 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "quiet_series": {"flowlens_spool_bytes": "0x20"},
         "fires_at": "10m", "quiet_at": "4m", "labels": {},
     },
-    "ModeFlapping": {
-        "series": {'flowlens_mode_switches_total{from="minimal",to="standard"}': "0+1x30"},
-        "quiet_series": {'flowlens_mode_switches_total{from="minimal",to="standard"}': "0 0 0 1x30"},
+    "ModeFlapping": {  # landing switches only: the API's Redis switches (quiet_series) are not the landing's
+        "series": {'flowlens_mode_switches_total{from="postgres",to="kafka"}': "0+1x30",
+                   'flowlens_mode_switches_total{from="kafka",to="postgres"}': "0+1x30"},
+        "quiet_series": {'flowlens_mode_switches_total{from="postgres",to="kafka"}': "0 0 0 1x30",
+                         'flowlens_api_redis_switches_total{from="memory",to="redis"}': "0+1x30",
+                         'flowlens_api_redis_switches_total{from="redis",to="memory"}': "0+1x30"},
+        "fires_at": "20m", "quiet_at": "1m", "labels": {},
+    },
+    "RedisModeFlapping": {  # the API's Redis switches only: landing switches (quiet_series) are not counted
+        "series": {'flowlens_api_redis_switches_total{from="memory",to="redis"}': "0+1x30",
+                   'flowlens_api_redis_switches_total{from="redis",to="memory"}': "0+1x30"},
+        "quiet_series": {'flowlens_api_redis_switches_total{from="memory",to="redis"}': "0 0 0 1x30",
+                         'flowlens_mode_switches_total{from="postgres",to="kafka"}': "0+1x30",
+                         'flowlens_mode_switches_total{from="kafka",to="postgres"}': "0+1x30"},
         "fires_at": "20m", "quiet_at": "1m", "labels": {},
     },
     "KafkaConsumerLag": {
