@@ -119,49 +119,54 @@ def _walk(buf: _Buffer, start: np.ndarray, end: np.ndarray, count: np.ndarray, s
     in container order. An item running past its container, or leaving the 4-byte alignment,
     ends that container (counted as ``truncated`` / ``malformed``).
 
-    Round ``k`` reads the ``k``-th item of every container (two word gathers and a few
-    comparisons over all of them). Past ``COMPACT_AFTER`` rounds (more samples than a datagram of
-    an agent holds) the lanes are compacted when fewer than half are still live, so a datagram of
-    many tiny samples costs rounds over the few containers like it, not over the whole call."""
+    Round ``k`` reads the length word of the ``k``-th item of every container and steps over it
+    (four numpy calls over all containers, nothing checked yet); the checks run once on the
+    ``(rounds, containers)`` matrices a block of rounds leaves. Rounds come in blocks of
+    ``COMPACT_AFTER``: containers with items left after a block (more samples than a datagram
+    of an agent holds) go on alone, so a datagram of many tiny samples costs rounds over the few
+    containers like it, not over the whole call."""
     left = np.minimum(count, np.maximum(end - start, 0) // 8)  # an item takes 8 bytes at least
     lanes = np.flatnonzero(left > 0)
     cur, stop, left = start[lanes], end[lanes], left[lanes]
     words = buf.w
-    rounds: list[tuple[np.ndarray, ...]] = []  # (lanes, whole, body, length) of each round
-    compacted = False
+    blocks: list[tuple[np.ndarray, ...]] = []  # (owner, body, length) of each block's whole items
     truncated = malformed = 0
     while len(lanes):
-        live = left > 0
-        # A finished lane reads at its end (inside the padded buffer); ``live`` discards it.
-        length = words[(np.minimum(cur, stop) >> 2) + 1]  # big-endian words: int64 once stacked
-        nxt = cur + 8 + length
-        whole = live & (nxt <= stop)  # the length is >= 0: the item's header fits too
+        rounds = min(int(left.max()), COMPACT_AFTER)
+        at = np.empty((len(lanes), rounds), np.int64)  # item starts: a row per container
+        length = np.empty((len(lanes), rounds), np.int64)
+        last = (stop >> 2) - 1  # a lane past its end reads its last word (inside the padded buffer)
+        lengths = words[1:]
+        for k in range(rounds):
+            at[:, k] = cur
+            step = length[:, k] = lengths[np.minimum(cur >> 2, last)]
+            cur = cur + step
+            cur += 8
+        nxt = at + length
+        nxt += 8
+        live = np.arange(rounds) < left[:, None]
+        whole = nxt <= stop[:, None]
         ok = whole & ((length & 3) == 0)
-        n_live, n_whole, n_ok = np.count_nonzero(live), np.count_nonzero(whole), np.count_nonzero(ok)
-        truncated, malformed = truncated + n_live - n_whole, malformed + n_whole - n_ok
-        rounds.append((lanes, whole, cur + 8, length))
-        left = np.where(ok, left - 1, 0)
-        cur = nxt
-        still = np.count_nonzero(left)
-        if not still:
-            break
-        if len(rounds) >= COMPACT_AFTER and 2 * still < len(lanes):
-            keep = np.flatnonzero(left)
-            lanes, cur, stop, left = lanes[keep], cur[keep], stop[keep], left[keep]
-            compacted = True
+        before = np.logical_and.accumulate(ok, axis=1)  # every item up to this one is whole and aligned
+        taken = live & before
+        reached = live.copy()  # items read before a container ended: counted when they are bad
+        reached[:, 1:] &= before[:, :-1]
+        truncated += int(np.count_nonzero(reached & ~whole))
+        malformed += int(np.count_nonzero(reached & whole & ~ok))
+        blocks.append((np.broadcast_to(lanes[:, None], taken.shape)[taken], at[taken] + 8, length[taken]))
+        goes_on = taken[:, -1] & (left > rounds)
+        lanes, cur, stop, left = lanes[goes_on], cur[goes_on], stop[goes_on], left[goes_on] - rounds
     _count(stats.errors, "truncated", truncated)
     _count(stats.errors, "malformed", malformed)
-    if not rounds:
+    if not blocks:
         return _NO_ITEMS
-    if not compacted:  # every round has the same lanes: (lanes, rounds) in row order is container order
-        mask = np.stack([r[1] for r in rounds], axis=1)
-        owner = np.broadcast_to(rounds[0][0][:, None], mask.shape)[mask]
-        body, length = (np.stack([r[i] for r in rounds], axis=1)[mask] for i in (2, 3))
-    else:
-        owner, body, length = (np.concatenate([r[i][r[1]] for r in rounds]) for i in (0, 2, 3))
-        order = np.argsort(body, kind="stable")  # containers lie in buffer order: position = container order
+    if len(blocks) == 1:
+        owner, body, length = blocks[0]
+    else:  # containers lie in buffer order: an item's position is its place in container order
+        owner, body, length = (np.concatenate(part) for part in zip(*blocks, strict=True))
+        order = np.argsort(body, kind="stable")
         owner, body, length = owner[order], body[order], length[order]
-    return owner, words[(body - 8) >> 2].astype(np.int64), body, length.astype(np.int64)
+    return owner, words[(body - 8) >> 2].astype(np.int64), body, length
 
 
 def decode(
