@@ -147,10 +147,12 @@ def _walk(buf: _Buffer, start: np.ndarray, end: np.ndarray, count: np.ndarray, s
         live = np.arange(rounds) < left[:, None]
         whole = nxt <= stop[:, None]
         ok = whole & ((length & 3) == 0)
-        before = np.logical_and.accumulate(ok, axis=1)  # every item up to this one is whole and aligned
+        before = np.logical_and.accumulate(ok, axis=1) if rounds > 1 else ok  # all whole and aligned so far
         taken = live & before
-        reached = live.copy()  # items read before a container ended: counted when they are bad
-        reached[:, 1:] &= before[:, :-1]
+        reached = live  # items read before a container ended: counted when they are bad
+        if rounds > 1:
+            reached = live.copy()
+            reached[:, 1:] &= before[:, :-1]
         truncated += int(np.count_nonzero(reached & ~whole))
         malformed += int(np.count_nonzero(reached & whole & ~ok))
         blocks.append((np.broadcast_to(lanes[:, None], taken.shape)[taken], at[taken] + 8, length[taken]))
@@ -203,11 +205,15 @@ def decode(
         return None
     fixed: sflow_rows.Sample = sample["fixed"]
     fast, parsed = sflow_rows.read(sample["rows"], fixed, sample["length"])
-    # Records are walked only where needed: samples the rows did not take, and extended records.
+    # Records are walked only where needed: samples the rows did not take, and the extended
+    # records of those they took (from the record after the raw-packet one, which ``read`` checked).
     walked = np.flatnonzero(~fast | (fixed.records > 1))
     records = _NO_ITEMS
     if len(walked):
-        records = _walk(buf, sample["first"][walked], sample["end"][walked], fixed.records[walked], stats)
+        skip = fast[walked]
+        first = sample["first"][walked]
+        first = np.where(skip, first + 8 + sample["rows"].u32(sflow_rows.RECORD + 4)[walked], first)
+        records = _walk(buf, first, sample["end"][walked], fixed.records[walked] - skip, stats)
         records = (walked[records[0]], *records[1:])
     return _flows(buf, dgram, sample, (fast, parsed), records, recv, rate_of, stats, tunnel)
 
