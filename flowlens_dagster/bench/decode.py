@@ -9,7 +9,11 @@ decoder runs ``decode_many`` over batches of ``--batch`` packets, by default the
 ``ingest.decode_batch_packets`` (the most it takes per call when packets are waiting); the
 ``netflow`` package parses a slice of the same packets one by one with its template cache (it is
 ~50x slower, so a slice keeps the run short); for sFlow the baseline is tshark (Wireshark's
-dissector) over a pcap of the same slice, its CPU time read from the child's rusage. Figures are
+dissector) over a pcap of the same slice, its CPU time read from the child's rusage, and, when
+``go`` is installed, GoFlow2 (``ingest.tools.goflow2``: built once from the Go module proxy into
+the state directory) fed the first ``--goflow2-flows`` of them over loopback UDP, its CPU time
+read from ``/proc`` (``goflow2_sflow_flows_per_s``; writing its protobuf records to a file
+included, as tshark's text output is). Figures are
 flows per CPU-second of this thread (``time.thread_time``), i.e. per core whatever else the
 machine runs: the best of ``--repeat`` runs, the versions taking turns, and
 (``*_median_flows_per_s``) their median.
@@ -32,8 +36,9 @@ import numpy as np
 
 from flowlens_dagster.bench.report import report
 from ingest.addresses import V4_PREFIX
-from ingest.config import IngestConfig
+from ingest.config import IngestConfig, load_config
 from ingest.decode import Decoder
+from ingest.tools import goflow2
 from ingest.tools.capture import ethernet_frame, write_pcap
 from ingest.tools.encode import V9_IPV4_FIELDS, IpfixEncoder, V9Encoder, encode_v5
 from ingest.tools.encode_sflow import SflowEncoder
@@ -94,18 +99,23 @@ def _cpu() -> float:
     return time.thread_time() + children.ru_utime + children.ru_stime
 
 
-def _rates(runs: dict[str, Callable[[], int]], repeat: int) -> dict[str, tuple[list[float], int]]:
+Run = Callable[[], int | tuple[int, float]]  # flows, or (flows, CPU seconds it measured itself)
+
+
+def _rates(runs: dict[str, Run], repeat: int) -> dict[str, tuple[list[float], int]]:
     """(flows per CPU-second of every run, flows per run) for each named run.
 
     The runs take turns, ``repeat`` rounds: a slow spell of the machine (another VM on the
-    host) then costs every version one run, not one version all of its runs."""
+    host) then costs every version one run, not one version all of its runs. A run in another
+    process that this one does not wait for (GoFlow2) returns its own CPU seconds."""
     rates: dict[str, list[float]] = {name: [] for name in runs}
     flows: dict[str, int] = {}
     for _ in range(repeat):
         for name, run in runs.items():
             start = _cpu()
-            flows[name] = run()
-            rates[name].append(flows[name] / max(_cpu() - start, 1e-9))
+            done = run()
+            flows[name], cpu = done if isinstance(done, tuple) else (done, _cpu() - start)
+            rates[name].append(flows[name] / max(cpu, 1e-9))
     return {name: (rates[name], flows[name]) for name in runs}
 
 
@@ -138,6 +148,33 @@ def tshark_run(packets: list[bytes]) -> Callable[[], int]:
     return run
 
 
+def goflow2_run(collector: goflow2.Collector, packets: list[bytes], samples: int) -> Run:
+    """GoFlow2 on the same datagrams (``samples`` flow samples in them): (flows it wrote, the CPU
+    seconds its process used meanwhile). Datagrams the kernel dropped are neither counted nor
+    paid for."""
+
+    def run() -> tuple[int, float]:
+        start = collector.cpu_seconds()
+        collector.send(packets)
+        flows = len(collector.messages(samples))
+        return flows, collector.cpu_seconds() - start
+
+    return run
+
+
+def _goflow2_rates(packets: dict[str, list[bytes]], flows: dict[str, int], repeat: int) -> dict[str, float] | str:
+    """GoFlow2's best flows per CPU-second on each sFlow workload, or why it did not run."""
+    exe = goflow2.binary(load_config().state_dir)
+    if isinstance(exe, str):
+        return exe
+    try:
+        with goflow2.Collector(exe, "bin") as collector:
+            runs = {v: goflow2_run(collector, p, flows[v]) for v, p in packets.items()}
+            return {v: round(max(rates)) for v, (rates, _) in _rates(runs, repeat).items()}
+    except (OSError, RuntimeError) as exc:
+        return f"goflow2 did not run: {exc}"
+
+
 def netflow_run(packets: list[bytes]) -> Callable[[], int]:
     """The same with the ``netflow`` package, packet by packet with its template cache."""
     from netflow import parse_packet  # the peer: imported only for the comparison
@@ -158,6 +195,7 @@ def main(argv: list[str]) -> int:
         "--batch", type=int, default=IngestConfig().decode_batch_packets,
         help="packets per decode_many call (default: the daemon's ingest.decode_batch_packets)",
     )  # fmt: skip
+    parser.add_argument("--goflow2-flows", type=int, default=100_000, help="sFlow flows per version for GoFlow2")
     parser.add_argument("--repeat", type=int, default=7, help="runs per figure, taking turns (the best is kept)")
     args = parser.parse_args(argv)
     packets = workloads(args.flows)
@@ -176,6 +214,14 @@ def main(argv: list[str]) -> int:
     for version, (rates, _) in ours.items():
         figures[f"{version}_median_flows_per_s"] = round(statistics.median(rates))
     sizes = {version: round(flows / len(packets[version]), 1) for version, (_, flows) in ours.items()}
+    gf_share = args.goflow2_flows / args.flows
+    gf_packets = {v: packets[v][: max(1, int(len(packets[v]) * gf_share))] for v in ("sflow", "sflow_gateway")}
+    gf_flows = {v: round(len(p) * sizes[v]) for v, p in gf_packets.items()}
+    peer_go = _goflow2_rates(gf_packets, gf_flows, args.repeat)
+    if isinstance(peer_go, dict):
+        for version, rate in peer_go.items():
+            baseline[f"goflow2_{version}_flows_per_s"] = rate
+        goflow2_ratio = {v: round(figures[f"{v}_flows_per_s"] / max(r, 1), 3) for v, r in peer_go.items()}
     config = {
         "flows": args.flows,
         "batch_packets": args.batch,
@@ -183,6 +229,11 @@ def main(argv: list[str]) -> int:
         "clock": "time.thread_time (CPU seconds of one core), best and median of --repeat runs",
         "baseline": "Python netflow package (sFlow: tshark, start-up included), same packets "
         "(first --peer-flows), same run",
+        "goflow2": f"GoFlow2 {goflow2.VERSION} (protobuf records to a file), first --goflow2-flows, same run; "
+        "FlowLens/GoFlow2: "
+        f"{goflow2_ratio}"
+        if isinstance(peer_go, dict)
+        else f"skipped: {peer_go}",
     }
     report("decode", figures, baseline, config, args.json)
     return 0

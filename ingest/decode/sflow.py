@@ -3,9 +3,10 @@
 A datagram is a header (version 5, agent address, sub-agent id, sequence, uptime, sample count)
 then samples, each ``(format, length, body)``; a flow sample holds flow records the same way.
 Lengths make every level walkable without knowing every format, so the walk is done level by
-level for all datagrams at once: round ``k`` reads the ``k``-th sample of every datagram that has
-one (a handful of numpy operations per round, a few rounds per datagram), then the ``k``-th
-record of every flow sample. No Python runs per sample on that path.
+level for all datagrams at once: round ``k`` steps over the ``k``-th sample of every datagram
+(four numpy calls per round, a few rounds per datagram; the lengths are checked once afterwards,
+``_walk``), then over the extended records of the flow samples that have some. No Python runs
+per sample on that path.
 
 What becomes a flow: one per flow sample (format 1, or 3 "expanded"), from its sampled packet
 header (record 1, parsed by ``headers.py``: Ethernet, VLAN, MPLS, IPv4/IPv6, tunnels) or, when
@@ -119,49 +120,56 @@ def _walk(buf: _Buffer, start: np.ndarray, end: np.ndarray, count: np.ndarray, s
     in container order. An item running past its container, or leaving the 4-byte alignment,
     ends that container (counted as ``truncated`` / ``malformed``).
 
-    Round ``k`` reads the ``k``-th item of every container (two word gathers and a few
-    comparisons over all of them). Past ``COMPACT_AFTER`` rounds (more samples than a datagram of
-    an agent holds) the lanes are compacted when fewer than half are still live, so a datagram of
-    many tiny samples costs rounds over the few containers like it, not over the whole call."""
+    Round ``k`` reads the length word of the ``k``-th item of every container and steps over it
+    (four numpy calls over all containers, nothing checked yet); the checks run once on the
+    ``(rounds, containers)`` matrices a block of rounds leaves. Rounds come in blocks of
+    ``COMPACT_AFTER``: containers with items left after a block (more samples than a datagram
+    of an agent holds) go on alone, so a datagram of many tiny samples costs rounds over the few
+    containers like it, not over the whole call."""
     left = np.minimum(count, np.maximum(end - start, 0) // 8)  # an item takes 8 bytes at least
     lanes = np.flatnonzero(left > 0)
     cur, stop, left = start[lanes], end[lanes], left[lanes]
     words = buf.w
-    rounds: list[tuple[np.ndarray, ...]] = []  # (lanes, whole, body, length) of each round
-    compacted = False
+    blocks: list[tuple[np.ndarray, ...]] = []  # (owner, body, length) of each block's whole items
     truncated = malformed = 0
     while len(lanes):
-        live = left > 0
-        # A finished lane reads at its end (inside the padded buffer); ``live`` discards it.
-        length = words[(np.minimum(cur, stop) >> 2) + 1]  # big-endian words: int64 once stacked
-        nxt = cur + 8 + length
-        whole = live & (nxt <= stop)  # the length is >= 0: the item's header fits too
+        rounds = min(int(left.max()), COMPACT_AFTER)
+        at = np.empty((len(lanes), rounds), np.int64)  # item starts: a row per container
+        length = np.empty((len(lanes), rounds), np.int64)
+        last = (stop >> 2) - 1  # a lane past its end reads its last word (inside the padded buffer)
+        lengths = words[1:]
+        for k in range(rounds):
+            at[:, k] = cur
+            step = length[:, k] = lengths[np.minimum(cur >> 2, last)]
+            cur = cur + step
+            cur += 8
+        nxt = at + length
+        nxt += 8
+        live = np.arange(rounds) < left[:, None]
+        whole = nxt <= stop[:, None]
         ok = whole & ((length & 3) == 0)
-        n_live, n_whole, n_ok = np.count_nonzero(live), np.count_nonzero(whole), np.count_nonzero(ok)
-        truncated, malformed = truncated + n_live - n_whole, malformed + n_whole - n_ok
-        rounds.append((lanes, whole, cur + 8, length))
-        left = np.where(ok, left - 1, 0)
-        cur = nxt
-        still = np.count_nonzero(left)
-        if not still:
-            break
-        if len(rounds) >= COMPACT_AFTER and 2 * still < len(lanes):
-            keep = np.flatnonzero(left)
-            lanes, cur, stop, left = lanes[keep], cur[keep], stop[keep], left[keep]
-            compacted = True
+        before = np.logical_and.accumulate(ok, axis=1) if rounds > 1 else ok  # all whole and aligned so far
+        taken = live & before
+        reached = live  # items read before a container ended: counted when they are bad
+        if rounds > 1:
+            reached = live.copy()
+            reached[:, 1:] &= before[:, :-1]
+        truncated += int(np.count_nonzero(reached & ~whole))
+        malformed += int(np.count_nonzero(reached & whole & ~ok))
+        blocks.append((np.broadcast_to(lanes[:, None], taken.shape)[taken], at[taken] + 8, length[taken]))
+        goes_on = taken[:, -1] & (left > rounds)
+        lanes, cur, stop, left = lanes[goes_on], cur[goes_on], stop[goes_on], left[goes_on] - rounds
     _count(stats.errors, "truncated", truncated)
     _count(stats.errors, "malformed", malformed)
-    if not rounds:
+    if not blocks:
         return _NO_ITEMS
-    if not compacted:  # every round has the same lanes: (lanes, rounds) in row order is container order
-        mask = np.stack([r[1] for r in rounds], axis=1)
-        owner = np.broadcast_to(rounds[0][0][:, None], mask.shape)[mask]
-        body, length = (np.stack([r[i] for r in rounds], axis=1)[mask] for i in (2, 3))
-    else:
-        owner, body, length = (np.concatenate([r[i][r[1]] for r in rounds]) for i in (0, 2, 3))
-        order = np.argsort(body, kind="stable")  # containers lie in buffer order: position = container order
+    if len(blocks) == 1:
+        owner, body, length = blocks[0]
+    else:  # containers lie in buffer order: an item's position is its place in container order
+        owner, body, length = (np.concatenate(part) for part in zip(*blocks, strict=True))
+        order = np.argsort(body, kind="stable")
         owner, body, length = owner[order], body[order], length[order]
-    return owner, words[(body - 8) >> 2].astype(np.int64), body, length.astype(np.int64)
+    return owner, words[(body - 8) >> 2].astype(np.int64), body, length
 
 
 def decode(
@@ -198,11 +206,15 @@ def decode(
         return None
     fixed: sflow_rows.Sample = sample["fixed"]
     fast, parsed = sflow_rows.read(sample["rows"], fixed, sample["length"])
-    # Records are walked only where needed: samples the rows did not take, and extended records.
+    # Records are walked only where needed: samples the rows did not take, and the extended
+    # records of those they took (from the record after the raw-packet one, which ``read`` checked).
     walked = np.flatnonzero(~fast | (fixed.records > 1))
     records = _NO_ITEMS
     if len(walked):
-        records = _walk(buf, sample["first"][walked], sample["end"][walked], fixed.records[walked], stats)
+        skip = fast[walked]
+        first = sample["first"][walked]
+        first = np.where(skip, first + 8 + sample["rows"].u32(sflow_rows.RECORD + 4)[walked], first)
+        records = _walk(buf, first, sample["end"][walked], fixed.records[walked] - skip, stats)
         records = (walked[records[0]], *records[1:])
     return _flows(buf, dgram, sample, (fast, parsed), records, recv, rate_of, stats, tunnel)
 

@@ -46,6 +46,14 @@ def _next_hop(buf: Words, at: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, 
 def _lists(buf: Words, owner: np.ndarray, start: np.ndarray, count: np.ndarray, n: int, valid: np.ndarray) -> pa.Array:
     """A ``list<uint32>`` of ``n`` rows: row ``owner[i]`` gets ``count[i]`` words from ``start[i]``
     (pieces in row order), rows where ``~valid`` are null."""
+    mask = None if valid.all() else pa.array(~valid)
+    if len(owner) == n and mask is None and n and (count == count[0]).all():
+        # One piece per row, all the same length (a router's usual path, its fixed communities):
+        # one gather of ``(n, count)`` words, no offset arithmetic per value.
+        width = int(count[0])
+        values = buf.u32s(start, width).astype(np.uint32).reshape(-1) if width else np.zeros(0, np.uint32)
+        offsets = np.arange(n + 1, dtype=np.int32) * np.int32(width)
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values), type=AS_LIST)
     per_row = np.bincount(owner, weights=count, minlength=n).astype(np.int64) * valid
     offsets = np.zeros(n + 1, np.int32)
     np.cumsum(per_row, out=offsets[1:])
@@ -54,7 +62,7 @@ def _lists(buf: Words, owner: np.ndarray, start: np.ndarray, count: np.ndarray, 
     total = int(count.sum())
     first = np.repeat(np.cumsum(count) - count, count)
     values = buf.u32(np.repeat(start, count) + 4 * (np.arange(total) - first)).astype(np.uint32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values), type=AS_LIST, mask=pa.array(~valid))
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values), type=AS_LIST, mask=mask)
 
 
 def gateways(buf: Words, at: np.ndarray, end: np.ndarray) -> dict[str, Any]:
@@ -88,7 +96,9 @@ def gateways(buf: Words, at: np.ndarray, end: np.ndarray) -> dict[str, Any]:
     ncomm = np.where(ok & (pos + 4 <= end), buf.u32(np.where(ok, pos, 0)), 1 << 30)
     ok &= pos + 8 + 4 * ncomm <= end  # the communities, then the local preference
     rows, first, count = (np.zeros(0, np.int64),) * 3
-    if pieces:
+    if len(pieces) == 1:  # one segment a path: rows already in order
+        rows, first, count = pieces[0]
+    elif pieces:
         rows, first, count = (np.concatenate(part) for part in zip(*pieces, strict=True))
         order = np.lexsort((first, rows))  # row-major, segments in order
         rows, first, count = rows[order], first[order], count[order]
