@@ -245,6 +245,9 @@ def comparison(measured: dict, compared: dict, source: str) -> dict:
         "saturated_p99_ms": saturated,
         "p99_ms": paced(compared),
         "latency_rate_per_s": compared["paced_rate"],
+        "paced_offered_per_s": compared["paced_offered_per_s"],
+        "paced_achieved_per_s": compared["paced_achieved_per_s"],
+        "paced_at": compared["paced_at"],
         "errors": compared["errors"],
         "error_kinds": compared["error_kinds"],
         "ratio": {
