@@ -109,12 +109,16 @@ async def _rows(conn: AsyncConnection, sql: str, params: dict | tuple) -> list[d
 async def topology_addresses(conn: AsyncConnection, f: Filters, limit: int, cursor: list | None) -> dict:
     """Address-level graph: up to ``limit`` edges in key order after ``cursor``, and their end nodes."""
     params: dict = {"limit": limit + 1}
-    joins, conds = edge_conditions(f, params)
+    joins, conds = edge_conditions(replace(f, prefix=None), params)
     if cursor is not None:
         params.update(c0=cursor[0], c1=cursor[1], c2=cursor[2], c3=cursor[3])
         conds.append(f"{EDGE_KEY} > (%(c0)s::inet, %(c1)s::inet, %(c2)s, %(c3)s::smallint)")
-    sql = f"SELECT {EDGE_COLUMNS} FROM flowlens.dependencies d{joins}{_where(conds)}"
-    sql += f" ORDER BY {EDGE_ORDER} LIMIT %(limit)s"
+    if f.prefix is None:
+        sql = f"SELECT {EDGE_COLUMNS} FROM flowlens.dependencies d{joins}{_where(conds)}"
+        sql += f" ORDER BY {EDGE_ORDER} LIMIT %(limit)s"
+    else:
+        params["prefix"] = f.prefix
+        sql = _prefix_edges(joins, conds)
     edges = await _rows(conn, sql, params)
     more = len(edges) > limit
     edges = edges[:limit]
@@ -127,6 +131,24 @@ async def topology_addresses(conn: AsyncConnection, f: Filters, limit: int, curs
         encode_cursor([last["client"], last["server"], last["port"], last["protocol"]]) if more and last else None
     )
     return {"level": "address", "nodes": nodes, "edges": edges, "next_cursor": next_cursor}
+
+
+def _prefix_edges(joins: str, conds: list[str]) -> str:
+    """Edges with either end in ``%(prefix)s``, in key order: the first ``%(limit)s`` keys with the client
+    in the prefix (the primary key's range, read in order and stopped at the limit) merged with those
+    with the server in it (``dependencies_server_clients``, an index-only range that holds the whole
+    key), then the rows of those keys only. One ``client OR server`` condition read and sorted every
+    matching row (~35,000 for a popular /24 of the bench's map: 340 ms)."""
+    key = EDGE_ORDER.replace("d.", "")
+    branches = [
+        f"(SELECT {key} FROM flowlens.dependencies d{joins}"
+        f"{_where([*conds, f'd.{end}_addr <<= %(prefix)s::inet'])} ORDER BY {EDGE_ORDER} LIMIT %(limit)s)"
+        for end in ("client", "server")
+    ]
+    return f"""SELECT {EDGE_COLUMNS}
+               FROM ({" UNION ".join(branches)} ORDER BY {key} LIMIT %(limit)s) k
+               JOIN flowlens.dependencies d USING ({key})
+               ORDER BY {EDGE_ORDER}"""
 
 
 async def topology_grouped(

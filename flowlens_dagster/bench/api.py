@@ -51,7 +51,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of each load phase")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument(
-        "--rate", type=float, default=2000.0, help="requests/s of the latency phase (at most 80%% of requests_per_s)"
+        "--paced-rate",
+        "--rate",
+        dest="rate",
+        type=float,
+        default=2000.0,
+        help="requests/s offered in the latency phase (default the target; 80%% of requests_per_s when that is less)",
     )
     parser.add_argument("--ws", type=int, default=1000, help="WebSocket clients (0: skip that phase)")
     parser.add_argument(
@@ -212,7 +217,7 @@ def drive(cfg: FlowLensConfig, args: argparse.Namespace, source: Path | None) ->
                    "--url", f"http://{cfg.api.host}:{api_port(cfg, source)}",
                    "--token", login(cfg, source), "--dsn", cfg.postgres.dsn(), "--redis-url", cfg.redis.url(0),
                    "--assets", str(args.assets), "--servers", str(args.servers), "--seconds", str(args.seconds),
-                   "--connections", str(args.connections), "--rate", str(args.rate),
+                   "--connections", str(args.connections), "--paced-rate", str(args.rate),
                    "--ws", str(0 if source else args.ws),
                    "--pg-connections", str((args.workers or cfg.api.workers) * cfg.api.pg_pool_size)]  # fmt: skip
         if source:
@@ -227,8 +232,9 @@ def drive(cfg: FlowLensConfig, args: argparse.Namespace, source: Path | None) ->
 
 
 def comparison(measured: dict, compared: dict, source: str) -> dict:
-    """The other checkout's figures under the same load generator, and ours / theirs: requests/s and
-    the back-to-back p99s (the paced p99s are each at 80% of that API's own capacity, not comparable)."""
+    """The other checkout's figures under the same load generator, and ours / theirs: requests/s, the
+    back-to-back p99s, and the paced p99s when both were offered the same rate (when one was paced at
+    a share of its own capacity instead, its paced p99s are not comparable and their ratio is left out)."""
     rate = round(compared["requests"] / compared["seconds"], 1)
     ours = round(measured["requests"] / measured["seconds"], 1)
     saturated = {**compared["saturated"], "mixed": compared["saturated_mixed_p99_ms"]}
@@ -237,15 +243,27 @@ def comparison(measured: dict, compared: dict, source: str) -> dict:
         "source": source,
         "requests_per_s": rate,
         "saturated_p99_ms": saturated,
-        "p99_ms": {**compared["api"], "mixed": compared["api_mixed_p99_ms"]},
+        "p99_ms": paced(compared),
         "latency_rate_per_s": compared["paced_rate"],
+        "paced_offered_per_s": compared["paced_offered_per_s"],
+        "paced_achieved_per_s": compared["paced_achieved_per_s"],
+        "paced_at": compared["paced_at"],
         "errors": compared["errors"],
         "error_kinds": compared["error_kinds"],
         "ratio": {
             "requests_per_s": round(ours / rate, 3) if rate else None,
-            **{f"saturated_{k}_p99_ms": round(mine[k] / v, 3) if v and mine[k] else None for k, v in saturated.items()},
+            **{f"saturated_{k}": v for k, v in _ratios(mine, saturated).items()},
+            **(_ratios(paced(measured), paced(compared)) if measured["paced_rate"] == compared["paced_rate"] else {}),
         },
     }
+
+
+def paced(measured: dict) -> dict:
+    return {**measured["api"], "mixed": measured["api_mixed_p99_ms"]}
+
+
+def _ratios(mine: dict, theirs: dict) -> dict:
+    return {f"{k}_p99_ms": round(mine[k] / v, 3) if v and mine[k] else None for k, v in theirs.items()}
 
 
 def main(argv: list[str]) -> int:
@@ -267,6 +285,9 @@ def main(argv: list[str]) -> int:
         "asset_p99_ms": measured["api"]["asset"],
         "mixed_p99_ms": measured["api_mixed_p99_ms"],
         "requests_per_s": round(measured["requests"] / measured["seconds"], 1),
+        "paced_offered_per_s": measured["paced_offered_per_s"],
+        "paced_achieved_per_s": measured["paced_achieved_per_s"],
+        "paced_at": measured["paced_at"],
         "ws_delivery_p99_ms": measured["ws_delivery_p99_ms"],
         "error_ratio": round((measured["errors"] + measured["ws_lost"]) / max(measured["requests"], 1), 6),
     }
@@ -284,8 +305,9 @@ def main(argv: list[str]) -> int:
     config = {
         "baseline": "the same query mix through the API's query functions on psycopg (no HTTP, no cache), same run",
         "method": "HTTP: every distinct request once (untimed warm-up), then back to back for requests_per_s, "
-        "then paced at latency_rate_per_s for the *_p99_ms figures (latency from when each request was due): "
-        "--rate, or 80% of requests_per_s when that is less; "
+        "then open loop at paced_offered_per_s for the *_p99_ms figures (request i due at i / rate, sent on "
+        "the next idle connection, latency from when it was due): --paced-rate (default 2,000, the target), "
+        "or 80% of requests_per_s when that is less (paced_at says which); "
         "saturated_p99_ms: the back-to-back phase's",
         "database": BENCH_DATABASE,
         "workers": args.workers or cfg.api.workers,

@@ -1,10 +1,16 @@
-"""sql/011's topology views and the impact() function (as replaced by sql/030), in PostgreSQL."""
+"""sql/011's topology views, the impact() function (as replaced by sql/030) and the address topology
+query of the API, in PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
+from flowlens_dagster.api import params, queries
 from tests.flowlens_dagster.api.conftest import T0
 
 pytestmark = pytest.mark.integration
@@ -74,3 +80,32 @@ def test_topology_views_count_and_name_both_ends(clean_pg):
     assert nodes == [("10.0.0.1", 2, 1), ("10.0.0.2", 0, 1)]
     assert named == [("10.0.0.1", "db", "10.0.0.9", None), ("10.0.0.2", "app", "10.0.0.1", "db"),
                      ("10.0.0.3", None, "10.0.0.1", "db")]  # fmt: skip
+
+
+@pytest.mark.parametrize("port", [None, 443])
+def test_address_topology_by_prefix_pages_through_either_end_in_key_order(clean_pg, port):
+    # edges with the client in 10.2.0.0/24, the server in it, both, or neither, across two ports
+    pairs = [(f"10.{c}.0.{i}", f"10.{s}.0.{j}", p) for c, s in ((2, 3), (3, 2), (2, 2), (3, 3), (1, 2), (2, 4))
+             for i, j in ((1, 9), (5, 1)) for p in (443, 80)]  # fmt: skip
+    edges(clean_pg, pairs)
+    net = ipaddress.ip_network("10.2.0.0/24")
+    expected = sorted(
+        (ipaddress.ip_address(c), ipaddress.ip_address(s), p)
+        for c, s, p in pairs
+        if (ipaddress.ip_address(c) in net or ipaddress.ip_address(s) in net) and port in (None, p)
+    )
+    f = params.filters(prefix_="10.2.0.0/24", port_=str(port) if port else None)
+
+    async def pages() -> list[tuple]:
+        seen, cursor = [], None
+        async with await psycopg.AsyncConnection.connect(clean_pg, row_factory=dict_row) as conn:
+            while True:
+                page = await queries.topology_addresses(conn, f, 3, cursor)
+                assert len(page["edges"]) <= 3
+                seen += [(ipaddress.ip_address(e["client"]), ipaddress.ip_address(e["server"]), e["port"])
+                         for e in page["edges"]]  # fmt: skip
+                if page["next_cursor"] is None:
+                    return seen
+                cursor = params.decode_cursor(page["next_cursor"], 4)
+
+    assert asyncio.run(pages()) == expected
