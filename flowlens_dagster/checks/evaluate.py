@@ -52,12 +52,26 @@ def _finding(check: str, suite: TableSuite, rows: int, frame: Any, capped: bool)
     return Finding(check, outcome.success, outcome.summary(), outcome.metadata())
 
 
+LANDED_COLUMNS = [*suites.FLOW_KEY, "flow_version", "tcp_flags", "sampling_rate"]
+IP_MINIMUM_SQL = f"bytes::BIGINT - 20 * packets::BIGINT AS {IP_MINIMUM}"
+
+
 def landing_suite(sources: Sources, span: Span) -> Finding:
+    """The landing suite on the window's landed flows.
+
+    PostgreSQL: ``flow_raw`` itself. Kafka (and auto): the flows exactly as ``enriched_flows`` read
+    them, from the window's lake files, which keep every landed column unchanged (enrichment only
+    adds columns; ``lake_matches_load`` and ``landing_matches_load`` prove the files hold what was
+    read and landed). Reading the topic again cost a third of the window's processing time. Before
+    the window is processed (no load or no files) the window is read back from the topic.
+    """
     suite = suites.landing_suite(span)
     if not sources.landing_is_kafka(span):
         return suite_finding(names.LANDING_SUITE, suite, sources)
-    columns = [*suites.FLOW_KEY, "flow_version", "tcp_flags", "sampling_rate"]
-    base = f"SELECT {', '.join(columns)}, bytes::BIGINT - 20 * packets::BIGINT AS {IP_MINIMUM} FROM landed"
+    if sources.load(span, names.ENRICHED_FLOWS) is not None and sources.lake_files(span):
+        base = sources.lake_query(span, LANDED_COLUMNS, IP_MINIMUM_SQL)
+        return _finding(names.LANDING_SUITE, suite, *sources.duck_suspects(suite, base, sources.lake_rows(span)))
+    base = f"SELECT {', '.join(LANDED_COLUMNS)}, {IP_MINIMUM_SQL} FROM landed"
     landed = sources.landed_table(span)
     return _finding(
         names.LANDING_SUITE, suite, *sources.duck_suspects(suite, base, landed.num_rows, {"landed": landed})
@@ -65,7 +79,7 @@ def landing_suite(sources: Sources, span: Span) -> Finding:
 
 
 def enriched_suite(sources: Sources, span: Span) -> Finding:
-    base = sources.lake_query(span, LAKE_COLUMNS, f"bytes::BIGINT - 20 * packets::BIGINT AS {IP_MINIMUM}")
+    base = sources.lake_query(span, LAKE_COLUMNS, IP_MINIMUM_SQL)
     if base is None:
         return Finding(names.ENRICHED_SUITE, False, (
             f"window {span}: no Parquet files in {sources.lake_dir(span.start)}. Materialize partition {span.key}"
@@ -89,8 +103,9 @@ def _rollup_conserves(check: str, rollup: tuple[str, str], source: tuple[str, st
 
 N = names
 CHECKS: tuple[CheckSpec, ...] = (
+    # Runs after enriched_flows in a run: on Kafka it validates the flows as that asset read them.
     CheckSpec(N.LANDING_SUITE, N.FLOWS_LANDED, False, "GX suite on the landing (flow_raw or flows.raw) of the window",
-              landing_suite),
+              landing_suite, reads=(N.ENRICHED_FLOWS,)),
     CheckSpec(N.ENRICHED_SUITE, N.ENRICHED_FLOWS, True, "GX suite on the window's Parquet files", enriched_suite),
     CheckSpec(N.LAKE_MATCHES_LOAD, N.ENRICHED_FLOWS, True,
               "the lake holds exactly the flows enriched_flows read and wrote", reconcile.lake_matches_load),

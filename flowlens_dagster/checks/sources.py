@@ -117,6 +117,20 @@ class Sources:
         # auto mode ("auto:...") reads a window from both landings: count what the landing reads, as for Kafka
         return str(load["source"]).startswith(("kafka", "auto")) if load else self.kafka_landing
 
+    def landing_has_ledger(self, span: Span) -> bool:
+        """The window was read from Kafka alone, whose landings record what they landed per window
+        (:mod:`ingest.land.ledger`); auto mode reads PostgreSQL too, so it is counted by reading back."""
+        if self.open_landing is None:
+            return False
+        load = self.load(span, names.ENRICHED_FLOWS)
+        return str(load["source"]).startswith("kafka") if load else self.kafka_landing
+
+    def ledger(self, span: Span) -> Any:
+        """The landings' own tally of the window and the raw topic's log start offsets
+        (an ``ingest.land.ledger.LedgerReading``): no flow is read back."""
+        tally = lambda landing: landing.landed_tally(span.start)  # noqa: E731
+        return self._cached("ledger", span, lambda: self._with_landing(tally))
+
     def landed_table(self, span: Span) -> Any:
         """The landing's rows for the window as Arrow (Kafka mode, where there is no table to query)."""
         return self._cached("landed_table", span, lambda: self._read_landing(span))
@@ -150,9 +164,12 @@ class Sources:
         return sum(pq.read_metadata(p).num_rows for p in self.lake_files(span))
 
     def _read_landing(self, span: Span) -> Any:
+        return self._with_landing(lambda landing: landing.read_window(span.start, span.end).flows)
+
+    def _with_landing(self, use: Callable[[Any], Any]) -> Any:
         landing = self.open_landing()
         try:
-            return landing.read_window(span.start, span.end).flows
+            return use(landing)
         finally:
             landing.close()
 
