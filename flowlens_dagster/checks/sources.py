@@ -157,6 +157,25 @@ class Sources:
             frame = con.execute(suspects_sql(suite, base, "duckdb")).df()
         return rows, _readable_binary(frame), len(frame) >= MAX_SUSPECTS
 
+    def cached(self, kind: str, span: Span, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per (kind, span) for the life of these sources."""
+        return self._cached(kind, span, compute)
+
+    def duck_row(self, query: str) -> dict[str, Any]:
+        """The one row of a DuckDB query (over the lake's Parquet files) as {column: value}."""
+        import duckdb
+
+        with duckdb.connect() as con:
+            cur = con.execute(query)
+            return dict(zip([d[0] for d in cur.description], cur.fetchone(), strict=True))
+
+    def duck_columns(self, base: str) -> Any:
+        """No row, only the columns of ``base`` (what GX validates when nothing is suspect)."""
+        import duckdb
+
+        with duckdb.connect() as con:
+            return con.execute(f"SELECT * FROM ({base}) w LIMIT 0").df()
+
     def lake_rows(self, span: Span) -> int:
         """Rows in the window's Parquet files, from their footers (no data read)."""
         import pyarrow.parquet as pq
