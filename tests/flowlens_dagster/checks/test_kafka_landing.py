@@ -1,6 +1,7 @@
 """Standard/full modes: the landing is Kafka ``flows.raw``. The landing suite validates the flows as
-``enriched_flows`` read them (the lake's copy); the landing reconciliation compares the landings'
-own tallies (``ingest.land.ledger``) and the topic's log start offsets with ``window_loads``."""
+``enriched_flows`` read them (the lake's copy); the landing reconciliation and the late-data sensor
+compare the landings' own tallies (``ingest.land.ledger``) and the topic's log start offsets with
+``window_loads``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import dagster as dg
 import psycopg
 import pytest
 from confluent_kafka import TopicPartition
@@ -17,6 +19,7 @@ from assets import enriched_flows
 from assets.resources import KafkaResource, LandingResource
 from flowlens_dagster.checks import names
 from flowlens_dagster.checks.evaluate import BY_NAME, evaluate, sources_from
+from flowlens_dagster.checks.late_data import late_data_sensor
 from flowlens_dagster.checks.reconcile import Finding
 from flowlens_dagster.checks.windows import Span
 
@@ -146,3 +149,14 @@ def test_landing_suite_finds_bad_landed_rows_before_and_after_processing(
         assert not finding.passed and finding.metadata["rows"] == 200, finding.message
         failed = {(f["expectation"], f["column"]): f["unexpected_count"] for f in finding.metadata["failures"]}
         assert failed == {("expect_column_pair_values_a_to_be_greater_than_b", "flow_end, flow_start"): 3}, failed
+
+
+def test_late_data_sensor_counts_kafka_windows_from_the_tallies(kafka_window: KafkaWindow) -> None:
+    with dg.build_sensor_context(resources=kafka_window.resources) as context:
+        assert isinstance(late_data_sensor(context), dg.SkipReason)  # nothing changed since processing
+    kafka_window.landing.write(decode_export(traffic(9, WINDOW0, 7), WINDOW0, 7))
+    kafka_window.landing.flush(30)
+    with dg.build_sensor_context(resources=kafka_window.resources) as context:
+        (evaluation,) = late_data_sensor(context).asset_events
+    assert evaluation.partition == KEY0 and evaluation.check_name == names.LANDING_MATCHES_LOAD
+    assert not evaluation.passed and evaluation.metadata["late_flows"].value == 9
