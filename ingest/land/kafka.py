@@ -20,7 +20,9 @@ or export time), which is what lets :meth:`KafkaLanding.read_window` bound its r
 (a wall-clock heartbeat among flows exported two hours ago would end a past window's read at the
 first heartbeat). The same heartbeat also goes to the one-partition topic ``<raw topic>.watermarks``
 (compacted, stamped with the wall clock: the sensor's liveness), which :meth:`watermarks` reads
-without scanning flows.
+without scanning flows. With every heartbeat (and on :meth:`flush`) the landing also publishes its
+per-window tallies of what the broker acknowledged to ``<raw topic>.landed``
+(:mod:`ingest.land.ledger`), the witness the landing reconciliation checks against.
 
 Producer tuning (the scaling model §4.4, adapted): ``linger.ms=5``; ``batch.size`` 1 MB since one message is
 already ~0.5 MB. Compression is LZ4 *inside the Arrow IPC message* (Arrow's per-buffer body
