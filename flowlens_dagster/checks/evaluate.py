@@ -17,7 +17,7 @@ from typing import Any
 from flowlens_dagster.checks import footers, names, reconcile, suites
 from flowlens_dagster.checks.gx_runner import RUNNER
 from flowlens_dagster.checks.reconcile import Finding
-from flowlens_dagster.checks.sources import Sources
+from flowlens_dagster.checks.sources import Sources, Totals
 from flowlens_dagster.checks.suites import IP_MINIMUM, TableSuite
 from flowlens_dagster.checks.suspects import repeated_keys_sql, screen_sql, unique_keys
 from flowlens_dagster.checks.windows import Span
@@ -89,6 +89,9 @@ def enriched_suite(sources: Sources, span: Span) -> Finding:
     return _lake_finding(names.ENRICHED_SUITE, suites.enriched_suite(span), sources, span, base)
 
 
+SUMS = ("bytes", "packets")
+
+
 def lake_screen(sources: Sources, span: Span) -> dict[str, int]:
     """One DuckDB scan of the window's lake files for both suites that validate them: ``rows`` and,
     per suite, the rows breaking one of its row rules. The lake is the enriched suite's table and, on
@@ -104,7 +107,10 @@ def _screen(sources: Sources, span: Span) -> dict[str, int]:
         suite.name: (suite, footers.proven_rules(suite, ranges))
         for suite in (suites.enriched_suite(span), suites.landing_suite(span))
     }
-    return sources.duck_row(screen_sql(sources.lake_query(span, LAKE_COLUMNS, IP_MINIMUM_SQL), screened))
+    screen = sources.duck_row(screen_sql(sources.lake_query(span, LAKE_COLUMNS, IP_MINIMUM_SQL), screened, SUMS))
+    # The same scan gives the lake's totals (lake_matches_load, stats_conserve_flows): no scan of their own.
+    sources.cached("lake", span, lambda: Totals(*(int(screen[k] or 0) for k in ("rows", *SUMS))))
+    return screen
 
 
 def _lake_finding(check: str, suite: TableSuite, sources: Sources, span: Span, base: str) -> Finding:

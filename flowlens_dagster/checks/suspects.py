@@ -100,14 +100,16 @@ def row_predicate(suite: TableSuite, proven: frozenset[int] = frozenset()) -> st
     return " OR ".join(rules) or "FALSE"
 
 
-def screen_sql(base: str, screened: dict[str, tuple[TableSuite, frozenset[int]]]) -> str:
-    """One scan of ``base``: its row count (``rows``) and, per named suite, how many rows break one of
-    its row rules not already proven. Suites that read the same rows (the lake) share the scan."""
-    counts = ", ".join(
+def screen_sql(base: str, screened: dict[str, tuple[TableSuite, frozenset[int]]], sums: tuple[str, ...] = ()) -> str:
+    """One scan of ``base``: its row count (``rows``), the ``sums`` of these columns (same names) and,
+    per named suite, how many rows break one of its row rules not already proven. Suites that read
+    the same rows (the lake) share the scan."""
+    counts = [
         f"count(*) FILTER (WHERE {row_predicate(suite, proven)}) AS {ident(name)}"
         for name, (suite, proven) in screened.items()
-    )
-    return f"SELECT count(*) AS rows, {counts} FROM ({base}) w"
+    ]
+    totals = [f"sum({ident(c)}::HUGEINT) AS {ident(c)}" for c in sums]
+    return f"SELECT {', '.join(['count(*) AS rows', *totals, *counts])} FROM ({base}) w"
 
 
 def repeated_keys_sql(base: str, key: list[str]) -> str:
