@@ -128,7 +128,10 @@ class Sources:
     def ledger(self, span: Span) -> Any:
         """The landings' own tally of the window and the raw topic's log start offsets
         (an ``ingest.land.ledger.LedgerReading``): no flow is read back."""
-        tally = lambda landing: landing.landed_tally(span.start)  # noqa: E731
+
+        def tally(landing: Any) -> Any:
+            return landing.landed_tally(span.start)
+
         return self._cached("ledger", span, lambda: self._with_landing(tally))
 
     def landed_table(self, span: Span) -> Any:
