@@ -159,6 +159,8 @@ def kafka_topic(flowlens_config: FlowLensConfig) -> Iterator[Callable[..., str]]
 
     yield make
     if created:
+        # A landing on a topic also creates its watermark and tally topics (ingest.land.kafka).
+        created += [f"{name}{side}" for name in created for side in (".watermarks", ".landed")]
         for future in client.delete_topics(created, operation_timeout=30).values():
             with contextlib.suppress(KafkaException):  # a topic the test deleted itself is fine
                 future.result(timeout=30)

@@ -195,7 +195,7 @@ def _cleanup(base: FlowLensConfig, cfg: FlowLensConfig, work: Path, log) -> None
 
     try:
         pg_stack.drop_database(base, cfg.postgres.database)
-        topics = [cfg.kafka.raw_topic, f"{cfg.kafka.raw_topic}.watermarks"]
+        topics = [cfg.kafka.raw_topic, f"{cfg.kafka.raw_topic}.watermarks", f"{cfg.kafka.raw_topic}.landed"]
         admin = kafka_stack.admin(base)
         for future in admin.delete_topics(topics, operation_timeout=30).values():
             with contextlib.suppress(Exception):  # the watermark topic may not exist

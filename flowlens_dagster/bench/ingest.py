@@ -544,7 +544,11 @@ def _backend_config(cfg: FlowLensConfig, backend: str, cleanup: list) -> FlowLen
         admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
         admin.create_topics([NewTopic(topic, cfg.kafka.raw_partitions, 1)])[topic].result(30)
         time.sleep(1.0)  # partition leaders
-        cleanup.append(lambda: [f.result(30) for f in admin.delete_topics([topic, f"{topic}.watermarks"]).values()])
+        cleanup.append(
+            lambda: [
+                f.result(30) for f in admin.delete_topics([topic, f"{topic}.watermarks", f"{topic}.landed"]).values()
+            ]
+        )
         return cfg.model_copy(update={"mode": "standard", "kafka": cfg.kafka.model_copy(update={"raw_topic": topic})})
     import psycopg
 

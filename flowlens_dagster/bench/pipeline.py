@@ -199,7 +199,7 @@ def _drop_topic(cfg) -> None:
     from flowlens_dagster.stack import kafka as kafka_stack
 
     admin = kafka_stack.admin(cfg)
-    for topic in (cfg.kafka.raw_topic, f"{cfg.kafka.raw_topic}.watermarks"):
+    for topic in (cfg.kafka.raw_topic, f"{cfg.kafka.raw_topic}.watermarks", f"{cfg.kafka.raw_topic}.landed"):
         with contextlib.suppress(Exception):  # the watermark topic may not exist: nothing to clean then
             admin.delete_topics([topic])[topic].result(30)
 

@@ -7,13 +7,18 @@ window (an ingest instance presumed dead that comes back, a replay) would go unn
 check ran again. Each tick this sensor compares, for the most recently loaded windows, the
 landing's row count with what ``enriched_flows`` read; for each mismatch it evaluates the check
 and reports the failed evaluation on that partition (no run needed), so the message naming the
-partition to re-materialize shows up on ``enriched_flows`` in the UI. Minimal mode only: counting
-Kafka windows means reading them back, which the check does when it runs with a materialization.
+partition to re-materialize shows up on ``enriched_flows`` in the UI. On PostgreSQL the landing
+counts the window (one aggregate query); on Kafka the landings' published tallies of each window
+(``ingest.land.ledger``) say how many flows were landed and whether messages were deleted since,
+without reading a flow back. Auto mode reads windows from both landings: the check runs with each
+materialization there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import dagster as dg
 
@@ -31,22 +36,37 @@ RECENT_WINDOWS = 6  # windows compared per tick (30 minutes of receive time)
 
 RECENT_SQL = """
 SELECT window_start, rows_read FROM flowlens.window_loads
-WHERE asset = %(asset)s AND source LIKE 'postgres:%%' ORDER BY window_start DESC LIMIT %(n)s
+WHERE asset = %(asset)s AND source LIKE %(source)s ORDER BY window_start DESC LIMIT %(n)s
 """
 
 
 def changed_windows(
-    postgres: PostgresResource, landing: SummarizesWindows, recent: int = RECENT_WINDOWS
+    postgres: PostgresResource, landing: Any, recent: int = RECENT_WINDOWS
 ) -> list[tuple[datetime, int, int]]:
-    """(window, rows enriched_flows read, rows the landing holds now) where the two differ, oldest first."""
+    """(window, rows enriched_flows read, rows landed now) where they differ, or (Kafka) where
+    messages of the window were deleted since; oldest first. ``landing`` summarizes windows
+    (PostgreSQL) or publishes tallies (Kafka)."""
+    source, landed_now = _counter(landing)
     with postgres.connect() as conn:
-        loads = conn.execute(RECENT_SQL, {"asset": names.ENRICHED_FLOWS, "n": recent}).fetchall()
+        loads = conn.execute(RECENT_SQL, {"asset": names.ENRICHED_FLOWS, "source": source, "n": recent}).fetchall()
     out = []
     for window, read in reversed(loads):
-        landed = landing.summarize_window(window, window + WINDOW).rows
-        if int(read) != landed:
+        landed, deleted = landed_now(window)
+        if int(read) != landed or deleted:
             out.append((window, int(read), landed))
     return out
+
+
+def _counter(landing: Any) -> tuple[str, Callable[[datetime], tuple[int, bool]]]:
+    """The loads' source pattern and (rows landed now, messages deleted) of a window, for ``landing``."""
+    if isinstance(landing, SummarizesWindows):
+        return "postgres:%", lambda window: (landing.summarize_window(window, window + WINDOW).rows, False)
+
+    def tallied(window: datetime) -> tuple[int, bool]:
+        reading = landing.landed_tally(window)
+        return (reading.tally.rows if reading.tally else 0), bool(reading.deleted())
+
+    return "kafka:%", tallied
 
 
 @dg.sensor(
@@ -58,18 +78,17 @@ def changed_windows(
 def late_data_sensor(
     context: dg.SensorEvaluationContext, postgres: PostgresResource, lake: LakeResource, landing: LandingResource
 ) -> dg.SensorResult | dg.SkipReason:
-    if landing.mode in ("standard", "full", "auto"):
-        return dg.SkipReason("landing is Kafka or auto: landing_matches_load runs with each materialization")
+    if landing.mode == "auto":
+        return dg.SkipReason("landing is auto (both landings): landing_matches_load runs with each materialization")
+    services = ["postgres", "kafka"] if landing.mode in ("standard", "full") else ["postgres"]
     try:  # a stopped stack is one line per tick in the UI, not a traceback
-        require(landing.flowlens_config(), ["postgres"], "late_data_sensor")
+        require(landing.flowlens_config(), services, "late_data_sensor")
     except ServiceUnavailable as exc:
         return dg.SkipReason(str(exc))
     opened = landing.open()
     try:
-        if not isinstance(opened, SummarizesWindows):  # counting its windows means reading them back
-            return dg.SkipReason(
-                f"landing {opened.name} cannot summarize a window: landing_matches_load runs with loads"
-            )
+        if not isinstance(opened, SummarizesWindows) and not hasattr(opened, "landed_tally"):
+            return dg.SkipReason(f"landing {opened.name} cannot count a window: landing_matches_load runs with loads")
         changed = changed_windows(postgres, opened)
     finally:
         opened.close()

@@ -48,40 +48,104 @@ def rematerialize(span: Span, asset: str = names.ENRICHED_FLOWS) -> str:
 
 # --- the reconciliations -----------------------------------------------------------------------
 def landing_matches_load(sources: Sources, span: Span) -> Finding:
-    """The landing still holds exactly the flows ``enriched_flows`` read for the window."""
+    """The landing still holds exactly the flows ``enriched_flows`` read for the window.
+
+    PostgreSQL (and auto mode): the window's rows in the landing now, counted by the database.
+    Kafka: the landings' own tally of what the broker acknowledged for the window
+    (:mod:`ingest.land.ledger`) and the topic's log start offsets, so no flow is read back.
+    """
     check, load = names.LANDING_MATCHES_LOAD, sources.load(span, names.ENRICHED_FLOWS)
     if load is None:
         return _not_loaded(check, span, names.ENRICHED_FLOWS)
-    landed, read = sources.landed(span), int(load["rows_read"])
+    if sources.landing_has_ledger(span):
+        return ledger_matches_load(sources, span, load)
+    return _compare_landed(check, span, load, sources.landed(span).flows)
+
+
+def ledger_matches_load(sources: Sources, span: Span, load: dict[str, Any]) -> Finding:
+    """Kafka: the tally the landings published equals what ``enriched_flows`` read (flows, bytes,
+    packets), and no message of the window was deleted from the topic since (log start offsets)."""
+    check, reading = names.LANDING_MATCHES_LOAD, sources.ledger(span)
+    read = int(load["rows_read"])
+    if reading.tally is None:
+        if read == 0:
+            return Finding(check, True, f"window {span}: nothing landed and nothing read", {"window": span.key})
+        return Finding(check, False, (
+            f"window {span}: enriched_flows read {read} flows from {load['source']} but no landing recorded any "
+            f"flow of this window in its tally topic (<raw topic>.landed): they were produced by something other "
+            f"than a FlowLens landing, or the tallies were lost. Check the producers of the raw topic."
+        ), {"window": span.key, "read_flows": read, "landed_flows": 0})  # fmt: skip
+    deleted = reading.deleted()
+    if deleted:
+        where = ", ".join(f"partition {p} now starts at offset {low} (the window's first message: {first})"
+                          for p, (first, low) in sorted(deleted.items()))  # fmt: skip
+        return Finding(check, False, (
+            f"window {span}: messages of this window were deleted from {load['source']} after processing "
+            f"(retention or DeleteRecords): {where}. The landing can no longer reproduce this window. If the "
+            f"deletion was intended, nothing is to be done; otherwise raise the topic's retention before it drops more."
+        ), {"window": span.key, "read_flows": read, "landed_flows": reading.tally.rows,
+            "deleted_partitions": {str(p): list(v) for p, v in deleted.items()}})  # fmt: skip
+    if reading.tally.rows < read:
+        return Finding(check, False, (
+            f"window {span}: enriched_flows read {read} flows from {load['source']} but the landings recorded only "
+            f"{reading.tally.rows} in their tallies and no message was deleted: {read - reading.tally.rows} flows were "
+            f"produced by something other than a FlowLens landing, or a landing stopped before publishing its "
+            f"tally (it publishes with each heartbeat). Check the producers of the raw topic."
+        ), {"window": span.key, "read_flows": read, "landed_flows": reading.tally.rows,
+            "unaccounted_flows": read - reading.tally.rows})  # fmt: skip
+    finding = _compare_landed(check, span, load, reading.tally.rows)
+    if not finding.passed:
+        return finding
+    return _compare_sums(check, span, load, reading.tally)
+
+
+def _compare_sums(check: str, span: Span, load: dict[str, Any], tally: Any) -> Finding:
+    """Flow counts agree: the byte and packet sums must agree too (a message altered or mixed up)."""
+    recorded = {k: load.get(f"{k}_total") for k in ("bytes", "packets")}
+    diff = {k: getattr(tally, k) - int(v) for k, v in recorded.items() if v is not None and int(v) != getattr(tally, k)}
+    meta = {"window": span.key, "landed": {"flows": tally.rows, "bytes": tally.bytes, "packets": tally.packets},
+            "read": {"flows": int(load["rows_read"]), **recorded}, "messages": tally.messages}  # fmt: skip
+    if diff:
+        return Finding(check, False, (
+            f"window {span}: the landings landed {tally.rows} flows, as many as enriched_flows read, but "
+            f"{', '.join(f'{k} differ by {v}' for k, v in diff.items())}: what was read is not what was landed. "
+            f"Re-materialize partition {span.key}: {rematerialize(span)}"
+        ), {**meta, "difference": diff})  # fmt: skip
+    return Finding(check, True, f"window {span}: landing tally and load agree on {tally.rows} flows", meta)
+
+
+def _compare_landed(check: str, span: Span, load: dict[str, Any], landed_flows: int) -> Finding:
+    """The landing's flow count for the window against what ``enriched_flows`` read."""
+    read = int(load["rows_read"])
     meta = {
         "window": span.key,
-        "landed_flows": landed.flows,
+        "landed_flows": landed_flows,
         "read_flows": read,
         "source": load["source"],
         "loaded_at": str(load["finished_at"]),
     }
-    if landed.flows > read:
+    if landed_flows > read:
         return Finding(
             check,
             False,
             (
-                f"late data in window {span}: the landing ({load['source']}) now holds {landed.flows} flows but "
-                f"enriched_flows read {read} at {load['finished_at']:%H:%M:%S}; {landed.flows - read} flows arrived "
+                f"late data in window {span}: the landing ({load['source']}) now holds {landed_flows} flows but "
+                f"enriched_flows read {read} at {load['finished_at']:%H:%M:%S}; {landed_flows - read} flows arrived "
                 f"after the window was processed. Re-materialize partition {span.key}: {rematerialize(span)}"
             ),
-            {**meta, "late_flows": landed.flows - read, "rematerialize": span.key},
+            {**meta, "late_flows": landed_flows - read, "rematerialize": span.key},
         )
-    if landed.flows < read:
+    if landed_flows < read:
         return Finding(
             check,
             False,
             (
-                f"window {span}: the landing ({load['source']}) holds {landed.flows} flows but enriched_flows read "
-                f"{read}: {read - landed.flows} landed flows were deleted (or expired) after processing, so the "
+                f"window {span}: the landing ({load['source']}) holds {landed_flows} flows but enriched_flows read "
+                f"{read}: {read - landed_flows} landed flows were deleted (or expired) after processing, so the "
                 f"landing can no longer reproduce this window. If the deletion was intended, re-materialize "
                 f"partition {span.key} ({rematerialize(span)}); otherwise restore the rows before retention drops more."
             ),
-            {**meta, "missing_flows": read - landed.flows},
+            {**meta, "missing_flows": read - landed_flows},
         )
     return Finding(check, True, f"window {span}: landing and load agree on {read} flows", meta)
 

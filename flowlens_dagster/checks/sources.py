@@ -117,6 +117,23 @@ class Sources:
         # auto mode ("auto:...") reads a window from both landings: count what the landing reads, as for Kafka
         return str(load["source"]).startswith(("kafka", "auto")) if load else self.kafka_landing
 
+    def landing_has_ledger(self, span: Span) -> bool:
+        """The window was read from Kafka alone, whose landings record what they landed per window
+        (:mod:`ingest.land.ledger`); auto mode reads PostgreSQL too, so it is counted by reading back."""
+        if self.open_landing is None:
+            return False
+        load = self.load(span, names.ENRICHED_FLOWS)
+        return str(load["source"]).startswith("kafka") if load else self.kafka_landing
+
+    def ledger(self, span: Span) -> Any:
+        """The landings' own tally of the window and the raw topic's log start offsets
+        (an ``ingest.land.ledger.LedgerReading``): no flow is read back."""
+
+        def tally(landing: Any) -> Any:
+            return landing.landed_tally(span.start)
+
+        return self._cached("ledger", span, lambda: self._with_landing(tally))
+
     def landed_table(self, span: Span) -> Any:
         """The landing's rows for the window as Arrow (Kafka mode, where there is no table to query)."""
         return self._cached("landed_table", span, lambda: self._read_landing(span))
@@ -143,6 +160,25 @@ class Sources:
             frame = con.execute(suspects_sql(suite, base, "duckdb")).df()
         return rows, _readable_binary(frame), len(frame) >= MAX_SUSPECTS
 
+    def cached(self, kind: str, span: Span, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per (kind, span) for the life of these sources."""
+        return self._cached(kind, span, compute)
+
+    def duck_row(self, query: str) -> dict[str, Any]:
+        """The one row of a DuckDB query (over the lake's Parquet files) as {column: value}."""
+        import duckdb
+
+        with duckdb.connect() as con:
+            cur = con.execute(query)
+            return dict(zip([d[0] for d in cur.description], cur.fetchone(), strict=True))
+
+    def duck_columns(self, base: str) -> Any:
+        """No row, only the columns of ``base`` (what GX validates when nothing is suspect)."""
+        import duckdb
+
+        with duckdb.connect() as con:
+            return con.execute(f"SELECT * FROM ({base}) w LIMIT 0").df()
+
     def lake_rows(self, span: Span) -> int:
         """Rows in the window's Parquet files, from their footers (no data read)."""
         import pyarrow.parquet as pq
@@ -150,9 +186,12 @@ class Sources:
         return sum(pq.read_metadata(p).num_rows for p in self.lake_files(span))
 
     def _read_landing(self, span: Span) -> Any:
+        return self._with_landing(lambda landing: landing.read_window(span.start, span.end).flows)
+
+    def _with_landing(self, use: Callable[[Any], Any]) -> Any:
         landing = self.open_landing()
         try:
-            return landing.read_window(span.start, span.end).flows
+            return use(landing)
         finally:
             landing.close()
 

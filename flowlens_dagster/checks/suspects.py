@@ -89,6 +89,36 @@ def unique_keys(suite: TableSuite) -> list[list[str]]:
     return keys
 
 
+def row_predicate(suite: TableSuite, proven: frozenset[int] = frozenset()) -> str:
+    """SQL that is TRUE for a row breaking one of the suite's row rules (every rule but uniqueness),
+    leaving out the rules whose indexes are in ``proven`` (settled by Parquet statistics)."""
+    rules = [
+        f"coalesce({violation(e)}, FALSE)"
+        for i, e in enumerate(suite.expectations)
+        if e.kind not in UNIQUE_KINDS and i not in proven
+    ]
+    return " OR ".join(rules) or "FALSE"
+
+
+def screen_sql(base: str, screened: dict[str, tuple[TableSuite, frozenset[int]]], sums: tuple[str, ...] = ()) -> str:
+    """One scan of ``base``: its row count (``rows``), the ``sums`` of these columns (same names) and,
+    per named suite, how many rows break one of its row rules not already proven. Suites that read
+    the same rows (the lake) share the scan."""
+    counts = [
+        f"count(*) FILTER (WHERE {row_predicate(suite, proven)}) AS {ident(name)}"
+        for name, (suite, proven) in screened.items()
+    ]
+    totals = [f"sum({ident(c)}::HUGEINT) AS {ident(c)}" for c in sums]
+    return f"SELECT {', '.join(['count(*) AS rows', *totals, *counts])} FROM ({base}) w"
+
+
+def repeated_keys_sql(base: str, key: list[str]) -> str:
+    """DuckDB: how many hashes of ``key`` occur more than once in ``base``; 0 proves the key unique
+    (equal keys hash equally), more sends the suite to the exact suspect-row path."""
+    columns = ", ".join(ident(c) for c in key)
+    return f"SELECT count(*) AS repeated FROM (SELECT hash({columns}) FROM ({base}) d GROUP BY 1 HAVING count(*) > 1) r"
+
+
 def suspect_predicate(suite: TableSuite, base: str, dialect: str = "postgres") -> str:
     """SQL that is TRUE for a row of ``base`` that could fail ``suite``.
 
@@ -96,7 +126,7 @@ def suspect_predicate(suite: TableSuite, base: str, dialect: str = "postgres") -
     a wide key is grouped by its hash, one integer instead of many columns; a hash collision only
     adds suspect rows, and GX then checks uniqueness on the real values, so the verdict stays exact.
     """
-    rules = [f"coalesce({violation(e)}, FALSE)" for e in suite.expectations if e.kind not in UNIQUE_KINDS]
+    rules = [row_predicate(suite)]
     for key in unique_keys(suite):
         columns = ", ".join(ident(c) for c in key)
         if dialect == "duckdb" and len(key) > 1:

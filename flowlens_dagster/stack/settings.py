@@ -13,6 +13,8 @@ import os
 import re
 
 from ingest.config import FlowLensConfig
+from ingest.land.ledger import TOPIC_CONFIG as LEDGER_CONFIG
+from ingest.land.ledger import ledger_topic
 
 MB = 1024 * 1024
 GB = 1024 * MB
@@ -216,6 +218,8 @@ def kafka_topics(cfg: FlowLensConfig) -> dict[str, tuple[int, dict[str, str]]]:
         cfg.kafka.changes_topic: (3, {"retention.ms": str(30 * day_ms), "cleanup.policy": "compact,delete", **isr}),
         # The daemons' heartbeats (ingest.land.kafka): the latest per instance; the window sensor reads it.
         watermark_topic(cfg): (1, {"cleanup.policy": "compact", "segment.ms": str(3600 * 1000), **isr}),
+        # What each landing acknowledged per window (ingest.land.ledger): the landing check's witness.
+        ledger_topic(cfg.kafka.raw_topic): (1, {**LEDGER_CONFIG, **isr}),
     }
 
 

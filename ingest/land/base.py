@@ -89,7 +89,9 @@ class SummarizesWindows(Protocol):
     """Optional capability: totals of a window without reading its flows back.
 
     The PostgreSQL landing has it (one aggregate query); the Kafka landing does not, since
-    counting a window there means reading it. Callers test ``isinstance(landing, SummarizesWindows)``.
+    counting a window there means reading it: it publishes what it landed per window instead
+    (``KafkaLanding.landed_tally``, :mod:`ingest.land.ledger`). Callers test
+    ``isinstance(landing, SummarizesWindows)``.
     """
 
     def summarize_window(self, start: datetime, end: datetime) -> WindowSummary:

@@ -20,7 +20,9 @@ or export time), which is what lets :meth:`KafkaLanding.read_window` bound its r
 (a wall-clock heartbeat among flows exported two hours ago would end a past window's read at the
 first heartbeat). The same heartbeat also goes to the one-partition topic ``<raw topic>.watermarks``
 (compacted, stamped with the wall clock: the sensor's liveness), which :meth:`watermarks` reads
-without scanning flows.
+without scanning flows. With every heartbeat (and on :meth:`flush`) the landing also publishes its
+per-window tallies of what the broker acknowledged to ``<raw topic>.landed``
+(:mod:`ingest.land.ledger`), the witness the landing reconciliation checks against.
 
 Producer tuning (the scaling model §4.4, adapted): ``linger.ms=5``; ``batch.size`` 1 MB since one message is
 already ~0.5 MB. Compression is LZ4 *inside the Arrow IPC message* (Arrow's per-buffer body
@@ -53,6 +55,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from ingest.addresses import addresses
 from ingest.land.base import OnDone, Watermark, WindowRead
+from ingest.land.ledger import TOPIC_CONFIG as LEDGER_CONFIG
+from ingest.land.ledger import Ledger, LedgerReading, ledger_topic, read_tally
 from ingest.schema import FLOW_SCHEMA, receive_times_us
 from ingest.window import WINDOW, window_start
 
@@ -137,6 +141,8 @@ class KafkaLanding:
         self.bootstrap = bootstrap
         self.topic = topic
         self.watermark_topic = f"{topic}.watermarks"
+        self.ledger_topic = ledger_topic(topic)
+        self.ledger = Ledger()  # what this landing had acknowledged, per window (ingest.land.ledger)
         self.stats = stats
         self.message_max_flows = message_max_flows
         self.read_slack = timedelta(seconds=read_slack_seconds)
@@ -201,12 +207,16 @@ class KafkaLanding:
         config = {"cleanup.policy": "compact", "segment.ms": "3600000"}
         # Replication -1: the broker's default.replication.factor (3 on the stack's cluster; the stack
         # itself creates this topic with kafka.replication_factor before any daemon runs).
-        futures = admin.create_topics([NewTopic(self.watermark_topic, 1, -1, config=config)])
-        try:
-            futures[self.watermark_topic].result(timeout=15)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
+        futures = admin.create_topics([
+            NewTopic(self.watermark_topic, 1, -1, config=config),
+            NewTopic(self.ledger_topic, 1, -1, config=LEDGER_CONFIG),
+        ])  # fmt: skip
+        for future in futures.values():
+            try:
+                future.result(timeout=15)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
 
     def messages(self, batch: pa.RecordBatch) -> list[tuple[int, pa.RecordBatch]]:
         """Split a batch into (partition, sub-batch) messages of at most message_max_flows flows."""
@@ -241,13 +251,14 @@ class KafkaLanding:
                 ("flowlens-max-us", str(newest).encode()),
                 ("flowlens-rows", str(sub.num_rows).encode()),
             ]
+            tally = (window, sub.num_rows, _sum(sub, "bytes"), _sum(sub, "packets"))
             self._produce(
                 value=to_ipc(sub, self._ipc_options),
                 key=str(partition).encode(),
                 partition=partition,
                 timestamp=oldest // 1000,
                 headers=headers,
-                on_delivery=lambda err, msg, sub=sub: self._delivered(pending, sub, err),
+                on_delivery=lambda err, msg, sub=sub, tally=tally: self._delivered(pending, sub, err, msg, tally),
             )
 
     def _produce(self, topic: str | None = None, **kwargs) -> None:
@@ -258,8 +269,11 @@ class KafkaLanding:
             except BufferError:  # librdkafka's local queue is full: serve callbacks, then retry
                 self.producer.poll(0.05)
 
-    def _delivered(self, pending: _Pending, sub: pa.RecordBatch, err: KafkaError | None) -> None:
+    def _delivered(self, pending: _Pending, sub: pa.RecordBatch, err: KafkaError | None, msg, tally: tuple) -> None:
         pending.left -= 1
+        if err is None:  # acknowledged: counts in the window's tally (tally = window, rows, bytes, packets)
+            window, rows, nbytes, packets = tally
+            self.ledger.record(window, msg.partition(), msg.offset(), rows, nbytes, packets)
         if err is not None:
             pending.failed.append(sub)
             pending.error = str(err)
@@ -279,8 +293,35 @@ class KafkaLanding:
         return len(self.producer) if self._producer is not None else 0
 
     def flush(self, timeout: float) -> int:
-        """Wait up to ``timeout`` seconds for every produced message; return how many are left."""
-        return self.producer.flush(timeout) if self._producer is not None else 0
+        """Wait up to ``timeout`` seconds for every produced message, then publish the window tallies
+        of what was acknowledged (:mod:`ingest.land.ledger`); return how many messages are left."""
+        if self._producer is None:
+            return 0
+        left = self.producer.flush(timeout)
+        if self.ledger.pending():
+            self._produce_tallies(lambda err, msg: None)
+            left = self.producer.flush(timeout)
+        return left
+
+    def _produce_tallies(self, delivered) -> int:
+        """Produce the changed window tallies; a tally not delivered is marked changed again."""
+        changed = self.ledger.take_changed()
+
+        def settled(err: KafkaError | None, msg, window: int) -> None:
+            if err is not None:
+                self.ledger.unpublished([window])
+            delivered(err, msg)
+
+        for window, value in changed.items():
+            self._produce(
+                topic=self.ledger_topic, value=value, key=self.ledger.key(window), timestamp=window * 1000,
+                on_delivery=lambda err, msg, window=window: settled(err, msg, window),
+            )  # fmt: skip
+        return len(changed)
+
+    def landed_tally(self, start: datetime) -> LedgerReading:
+        """What every landing recorded it landed in the window starting at ``start`` (no flow is read)."""
+        return read_tally(self.bootstrap, self.topic, start)
 
     def write(self, batch: pa.RecordBatch) -> None:
         """Synchronous write: produce and wait for delivery; raise if any part failed."""
@@ -318,6 +359,8 @@ class KafkaLanding:
         # receive_time; heartbeats: landed_through), so read_window's offsets_for_times bounds hold
         # in both timestamp modes. The watermark topic keeps the wall clock: it tells liveness.
         through_ms = _ms(landed_through)
+        # The window tallies of what was acknowledged so far go with the heartbeat (same wait).
+        result["left"] += self._produce_tallies(delivered)
         for partition in range(self.partitions()):
             self._produce(value=value, key=instance.encode(), partition=partition, timestamp=through_ms,
                           headers=headers, on_delivery=delivered)  # fmt: skip
@@ -470,8 +513,12 @@ class KafkaLanding:
 
     def close(self) -> None:
         if self._producer is not None:
-            self._producer.flush(30)
+            self.flush(30)
             self._producer = None
+
+
+def _sum(batch: pa.RecordBatch, column: str) -> int:
+    return int(pc.sum(batch.column(column)).as_py() or 0)
 
 
 def _ms(ts: datetime) -> int:

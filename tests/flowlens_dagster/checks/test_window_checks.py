@@ -64,6 +64,13 @@ def test_duplicated_lake_file_fails_unique_key_and_lake_reconciliation(pipeline:
     lake = check(pipeline, names.LAKE_MATCHES_LOAD)
     assert not lake.passed and "hold 1200 flows but enriched_flows wrote 600" in lake.message
     assert f"--partition {KEY0}" in lake.message
+    # As in one Dagster step: the suites' shared screen scan also gives the lake totals the
+    # reconciliations use; they see the duplicate too.
+    shared = sources_from(pipeline.resources)
+    for name in (names.ENRICHED_SUITE, names.LAKE_MATCHES_LOAD, names.STATS_CONSERVE_FLOWS):
+        finding = evaluate(BY_NAME[name], shared, [Span.window(WINDOW0)])
+        assert not finding.passed, (name, finding.message)
+    assert shared.lake(Span.window(WINDOW0)).flows == 1200
 
 
 def test_row_deleted_from_landed_window_fails_landing_reconciliation(pipeline: Pipeline) -> None:

@@ -90,6 +90,7 @@ def test_seed_topics() -> None:
         "flows.enriched": 6,
         "changes.detected": 3,
         "flows.raw.watermarks": 1,
+        "flows.raw.landed": 1,
     }
     assert topics["changes.detected"][1]["cleanup.policy"] == "compact,delete"
     assert topics["flows.raw"][1]["cleanup.policy"] == "delete"

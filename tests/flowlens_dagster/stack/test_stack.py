@@ -130,6 +130,8 @@ def test_seed_topics_exist_with_partitions_and_retention(flowlens_config: FlowLe
         "changes.detected": {"partitions": 3, "retention.ms": str(30 * DAY_MS), "cleanup.policy": "compact,delete"}
         | one,
         "flows.raw.watermarks": {"partitions": 1, "retention.ms": str(7 * DAY_MS), "cleanup.policy": "compact", **one},
+        "flows.raw.landed": {"partitions": 1, "retention.ms": str(7 * DAY_MS), "cleanup.policy": "compact,delete"}
+        | one,
     }
 
 
