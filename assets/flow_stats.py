@@ -1,6 +1,8 @@
 """``flow_stats``: per window, client, server, server port and protocol: bytes, packets, flows, first/last seen.
 
-Aggregated lazily from the window's Parquet file set (Polars streaming), then written in one
+Aggregated lazily from the window's Parquet file set (Polars streaming: memory follows the distinct
+keys, not the flows), one shard at a time when the lake window is sharded (``pipeline.shards``:
+shards hold disjoint address pairs, so their rows are simply concatenated), then written in one
 transaction: delete the window's rows, binary COPY the new ones straight into the table (the
 window's rows are replaced whole, so there is nothing to merge and no staging table is needed),
 and record the load. Re-running a window leaves exactly the rows one clean run leaves.
@@ -10,6 +12,7 @@ keys that arrive in order land on the same few leaf pages one after another inst
 page each (1M rows: about 1.8 s instead of 4 s of server time).
 """
 
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 import dagster as dg
@@ -28,6 +31,7 @@ from ingest.addresses import address_matrix
 from ingest.land.pgbinary import copy_arrow
 
 TABLE = "flowlens.flow_stats"
+TOP_TALKERS = 10
 KEY = ("client_addr", "server_addr", "server_port", "protocol")
 COLUMNS = [
     ("window_start", "timestamptz", "start of the 5-minute receive-time window"),
@@ -77,7 +81,7 @@ def aggregate(flows: pl.LazyFrame, window: datetime) -> pl.DataFrame:
     )
 
 
-def top_talkers(stats: pl.DataFrame, n: int = 10) -> str:
+def top_talkers(stats: pl.DataFrame, n: int = TOP_TALKERS) -> str:
     """Markdown: the client -> server:port/protocol pairs with the most bytes."""
     top = stats.sort("bytes", descending=True).head(n)
     top = with_text(top, {"client_addr": "client", "server_addr": "server"})
@@ -122,34 +126,63 @@ def in_key_order(stats: pl.DataFrame) -> pl.DataFrame:
     return stats[keys.select(pl.arg_sort_by(keys.columns)).to_series()]
 
 
-def replace_window(conn, window: datetime, stats: pl.DataFrame, result: WindowResult, run: str | None) -> None:
-    """One transaction: delete the window's rows, COPY the new ones (in key order), record the load."""
-    rows = in_key_order(stats).to_arrow()
+def aggregate_shard(lake: LakeResource, window: datetime, shard: int) -> pl.DataFrame:
+    """One shard's statistics rows: a function of the window and the shard alone.
+
+    Shards hold disjoint (client, server) pairs (``assets.lake.shard_of``), so the rows of
+    different shards never share a key and need no merging: each shard can be aggregated by its
+    own process or host, and the window's write only concatenates them. Memory is bounded by
+    the shard's distinct keys (Polars streaming over its Parquet parts), not by its flows.
+    """
+    return aggregate(lake_files.scan_window(lake.window_dir(window), shard), window)
+
+
+def replace_window(
+    conn, window: datetime, shards: Iterable[pl.DataFrame], result: WindowResult, run: str | None
+) -> list[pl.DataFrame]:
+    """One transaction: delete the window's rows, COPY each shard's rows (in key order) as it comes,
+    record the load. Returns each shard's top talkers. A failure in any shard rolls the whole
+    window back, so a re-run leaves exactly the rows of one clean run."""
+    tops = []
     with conn.transaction():
         cur = conn.cursor()
         ensure_day_partitions(cur, TABLE, window, window)
         cur.execute(f"DELETE FROM {TABLE} WHERE window_start = %s", (window,))
-        copy_arrow(cur, TABLE, rows, PG_TYPES)
-        record_window_load(cur, result.load_row(run))
+        for stats in shards:
+            with timed(result, "write_pg"):
+                copy_arrow(cur, TABLE, in_key_order(stats).to_arrow(), PG_TYPES)
+            _add_totals(result, stats)
+            tops.append(stats.sort("bytes", descending=True).head(TOP_TALKERS))
+        with timed(result, "write_pg"):
+            record_window_load(cur, result.load_row(run))
+    return tops
+
+
+def _add_totals(result: WindowResult, stats: pl.DataFrame) -> None:
+    result.rows_written += stats.height
+    result.bytes_total += int(stats["bytes"].sum() or 0)
+    result.packets_total += int(stats["packets"].sum() or 0)
 
 
 def process_window(
     window: datetime, lake: LakeResource, postgres: PostgresResource, run: str | None = None
 ) -> WindowResult:
-    """Aggregate one window from the lake and replace its rows in ``flow_stats``."""
+    """Aggregate one window from the lake, shard by shard, and replace its rows in ``flow_stats``."""
     result = WindowResult(window, FLOW_STATS, source=f"lake:{ENRICHED_FLOWS}")
     directory = lake.window_dir(window)
     result.source_position = {"path": str(directory)}
-    with timed(result, "aggregate"):
-        flows = lake_files.scan_window(directory)
-        stats = aggregate(flows, window)
-        result.rows_read = int(flows.select(pl.len()).collect().item())
-    result.rows_written = stats.height
-    result.bytes_total = int(stats["bytes"].sum() or 0)
-    result.packets_total = int(stats["packets"].sum() or 0)
-    with timed(result, "write_pg"), postgres.connect() as conn:
-        replace_window(conn, window, stats, result, run)
-    result.preview = top_talkers(stats)
+    result.rows_read = int(lake_files.scan_window(directory).select(pl.len()).collect().item())
+    shards = lake_files.window_shards(directory)
+
+    def aggregated() -> Iterator[pl.DataFrame]:
+        for shard in shards:
+            with timed(result, "aggregate"):
+                stats = aggregate_shard(lake, window, shard)
+            yield stats
+
+    with postgres.connect() as conn:
+        tops = replace_window(conn, window, aggregated(), result, run)
+    result.preview = top_talkers(pl.concat(tops))  # window_shards is never empty
     return result
 
 

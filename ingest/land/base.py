@@ -8,26 +8,32 @@ Dagster pipeline) call :meth:`Landing.read_window` and :meth:`Landing.watermarks
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
+from ingest.schema import FLOW_SCHEMA
 from ingest.window import WINDOW, window_start
 
 __all__ = [
+    "WHOLE_WINDOW",
     "WINDOW",
     "Landing",
     "OnDone",
     "SummarizesWindows",
     "Watermark",
+    "WindowChunks",
     "WindowRead",
     "WindowSummary",
     "WritesAsync",
+    "rechunk",
     "window_start",
 ]
+
+WHOLE_WINDOW = 2**62  # a chunk size no window reaches: ``read_window`` is one chunk
 
 # called once an asynchronous write settled: (the parts that failed, the error text or None)
 OnDone = Callable[[list[pa.RecordBatch], str | None], None]
@@ -52,6 +58,45 @@ class WindowRead:
     position: dict[str, Any] = field(default_factory=dict)  # e.g. {"0": [first, last], ...}
 
 
+@dataclass
+class WindowChunks:
+    """The flows received in [start, end) as a stream of tables of about ``chunk_flows`` rows each.
+
+    ``chunks`` is read once, lazily: memory holds a few chunks, never the window. ``position``
+    (offsets or row range, as in :class:`WindowRead`) is complete once ``chunks`` is exhausted.
+    """
+
+    chunks: Iterator[pa.Table]
+    source: str
+    position: dict[str, Any] = field(default_factory=dict)
+
+    def read_all(self) -> WindowRead:
+        """Every chunk concatenated: the whole window in memory (small windows, tests, checks)."""
+        tables = list(self.chunks)
+        flows = pa.concat_tables(tables) if tables else FLOW_SCHEMA.empty_table()
+        return WindowRead(flows=flows, source=self.source, position=self.position)
+
+
+def rechunk(tables: Iterator[pa.Table], chunk_flows: int) -> Iterator[pa.Table]:
+    """Tables of ``chunk_flows`` rows (the last one shorter) from tables of any size, lazily.
+
+    Zero-copy: a chunk is a concatenation of (slices of) the incoming tables' record batches.
+    """
+    pending: list[pa.Table] = []
+    held = 0
+    for table in tables:
+        while table.num_rows:
+            take = min(table.num_rows, chunk_flows - held)
+            pending.append(table.slice(0, take))
+            held += take
+            table = table.slice(take)
+            if held == chunk_flows:
+                yield pa.concat_tables(pending)
+                pending, held = [], 0
+    if held:
+        yield pa.concat_tables(pending)
+
+
 @dataclass(frozen=True)
 class WindowSummary:
     """Totals of the flows received in [start, end) (bytes and packets already scaled by sampling)."""
@@ -74,6 +119,9 @@ class Landing(Protocol):
 
     def read_window(self, start: datetime, end: datetime) -> WindowRead:
         """Exactly the flows whose receive_time is in [start, end); the same rows on every call."""
+
+    def read_window_chunks(self, start: datetime, end: datetime, chunk_flows: int) -> WindowChunks:
+        """The same rows as :meth:`read_window`, streamed in tables of about ``chunk_flows`` rows."""
 
     def watermarks(self) -> list[Watermark]:
         """The latest watermark of every ingest instance that ever published one."""
