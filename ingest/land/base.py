@@ -8,9 +8,11 @@ Dagster pipeline) call :meth:`Landing.read_window` and :meth:`Landing.watermarks
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from queue import Full, Queue
 from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
@@ -29,6 +31,7 @@ __all__ = [
     "WindowRead",
     "WindowSummary",
     "WritesAsync",
+    "read_ahead",
     "rechunk",
     "window_start",
 ]
@@ -95,6 +98,51 @@ def rechunk(tables: Iterator[pa.Table], chunk_flows: int) -> Iterator[pa.Table]:
                 pending, held = [], 0
     if held:
         yield pa.concat_tables(pending)
+
+
+def read_ahead(items: Iterator[pa.Table], depth: int = 1) -> Iterator[pa.Table]:
+    """The items of ``items``, produced by a background thread up to ``depth`` ahead of the consumer.
+
+    Reading the next chunk (Kafka polls, IPC decoding, filtering: they release the GIL) then
+    overlaps with the consumer's work on the current one; memory holds ``depth`` more chunks.
+    An error in the reader is raised in the consumer; a consumer that stops early stops the reader.
+    """
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(entry, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(("error", exc))
+        finally:
+            getattr(items, "close", lambda: None)()  # a generator's cleanup runs in its own thread
+
+    reader = threading.Thread(target=produce, name="flowlens-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, value = queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        reader.join()
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from ingest.addresses import addresses
-from ingest.land.base import WHOLE_WINDOW, OnDone, Watermark, WindowChunks, WindowRead, rechunk
+from ingest.land.base import WHOLE_WINDOW, OnDone, Watermark, WindowChunks, WindowRead, read_ahead, rechunk
 from ingest.schema import FLOW_SCHEMA, receive_times_us
 from ingest.window import WINDOW, window_start
 
@@ -366,11 +366,12 @@ class KafkaLanding:
         in both timestamp modes. The slack covers only instances that never reached ``end``
         (stopped or crashed): their flows of the window are read until a message stamped
         ``end + slack`` or later. A chunk is handed on as soon as it holds ``chunk_flows`` flows,
-        so memory holds one chunk plus the consumer's fetch queue, never the window.
+        read ahead by a thread while the caller works on the previous one (:func:`read_ahead`), so
+        memory holds two chunks plus the consumer's fetch queue, never the window.
         """
         position: dict[str, list[int]] = {}
         return WindowChunks(
-            chunks=rechunk(self._window_tables(start, end, position), chunk_flows),
+            chunks=read_ahead(rechunk(self._window_tables(start, end, position), chunk_flows)),
             source=f"kafka:{self.topic}",
             position=position,
         )
