@@ -59,7 +59,7 @@ class LakeResource(dg.ConfigurableResource):
     and how a window is cut on its way there (``pipeline.chunk_flows``, ``pipeline.shards``)."""
 
     root: str
-    chunk_flows: int = 2_000_000  # flows read, enriched and written at a time: bounds a window's memory
+    chunk_flows: int = 1_000_000  # flows read, enriched and written at a time: bounds a window's memory
     shards: int = 1  # window files split by hash(client_addr, server_addr); flow_stats aggregates per shard
 
     def window_dir(self, window_start: datetime, asset: str = ENRICHED_DIR) -> Path:
