@@ -31,7 +31,7 @@ from assets.resources import (
     PostgresResource,
 )
 from assets.windows import WindowResult, run_id, run_windows, timed, timed_chunks
-from ingest.schema import FLOW_COLUMNS
+from ingest.schema import FLOW_COLUMNS, FLOW_SCHEMA
 from ingest.window import WINDOW
 
 SERVER_SIDE = "server_side"
@@ -130,6 +130,8 @@ def process_window(
                     _produce(kafka, frame, window)
             _add_totals(result, frame)
             partials.append(service_totals(frame))
+        if not writer.chunks:  # an empty window still gets its (empty) file set: readers find the window
+            writer.write(enrich_window(FLOW_SCHEMA.empty_table(), window, enricher, inventory))
     result.source_position = read.position
     result.preview = top_servers(partials)
     with postgres.connect() as conn:
