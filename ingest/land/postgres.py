@@ -24,7 +24,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from ingest.config import PostgresPool
-from ingest.land.base import WHOLE_WINDOW, Watermark, WindowChunks, WindowRead, WindowSummary
+from ingest.land.base import WHOLE_WINDOW, Watermark, WindowChunks, WindowRead, WindowSummary, rechunk
 from ingest.land.pgbinary import (
     COPY_IN_SQL,
     HAS_LISTS,
@@ -160,15 +160,17 @@ class PostgresLanding:
 
         A COPY formats its rows in one PostgreSQL backend and the client takes them one message per
         row, so one COPY runs at ~300-500k rows/s: ``READ_CONNECTIONS`` connections read the
-        slices in turn, each one slice ahead of the consumer, so both cores work and at most
-        ``READ_CONNECTIONS`` + 1 slices are in memory. The connections share one snapshot
+        slices (of ``chunk_flows / READ_CONNECTIONS`` rows) in turn, each one slice ahead of the
+        consumer, so both cores work and the slices in flight weigh one chunk. The connections share one snapshot
         (``pg_export_snapshot``): together they read exactly what a single COPY would have read at
         that moment, even while late flows keep landing. The slice edges come from receive-time
         quantiles of a 1% page sample (:func:`_slice_edges`), so slices hold similar row counts
         however the flows arrived; they are contiguous, so the edges decide sizes, never rows.
         """
         position = {"receive_time": [start.isoformat(), end.isoformat()], "rows": 0}
-        return WindowChunks(chunks=self._slices(start, end, chunk_flows, position),
+        # slices of 1/READ_CONNECTIONS chunk: the slices in flight together weigh one chunk
+        slices = self._slices(start, end, max(1, chunk_flows // READ_CONNECTIONS), position)
+        return WindowChunks(chunks=rechunk(slices, chunk_flows),
                             source=f"postgres:{TABLE}", position=position)  # fmt: skip
 
     def _slices(self, start: datetime, end: datetime, chunk_flows: int, position: dict) -> Iterator[pa.Table]:
