@@ -77,40 +77,33 @@ DEPENDENCY_LINEAGE = {
 
 
 def window_addresses(flows: pl.LazyFrame, window: datetime) -> pl.DataFrame:
-    """Every address of the window once, with first/last seen and enrichment attributes.
-
-    Each side (source, destination) is aggregated over the window on its own, with Polars
-    streaming (memory follows the distinct addresses), then the two small partials are merged:
-    concatenating the sides' flows first would make the streaming engine hold one side's flows
-    while it reads the other (an order-keeping union), so memory would grow with the window.
-    """
+    """Every address of the window once, with first/last seen and enrichment attributes."""
     names = flows.collect_schema().names()
-    attributes = [pl.col(a).drop_nulls().first() for a in ATTRIBUTES]
 
-    def side(prefix: str) -> pl.DataFrame:
+    def side(prefix: str) -> pl.LazyFrame:
         attrs = [
             (pl.col(f"{prefix}_{a}") if f"{prefix}_{a}" in names else pl.lit(None)).cast(t).alias(a)
             for a, (t, _) in ATTRIBUTES.items()
         ]
-        return (
-            flows.select(
-                pl.col(f"{prefix}_addr").alias("addr"),
-                pl.coalesce("flow_start", "receive_time").alias("first_seen"),
-                pl.coalesce("flow_end", "receive_time").alias("last_seen"),
-                *attrs,
-            )
-            .group_by("addr")
-            .agg(pl.col("first_seen").min(), pl.col("last_seen").max(), *attributes)
-            .collect(engine="streaming")
+        return flows.select(
+            pl.col(f"{prefix}_addr").alias("addr"),
+            pl.coalesce("flow_start", "receive_time").alias("first_seen"),
+            pl.coalesce("flow_end", "receive_time").alias("last_seen"),
+            *attrs,
         )
 
     return (
-        pl.concat([side("src"), side("dst")])  # source first: its attributes win, as in one pass
-        .group_by("addr", maintain_order=True)
-        .agg(pl.col("first_seen").min(), pl.col("last_seen").max(), *attributes)
+        pl.concat([side("src"), side("dst")])
+        .group_by("addr")
+        .agg(
+            pl.col("first_seen").min(),
+            pl.col("last_seen").max(),
+            *[pl.col(a).drop_nulls().first() for a in ATTRIBUTES],
+        )
         .with_columns(first_window=pl.lit(window).cast(pl.Datetime("us", "UTC")))
         .with_columns(last_window=pl.col("first_window"))
         .sort("addr")
+        .collect(engine="streaming")
     )
 
 
