@@ -1,7 +1,7 @@
 """``flow_stats``: per window, client, server, server port and protocol: bytes, packets, flows, first/last seen.
 
-Aggregated lazily from the window's Parquet file set (Polars streaming: memory follows the distinct
-keys, not the flows), one shard at a time when the lake window is sharded (``pipeline.shards``:
+Aggregated from the window's Parquet file set by DuckDB (memory follows the distinct keys, not
+the flows), one shard at a time when the lake window is sharded (``pipeline.shards``:
 shards hold disjoint address pairs, so their rows are simply concatenated), then written in one
 transaction: delete the window's rows, binary COPY the new ones straight into the table (the
 window's rows are replaced whole, so there is nothing to merge and no staging table is needed),
@@ -15,8 +15,10 @@ page each (1M rows: about 1.8 s instead of 4 s of server time).
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
+from pathlib import Path
 
 import dagster as dg
+import duckdb
 import numpy as np
 import polars as pl
 
@@ -33,6 +35,11 @@ from ingest.land.pgbinary import copy_arrow
 
 TABLE = "flowlens.flow_stats"
 TOP_TALKERS = 10
+STATS_SCHEMA = {
+    "window_start": pl.Datetime("us", "UTC"), "client_addr": pl.Binary, "server_addr": pl.Binary,
+    "server_port": pl.Int32, "protocol": pl.Int16, "bytes": pl.Int64, "packets": pl.Int64, "flows": pl.Int64,
+    "first_seen": pl.Datetime("us", "UTC"), "last_seen": pl.Datetime("us", "UTC"),
+}  # fmt: skip
 KEY = ("client_addr", "server_addr", "server_port", "protocol")
 COLUMNS = [
     ("window_start", "timestamptz", "start of the 5-minute receive-time window"),
@@ -61,25 +68,28 @@ LINEAGE = {
 }
 
 
-def aggregate(flows: pl.LazyFrame, window: datetime) -> pl.DataFrame:
-    """The window's statistics rows, in table column order (Arrow-ready for binary COPY)."""
-    return (
-        flows.group_by(*KEY)
-        .agg(
-            bytes=pl.col("bytes").sum().cast(pl.Int64),
-            packets=pl.col("packets").sum().cast(pl.Int64),
-            flows=pl.len().cast(pl.Int64),
-            first_seen=pl.coalesce("flow_start", "receive_time").min(),
-            last_seen=pl.coalesce("flow_end", "receive_time").max(),
-        )
-        .with_columns(
-            window_start=pl.lit(window).cast(pl.Datetime("us", "UTC")),
-            server_port=pl.col("server_port").cast(pl.Int32),
-            protocol=pl.col("protocol").cast(pl.Int16),
-        )
-        .select([name for name, _, _ in COLUMNS])
-        .collect(engine="streaming")
-    )
+AGGREGATE_SQL = """
+SELECT $window::TIMESTAMPTZ AS window_start, client_addr, server_addr, server_port::INTEGER AS server_port,
+    protocol::SMALLINT AS protocol, sum(bytes)::BIGINT AS bytes, sum(packets)::BIGINT AS packets,
+    count(*)::BIGINT AS flows, min(coalesce(flow_start, receive_time)) AS first_seen,
+    max(coalesce(flow_end, receive_time)) AS last_seen
+FROM read_parquet($files) GROUP BY client_addr, server_addr, server_port, protocol
+"""
+
+
+def aggregate(files: list[Path], window: datetime) -> pl.DataFrame:
+    """The statistics rows of the flows in ``files``, in table column order (Arrow-ready for binary COPY).
+
+    DuckDB's hash aggregate over the Parquet files: its memory follows the distinct keys. (Polars
+    2.1's streaming group-by was measured growing with the flows: 0.5 GB for 5M flows, 1 GB for
+    15M, with 1M keys; DuckDB 0.65 and 0.73 GB for the same files.)
+    """
+    if not files:
+        return pl.DataFrame(schema=STATS_SCHEMA)
+    with duckdb.connect() as con:
+        rel = con.sql(AGGREGATE_SQL, params={"window": window, "files": [str(f) for f in files]})
+        stats = pl.from_arrow(rel.to_arrow_table())
+    return stats.with_columns(pl.col("window_start", "first_seen", "last_seen").dt.convert_time_zone("UTC"))
 
 
 def top_talkers(stats: pl.DataFrame, n: int = TOP_TALKERS) -> str:
@@ -135,7 +145,7 @@ def aggregate_shard(lake: LakeResource, window: datetime, shard: int) -> pl.Data
     own process or host, and the window's write only concatenates them. Memory is bounded by
     the shard's distinct keys (Polars streaming over its Parquet parts), not by its flows.
     """
-    return aggregate(lake_files.scan_window(lake.window_dir(window), shard), window)
+    return aggregate(lake_files.window_files(lake.window_dir(window), shard), window)
 
 
 def replace_window(
