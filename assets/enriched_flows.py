@@ -1,8 +1,10 @@
 """``enriched_flows``: each window's landed flows with direction and enrichment, in the Parquet lake.
 
-Per window: read exactly the flows received in it from the landing, ask the inventory which side
+Per window, chunk by chunk (``pipeline.chunk_flows`` flows at a time, so memory does not grow with
+the window): read exactly the flows received in it from the landing, ask the inventory which side
 is the server, run the enrichment hooks (GeoIP, reverse DNS, inventory; ``assets.enrich``), decide
-client/server (``assets.direction``) and write one Parquet file set, replacing any earlier one.
+client/server (``assets.direction``) and write the chunk as Parquet part(s) of the window's file
+set (split into ``pipeline.shards`` by address pair), replacing any earlier set whole.
 Optionally also produce the rows to Kafka ``flows.enriched`` (``pipeline.produce_enriched``).
 """
 
@@ -17,7 +19,7 @@ from assets.addresses import with_text
 from assets.catch_up import catching_up
 from assets.direction import orient
 from assets.keys import ENRICHED_FLOWS, FLOWS_LANDED
-from assets.landing import flows_frame, read_landed
+from assets.landing import flows_frame, read_landed_chunks
 from assets.metadata import definition_metadata, markdown_table, materialization_metadata
 from assets.partitions import five_minute_partitions
 from assets.pg import record_window_load
@@ -28,8 +30,8 @@ from assets.resources import (
     LandingResource,
     PostgresResource,
 )
-from assets.windows import WindowResult, run_id, run_windows, timed
-from ingest.schema import FLOW_COLUMNS
+from assets.windows import WindowResult, run_id, run_windows, timed, timed_chunks
+from ingest.schema import FLOW_COLUMNS, FLOW_SCHEMA
 from ingest.window import WINDOW
 
 SERVER_SIDE = "server_side"
@@ -75,13 +77,19 @@ def enrich_window(flows: pa.Table | pl.DataFrame, window: datetime, enricher=Non
     )
 
 
-def top_servers(frame: pl.DataFrame, n: int = 5) -> str:
-    """Markdown: the services that received the most bytes in the window."""
-    if frame.is_empty():
+def service_totals(frame: pl.DataFrame) -> pl.DataFrame:
+    """Bytes and flows per service (server, port, protocol) of one chunk: partials that add up."""
+    return frame.group_by("server_ip", "server_port", "protocol").agg(bytes=pl.col("bytes").sum(), flows=pl.len())
+
+
+def top_servers(partials: list[pl.DataFrame], n: int = 5) -> str:
+    """Markdown: the services that received the most bytes in the window (from the chunks' partials)."""
+    totals = pl.concat(partials) if partials else pl.DataFrame()
+    if totals.is_empty():
         return "**Top services by bytes**: no flows"
     top = (
-        frame.group_by("server_ip", "server_port", "protocol")
-        .agg(bytes=pl.col("bytes").sum(), flows=pl.len(), clients=pl.col("client_ip").n_unique())
+        totals.group_by("server_ip", "server_port", "protocol")
+        .agg(pl.col("bytes").sum(), pl.col("flows").sum())
         .sort("bytes", "server_ip", descending=[True, False])
         .head(n)
     )
@@ -99,24 +107,46 @@ def process_window(
     inventory=None,
     enricher=None,
 ) -> WindowResult:
-    """Read, enrich and write one window to the lake; record the load in ``window_loads``."""
+    """Read, enrich and write one window to the lake chunk by chunk; record the load in ``window_loads``.
+
+    Memory holds a few chunks of ``lake.chunk_flows`` flows, never the window: each chunk is
+    enriched and written as its own Parquet part(s) as soon as it is read. The parts are staged
+    and swapped in together (``assets.lake.window_writer``): a failure midway leaves the
+    previous lake window untouched, and a re-run writes the window whole again.
+    """
     result = WindowResult(window, ENRICHED_FLOWS, source="")
-    with timed(result, "read"):
-        read = read_landed(landing, window, window + WINDOW)
-    result.source, result.source_position, result.rows_read = read.source, read.position, read.flows.num_rows
-    with timed(result, "enrich"):
-        frame = enrich_window(read.flows, window, enricher, inventory)
-    with timed(result, "write_lake"):
-        lake_files.write_window(frame, lake.window_dir(window))
-    if kafka is not None and kafka.enabled and enrichment is not None:
-        with timed(result, "produce"):
-            _produce(kafka, frame, window)
-    totals = frame.select(pl.col("bytes").sum(), pl.col("packets").sum()).row(0) if frame.height else (0, 0)
-    result.rows_written, result.bytes_total, result.packets_total = frame.height, int(totals[0]), int(totals[1])
-    result.preview = top_servers(frame)
+    read = read_landed_chunks(landing, window, window + WINDOW, lake.chunk_flows)
+    result.source = read.source
+    partials: list[pl.DataFrame] = []
+    with lake_files.window_writer(lake.window_dir(window), lake.shards) as writer:
+        for chunk in timed_chunks(read.chunks, result, "read"):
+            with timed(result, "enrich"):
+                frame = enrich_window(chunk, window, enricher, inventory)
+            del chunk
+            with timed(result, "write_lake"):
+                writer.write(frame)
+            if kafka is not None and kafka.enabled and enrichment is not None:
+                with timed(result, "produce"):
+                    _produce(kafka, frame, window)
+            _add_totals(result, frame)
+            partials.append(service_totals(frame))
+        if not writer.chunks:  # an empty window still gets its (empty) file set: readers find the window
+            writer.write(enrich_window(FLOW_SCHEMA.empty_table(), window, enricher, inventory))
+    result.source_position = read.position
+    result.preview = top_servers(partials)
     with postgres.connect() as conn:
         record_window_load(conn.cursor(), result.load_row(run))
     return result
+
+
+def _add_totals(result: WindowResult, frame: pl.DataFrame) -> None:
+    if not frame.height:
+        return
+    nbytes, packets = frame.select(pl.col("bytes").sum(), pl.col("packets").sum()).row(0)
+    result.rows_read += frame.height
+    result.rows_written += frame.height
+    result.bytes_total += int(nbytes)
+    result.packets_total += int(packets)
 
 
 def _produce(kafka: KafkaResource, frame: pl.DataFrame, window: datetime) -> None:

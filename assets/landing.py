@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from assets.keys import FLOWS_LANDED
 from assets.partitions import five_minute_partitions
+from ingest.land.base import WindowChunks, rechunk
 
 flows_landed = dg.AssetSpec(
     FLOWS_LANDED,
@@ -35,6 +36,18 @@ def read_landed(landing, window: datetime, end: datetime):
     if not isinstance(read.flows, pa.Table):
         raise TypeError(f"landing {getattr(landing, 'name', landing)!r} returned {type(read.flows)}, not a pa.Table")
     return read
+
+
+def read_landed_chunks(landing, window: datetime, end: datetime, chunk_flows: int) -> WindowChunks:
+    """The landed flows of [window, end) streamed in tables of about ``chunk_flows`` rows.
+
+    A landing without a streaming read (the auto mode's pair of landings reads both and merges)
+    is read whole and cut into chunks, so its memory is the window's, as before.
+    """
+    if hasattr(landing, "read_window_chunks"):
+        return landing.read_window_chunks(window, end, chunk_flows)
+    read = read_landed(landing, window, end)
+    return WindowChunks(chunks=rechunk(iter([read.flows]), chunk_flows), source=read.source, position=read.position)
 
 
 def flows_frame(table: pa.Table) -> pl.DataFrame:

@@ -55,9 +55,12 @@ class PostgresResource(dg.ConfigurableResource):
 
 
 class LakeResource(dg.ConfigurableResource):
-    """The Parquet lake: ``<root>/enriched_flows/date=YYYY-MM-DD/window=HHMM/*.parquet`` (hive-style)."""
+    """The Parquet lake: ``<root>/enriched_flows/date=YYYY-MM-DD/window=HHMM/*.parquet`` (hive-style),
+    and how a window is cut on its way there (``pipeline.chunk_flows``, ``pipeline.shards``)."""
 
     root: str
+    chunk_flows: int = 1_000_000  # flows read, enriched and written at a time: bounds a window's memory
+    shards: int = 1  # window files split by hash(client_addr, server_addr); flow_stats aggregates per shard
 
     def window_dir(self, window_start: datetime, asset: str = ENRICHED_DIR) -> Path:
         """Directory holding one window's file set."""
@@ -246,7 +249,7 @@ def build_resources(cfg: FlowLensConfig | None = None, use_env: bool = True) -> 
     mode = env("FLOWLENS_MODE", cfg.mode)
     return {
         POSTGRES: pg,
-        LAKE: LakeResource(root=str(cfg.lake_dir)),
+        LAKE: LakeResource(root=str(cfg.lake_dir), chunk_flows=cfg.pipeline.chunk_flows, shards=cfg.pipeline.shards),
         LANDING: LandingResource(mode=mode, postgres=pg, kafka=kafka, settings=settings),
         ENRICHMENT: EnrichmentResource(
             mode=mode,

@@ -8,17 +8,18 @@ materialization then reports totals plus the per-window details Dagster plots.
 
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 
 from assets import metrics
 from ingest.window import window_key, windows_in
 
+T = TypeVar("T")
 # BackfillPolicy is marked beta in Dagster 1.13; it is the documented way to run partition ranges.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
@@ -63,6 +64,20 @@ def timed(result: WindowResult, stage: str) -> Iterator[None]:
         yield
     finally:
         result.seconds[stage] = round(result.seconds.get(stage, 0.0) + time.perf_counter() - start, 4)
+
+
+def timed_chunks(chunks: Iterable[T], result: WindowResult, stage: str) -> Iterator[T]:
+    """The items of ``chunks``, adding the time spent waiting for each one to ``result.seconds[stage]``."""
+    iterator = iter(chunks)
+    while True:
+        with timed(result, stage):
+            item = next(iterator, _END)
+        if item is _END:
+            return
+        yield item
+
+
+_END = object()
 
 
 def run_windows(context: dg.AssetExecutionContext, process: Callable[[datetime], WindowResult]) -> list[WindowResult]:

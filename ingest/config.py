@@ -352,6 +352,10 @@ class PipelineConfig(_Section):
     lake_dir: Path | None = None  # default: <state_dir>/lake
     retention_days: int = Field(30, ge=1)
     produce_enriched: bool = False  # also produce enriched flows to flows.enriched (Kafka modes)
+    # A window is read, enriched and written to the lake this many flows at a time: its memory
+    # is bounded by this, not by the window (README "Scaling out").
+    chunk_flows: int = Field(1_000_000, ge=1)
+    shards: int = Field(1, ge=1, le=1024)  # lake files split by hash(client, server); flow_stats per shard
     sensor_interval_seconds: int = Field(30, ge=5)  # how often the watermark sensor ticks
     sensor_lookback_minutes: int = Field(180, ge=5)  # automatic catch-up reaches back this far; older = backfill
     # lag above backpressure.kafka.pause_at_lag_seconds: catch-up runs of up to this many windows,

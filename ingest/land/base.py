@@ -8,26 +8,35 @@ Dagster pipeline) call :meth:`Landing.read_window` and :meth:`Landing.watermarks
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from queue import Full, Queue
 from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
+from ingest.schema import FLOW_SCHEMA
 from ingest.window import WINDOW, window_start
 
 __all__ = [
+    "WHOLE_WINDOW",
     "WINDOW",
     "Landing",
     "OnDone",
     "SummarizesWindows",
     "Watermark",
+    "WindowChunks",
     "WindowRead",
     "WindowSummary",
     "WritesAsync",
+    "read_ahead",
+    "rechunk",
     "window_start",
 ]
+
+WHOLE_WINDOW = 2**62  # a chunk size no window reaches: ``read_window`` is one chunk
 
 # called once an asynchronous write settled: (the parts that failed, the error text or None)
 OnDone = Callable[[list[pa.RecordBatch], str | None], None]
@@ -52,6 +61,90 @@ class WindowRead:
     position: dict[str, Any] = field(default_factory=dict)  # e.g. {"0": [first, last], ...}
 
 
+@dataclass
+class WindowChunks:
+    """The flows received in [start, end) as a stream of tables of about ``chunk_flows`` rows each.
+
+    ``chunks`` is read once, lazily: memory holds a few chunks, never the window. ``position``
+    (offsets or row range, as in :class:`WindowRead`) is complete once ``chunks`` is exhausted.
+    """
+
+    chunks: Iterator[pa.Table]
+    source: str
+    position: dict[str, Any] = field(default_factory=dict)
+
+    def read_all(self) -> WindowRead:
+        """Every chunk concatenated: the whole window in memory (small windows, tests, checks)."""
+        tables = list(self.chunks)
+        flows = pa.concat_tables(tables) if tables else FLOW_SCHEMA.empty_table()
+        return WindowRead(flows=flows, source=self.source, position=self.position)
+
+
+def rechunk(tables: Iterator[pa.Table], chunk_flows: int) -> Iterator[pa.Table]:
+    """Tables of ``chunk_flows`` rows (the last one shorter) from tables of any size, lazily.
+
+    Zero-copy: a chunk is a concatenation of (slices of) the incoming tables' record batches.
+    """
+    pending: list[pa.Table] = []
+    held = 0
+    for table in tables:
+        while table.num_rows:
+            take = min(table.num_rows, chunk_flows - held)
+            pending.append(table.slice(0, take))
+            held += take
+            table = table.slice(take)
+            if held == chunk_flows:
+                yield pa.concat_tables(pending)
+                pending, held = [], 0
+    if held:
+        yield pa.concat_tables(pending)
+
+
+def read_ahead(items: Iterator[pa.Table], depth: int = 1) -> Iterator[pa.Table]:
+    """The items of ``items``, produced by a background thread up to ``depth`` ahead of the consumer.
+
+    Reading the next chunk (Kafka polls, IPC decoding, filtering: they release the GIL) then
+    overlaps with the consumer's work on the current one; memory holds ``depth`` more chunks.
+    An error in the reader is raised in the consumer; a consumer that stops early stops the reader.
+    """
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(entry, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(("error", exc))
+        finally:
+            getattr(items, "close", lambda: None)()  # a generator's cleanup runs in its own thread
+
+    reader = threading.Thread(target=produce, name="flowlens-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, value = queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        reader.join()
+
+
 @dataclass(frozen=True)
 class WindowSummary:
     """Totals of the flows received in [start, end) (bytes and packets already scaled by sampling)."""
@@ -74,6 +167,9 @@ class Landing(Protocol):
 
     def read_window(self, start: datetime, end: datetime) -> WindowRead:
         """Exactly the flows whose receive_time is in [start, end); the same rows on every call."""
+
+    def read_window_chunks(self, start: datetime, end: datetime, chunk_flows: int) -> WindowChunks:
+        """The same rows as :meth:`read_window`, streamed in tables of about ``chunk_flows`` rows."""
 
     def watermarks(self) -> list[Watermark]:
         """The latest watermark of every ingest instance that ever published one."""

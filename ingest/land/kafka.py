@@ -45,6 +45,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -54,7 +55,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from ingest.addresses import addresses
-from ingest.land.base import OnDone, Watermark, WindowRead
+from ingest.land.base import WHOLE_WINDOW, OnDone, Watermark, WindowChunks, WindowRead, read_ahead, rechunk
 from ingest.land.ledger import TOPIC_CONFIG as LEDGER_CONFIG
 from ingest.land.ledger import Ledger, LedgerReading, ledger_topic, read_tally
 from ingest.schema import FLOW_SCHEMA, receive_times_us
@@ -393,21 +394,35 @@ class KafkaLanding:
         )
 
     def read_window(self, start: datetime, end: datetime) -> WindowRead:
-        """Exactly the flows with receive_time in [start, end), read partition by partition.
+        """Exactly the flows with receive_time in [start, end), in one table (:meth:`read_window_chunks`)."""
+        return self.read_window_chunks(start, end, WHOLE_WINDOW).read_all()
 
-        Per partition the read starts at ``offsets_for_times(start)`` (every message holding a flow
-        of the window has a timestamp >= start) and stops at the later of: the first offset with a
-        timestamp >= end + slack, and the first heartbeat of every instance whose watermark is past
-        ``end`` (all its flows of the window precede it); never past the high watermark.
-        Heartbeats are stamped with their ``landed_through`` (see :meth:`heartbeat`), so the
-        timestamp bound is on the window clock in both timestamp modes. The slack covers only
-        instances that never reached ``end`` (stopped or crashed): their flows of the window are
-        read until a message stamped ``end + slack`` or later.
+    def read_window_chunks(self, start: datetime, end: datetime, chunk_flows: int) -> WindowChunks:
+        """Exactly the flows with receive_time in [start, end), in tables of about ``chunk_flows`` rows.
+
+        One consumer pass, partition by partition. Per partition the read starts at
+        ``offsets_for_times(start)`` (every message holding a flow of the window has a timestamp
+        >= start) and stops at the later of: the first offset with a timestamp >= end + slack, and
+        the first heartbeat of every instance whose watermark is past ``end`` (all its flows of
+        the window precede it); never past the high watermark. Heartbeats are stamped with their
+        ``landed_through`` (see :meth:`heartbeat`), so the timestamp bound is on the window clock
+        in both timestamp modes. The slack covers only instances that never reached ``end``
+        (stopped or crashed): their flows of the window are read until a message stamped
+        ``end + slack`` or later. A chunk is handed on as soon as it holds ``chunk_flows`` flows,
+        read ahead by a thread while the caller works on the previous one (:func:`read_ahead`), so
+        memory holds two chunks plus the consumer's fetch queue, never the window.
         """
+        position: dict[str, list[int]] = {}
+        return WindowChunks(
+            chunks=read_ahead(rechunk(self._window_tables(start, end, position), chunk_flows)),
+            source=f"kafka:{self.topic}",
+            position=position,
+        )
+
+    def _window_tables(self, start: datetime, end: datetime, position: dict[str, list[int]]) -> Iterator[pa.Table]:
+        """The window's flows message by message over every partition; fills ``position`` as it goes."""
         done_instances = {w.instance for w in self.watermarks() if w.landed_through >= end}
         consumer = self._consumer()
-        tables: list[pa.Table] = []
-        position: dict[str, list[int]] = {}
         try:
             n = len(consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions)
             starts = consumer.offsets_for_times(
@@ -420,13 +435,11 @@ class KafkaLanding:
                 high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
                 first = starts[p].offset if starts[p].offset >= 0 else high
                 ts_stop = stops[p].offset if stops[p].offset >= 0 else high
-                got, last = self._read_partition(consumer, p, first, ts_stop, high, start, end, done_instances)
-                tables.extend(got)
-                position[str(p)] = [first, last]
+                stop = [first]
+                yield from self._read_partition(consumer, p, (first, ts_stop, high), (start, end), done_instances, stop)
+                position[str(p)] = [first, stop[0]]
         finally:
             consumer.close()
-        flows = pa.concat_tables(tables) if tables else FLOW_SCHEMA.empty_table()
-        return WindowRead(flows=flows, source=f"kafka:{self.topic}", position=position)
 
     def _messages(self, consumer: Consumer, topic: str, partition: int, first: int, high: int):
         """Messages of one partition from ``first`` until the end (``high`` or end of partition)."""
@@ -449,17 +462,17 @@ class KafkaLanding:
         finally:
             consumer.unassign()
 
-    def _read_partition(self, consumer, p, first, ts_stop, high, start, end, instances) -> tuple[list, int]:
-        """Messages [first, stop) of partition p; return the window's flows and the stop offset."""
-        tables: list[pa.Table] = []
+    def _read_partition(self, consumer, p, offsets, bounds, instances, stop: list[int]) -> Iterator[pa.Table]:
+        """The window's flows in messages [first, stop) of partition p; ``stop[0]`` ends as the stop offset."""
+        first, ts_stop, high = offsets
+        start, end = bounds
         if first >= high:
-            return tables, first
+            return
         window_key = str(int(start.timestamp())).encode()
         waiting = set(instances)
-        offset = first
         start_us, end_us = _us(start), _us(end)
         for msg in self._messages(consumer, self.topic, p, first, high):
-            offset = msg.offset() + 1
+            stop[0] = msg.offset() + 1
             headers = dict(msg.headers() or [])
             if headers.get(KIND) == b"watermark":
                 info = json.loads(msg.value())
@@ -469,10 +482,9 @@ class KafkaLanding:
                 table = from_ipc(msg.value())
                 times = table.column("receive_time").cast(pa.int64())
                 keep = pc.and_(pc.greater_equal(times, start_us), pc.less(times, end_us))
-                tables.append(table.filter(keep))
-            if offset >= ts_stop and not waiting:
+                yield table.filter(keep)
+            if stop[0] >= ts_stop and not waiting:
                 break
-        return tables, offset
 
     def watermarks(self) -> list[Watermark]:
         """The latest heartbeat of every instance, from the watermark topic."""

@@ -12,6 +12,7 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, date, datetime, timedelta
@@ -23,7 +24,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from ingest.config import PostgresPool
-from ingest.land.base import Watermark, WindowRead, WindowSummary
+from ingest.land.base import WHOLE_WINDOW, Watermark, WindowChunks, WindowRead, WindowSummary, rechunk
 from ingest.land.pgbinary import (
     COPY_IN_SQL,
     HAS_LISTS,
@@ -151,22 +152,44 @@ class PostgresLanding:
 
     # --- reading ------------------------------------------------------------------------------
     def read_window(self, start: datetime, end: datetime) -> WindowRead:
-        """The window's flows, read as ``READ_CONNECTIONS`` binary COPYs of time slices in parallel.
+        """The window's flows in one table (:meth:`read_window_chunks` with one chunk per read slice)."""
+        return self.read_window_chunks(start, end, WHOLE_WINDOW).read_all()
+
+    def read_window_chunks(self, start: datetime, end: datetime, chunk_flows: int) -> WindowChunks:
+        """The window's flows as time slices of about ``chunk_flows`` rows, read by binary COPYs.
 
         A COPY formats its rows in one PostgreSQL backend and the client takes them one message per
-        row, so one COPY runs at ~300-500k rows/s; slices on separate connections use both cores.
-        The slices share one snapshot (``pg_export_snapshot``): together they read exactly what a
-        single COPY would have read at that moment, even while late flows keep landing.
+        row, so one COPY runs at ~300-500k rows/s: ``READ_CONNECTIONS`` connections read the
+        slices (of ``chunk_flows / READ_CONNECTIONS`` rows) in turn, each one slice ahead of the
+        consumer, so both cores work and the slices in flight weigh one chunk. The connections share one snapshot
+        (``pg_export_snapshot``): together they read exactly what a single COPY would have read at
+        that moment, even while late flows keep landing. The slice edges come from receive-time
+        quantiles of a 1% page sample (:func:`_slice_edges`), so slices hold similar row counts
+        however the flows arrived; they are contiguous, so the edges decide sizes, never rows.
         """
-        slices = _time_slices(start, end, READ_CONNECTIONS)
+        position = {"receive_time": [start.isoformat(), end.isoformat()], "rows": 0}
+        # slices of 1/READ_CONNECTIONS chunk: the slices in flight together weigh one chunk
+        slices = self._slices(start, end, max(1, chunk_flows // READ_CONNECTIONS), position)
+        return WindowChunks(chunks=rechunk(slices, chunk_flows),
+                            source=f"postgres:{TABLE}", position=position)  # fmt: skip
+
+    def _slices(self, start: datetime, end: datetime, chunk_flows: int, position: dict) -> Iterator[pa.Table]:
+        with self.pool.connection() as conn:
+            slices = list(itertools.pairwise(_slice_edges(conn, start, end, chunk_flows)))
         with ExitStack() as stack:
-            conns = [stack.enter_context(self.pool.connection()) for _ in slices]
+            conns = [stack.enter_context(self.pool.connection()) for _ in range(min(READ_CONNECTIONS, len(slices)))]
             _share_snapshot(conns)
-            with ThreadPoolExecutor(len(conns), thread_name_prefix="flowlens-read") as threads:
-                parts = list(threads.map(_read_slice, conns, slices))
-        flows = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-        position = {"receive_time": [start.isoformat(), end.isoformat()], "rows": flows.num_rows}
-        return WindowRead(flows=flows, source=f"postgres:{TABLE}", position=position)
+            threads = stack.enter_context(ThreadPoolExecutor(len(conns), thread_name_prefix="flowlens-read"))
+            # slice i runs on connection i % n, submitted only once slice i - n was taken: a
+            # connection never serves two slices at once
+            ahead = [threads.submit(_read_slice, conns[i], slices[i]) for i in range(len(conns))]
+            for i in range(len(slices)):
+                table = ahead[i].result()
+                if i + len(conns) < len(slices):
+                    ahead.append(threads.submit(_read_slice, conns[i % len(conns)], slices[i + len(conns)]))
+                ahead[i] = None  # the consumer holds the table now; drop the future's reference
+                position["rows"] += table.num_rows
+                yield table
 
     def watermarks(self) -> list[Watermark]:
         with self.pool.connection() as conn:
@@ -201,11 +224,33 @@ class PostgresLanding:
 READ_CONNECTIONS = 2  # parallel COPYs per window read (the 2-core reference host); 1 disables slicing
 
 
-def _time_slices(start: datetime, end: datetime, n: int) -> list[tuple[datetime, datetime]]:
-    """[start, end) cut into ``n`` equal, contiguous, non-overlapping slices."""
-    step = (end - start) / n
-    edges = [start + i * step for i in range(n)] + [end]
-    return list(itertools.pairwise(edges))
+SAMPLE_PERCENT = 1.0  # of the window's pages, for the slice edges
+SAMPLE_MIN_ROWS = 2_000  # fewer sampled rows: the window is small, take its exact quantiles
+QUANTILES = 1024  # candidate edges: slices are multiples of 1/1024 of the window
+EDGES_SQL = """
+SELECT count(*), percentile_disc(%(fractions)s::float8[]) WITHIN GROUP (ORDER BY receive_time)
+FROM flowlens.flow_raw {sample} WHERE receive_time >= %(start)s AND receive_time < %(end)s
+"""
+
+
+def _slice_edges(conn: psycopg.Connection, start: datetime, end: datetime, chunk_flows: int) -> list[datetime]:
+    """[start, ..., end]: edges of contiguous slices of about ``chunk_flows`` rows each.
+
+    The row count and receive-time quantiles come from a ``TABLESAMPLE SYSTEM`` page sample
+    (one cheap query); a window too small for the sample to say much is measured exactly.
+    """
+    fractions = [i / QUANTILES for i in range(1, QUANTILES)]
+    params = {"fractions": fractions, "start": start, "end": end}
+    sample = sql.SQL("TABLESAMPLE SYSTEM ({}) REPEATABLE (17)").format(sql.Literal(SAMPLE_PERCENT))
+    sampled, quantiles = conn.execute(sql.SQL(EDGES_SQL).format(sample=sample), params).fetchone()
+    estimate = sampled * 100 / SAMPLE_PERCENT
+    if sampled < SAMPLE_MIN_ROWS:
+        estimate, quantiles = conn.execute(sql.SQL(EDGES_SQL).format(sample=sql.SQL("")), params).fetchone()
+    # at least one slice per reading connection, so even a one-chunk read uses both cores
+    n = max(READ_CONNECTIONS, min(QUANTILES, -(-int(estimate) // max(chunk_flows, 1))))
+    picked = [quantiles[i * QUANTILES // n - 1] for i in range(1, n)] if quantiles else []
+    inner = sorted({edge for edge in picked if start < edge < end})
+    return [start, *inner, end]
 
 
 def _share_snapshot(conns: list[psycopg.Connection]) -> None:

@@ -74,6 +74,19 @@ def test_read_window_returns_exactly_its_flows(landing):
     assert landing.newest_receive_time() == pc.max(every.column("receive_time")).as_py()
 
 
+def test_read_window_chunks_streams_the_same_rows_in_bounded_chunks(landing):
+    flows = random_flows(5_000, us(W0), span_us=WINDOW_US, seed=12)
+    for piece in split_windows(flows):
+        landing.write(piece)
+    whole = landing.read_window(W0, W0 + WINDOW)
+    read = landing.read_window_chunks(W0, W0 + WINDOW, 600)
+    chunks = list(read.chunks)
+    assert len(chunks) >= 5_000 // 600
+    assert max(c.num_rows for c in chunks) == 600  # the last one may be shorter
+    assert sorted_table(pa.concat_tables(chunks)).equals(sorted_table(whole.flows))
+    assert read.position == whole.position and read.source == whole.source
+
+
 def test_heartbeats_become_watermarks(landing):
     landing.write(random_flows(10, us(W0), seed=3))
     landing.heartbeat("host:1/w0", W0 + timedelta(seconds=10), 10)

@@ -1,0 +1,149 @@
+"""A window processed in many chunks and shards gives exactly the rows of the one-chunk path, and a
+window that fails midway (in a chunk or a shard) then runs again leaves the rows of one clean run."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import psycopg
+import pytest
+
+from assets import enriched_flows, flow_stats, lake, topology
+from assets.resources import LakeResource, build_resources
+from flowlens_dagster.bench.pipeline import synthetic_window
+from ingest.land import open_landing
+from ingest.land.base import WHOLE_WINDOW
+from tests.assets.test_window_assets import SNAPSHOT_QUERIES
+
+pytestmark = pytest.mark.integration
+FLOWS, PAIRS = 6_000, 400
+SMALL_CHUNK, SHARDS = 700, 3  # several chunks and every shard really used
+TABLES = ("flow_stats", "assets", "dependencies")
+
+
+class Injected(RuntimeError):
+    """The failure a test injects midway through a window."""
+
+
+def window_now() -> datetime:
+    """A 5-minute window an hour ago (inside the partitions a fresh test database holds)."""
+    now = datetime.now(UTC) - timedelta(hours=1)
+    return now.replace(minute=now.minute - now.minute % 5, second=0, microsecond=0)
+
+
+@pytest.fixture(params=["postgres", "kafka"])
+def landed(request, flowlens_config, clean_pg, kafka_topic):
+    """Synthetic flows (clients, servers and their replies) landed in one window; the config to read them."""
+    if request.param == "postgres":
+        cfg = flowlens_config.model_copy(update={"mode": "minimal"})
+    else:
+        kafka = flowlens_config.kafka.model_copy(update={"raw_topic": kafka_topic("flows.raw.shards")})
+        ingest = flowlens_config.ingest.model_copy(update={"kafka_message_max_flows": 300})  # many messages
+        cfg = flowlens_config.model_copy(update={"mode": "standard", "kafka": kafka, "ingest": ingest})
+    cfg = cfg.model_copy(update={"dns": cfg.dns.model_copy(update={"enabled": False})})
+    window = window_now()
+    landing = open_landing(cfg)
+    try:
+        for batch in synthetic_window(window, FLOWS, PAIRS):
+            landing.write(batch)
+        landing.heartbeat("test", window + timedelta(minutes=5), FLOWS)
+    finally:
+        landing.close()
+    yield cfg, window
+    shutil.rmtree(cfg.lake_dir, ignore_errors=True)
+
+
+def run_window(cfg, window: datetime, chunk_flows: int, shards: int) -> None:
+    """Every window stage the assets run, with the given chunk size and shard count."""
+    res = build_resources(cfg, use_env=False)
+    lake_res = LakeResource(root=res["lake"].root, chunk_flows=chunk_flows, shards=shards)
+    postgres, enrichment = res["postgres"], res["enrichment"]
+    inventory = enrichment.inventory()
+    landing = open_landing(cfg)
+    try:
+        enriched_flows.process_window(
+            window, landing, lake_res, None, postgres, None, "test", inventory, enrichment.enricher(inventory)
+        )
+    finally:
+        landing.close()
+    flow_stats.process_window(window, lake_res, postgres, "test")
+    topology.process_assets_window(window, lake_res, postgres, "test")
+    topology.process_dependencies_window(window, postgres, "test")
+
+
+def tables(dsn: str) -> dict[str, list[tuple]]:
+    with psycopg.connect(dsn) as conn:
+        return {name: conn.execute(SNAPSHOT_QUERIES[name]).fetchall() for name in TABLES}
+
+
+def empty_tables(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {', '.join('flowlens.' + t for t in (*TABLES, 'window_loads'))}")
+
+
+def lake_rows(cfg, window: datetime) -> pl.DataFrame:
+    directory = LakeResource(root=str(cfg.lake_dir)).window_dir(window)
+    frame = lake.scan_window(directory).with_columns(pl.col("direction_rule").cast(pl.String)).collect()
+    return frame.sort(frame.columns)
+
+
+def test_chunked_and_sharded_window_equals_the_single_chunk_window(landed, pg_dsn):
+    cfg, window = landed
+    run_window(cfg, window, WHOLE_WINDOW, 1)
+    single, single_lake = tables(pg_dsn), lake_rows(cfg, window)
+    assert len(single["flow_stats"]) > 100 and len(single_lake) == FLOWS
+
+    empty_tables(pg_dsn)
+    run_window(cfg, window, SMALL_CHUNK, SHARDS)
+    directory = LakeResource(root=str(cfg.lake_dir)).window_dir(window)
+    assert lake.window_shards(directory) == list(range(SHARDS))
+    assert len(lake.window_files(directory)) >= FLOWS // SMALL_CHUNK * SHARDS
+    assert tables(pg_dsn) == single
+    assert lake_rows(cfg, window).equals(single_lake)
+
+
+def fail_on_call(monkeypatch, module, name: str, nth: int) -> None:
+    """Make ``module.name`` raise :class:`Injected` on its ``nth`` call (counting from 1)."""
+    original, calls = getattr(module, name), []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == nth:
+            raise Injected(f"{name} call {nth}")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, failing)
+
+
+def test_a_window_failing_midway_then_run_again_counts_every_flow_once(landed, pg_dsn, monkeypatch):
+    cfg, window = landed
+    run_window(cfg, window, SMALL_CHUNK, SHARDS)
+    clean = tables(pg_dsn)
+    directory = LakeResource(root=str(cfg.lake_dir)).window_dir(window)
+    files = sorted(p.name for p in lake.window_files(directory))
+
+    with monkeypatch.context() as patch:  # the 3rd chunk's enrichment fails: the lake window stays as it was
+        fail_on_call(patch, enriched_flows, "enrich_window", 3)
+        with pytest.raises(Injected):
+            run_window(cfg, window, SMALL_CHUNK, SHARDS)
+    assert sorted(p.name for p in lake.window_files(directory)) == files
+    assert not [p for p in Path(directory.parent).iterdir() if p.name.startswith(".")]  # no staging left
+    assert tables(pg_dsn) == clean
+
+    with monkeypatch.context() as patch:  # the 2nd shard's aggregation fails: flow_stats rolls back whole
+        fail_on_call(patch, flow_stats, "aggregate_shard", 2)
+        with pytest.raises(Injected):
+            run_window(cfg, window, SMALL_CHUNK, SHARDS)
+    assert tables(pg_dsn) == clean
+
+    empty_tables(pg_dsn)  # a first run that fails in its 2nd shard, then the retry
+    with monkeypatch.context() as patch:
+        fail_on_call(patch, flow_stats, "aggregate_shard", 2)
+        with pytest.raises(Injected):
+            run_window(cfg, window, SMALL_CHUNK, SHARDS)
+    assert tables(pg_dsn)["flow_stats"] == []
+    run_window(cfg, window, SMALL_CHUNK, SHARDS)
+    assert tables(pg_dsn) == clean
