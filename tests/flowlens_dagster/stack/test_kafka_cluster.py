@@ -26,6 +26,7 @@ import pytest
 from assets.partitions import five_minute_partitions
 from flowlens_dagster.stack import kafka, kafka_cluster
 from flowlens_dagster.stack.kafka_cluster import Cluster
+from flowlens_dagster.stack.settings import kafka_topics
 from ingest.config import FlowLensConfig
 from tests.assets import scenario
 from tests.assets.test_window_assets import pipeline_config
@@ -66,7 +67,8 @@ def test_a_broker_killed_mid_window_loses_nothing_and_rejoins(cluster, clean_pg,
     made = subprocess.run([FLOWLENS, "stack", "topics"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert made.returncode == 0 and f"created: {cfg.kafka.raw_topic}, " in made.stdout, made.stdout + made.stderr
     described = kafka.describe_topics(cfg)
-    assert len(described) == 4 and {(t["replicas"], t["min.insync.replicas"]) for t in described.values()} == {(3, "2")}
+    assert set(described) == set(kafka_topics(cfg))  # flows.raw and every side topic
+    assert {(t["replicas"], t["min.insync.replicas"]) for t in described.values()} == {(3, "2")}
     before = raw_partitions(cfg)
     assert all(replicas == [1, 2, 3] == isr for _, replicas, isr in before.values()), before
     assert any(leader == 1 for leader, _, _ in before.values())  # the kill moves leaders
