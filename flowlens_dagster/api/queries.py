@@ -302,12 +302,31 @@ async def _series(conn: AsyncConnection, addr: str, f: Filters) -> dict:
         ("flowlens.flow_stats_hourly", "hour_start", "1h") if coarse else ("flowlens.flow_stats", "window_start", "5m")
     )
     params: dict = {"addr": addr}
-    span = _span_conditions(f, params, column)
     sql = f"""SELECT {column} AS t, sum(bytes)::bigint AS bytes, sum(packets)::bigint AS packets,
                      sum(flows)::bigint AS flows
-              FROM {table} WHERE (client_addr = %(addr)s::inet OR server_addr = %(addr)s::inet){span}
+              FROM ({_series_rows(table, column, f, params)}) s
               GROUP BY 1 ORDER BY 1"""
     return {"step": step, "points": await _rows(conn, sql, params)}
+
+
+def _series_rows(table: str, column: str, f: Filters, params: dict) -> str:
+    """The rows of ``addr``'s traffic, each once: as client, then as server (not also client).
+
+    flow_stats has no index by server address (sql/036: a random-order index would halve the window
+    loads' COPY rate), so its server side is found through ``dependencies``' server index, one
+    probe of flow_stats' dependency index per edge; the hourly rollup has its own server index (035).
+    """
+    span, server_span = _span_conditions(f, params, column), _span_conditions(f, params, f"fs.{column}")
+    if table != "flowlens.flow_stats":
+        return f"""SELECT {column}, bytes, packets, flows FROM {table}
+                   WHERE (client_addr = %(addr)s::inet OR server_addr = %(addr)s::inet){span}"""
+    return f"""SELECT {column}, bytes, packets, flows FROM {table} WHERE client_addr = %(addr)s::inet{span}
+               UNION ALL
+               SELECT fs.{column}, fs.bytes, fs.packets, fs.flows
+               FROM flowlens.dependencies d JOIN {table} fs
+                 ON (fs.client_addr, fs.server_addr, fs.server_port, fs.protocol)
+                  = (d.client_addr, d.server_addr, d.server_port, d.protocol)
+               WHERE d.server_addr = %(addr)s::inet AND d.client_addr <> %(addr)s::inet{server_span}"""
 
 
 # --- impact --------------------------------------------------------------------------------------
