@@ -61,11 +61,16 @@ class LakeResource(dg.ConfigurableResource):
     root: str
     chunk_flows: int = 1_000_000  # flows read, enriched and written at a time: bounds a window's memory
     shards: int = 1  # window files split by hash(client_addr, server_addr); flow_stats aggregates per shard
+    check_memory_mb: int = 1024  # DuckDB memory of one asset-check query; beyond it, spilled to spill_dir()
 
     def window_dir(self, window_start: datetime, asset: str = ENRICHED_DIR) -> Path:
         """Directory holding one window's file set."""
         ts = window_start.astimezone(UTC)
         return Path(self.root) / asset / f"date={ts:%Y-%m-%d}" / f"window={ts:%H%M}"
+
+    def spill_dir(self) -> Path:
+        """Where the checks' DuckDB queries spill what exceeds ``check_memory_mb`` (no window glob matches it)."""
+        return Path(self.root) / ".spill"
 
     def window_glob(self, window_start: datetime | None = None, asset: str = ENRICHED_DIR) -> str:
         """Glob of one window's files, or of the whole asset when ``window_start`` is None (for DuckDB)."""
@@ -249,7 +254,12 @@ def build_resources(cfg: FlowLensConfig | None = None, use_env: bool = True) -> 
     mode = env("FLOWLENS_MODE", cfg.mode)
     return {
         POSTGRES: pg,
-        LAKE: LakeResource(root=str(cfg.lake_dir), chunk_flows=cfg.pipeline.chunk_flows, shards=cfg.pipeline.shards),
+        LAKE: LakeResource(
+            root=str(cfg.lake_dir),
+            chunk_flows=cfg.pipeline.chunk_flows,
+            shards=cfg.pipeline.shards,
+            check_memory_mb=cfg.pipeline.check_memory_mb,
+        ),
         LANDING: LandingResource(mode=mode, postgres=pg, kafka=kafka, settings=settings),
         ENRICHMENT: EnrichmentResource(
             mode=mode,

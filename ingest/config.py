@@ -356,6 +356,9 @@ class PipelineConfig(_Section):
     # is bounded by this, not by the window (README "Scaling out").
     chunk_flows: int = Field(1_000_000, ge=1)
     shards: int = Field(1, ge=1, le=1024)  # lake files split by hash(client, server); flow_stats per shard
+    # DuckDB memory of one asset-check query over the lake: beyond it DuckDB spills to
+    # <lake_dir>/.spill, so the checks' memory does not grow with the window (README "Data quality").
+    check_memory_mb: int = Field(1024, ge=64)
     sensor_interval_seconds: int = Field(30, ge=5)  # how often the watermark sensor ticks
     sensor_lookback_minutes: int = Field(180, ge=5)  # automatic catch-up reaches back this far; older = backfill
     # lag above backpressure.kafka.pause_at_lag_seconds: catch-up runs of up to this many windows,

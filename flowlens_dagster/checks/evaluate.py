@@ -17,7 +17,7 @@ from typing import Any
 from flowlens_dagster.checks import footers, names, reconcile, suites
 from flowlens_dagster.checks.gx_runner import RUNNER
 from flowlens_dagster.checks.reconcile import Finding
-from flowlens_dagster.checks.sources import Sources, Totals
+from flowlens_dagster.checks.sources import DuckLimits, Sources, Totals
 from flowlens_dagster.checks.suites import IP_MINIMUM, TableSuite
 from flowlens_dagster.checks.suspects import repeated_keys_sql, screen_sql, unique_keys
 from flowlens_dagster.checks.windows import Span
@@ -215,11 +215,14 @@ def evaluate(spec: CheckSpec, sources: Sources, over: list[Span]) -> Finding:
 
 def sources_from(resources: Mapping[str, Any] | Any) -> Sources:
     """:class:`Sources` from the Dagster resources ``postgres``, ``lake`` and ``landing`` (a mapping or
-    an object with those attributes, such as ``context.resources``)."""
+    an object with those attributes, such as ``context.resources``); the lake's ``check_memory_mb``
+    caps each DuckDB query of the checks."""
     get = resources.get if isinstance(resources, Mapping) else lambda k: getattr(resources, k, None)
     postgres, lake, landing = get("postgres"), get("lake"), get("landing")
     kafka = landing is not None and getattr(landing, "mode", "minimal") in ("standard", "full", "auto")
-    return Sources(postgres.dsn(), postgres.sqlalchemy_url(), lake.window_dir, landing.open if landing else None, kafka)
+    duck = DuckLimits(lake.check_memory_mb, lake.spill_dir())  # the lake's queries: bounded, spilled under the lake
+    opener = landing.open if landing else None
+    return Sources(postgres.dsn(), postgres.sqlalchemy_url(), lake.window_dir, opener, kafka, duck)
 
 
 def run_window_checks(window_start: datetime, resources: Mapping[str, Any]) -> dict[str, Any]:

@@ -41,12 +41,40 @@ class Totals:
         return {"flows": self.flows, "bytes": self.bytes, "packets": self.packets}
 
 
+@dataclass(frozen=True)
+class DuckLimits:
+    """What one DuckDB query of the checks may hold in memory, whatever the window's size.
+
+    DuckDB's default cap is 80% of the machine's RAM, so grouping a 60M-flow window by its flow key
+    (the enriched suite's uniqueness test) grew the process by ~2 GB. Under ``memory_mb`` DuckDB
+    spills its hash tables and sorts to ``spill_dir`` instead (README "Data quality").
+    ``threads``: None lets DuckDB use every core (each thread holds its own partial tables).
+    """
+
+    memory_mb: int = 1024
+    spill_dir: Path | None = None
+    threads: int | None = None
+
+    def connect(self) -> Any:
+        """A DuckDB connection bounded by these limits."""
+        import duckdb
+
+        config: dict[str, Any] = {"memory_limit": f"{self.memory_mb}MiB", "preserve_insertion_order": False}
+        if self.spill_dir is not None:
+            self.spill_dir.mkdir(parents=True, exist_ok=True)
+            config["temp_directory"] = str(self.spill_dir)
+        if self.threads:
+            config["threads"] = self.threads
+        return duckdb.connect(config=config)
+
+
 class Sources:
     """What the checks of one process read, with per-span caching so a step reads each source once.
 
     ``dsn`` is a psycopg conninfo and ``url`` the same database as a SQLAlchemy URL (for GX);
     ``lake_dir(window_start)`` gives the window's Parquet directory; ``open_landing()`` returns an
-    ``ingest.land.base.Landing`` (only needed when the landing is Kafka).
+    ``ingest.land.base.Landing`` (only needed when the landing is Kafka); ``duck`` bounds the
+    memory of the DuckDB queries over the lake.
     """
 
     def __init__(
@@ -56,7 +84,9 @@ class Sources:
         lake_dir: Callable[[datetime], Path],
         open_landing: Callable[[], Any] | None = None,
         kafka_landing: bool = False,
+        duck: DuckLimits | None = None,
     ) -> None:
+        self.duck = duck or DuckLimits()
         self.kafka_landing = kafka_landing  # the mode's landing, when no load says where it read
         self.dsn = dsn
         self.url = url  # SQLAlchemy URL for Great Expectations
@@ -103,7 +133,7 @@ class Sources:
 
     def lake(self, span: Span) -> Totals | None:
         """Totals of the window's Parquet files, or None when the window has no files."""
-        return self._cached("lake", span, lambda: _lake_totals(self.lake_files(span)))
+        return self._cached("lake", span, lambda: _lake_totals(self.duck, self.lake_files(span)))
 
     def lake_query(self, span: Span, columns: list[str], extra: str = "") -> str | None:
         """DuckDB SELECT of the window's lake rows (``columns`` that exist, plus SQL ``extra``), or None."""
@@ -152,9 +182,7 @@ class Sources:
     ) -> tuple[int, Any, bool]:
         """The same with DuckDB (the lake's Parquet files, or Arrow ``tables`` registered by name),
         for a span whose row count the caller knows (Parquet metadata, Arrow)."""
-        import duckdb
-
-        with duckdb.connect() as con:
+        with self.duck.connect() as con:
             for name, table in (tables or {}).items():
                 con.register(name, table)
             frame = con.execute(suspects_sql(suite, base, "duckdb")).df()
@@ -166,17 +194,13 @@ class Sources:
 
     def duck_row(self, query: str) -> dict[str, Any]:
         """The one row of a DuckDB query (over the lake's Parquet files) as {column: value}."""
-        import duckdb
-
-        with duckdb.connect() as con:
+        with self.duck.connect() as con:
             cur = con.execute(query)
             return dict(zip([d[0] for d in cur.description], cur.fetchone(), strict=True))
 
     def duck_columns(self, base: str) -> Any:
         """No row, only the columns of ``base`` (what GX validates when nothing is suspect)."""
-        import duckdb
-
-        with duckdb.connect() as con:
+        with self.duck.connect() as con:
             return con.execute(f"SELECT * FROM ({base}) w LIMIT 0").df()
 
     def lake_rows(self, span: Span) -> int:
@@ -268,12 +292,10 @@ def _readable_binary(frame: Any) -> Any:
     return frame
 
 
-def _lake_totals(files: list[Path]) -> Totals | None:
+def _lake_totals(duck: DuckLimits, files: list[Path]) -> Totals | None:
     if not files:
         return None
-    import duckdb
-
-    with duckdb.connect() as con:
+    with duck.connect() as con:
         row = con.execute(
             f"SELECT count(*), sum(bytes::HUGEINT), sum(packets::HUGEINT) FROM read_parquet({_parquet_list(files)})"
         ).fetchone()
