@@ -3,13 +3,20 @@
 Aggregated from the window's Parquet file set by DuckDB (memory follows the distinct keys, not
 the flows), one shard at a time when the lake window is sharded (``pipeline.shards``:
 shards hold disjoint address pairs, so their rows are simply concatenated), then written in one
-transaction: delete the window's rows, binary COPY the new ones straight into the table (the
-window's rows are replaced whole, so there is nothing to merge and no staging table is needed),
-and record the load. Re-running a window leaves exactly the rows one clean run leaves.
+transaction: binary COPY into a fresh unindexed table, build its two indexes (the key and
+``sql/036``'s dependency-key index) in one sorted pass each, and attach it as the window's own
+partition of its day in place of the previous one (``sql/044``), and record the load. Re-running
+a window leaves exactly the rows one clean run leaves.
 
-The rows are sent in primary-key order: maintaining the key's B-tree dominates the COPY, and
-keys that arrive in order land on the same few leaf pages one after another instead of a random
-page each (1M rows: about 1.8 s instead of 4 s of server time).
+Why a partition per window: COPYed into the day partition, each row was inserted into both
+B-trees, and the dependency-key index (window last) spreads a window's keys over every leaf page
+the day's earlier windows filled: the 5th window of a day took 2.3x the time of the new path
+(README "Speed"). Days created before ``sql/044`` are one table; their windows keep that path
+(delete the window's rows, COPY into the day).
+
+The rows are sent in primary-key order: the index builds' sorts then find them sorted, and the
+dependencies merge reads the window in its key order (in a day created before ``sql/044``, index
+inserts land on the same few leaf pages one after another instead of a random page each).
 """
 
 import time
@@ -27,11 +34,12 @@ from assets.addresses import with_text
 from assets.keys import ENRICHED_FLOWS, FLOW_STATS
 from assets.metadata import definition_metadata, markdown_table, materialization_metadata
 from assets.partitions import five_minute_partitions
-from assets.pg import ensure_day_partitions, record_window_load
+from assets.pg import attach_flow_stats_window, ensure_day_partitions, record_window_load, stage_flow_stats_window
 from assets.resources import LakeResource, PostgresResource
 from assets.windows import WindowResult, run_id, run_windows, timed
 from ingest.addresses import address_matrix
 from ingest.land.pgbinary import copy_arrow
+from ingest.window import WINDOW
 
 TABLE = "flowlens.flow_stats"
 TOP_TALKERS = 10
@@ -151,18 +159,27 @@ def aggregate_shard(lake: LakeResource, window: datetime, shard: int) -> pl.Data
 def replace_window(
     conn, window: datetime, shards: Iterable[pl.DataFrame], result: WindowResult, run: str | None
 ) -> list[pl.DataFrame]:
-    """One transaction: delete the window's rows, COPY each shard's rows (in key order) as it comes,
-    record the load. Returns each shard's top talkers. A failure in any shard rolls the whole
-    window back, so a re-run leaves exactly the rows of one clean run."""
+    """One transaction: COPY each shard's rows (in key order) as it comes into a fresh table, index
+    it and attach it as the window's partition in place of the previous one (``sql/044``), record
+    the load. Returns each shard's top talkers. A failure in any shard rolls the whole window back,
+    so a re-run leaves exactly the rows of one clean run.
+
+    A day partition created before ``sql/044`` is one table: there the window's rows are deleted
+    and COPYed straight into it (both indexes updated row by row)."""
     tops = []
+    end = window + WINDOW
     with conn.transaction():
         cur = conn.cursor()
-        ensure_day_partitions(cur, TABLE, window, window)
-        cur.execute(f"DELETE FROM {TABLE} WHERE window_start = %s", (window,))
+        target = stage_flow_stats_window(cur, window, end)
+        if target is None:
+            ensure_day_partitions(cur, TABLE, window, window)
+            cur.execute(f"DELETE FROM {TABLE} WHERE window_start = %s", (window,))
         for stats in shards:
-            copy_arrow(cur, TABLE, in_key_order(stats).to_arrow(), PG_TYPES)
+            copy_arrow(cur, target or TABLE, in_key_order(stats).to_arrow(), PG_TYPES)
             _add_totals(result, stats)
-            tops.append(stats.sort("bytes", descending=True).head(TOP_TALKERS))
+            tops.append(stats.top_k(TOP_TALKERS, by="bytes"))  # no full sort of the window
+        if target is not None:
+            attach_flow_stats_window(cur, target, window, end)
         record_window_load(cur, result.load_row(run))
     return tops
 

@@ -2,7 +2,8 @@
 
 A window's write goes: binary COPY (``ingest.land.pgbinary.copy_arrow``) into a temporary table,
 then one ``INSERT ... ON CONFLICT`` (merge) or ``DELETE`` + ``INSERT`` (replace) in the same
-transaction as the ``window_loads`` row.
+transaction as the ``window_loads`` row. ``flow_stats`` instead COPYs a window into a bare table of
+its own and attaches it as the window's partition (:func:`stage_flow_stats_window`, ``sql/044``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,20 @@ def ensure_day_partitions(cur: psycopg.Cursor, parent: str, first: datetime, las
     """Create the day partitions of ``parent`` covering [first, last] (UTC days)."""
     days = (last.date() - first.date()).days + 1
     cur.execute("SELECT flowlens.ensure_day_partitions(%s::regclass, %s::date, %s)", (parent, first.date(), days))
+
+
+def stage_flow_stats_window(cur: psycopg.Cursor, window: datetime, end: datetime) -> str | None:
+    """A fresh unindexed table for the ``flow_stats`` rows of [window, end), to COPY into and then
+    :func:`attach_flow_stats_window`; None when the window's day partition predates ``sql/044``
+    (a plain table: the window is replaced in it by DELETE + COPY)."""
+    cur.execute("SELECT flowlens.stage_flow_stats_window(%s, %s)", (window, end))
+    return cur.fetchone()[0]
+
+
+def attach_flow_stats_window(cur: psycopg.Cursor, stage: str, window: datetime, end: datetime) -> None:
+    """Index the staged window (a sorted build per index), drop the window's previous partition and
+    attach the staged one in its place (``sql/044``)."""
+    cur.execute("SELECT flowlens.attach_flow_stats_window(%s::regclass, %s, %s)", (stage, window, end))
 
 
 def record_window_load(cur: psycopg.Cursor, load: dict[str, Any]) -> None:
