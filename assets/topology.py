@@ -1,9 +1,10 @@
 """``network_assets`` and ``dependencies``: who exists and who depends on whom, merged window by window.
 
-Both tables accumulate over windows. Each window merges its contribution in one transaction with
-``INSERT ... ON CONFLICT DO UPDATE``: first seen/window with LEAST, last seen/window with
-GREATEST, enrichment attributes with COALESCE (newer value first), so re-running a window (retry,
-backfill) leaves the tables exactly as they were.
+Both tables accumulate over windows. Each window merges its contribution in one transaction
+(assets: ``INSERT ... ON CONFLICT DO UPDATE``; dependencies: an UPDATE of the edges that move, then
+an INSERT of the new ones, see ``merge_dependencies``): first seen/window with LEAST, last
+seen/window with GREATEST, enrichment attributes with COALESCE (newer value first), so re-running a
+window (retry, backfill) leaves the tables exactly as they were.
 
 - network assets: every address seen in the window (from the lake, with the enrichment
   attributes), then the inventory merged in SQL: the most specific ``flowlens.inventory`` network
@@ -15,6 +16,7 @@ from datetime import datetime
 
 import dagster as dg
 import polars as pl
+import psycopg
 
 from assets import lake as lake_files
 from assets.keys import DEPENDENCIES, ENRICHED_FLOWS, FLOW_STATS, NETWORK_ASSETS
@@ -164,16 +166,50 @@ def process_assets_window(
     return result
 
 
-MERGE_DEPENDENCIES = """
-INSERT INTO flowlens.dependencies AS d (client_addr, server_addr, server_port, protocol, first_seen, last_seen,
-    first_window, last_window)
-SELECT client_addr, server_addr, server_port, protocol, first_seen, last_seen, window_start, window_start
-FROM flowlens.flow_stats WHERE window_start = %(window)s
-ON CONFLICT (client_addr, server_addr, server_port, protocol) DO UPDATE SET
-    first_seen = LEAST(d.first_seen, EXCLUDED.first_seen), last_seen = GREATEST(d.last_seen, EXCLUDED.last_seen),
-    first_window = LEAST(d.first_window, EXCLUDED.first_window),
-    last_window = GREATEST(d.last_window, EXCLUDED.last_window)
+# A window's edges merge in two plain statements rather than one INSERT ... ON CONFLICT DO UPDATE,
+# which inserts every row speculatively (confirmed by one more WAL record) and rewrites every edge
+# it meets. The UPDATE writes only the edges whose first/last seen or window moves (a re-run or a
+# backfill of an older window rewrites nothing), in place on the page thanks to sql/045's
+# fillfactor; the INSERT adds the edges not there yet. 1M edges merged three windows in a row,
+# committed each, same session: ON CONFLICT 6.7, 11.6, 16.9 s; these two 6.7, 4.0, 4.4 s. (ON
+# CONFLICT on the INSERT alone made 1M new edges 1.6-1.9x slower.) Without it two windows merged at
+# once could both insert a new edge, so merges take turns on a transaction-level advisory lock.
+UPDATE_DEPENDENCIES = """
+UPDATE flowlens.dependencies d SET
+    first_seen = LEAST(d.first_seen, s.first_seen), last_seen = GREATEST(d.last_seen, s.last_seen),
+    first_window = LEAST(d.first_window, s.window_start), last_window = GREATEST(d.last_window, s.window_start)
+FROM flowlens.flow_stats s
+WHERE s.window_start = %(window)s
+  AND (d.client_addr, d.server_addr, d.server_port, d.protocol)
+      = (s.client_addr, s.server_addr, s.server_port, s.protocol)
+  AND (s.first_seen < d.first_seen OR s.last_seen > d.last_seen
+       OR s.window_start < d.first_window OR s.window_start > d.last_window)
 """
+INSERT_DEPENDENCIES = """
+INSERT INTO flowlens.dependencies (client_addr, server_addr, server_port, protocol, first_seen, last_seen,
+    first_window, last_window)
+SELECT s.client_addr, s.server_addr, s.server_port, s.protocol, s.first_seen, s.last_seen,
+    s.window_start, s.window_start
+FROM flowlens.flow_stats s
+WHERE s.window_start = %(window)s
+  AND NOT EXISTS (
+      SELECT 1 FROM flowlens.dependencies d
+      WHERE (d.client_addr, d.server_addr, d.server_port, d.protocol)
+          = (s.client_addr, s.server_addr, s.server_port, s.protocol))
+"""
+COUNT_EDGES = "SELECT count(*) FROM flowlens.flow_stats WHERE window_start = %(window)s"
+MERGE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('flowlens.dependencies merge'))"
+
+
+def merge_dependencies(cur: psycopg.Cursor, window: datetime) -> int:
+    """Merge window ``window``'s flow_stats edges into ``dependencies`` (the caller's transaction);
+    returns how many edges the window has (each merged once, whether it moved anything or not)."""
+    params = {"window": window}
+    cur.execute(MERGE_LOCK)
+    cur.execute(UPDATE_DEPENDENCIES, params)
+    cur.execute(INSERT_DEPENDENCIES, params)
+    cur.execute(COUNT_EDGES, params)
+    return int(cur.fetchone()[0])
 
 
 def process_dependencies_window(window: datetime, postgres: PostgresResource, run: str | None = None) -> WindowResult:
@@ -181,8 +217,7 @@ def process_dependencies_window(window: datetime, postgres: PostgresResource, ru
     result = WindowResult(window, DEPENDENCIES, source=f"postgres:{FLOW_STATS}")
     with timed(result, "write_pg"), postgres.connect() as conn, conn.transaction():
         cur = conn.cursor()
-        cur.execute(MERGE_DEPENDENCIES, {"window": window})
-        result.rows_read = result.rows_written = cur.rowcount
+        result.rows_read = result.rows_written = merge_dependencies(cur, window)
         result.source_position = {"window_start": window.isoformat()}
         record_window_load(cur, result.load_row(run))
     return result
