@@ -1,0 +1,126 @@
+"""The window's PostgreSQL writes: ``flow_stats`` as one partition per window (``sql/044``), the
+dependencies merge that rewrites only what moves (``sql/045``)."""
+
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import psycopg
+import pytest
+
+from assets.addresses import addr_bytes
+from assets.flow_stats import STATS_SCHEMA, TABLE, replace_window
+from assets.pg import ensure_day_partitions
+from assets.topology import merge_dependencies
+from assets.windows import WindowResult
+
+pytestmark = pytest.mark.integration
+STATS_SQL = (
+    "SELECT host(client_addr), host(server_addr), server_port, protocol, bytes, first_seen, last_seen"
+    " FROM flowlens.flow_stats WHERE window_start = %s ORDER BY 1, 2, 3, 4"
+)
+
+
+def _stats(window: datetime, pairs: int, bytes_each: int = 100) -> pl.DataFrame:
+    """``pairs`` rows of one window: client 10.1.0.k -> server 10.2.0.(k % 7):443/6."""
+    seen = window + timedelta(seconds=30)
+    return pl.DataFrame(
+        {
+            "window_start": [window] * pairs,
+            "client_addr": [addr_bytes(f"10.1.0.{k}") for k in range(pairs)],
+            "server_addr": [addr_bytes(f"10.2.0.{k % 7}") for k in range(pairs)],
+            "server_port": [443] * pairs,
+            "protocol": [6] * pairs,
+            "bytes": [bytes_each] * pairs,
+            "packets": [1] * pairs,
+            "flows": [1] * pairs,
+            "first_seen": [seen] * pairs,
+            "last_seen": [seen + timedelta(seconds=1)] * pairs,
+        },
+        schema=STATS_SCHEMA,
+    )
+
+
+def _write(conn: psycopg.Connection, window: datetime, *shards: pl.DataFrame) -> WindowResult:
+    result = WindowResult(window, "flow_stats", source="test")
+    replace_window(conn, window, shards, result, "test")
+    return result
+
+
+def _partition(conn: psycopg.Connection, window: datetime) -> tuple | None:
+    """(partition, its parent, the parent's kind, the partition's index count) holding ``window``'s rows."""
+    return conn.execute(
+        """
+        SELECT c.relname, p.relname, p.relkind, (SELECT count(*) FROM pg_index x WHERE x.indrelid = c.oid)
+        FROM flowlens.flow_stats s JOIN pg_class c ON c.oid = s.tableoid
+        JOIN pg_inherits i ON i.inhrelid = c.oid JOIN pg_class p ON p.oid = i.inhparent
+        WHERE s.window_start = %s LIMIT 1
+        """,
+        (window,),
+    ).fetchone()
+
+
+def test_a_window_is_its_own_indexed_partition_and_a_rerun_replaces_it(clean_pg):
+    window = datetime(2031, 3, 4, 10, 15, tzinfo=UTC)
+    with psycopg.connect(clean_pg) as conn:
+        result = _write(conn, window, _stats(window, 20), _stats(window, 40).slice(20))
+        assert result.rows_written == 40
+        assert _partition(conn, window) == ("flow_stats_20310304_1015", "flow_stats_20310304", "p", 2)
+        first = conn.execute(STATS_SQL, (window,)).fetchall()
+        assert len(first) == 40 and {row[4] for row in first} == {100}
+
+        _write(conn, window, _stats(window, 30, bytes_each=7))  # the re-run replaces the window whole
+        again = conn.execute(STATS_SQL, (window,)).fetchall()
+        assert len(again) == 30 and {row[4] for row in again} == {7}
+        assert _partition(conn, window) == ("flow_stats_20310304_1015", "flow_stats_20310304", "p", 2)
+        # the key and sql/036's index are the parent's, attached (not built again beside them)
+        attached = conn.execute(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_index x ON x.indexrelid = i.inhrelid"
+            " WHERE x.indrelid = 'flowlens.flow_stats_20310304_1015'::regclass"
+        ).fetchone()[0]
+        assert attached == 2
+
+
+def test_a_failing_shard_leaves_the_window_as_it_was(clean_pg):
+    window = datetime(2031, 3, 5, 23, 55, tzinfo=UTC)
+
+    def shards():
+        yield _stats(window, 5, bytes_each=1)
+        raise RuntimeError("shard 2 failed")
+
+    with psycopg.connect(clean_pg) as conn:
+        _write(conn, window, _stats(window, 10))
+        before = conn.execute(STATS_SQL, (window,)).fetchall()
+        with pytest.raises(RuntimeError, match="shard 2 failed"):
+            replace_window(conn, window, shards(), WindowResult(window, "flow_stats", source="test"), "test")
+        assert conn.execute(STATS_SQL, (window,)).fetchall() == before
+        assert conn.execute("SELECT to_regclass('flowlens.flow_stats_20310305_2355_stage')").fetchone()[0] is None
+
+
+def test_a_day_created_as_one_table_keeps_delete_and_copy(clean_pg):
+    window = datetime(2031, 3, 6, 8, 0, tzinfo=UTC)
+    with psycopg.connect(clean_pg) as conn:
+        ensure_day_partitions(conn.cursor(), TABLE, window, window)  # as every day was before sql/044
+        conn.commit()
+        _write(conn, window, _stats(window, 12))
+        _write(conn, window, _stats(window, 8, bytes_each=3))
+        rows = conn.execute(STATS_SQL, (window,)).fetchall()
+        assert len(rows) == 8 and {row[4] for row in rows} == {3}
+        assert _partition(conn, window)[:2] == ("flow_stats_20310306", "flow_stats")  # rows in the day itself
+
+
+def test_merging_a_window_again_rewrites_no_dependency(clean_pg):
+    first, second = datetime(2031, 3, 7, 9, 0, tzinfo=UTC), datetime(2031, 3, 7, 9, 5, tzinfo=UTC)
+    versions = "SELECT host(client_addr), xmin::text, first_window, last_window FROM flowlens.dependencies ORDER BY 1"
+    with psycopg.connect(clean_pg) as conn:
+        _write(conn, first, _stats(first, 6))
+        _write(conn, second, _stats(second, 9))
+        with conn.transaction():
+            assert merge_dependencies(conn.cursor(), second) == 9
+        with conn.transaction():
+            assert merge_dependencies(conn.cursor(), first) == 6  # an older window: first_window moves back
+        merged = conn.execute(versions).fetchall()
+        assert {(row[2], row[3]) for row in merged} == {(first, second), (second, second)}
+        assert sum(1 for row in merged if row[2] == first) == 6
+        with conn.transaction():
+            assert merge_dependencies(conn.cursor(), second) == 9  # the re-run counts its edges...
+        assert conn.execute(versions).fetchall() == merged  # ...and writes no row version
