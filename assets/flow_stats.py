@@ -3,18 +3,18 @@
 Aggregated from the window's Parquet file set by DuckDB (memory follows the distinct keys, not
 the flows), one shard at a time when the lake window is sharded (``pipeline.shards``:
 shards hold disjoint address pairs, so their rows are simply concatenated), then written in one
-transaction: binary COPY into a fresh unindexed table, build its two indexes (the key and
-``sql/036``'s dependency-key index) in one sorted pass each, and attach it as the window's own
-partition of its day in place of the previous one (``sql/044``), and record the load. Re-running
-a window leaves exactly the rows one clean run leaves.
+transaction: binary COPY into a fresh unindexed table, build its key (dependency order, window
+last: ``sql/046``, which also serves the API's reads by dependency) in one sorted pass, attach it
+as the window's own partition of its day in place of the previous one (``sql/044``), and record
+the load. Re-running a window leaves exactly the rows one clean run leaves.
 
 Why a partition per window: COPYed into the day partition, each row was inserted into both
-B-trees, and the dependency-key index (window last) spreads a window's keys over every leaf page
+B-trees, and 036's dependency-key index (window last) spread a window's keys over every leaf page
 the day's earlier windows filled: the 5th window of a day took 2.3x the time of the new path
-(README "Speed"). Days created before ``sql/044`` are one table; their windows keep that path
+(README "Pipeline"). Days created before ``sql/044`` are one table; their windows keep that path
 (delete the window's rows, COPY into the day).
 
-The rows are sent in primary-key order: the index builds' sorts then find them sorted, and the
+The rows are sent in key order: the index build's sort then finds them sorted, and the
 dependencies merge reads the window in its key order (in a day created before ``sql/044``, index
 inserts land on the same few leaf pages one after another instead of a random page each).
 """

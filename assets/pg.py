@@ -49,8 +49,8 @@ def stage_flow_stats_window(cur: psycopg.Cursor, window: datetime, end: datetime
 
 
 def attach_flow_stats_window(cur: psycopg.Cursor, stage: str, window: datetime, end: datetime) -> None:
-    """Index the staged window (a sorted build per index), drop the window's previous partition and
-    attach the staged one in its place (``sql/044``)."""
+    """Build the staged window's key (one sorted pass), drop the window's previous partition and
+    attach the staged one in its place (``sql/044``, ``sql/046``)."""
     cur.execute("SELECT flowlens.attach_flow_stats_window(%s::regclass, %s, %s)", (stage, window, end))
 
 
