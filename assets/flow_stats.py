@@ -4,7 +4,7 @@ Aggregated from the window's Parquet file set by DuckDB (memory follows the dist
 the flows), one shard at a time when the lake window is sharded (``pipeline.shards``:
 shards hold disjoint address pairs, so their rows are simply concatenated), then written in one
 transaction: binary COPY into a fresh unindexed table, build its key (dependency order, window
-last: ``sql/046``, which also serves the API's reads by dependency) in one sorted pass, attach it
+last, which also serves the API's reads by dependency) in one sorted pass, attach it
 as the window's own partition of its day in place of the previous one (``sql/044``), and record
 the load. Re-running a window leaves exactly the rows one clean run leaves.
 

@@ -50,7 +50,7 @@ def stage_flow_stats_window(cur: psycopg.Cursor, window: datetime, end: datetime
 
 def attach_flow_stats_window(cur: psycopg.Cursor, stage: str, window: datetime, end: datetime) -> None:
     """Build the staged window's key (one sorted pass), drop the window's previous partition and
-    attach the staged one in its place (``sql/044``, ``sql/046``)."""
+    attach the staged one in its place (``sql/044``)."""
     cur.execute("SELECT flowlens.attach_flow_stats_window(%s::regclass, %s, %s)", (stage, window, end))
 
 

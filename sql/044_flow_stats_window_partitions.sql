@@ -1,19 +1,42 @@
--- 044: a window's flow_stats rows become their own partition, loaded unindexed and then attached.
+-- 044: a window's flow_stats rows become their own partition, loaded unindexed and then attached;
+-- flow_stats' key in the dependency's order, window last, replacing 036's flow_stats_pair.
 --
 -- Until now a window's rows were COPYed into the day partition, so both of its B-trees (the key and
--- 036's flow_stats_pair) took one insert per row. Now a day created from here on is itself
--- partitioned by window_start, and assets/flow_stats.py writes a window in one transaction:
--- stage_flow_stats_window creates a bare table with the window's bounds as a CHECK, the rows are
--- COPYed into it, and attach_flow_stats_window builds both indexes in one sorted pass each, drops
--- the window's previous partition (a re-run replaces the window whole) and ATTACHes the new one.
--- ATTACH adopts indexes that match the parent's and skips its validation scan because the CHECK
--- implies the bounds; an index the parent gains later is simply built by ATTACH.
+-- 036's flow_stats_pair) took one insert per row, and flow_stats_pair (window last) spread each
+-- window's keys over every leaf page the day's earlier windows filled. Now a day created from here
+-- on is itself partitioned by window_start, and assets/flow_stats.py writes a window in one
+-- transaction: stage_flow_stats_window creates a bare table with the window's bounds as a CHECK,
+-- the rows are COPYed into it, and attach_flow_stats_window builds its key in one sorted pass,
+-- drops the window's previous partition (a re-run replaces the window whole) and ATTACHes the new
+-- one. ATTACH adopts an index that matches the parent's and skips its validation scan because the
+-- CHECK implies the bounds; an index the parent gains later is simply built by ATTACH.
 -- Days created before 044 stay plain tables: their windows keep the DELETE + COPY path
 -- (stage_flow_stats_window returns NULL for them).
 --
+-- The key: within a window's partition the old key (window first) and flow_stats_pair (window
+-- last) hold the same order, so each window would build both. The key ordered like
+-- flow_stats_pair serves both uses: uniqueness, and the API's reads of a dependency's or a client's
+-- rows over a range (flowlens_dagster/api/queries.py: EDGE_BYTES, _series_rows); a window's own
+-- rows are found by partition pruning. In days created before 044 (many windows in one table),
+-- reading one window's rows (rollups, change detection) now scans the day until retention drops
+-- it. Changing the key rebuilds it in every existing partition once (a cost that grows with the data).
+--
 -- SECURITY DEFINER for the reason given at ensure_day_partitions (001): writers own no tables, and
 -- CREATE/ATTACH need ownership. Readers of the day wait for the DROP of a re-run only between the
--- DROP and the commit (the indexes are built before it).
+-- DROP and the commit (the key is built before it).
+
+DO $$
+BEGIN
+    IF (SELECT a.attname FROM pg_index x
+        JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = x.indkey[0]
+        WHERE x.indexrelid = 'flowlens.flow_stats_pkey'::regclass) = 'window_start' THEN
+        ALTER TABLE flowlens.flow_stats DROP CONSTRAINT flow_stats_pkey;
+        ALTER TABLE flowlens.flow_stats ADD CONSTRAINT flow_stats_pkey
+            PRIMARY KEY (client_addr, server_addr, server_port, protocol, window_start);
+    END IF;
+END $$;
+DROP INDEX IF EXISTS flowlens.flow_stats_pair;
+
 
 -- Creates (if missing) the day partition of flowlens.flow_stats holding w_start, partitioned by
 -- window_start, and a fresh empty table for the window [w_start, w_end). Returns the table's
@@ -46,8 +69,7 @@ BEGIN
     RETURN format('flowlens.%I', stage_name);
 END $$;
 
--- Indexes the staged window like flowlens.flow_stats (its key, then 036's flow_stats_pair), replaces
--- the window's partition by it and attaches it to its day.
+-- Builds the staged window's key, replaces the window's partition by it and attaches it to its day.
 CREATE OR REPLACE FUNCTION flowlens.attach_flow_stats_window(stage regclass, w_start timestamptz, w_end timestamptz)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -60,15 +82,11 @@ BEGIN
     END IF;
     EXECUTE format(
         'ALTER TABLE flowlens.%I ADD CONSTRAINT %I'
-        ' PRIMARY KEY (window_start, client_addr, server_addr, server_port, protocol)',
+        ' PRIMARY KEY (client_addr, server_addr, server_port, protocol, window_start)',
         stage_name, stage_name || '_pkey');
-    EXECUTE format(
-        'CREATE INDEX %I ON flowlens.%I (client_addr, server_addr, server_port, protocol, window_start)',
-        stage_name || '_pair', stage_name);
     EXECUTE format('DROP TABLE IF EXISTS flowlens.%I', leaf_name);
     EXECUTE format('ALTER TABLE flowlens.%I RENAME TO %I', stage_name, leaf_name);
     EXECUTE format('ALTER INDEX flowlens.%I RENAME TO %I', stage_name || '_pkey', leaf_name || '_pkey');
-    EXECUTE format('ALTER INDEX flowlens.%I RENAME TO %I', stage_name || '_pair', leaf_name || '_pair');
     EXECUTE format(
         'ALTER TABLE flowlens.%I ATTACH PARTITION flowlens.%I FOR VALUES FROM (%L) TO (%L)',
         day_name, leaf_name, w_start, w_end);

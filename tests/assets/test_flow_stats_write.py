@@ -72,7 +72,7 @@ def test_a_window_is_its_own_indexed_partition_and_a_rerun_replaces_it(clean_pg)
         again = conn.execute(STATS_SQL, (window,)).fetchall()
         assert len(again) == 30 and {row[4] for row in again} == {7}
         assert _partition(conn, window) == ("flow_stats_20310304_1015", "flow_stats_20310304", "p", 1)
-        # the key (sql/046) is the parent's, attached (not built again beside it)
+        # the key (sql/044) is the parent's, attached (not built again beside it)
         attached = conn.execute(
             "SELECT count(*) FROM pg_inherits i JOIN pg_index x ON x.indexrelid = i.inhrelid"
             " WHERE x.indrelid = 'flowlens.flow_stats_20310304_1015'::regclass"

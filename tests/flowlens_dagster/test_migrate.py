@@ -139,7 +139,7 @@ def test_schema_matches_the_description(pg_dsn: str) -> None:
     assert {"flow_raw", "flow_stats", "assets", "dependencies", "changes", "window_loads",
             "ingest_watermarks", "inventory", "schema_migrations"} <= tables  # fmt: skip
     assert partitioned == {"flow_raw": "RANGE (receive_time)", "flow_stats": "RANGE (window_start)"}
-    assert stats_pk == ["window_start", "client_addr", "server_addr", "server_port", "protocol"]
+    assert stats_pk == ["client_addr", "server_addr", "server_port", "protocol", "window_start"]  # sql/044
 
 
 @pytest.mark.integration
