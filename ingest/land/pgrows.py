@@ -27,6 +27,13 @@ from ingest.land.pgbinary import _FIXED, HEADER, KINDS, PG_EPOCH_US, TRAILER
 from ingest.schema import AS_LIST, FLOW_COLUMNS, FLOW_SCHEMA
 
 READ_COLUMNS = ", ".join(FLOW_COLUMNS)
+# Decoded straight into the Arrow column's width (timestamps: int64 microseconds), so a slice in
+# flight holds no int64 copy of its small columns.
+NATIVE = {
+    name: np.dtype(np.int64 if KINDS[name] == "timestamptz" else FLOW_SCHEMA.field(name).type.to_pandas_dtype())
+    for name in FLOW_COLUMNS
+    if KINDS[name] in _FIXED
+}
 BLOCK_ROWS = 8_192  # rows converted together: ~2 MB of record array, within a core's cache
 _LENGTH = struct.Struct(">i")
 
@@ -149,7 +156,7 @@ def _convert(rows: np.ndarray, lengths: list[int]) -> tuple[Columns, np.ndarray]
             elif size == 20:
                 targets[name] = out.values[name]
         else:
-            out.values[name] = np.zeros(n, np.int64) if size < 0 else np.empty(n, np.int64)
+            out.values[name] = np.zeros(n, NATIVE[name]) if size < 0 else np.empty(n, NATIVE[name])
             if size >= 0:
                 targets[name] = out.values[name]
     expected = [(f"len_{name}", size) for name, size in zip(FLOW_COLUMNS, lengths, strict=True)]
@@ -162,7 +169,12 @@ def _convert(rows: np.ndarray, lengths: list[int]) -> tuple[Columns, np.ndarray]
         same[lo : lo + BLOCK_ROWS] = ok
         for name, target in targets.items():
             field = block[name]
-            target[lo : lo + BLOCK_ROWS] = field[:, 4:] if field.ndim == 2 else field
+            if field.ndim == 2:
+                target[lo : lo + BLOCK_ROWS] = field[:, 4:]
+                continue
+            target[lo : lo + BLOCK_ROWS] = field
+            if ((target[lo : lo + BLOCK_ROWS] != field) & ok).any():  # PostgreSQL's signed int, Arrow's unsigned
+                raise ValueError(f"flow_raw {name}: a value outside {FLOW_SCHEMA.field(name).type}")
     return out, same
 
 
@@ -181,7 +193,10 @@ def _walk(raw: np.ndarray, starts: np.ndarray, widths: np.ndarray) -> Columns:
             out.values[name] = _walk_addresses(raw, pos, size)
         else:
             value = _rows(raw, np.where(size >= 0, pos + 4, 0), np.dtype(_FIXED[kind]).itemsize)
-            out.values[name] = np.where(size >= 0, value.view(_FIXED[kind]).reshape(-1), 0).astype(np.int64)
+            value = np.where(size >= 0, value.view(_FIXED[kind]).reshape(-1), 0)
+            out.values[name] = value.astype(NATIVE[name])
+            if (out.values[name] != value).any():
+                raise ValueError(f"flow_raw {name}: a value outside {FLOW_SCHEMA.field(name).type}")
         pos = pos + 4 + np.maximum(size, 0)
     if (pos != starts + widths).any():
         raise ValueError("flow_raw rows whose fields do not fill them")
@@ -231,7 +246,10 @@ def _table(raw: np.ndarray, parts: list[tuple[np.ndarray, Columns]], n: int) -> 
         values = column("values", name)
         if KINDS[name] == "timestamptz":
             values += PG_EPOCH_US  # the decoded array is ours: shift it in place
-        arrays.append(pa.array(values, pa.int64(), mask=null if null.any() else None).cast(field.type))
+        if KINDS[name] == "timestamptz":
+            arrays.append(pa.array(values, pa.int64(), mask=null if null.any() else None).cast(field.type))
+        else:
+            arrays.append(pa.array(values, field.type, mask=null if null.any() else None))
     return pa.Table.from_arrays(arrays, schema=FLOW_SCHEMA)
 
 

@@ -80,3 +80,13 @@ def test_rows_of_equal_width_but_different_layouts_decode_as_written(flowlens_co
     got, widths = read_back(clean_pg)
     assert widths.tolist() == [widths[0]] * 2
     assert ordered(got).equals(ordered(flows))
+
+
+def test_a_value_outside_the_arrow_type_is_a_clear_error(flowlens_config, clean_pg):
+    flows = without_lists(pa.Table.from_batches([random_flows(10, int(W0.timestamp() * 1e6), seed=6,
+                                                              v6_share=0.0, null_share=0.0)]))  # fmt: skip
+    land(flowlens_config, flows)
+    with psycopg.connect(clean_pg) as conn:
+        conn.execute("UPDATE flowlens.flow_raw SET src_port = 70000")  # an int4 column: PostgreSQL takes it
+    with pytest.raises(ValueError, match="src_port: a value outside uint16"):
+        read_back(clean_pg)
