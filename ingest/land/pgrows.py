@@ -58,7 +58,10 @@ def decode_rows(data: bytes | bytearray, sizes: Sequence[int]) -> pa.Table:
         return FLOW_SCHEMA.empty_table()
     parts: list[tuple[np.ndarray, Columns]] = []
     walk: list[np.ndarray] = []
-    groups, inverse = np.unique(widths, return_inverse=True)
+    if (widths == widths[0]).all():  # the usual slice: no sort needed to find its one width
+        groups, inverse = widths[:1], None
+    else:
+        groups, inverse = np.unique(widths, return_inverse=True)
     for g, width in enumerate(groups):
         rows = np.arange(len(starts)) if len(groups) == 1 else np.flatnonzero(inverse == g)
         fast, slow = _decode_group(raw, starts[rows], int(width))
