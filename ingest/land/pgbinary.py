@@ -7,9 +7,7 @@ NULL, which addresses are IPv4): within a group every row has the same width and
 ``(rows, width)`` byte matrix filled column by column. Real traffic has a handful of shapes.
 IPv4-mapped addresses become IPv4 ``inet`` values, so SQL users see ``10.0.0.1``, not ``::ffff:``.
 
-Reading: :data:`READ_COLUMNS` selects every column as a fixed-width value (addresses as 16 bytes
-through ``inet_send``, NULLs as sentinels), so the rows of ``COPY (SELECT ...) TO STDOUT (FORMAT
-BINARY)`` all have one width and :func:`decode_copy` reads them with a numpy view.
+Reading flow_raw back: :mod:`ingest.land.pgrows`.
 
 This is the psycopg ``copy.set_types`` binary format written directly: psycopg's per-row
 ``write_row`` costs ~3 µs/row with 20 columns, this costs well under 1 µs/row.
@@ -37,7 +35,7 @@ import pyarrow.compute as pc
 from psycopg import sql
 
 from ingest.addresses import V4_PREFIX, address_matrix, addresses, v4_mapped
-from ingest.schema import AS_LIST, FLOW_COLUMNS, FLOW_SCHEMA
+from ingest.schema import FLOW_COLUMNS
 
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in Unix microseconds
 HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
@@ -192,140 +190,6 @@ def _encode_list(rec: np.ndarray, col: tuple | None, name: str, null: bool, k: i
         flat, first = col[0], col[1] if rows is None else col[1][rows]
         rec[name]["len"] = 8
         rec[name]["v"] = flat[first[:, None] + np.arange(k)]
-
-
-# --- reading flow_raw ---------------------------------------------------------------------
-def _addr16(col: str) -> str:
-    return (
-        f"CASE WHEN family({col}) = 4 THEN '\\x00000000000000000000ffff'::bytea"
-        f" || substring(inet_send({col}) from 5) ELSE substring(inet_send({col}) from 5) END"
-    )
-
-
-_NULL_SENTINEL = {"timestamptz": "'-infinity'::timestamptz", "int8": "-1::bigint", "int2": "-1::smallint",
-                  "inet": "'\\x00000000000000000000000000000000'::bytea"}  # fmt: skip
-_READ_WIDTH = {**WIDTH, "inet": 16}
-FIXED_COLUMNS = tuple(name for name in FLOW_COLUMNS if name not in LISTS)  # what the fixed-width read takes
-
-
-def _read_expr(name: str) -> str:
-    kind = KINDS[name]
-    if kind == "inet":
-        nullable = FLOW_SCHEMA.field(name).nullable
-        return f"coalesce({_addr16(name)}, {_NULL_SENTINEL[kind]})" if nullable else _addr16(name)
-    if FLOW_SCHEMA.field(name).nullable:
-        return f"coalesce({name}, {_NULL_SENTINEL[kind]})"
-    return name
-
-
-READ_COLUMNS = ", ".join(_read_expr(name) for name in FIXED_COLUMNS)
-# The rows that have list values: the same fixed columns, then the lists (read by ``decode_copy_lists``).
-READ_LIST_COLUMNS = ", ".join([READ_COLUMNS, *LISTS])
-HAS_LISTS = " OR ".join(f"{name} IS NOT NULL" for name in LISTS)
-ROW_WIDTH = 2 + sum(4 + _READ_WIDTH[KINDS[name]] for name in FIXED_COLUMNS)
-NULL_TS = np.iinfo(np.int64).min  # how '-infinity' travels in binary
-
-
-def _read_dtype() -> np.dtype:
-    """One row of the ``SELECT {READ_COLUMNS}`` binary COPY as a packed big-endian record."""
-    fields: list[tuple] = [("count", ">i2")]
-    for name in FIXED_COLUMNS:
-        kind = KINDS[name]
-        fields.append((f"len_{name}", ">i4"))
-        fields.append((name, ("u1", (16,)) if kind == "inet" else _FIXED[kind]))
-    return np.dtype(fields)
-
-
-READ_DTYPE = _read_dtype()
-
-
-def decode_copy(data: bytes | bytearray, lists: dict[str, pa.Array] | None = None) -> pa.Table:
-    """Parse the binary COPY output of ``SELECT {READ_COLUMNS}`` into a FLOW_SCHEMA table (the
-    list columns from ``lists``, else NULL).
-
-    The rows are viewed as one record array (no copy); each column is then converted from its
-    big-endian strided field in one numpy pass. ``data`` may be a bytearray (no copy to bytes).
-    """
-    body = memoryview(data)[len(HEADER) : len(data) - len(TRAILER)] if data else memoryview(b"")
-    if len(body) % ROW_WIDTH:
-        raise ValueError(f"binary COPY body of {len(body)} bytes is not whole rows of {ROW_WIDTH} bytes")
-    return _table(np.frombuffer(body, READ_DTYPE), lists or {})
-
-
-def _table(rows: np.ndarray, lists: dict[str, pa.Array]) -> pa.Table:
-    arrays = []
-    for name in FLOW_COLUMNS:
-        kind = KINDS[name]
-        field = FLOW_SCHEMA.field(name)
-        if kind == "int8[]":
-            arrays.append(lists.get(name, pa.nulls(len(rows), field.type)))
-            continue
-        if kind == "inet":
-            raw = np.ascontiguousarray(rows[name])
-            bitmap = None
-            if field.nullable and not (valid := raw.any(axis=1)).all():  # 16 zero bytes: the NULL sentinel
-                bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
-            arrays.append(pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(raw), [bitmap, pa.py_buffer(raw)]))
-            continue
-        values = rows[name].astype(np.int64)
-        mask = None
-        if field.nullable:
-            mask = values == (NULL_TS if kind == "timestamptz" else -1)
-        if kind == "timestamptz":
-            values += PG_EPOCH_US
-            if mask is not None:
-                values[mask] = 0
-        arrays.append(pa.array(values, pa.int64(), mask=mask).cast(field.type))
-    return pa.Table.from_arrays(arrays, schema=FLOW_SCHEMA)
-
-
-def decode_copy_lists(data: bytes | bytearray) -> pa.Table:
-    """Parse the binary COPY output of ``SELECT {READ_LIST_COLUMNS}``: rows of ``READ_COLUMNS``
-    then the list columns, so of varying width. A loop finds where each row starts (it reads two
-    lengths a row); the fixed parts are then gathered into one record array and decoded like
-    ``decode_copy``, the lists' values gathered in one pass each."""
-    view = memoryview(data)[len(HEADER) : len(data) - len(TRAILER)] if data else memoryview(b"")
-    raw = np.concatenate(
-        [np.frombuffer(view, np.uint8), np.zeros(16, np.uint8)]
-    )  # reads past an empty list stay inside
-    starts, fields = [], {name: ([], []) for name in LISTS}  # per list: (row's field offset, field length)
-    pos, end, unpack = 0, len(view), struct.Struct(">i").unpack_from
-    while pos < end:
-        starts.append(pos)
-        pos += ROW_WIDTH
-        for name in LISTS:
-            (size,) = unpack(view, pos)
-            fields[name][0].append(pos + 4)
-            fields[name][1].append(size)
-            pos += 4 + max(size, 0)
-    if pos != end:
-        raise ValueError(f"binary COPY body of {end} bytes does not end on a row")
-    window = _rows(raw, np.array(starts, np.int64), ROW_WIDTH)
-    rows = window.view(READ_DTYPE).reshape(-1)
-    lists = {name: _decode_lists(raw, np.array(fields[name][0], np.int64), np.array(fields[name][1], np.int64))
-             for name in LISTS}  # fmt: skip
-    return _table(rows, lists)
-
-
-def _rows(raw: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
-    """``(len(at), width)`` bytes of ``raw`` from each offset (one contiguous copy)."""
-    if not len(at):
-        return np.zeros((0, width), np.uint8)
-    return np.lib.stride_tricks.sliding_window_view(raw, width)[at]
-
-
-def _decode_lists(raw: np.ndarray, at: np.ndarray, size: np.ndarray) -> pa.Array:
-    """int8[] fields (one dimension, no NULL elements: what ``encode_copy`` writes) at ``at``."""
-    valid = size >= 0
-    head = _rows(raw, np.where(valid, at, 0), 16).view(">i4").astype(np.int64)  # ndim, flags, type, length
-    if ((head[:, 0] > 1) & valid).any():
-        raise ValueError("flow_raw list column with more than one dimension")
-    count = np.where(valid & (head[:, 0] == 1), head[:, 3], 0)
-    offsets = np.zeros(len(at) + 1, np.int32)
-    np.cumsum(count, out=offsets[1:])
-    index = np.arange(int(count.sum())) - np.repeat(offsets[:-1], count)
-    values = _rows(raw, np.repeat(at + 24, count) + 12 * index, 8).view(">i8").reshape(-1).astype(np.uint32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values), type=AS_LIST, mask=pa.array(~valid))
 
 
 # --- writing any Arrow table ------------------------------------------------------------------

@@ -25,15 +25,8 @@ from psycopg_pool import ConnectionPool
 
 from ingest.config import PostgresPool
 from ingest.land.base import WHOLE_WINDOW, Watermark, WindowChunks, WindowRead, WindowSummary, rechunk
-from ingest.land.pgbinary import (
-    COPY_IN_SQL,
-    HAS_LISTS,
-    READ_COLUMNS,
-    READ_LIST_COLUMNS,
-    decode_copy,
-    decode_copy_lists,
-    encode_copy,
-)
+from ingest.land.pgbinary import COPY_IN_SQL, encode_copy
+from ingest.land.pgrows import READ_COLUMNS, decode_rows
 
 log = logging.getLogger(__name__)
 TABLE = "flow_raw"
@@ -267,23 +260,18 @@ def _share_snapshot(conns: list[psycopg.Connection]) -> None:
 
 
 def _read_slice(conn: psycopg.Connection, bounds: tuple[datetime, datetime]) -> pa.Table:
-    """One time slice of flow_raw through binary COPYs, decoded (numpy) in the reading thread: the
-    rows without AS path and communities (all of NetFlow/IPFIX: fixed-width rows), then the rows
-    with them (sFlow extended gateway records: rows of varying width, ``decode_copy_lists``)."""
+    """One time slice of flow_raw through one binary COPY of its columns as stored, decoded
+    (numpy, :func:`ingest.land.pgrows.decode_rows`) in the reading thread."""
     query = sql.SQL(
-        "COPY (SELECT {cols} FROM flowlens.flow_raw WHERE receive_time >= {start} AND receive_time < {end}"
-        " AND {lists}) TO STDOUT (FORMAT BINARY)"
-    )
-    bounds_sql = {"start": sql.Literal(bounds[0]), "end": sql.Literal(bounds[1])}
-    plain = query.format(cols=sql.SQL(READ_COLUMNS), lists=sql.SQL(f"NOT ({HAS_LISTS})"), **bounds_sql)
-    routed = query.format(cols=sql.SQL(READ_LIST_COLUMNS), lists=sql.SQL(f"({HAS_LISTS})"), **bounds_sql)
-    parts = [decode_copy(_copy_out(conn, plain.as_bytes(conn)))]
-    with_lists = decode_copy_lists(_copy_out(conn, routed.as_bytes(conn)))
-    return pa.concat_tables([*parts, with_lists]) if with_lists.num_rows else parts[0]
+        "COPY (SELECT {cols} FROM flowlens.flow_raw WHERE receive_time >= {start} AND receive_time < {end})"
+        " TO STDOUT (FORMAT BINARY)"
+    ).format(cols=sql.SQL(READ_COLUMNS), start=sql.Literal(bounds[0]), end=sql.Literal(bounds[1]))
+    return decode_rows(*_copy_out(conn, query.as_bytes(conn)))
 
 
-def _copy_out(conn: psycopg.Connection, query: bytes) -> bytearray:
-    """The whole output of a ``COPY ... TO STDOUT`` as one buffer, through libpq directly.
+def _copy_out(conn: psycopg.Connection, query: bytes) -> tuple[bytearray, list[int]]:
+    """The whole output of a ``COPY ... TO STDOUT`` as one buffer, and the size of each message
+    (one row each, the header with the first and the trailer last), through libpq directly.
 
     The server sends one message per row. ``for chunk in cursor.copy(...)`` costs ~1 µs of Python
     per message (a generator and a wait per row); ``PQgetCopyData`` in a tight loop halves the
@@ -296,17 +284,19 @@ def _copy_out(conn: psycopg.Connection, query: bytes) -> bytearray:
     if started is None or started.status != psycopg.pq.ExecStatus.COPY_OUT:
         _drain(pgconn)
         raise psycopg.OperationalError(f"reading flow_raw failed: {_pq_error(pgconn, started)}")
-    buf, get = bytearray(), pgconn.get_copy_data
+    buf, sizes, get = bytearray(), [], pgconn.get_copy_data
+    size_of = sizes.append
     while True:
         size, data = get(0)  # 0: block until a row arrives
         if size < 0:  # -1: COPY done, -2: error (reported by the final result)
             break
         buf += data
+        size_of(size)
     results = _drain(pgconn)
     failed = [r for r in results if r.status != psycopg.pq.ExecStatus.COMMAND_OK]
     if failed:
         raise psycopg.OperationalError(f"reading flow_raw failed: {_pq_error(pgconn, failed[0])}")
-    return buf
+    return buf, sizes
 
 
 def _drain(pgconn) -> list:
