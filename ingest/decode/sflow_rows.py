@@ -126,15 +126,14 @@ def read(rows: Rows, sample: Sample, length: np.ndarray) -> tuple[np.ndarray, he
     tunnel = (protocol == 47) | ((protocol == 17) & (dst_port == headers.VXLAN_PORT))
     take &= ~tunnel
     ported = (protocol == 6) | (protocol == 17) | (protocol == 132)
-    icmp = (protocol == 1) | (protocol == 58)
+    if not ported.all():  # ports only for TCP, UDP and SCTP; ICMP: type * 256 + code as dst_port
+        icmp = (protocol == 1) | (protocol == 58)
+        src_port, dst_port = np.where(ported, src_port, 0), np.where(ported, dst_port, np.where(icmp, src_port, 0))
+    flags = np.where(protocol == 6, flags & 0xFF, 0).astype(np.uint16)
     src, dst = _addresses(rows, v6 if any6 else None)
-    parsed = headers.Headers(
-        src, dst, protocol,
-        np.where(ported, src_port, 0).astype(np.uint16, copy=False),
-        np.where(ported, dst_port, np.where(icmp, src_port, 0)).astype(np.uint16, copy=False),  # ICMP: type*256+code
-        np.where(protocol == 6, flags & 0xFF, 0).astype(np.uint16),
-        ip_length, take.copy(), np.zeros(rows.n, bool),
-    )  # fmt: skip
+    parsed = headers.Headers(src, dst, protocol, src_port.astype(np.uint16, copy=False),
+                             dst_port.astype(np.uint16, copy=False), flags, ip_length, take.copy(),
+                             np.zeros(rows.n, bool))  # fmt: skip
     return take, parsed
 
 
