@@ -104,15 +104,14 @@ def _walk(buf: Buffer, start: np.ndarray, end: np.ndarray, count: np.ndarray, st
     errors = [0, 0]  # truncated, malformed
     while len(lanes):
         rounds = min(int(left.max()), COMPACT_AFTER)
-        at = np.empty((rounds, len(lanes)), np.int64)  # item starts: a row per round
-        length = np.empty((rounds, len(lanes)), np.int64)
+        at = np.empty((len(lanes), rounds), np.int64)  # item starts: a row per container
+        length = np.empty((len(lanes), rounds), np.int64)
         for k in range(rounds):
-            at[k] = cur
-            step = length[k] = np.take(lengths, cur >> 2, mode="clip").view(">u4")
+            at[:, k] = cur
+            step = length[:, k] = np.take(lengths, cur >> 2, mode="clip").view(">u4")
             cur = cur + step
             cur += 8
-        taken = _checked(at, length, left, stop, errors)  # (lanes, rounds): container order
-        at, length = at.T, length.T
+        taken = _checked(at, length, left, stop, errors)
         if taken is None:  # every item of the block whole and aligned, every container as long
             blocks.append((np.repeat(lanes, rounds), at.reshape(-1) + 8, length.reshape(-1)))
         else:
@@ -135,23 +134,22 @@ def _walk(buf: Buffer, start: np.ndarray, end: np.ndarray, count: np.ndarray, st
 def _checked(
     at: np.ndarray, length: np.ndarray, left: np.ndarray, stop: np.ndarray, errors: list[int]
 ) -> np.ndarray | None:
-    """Which items of a block of rounds (``(rounds, containers)`` starts and lengths) are taken,
-    as a ``(containers, rounds)`` mask; bad items counted into ``errors`` (truncated, malformed).
+    """Which items of a block of rounds (``(containers, rounds)`` starts and lengths) are taken,
+    as a mask of that shape; bad items counted into ``errors`` (truncated, malformed).
 
     None: all of them. Whole, aligned blocks are the usual ones and are told with a few calls
     over the matrices: steps never go back, so when the last item a container holds ends inside
     it, every item does, and then only the alignment is left to check."""
-    rounds = len(at)
-    live = None if int(left.min()) >= rounds else np.arange(rounds)[:, None] < left
+    rounds = at.shape[1]
+    live = None if int(left.min()) >= rounds else np.arange(rounds) < left[:, None]
     last = np.minimum(left, rounds) - 1
-    lanes = np.arange(at.shape[1])
-    if (at[last, lanes] + length[last, lanes] + 8 <= stop).all():
+    lanes = np.arange(len(at))
+    if (at[lanes, last] + length[lanes, last] + 8 <= stop).all():
         bad = (length & 3) != 0
         if live is None and not bad.any():
             return None
         if live is not None and not (bad & live).any():
-            return live.T
-    at, length = at.T, length.T
+            return live
     live = np.arange(rounds) < left[:, None]
     nxt = at + length
     nxt += 8
