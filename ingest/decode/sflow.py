@@ -4,9 +4,10 @@ A datagram is a header (version 5, agent address, sub-agent id, sequence, uptime
 then samples, each ``(format, length, body)``; a flow sample holds flow records the same way.
 Lengths make every level walkable without knowing every format, so the walk is done level by
 level for all datagrams at once: round ``k`` steps over the ``k``-th sample of every datagram
-(four numpy calls per round, a few rounds per datagram; the lengths are checked once afterwards,
-``_walk``), then over the extended records of the flow samples that have some. No Python runs
-per sample on that path.
+(three numpy calls per round, a few rounds per datagram; the lengths are checked once afterwards,
+with a few calls when every datagram is well formed, ``_walk``), then over the extended records
+of the flow samples that have some. No Python runs per sample on that path. Reads at offsets of
+the datagram buffer go through ``xdr.Buffer``.
 
 What becomes a flow: one per flow sample (format 1, or 3 "expanded"), from its sampled packet
 header (record 1, parsed by ``headers.py``: Ethernet, VLAN, MPLS, IPv4/IPv6, tunnels) or, when
