@@ -4,9 +4,10 @@ A datagram is a header (version 5, agent address, sub-agent id, sequence, uptime
 then samples, each ``(format, length, body)``; a flow sample holds flow records the same way.
 Lengths make every level walkable without knowing every format, so the walk is done level by
 level for all datagrams at once: round ``k`` steps over the ``k``-th sample of every datagram
-(four numpy calls per round, a few rounds per datagram; the lengths are checked once afterwards,
-``_walk``), then over the extended records of the flow samples that have some. No Python runs
-per sample on that path.
+(three numpy calls per round, a few rounds per datagram; the lengths are checked once afterwards,
+with a few calls when every datagram is well formed, ``_walk``), then over the extended records
+of the flow samples that have some. No Python runs per sample on that path. Reads at offsets of
+the datagram buffer go through ``xdr.Buffer``.
 
 What becomes a flow: one per flow sample (format 1, or 3 "expanded"), from its sampled packet
 header (record 1, parsed by ``headers.py``: Ethernet, VLAN, MPLS, IPv4/IPv6, tunnels) or, when
@@ -39,10 +40,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ingest.addresses import V4_PREFIX
 from ingest.decode import columns, headers, sflow_routing, sflow_rows
 from ingest.decode.columns import Columns
 from ingest.decode.limits import DecoderStats
+from ingest.decode.xdr import Buffer
 from ingest.schema import AS_LIST, SFLOW_VERSION
 
 FLOW_SAMPLE, COUNTER_SAMPLE, FLOW_SAMPLE_EXPANDED, COUNTER_SAMPLE_EXPANDED = 1, 2, 3, 4
@@ -80,87 +81,46 @@ class InterfaceCounters:
         return True
 
 
-class _Buffer:
-    """Big-endian reads at arrays of offsets into one byte buffer whose datagrams start at
-    multiples of 4 (sFlow is XDR: every field of a well-formed datagram is 4-byte aligned, so a
-    32-bit read is one gather from a word view), zero padded past its end."""
-
-    def __init__(self, buffer: bytes) -> None:
-        self.raw = buffer
-        self.w = np.frombuffer(buffer, ">u4", len(buffer) // 4)
-
-    def u32(self, at: np.ndarray) -> np.ndarray:
-        return self.w[at >> 2].astype(np.int64)
-
-    def u32s(self, at: np.ndarray, count: int) -> np.ndarray:
-        """``count`` consecutive words at each offset: ``(len(at), count)`` (one row copy each)."""
-        return self.rows(at, 4 * count).view(">u4").astype(np.int64)
-
-    def bytes16(self, at: np.ndarray, v4: np.ndarray) -> np.ndarray:
-        """Addresses at ``at``: 16 bytes, or IPv4-mapped from 4 bytes where ``v4``."""
-        out = self.rows(at, 16)
-        if v4.any():
-            out[v4, 12:] = out[v4, :4]
-            out[v4, :12] = np.frombuffer(V4_PREFIX, np.uint8)
-        return out.view("V16").reshape(-1)
-
-    def rows(self, at: np.ndarray, width: int) -> np.ndarray:
-        """``(len(at), width)`` bytes starting at each offset (one row copy each, no index matrix)."""
-        view = np.ndarray((len(self.raw) - width + 1, width), np.uint8, self.raw, 0, (1, 1))
-        return view[at]
-
-
 Items = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # owner, format, body start, body length
 _NO_ITEMS: Items = tuple(np.zeros(0, np.int64) for _ in range(4))  # type: ignore[assignment]
 
 
-def _walk(buf: _Buffer, start: np.ndarray, end: np.ndarray, count: np.ndarray, stats: DecoderStats) -> Items:
+def _walk(buf: Buffer, start: np.ndarray, end: np.ndarray, count: np.ndarray, stats: DecoderStats) -> Items:
     """Walk ``count[i]`` ``(format, length, body)`` items from ``start[i]`` up to ``end[i]``, all
     containers at once: (container index, format, body start, body length) of every whole item,
     in container order. An item running past its container, or leaving the 4-byte alignment,
     ends that container (counted as ``truncated`` / ``malformed``).
 
     Round ``k`` reads the length word of the ``k``-th item of every container and steps over it
-    (four numpy calls over all containers, nothing checked yet); the checks run once on the
-    ``(rounds, containers)`` matrices a block of rounds leaves. Rounds come in blocks of
-    ``COMPACT_AFTER``: containers with items left after a block (more samples than a datagram
-    of an agent holds) go on alone, so a datagram of many tiny samples costs rounds over the few
+    (three numpy calls over all containers, nothing checked yet: a container past its end reads
+    garbage, clipped to the buffer, that the checks then throw away). Rounds come in blocks of
+    ``COMPACT_AFTER``: containers with items left after a block (more samples than a datagram of
+    an agent holds) go on alone, so a datagram of many tiny samples costs rounds over the few
     containers like it, not over the whole call."""
     left = np.minimum(count, np.maximum(end - start, 0) // 8)  # an item takes 8 bytes at least
     lanes = np.flatnonzero(left > 0)
     cur, stop, left = start[lanes], end[lanes], left[lanes]
-    words = buf.w
+    lengths = buf.v0[1:]  # the length word of an item starting at byte ``4k`` is word ``k + 1``
     blocks: list[tuple[np.ndarray, ...]] = []  # (owner, body, length) of each block's whole items
-    truncated = malformed = 0
+    errors = [0, 0]  # truncated, malformed
     while len(lanes):
         rounds = min(int(left.max()), COMPACT_AFTER)
         at = np.empty((len(lanes), rounds), np.int64)  # item starts: a row per container
         length = np.empty((len(lanes), rounds), np.int64)
-        last = (stop >> 2) - 1  # a lane past its end reads its last word (inside the padded buffer)
-        lengths = words[1:]
         for k in range(rounds):
             at[:, k] = cur
-            step = length[:, k] = lengths[np.minimum(cur >> 2, last)]
+            step = length[:, k] = np.take(lengths, cur >> 2, mode="clip").view(">u4")
             cur = cur + step
             cur += 8
-        nxt = at + length
-        nxt += 8
-        live = np.arange(rounds) < left[:, None]
-        whole = nxt <= stop[:, None]
-        ok = whole & ((length & 3) == 0)
-        before = np.logical_and.accumulate(ok, axis=1) if rounds > 1 else ok  # all whole and aligned so far
-        taken = live & before
-        reached = live  # items read before a container ended: counted when they are bad
-        if rounds > 1:
-            reached = live.copy()
-            reached[:, 1:] &= before[:, :-1]
-        truncated += int(np.count_nonzero(reached & ~whole))
-        malformed += int(np.count_nonzero(reached & whole & ~ok))
-        blocks.append((np.broadcast_to(lanes[:, None], taken.shape)[taken], at[taken] + 8, length[taken]))
-        goes_on = taken[:, -1] & (left > rounds)
+        taken = _checked(at, length, left, stop, errors)
+        if taken is None:  # every item of the block whole and aligned, every container as long
+            blocks.append((np.repeat(lanes, rounds), at.reshape(-1) + 8, length.reshape(-1)))
+        else:
+            blocks.append((np.broadcast_to(lanes[:, None], taken.shape)[taken], at[taken] + 8, length[taken]))
+        goes_on = left > rounds if taken is None else taken[:, -1] & (left > rounds)
         lanes, cur, stop, left = lanes[goes_on], cur[goes_on], stop[goes_on], left[goes_on] - rounds
-    _count(stats.errors, "truncated", truncated)
-    _count(stats.errors, "malformed", malformed)
+    _count(stats.errors, "truncated", errors[0])
+    _count(stats.errors, "malformed", errors[1])
     if not blocks:
         return _NO_ITEMS
     if len(blocks) == 1:
@@ -169,7 +129,42 @@ def _walk(buf: _Buffer, start: np.ndarray, end: np.ndarray, count: np.ndarray, s
         owner, body, length = (np.concatenate(part) for part in zip(*blocks, strict=True))
         order = np.argsort(body, kind="stable")
         owner, body, length = owner[order], body[order], length[order]
-    return owner, words[(body - 8) >> 2].astype(np.int64), body, length
+    return owner, buf.u32(body - 8), body, length
+
+
+def _checked(
+    at: np.ndarray, length: np.ndarray, left: np.ndarray, stop: np.ndarray, errors: list[int]
+) -> np.ndarray | None:
+    """Which items of a block of rounds (``(containers, rounds)`` starts and lengths) are taken,
+    as a mask of that shape; bad items counted into ``errors`` (truncated, malformed).
+
+    None: all of them. Whole, aligned blocks are the usual ones and are told with a few calls
+    over the matrices: steps never go back, so when the last item a container holds ends inside
+    it, every item does, and then only the alignment is left to check."""
+    rounds = at.shape[1]
+    live = None if int(left.min()) >= rounds else np.arange(rounds) < left[:, None]
+    last = np.minimum(left, rounds) - 1
+    lanes = np.arange(len(at))
+    if (at[lanes, last] + length[lanes, last] + 8 <= stop).all():
+        bad = (length & 3) != 0
+        if live is None and not bad.any():
+            return None
+        if live is not None and not (bad & live).any():
+            return live
+    live = np.arange(rounds) < left[:, None]
+    nxt = at + length
+    nxt += 8
+    whole = nxt <= stop[:, None]
+    ok = whole & ((length & 3) == 0)
+    before = np.logical_and.accumulate(ok, axis=1) if rounds > 1 else ok  # all whole and aligned so far
+    taken = live & before
+    reached = live  # items read before a container ended: counted when they are bad
+    if rounds > 1:
+        reached = live.copy()
+        reached[:, 1:] &= before[:, :-1]
+    errors[0] += int(np.count_nonzero(reached & ~whole))
+    errors[1] += int(np.count_nonzero(reached & whole & ~ok))
+    return taken
 
 
 def decode(
@@ -186,7 +181,7 @@ def decode(
     µs) in ``buffer``, which must be zero padded by ``MAX_HEADER + headers.PAD`` bytes at least."""
     if (offsets & 3).any():  # datagrams of a call that also holds other packets: realign them
         buffer, offsets = _aligned(buffer, offsets, sizes)
-    buf = _Buffer(buffer)
+    buf = Buffer(buffer)
     dgram = _datagrams(buf, offsets, sizes, stats)
     if dgram is None:
         return None
@@ -213,7 +208,7 @@ def decode(
     if len(walked):
         skip = fast[walked]
         first = sample["first"][walked]
-        first = np.where(skip, first + 8 + sample["rows"].u32(sflow_rows.RECORD + 4)[walked], first)
+        first = np.where(skip, first + 8 + buf.u32(first + 4), first)
         records = _walk(buf, first, sample["end"][walked], fixed.records[walked] - skip, stats)
         records = (walked[records[0]], *records[1:])
     return _flows(buf, dgram, sample, (fast, parsed), records, recv, rate_of, stats, tunnel)
@@ -231,7 +226,7 @@ def _aligned(buffer: bytes, offsets: np.ndarray, sizes: np.ndarray) -> tuple[byt
     return b"".join(parts), np.cumsum(padded) - padded
 
 
-def _datagrams(buf: _Buffer, offsets: np.ndarray, sizes: np.ndarray, stats: DecoderStats) -> dict | None:
+def _datagrams(buf: Buffer, offsets: np.ndarray, sizes: np.ndarray, stats: DecoderStats) -> dict | None:
     """Per datagram: agent (V16), sub-agent, sample count, offset of the first sample."""
     atype = np.where(sizes >= 8, buf.u32(offsets + 4), 0)
     header = np.where(atype == 1, 28, np.where(atype == 2, 40, 0))
@@ -257,7 +252,7 @@ def _datagrams(buf: _Buffer, offsets: np.ndarray, sizes: np.ndarray, stats: Deco
 
 
 def _flow_samples(
-    buf: _Buffer, owner: np.ndarray, fmt: np.ndarray, body: np.ndarray, length: np.ndarray, stats: DecoderStats
+    buf: Buffer, owner: np.ndarray, fmt: np.ndarray, body: np.ndarray, length: np.ndarray, stats: DecoderStats
 ) -> dict[str, Any] | None:
     """Fixed fields of flow samples (compact and expanded layouts), read from their rows
     (``sflow_rows.Rows``: the first bytes of each sample, normalized to the compact layout)."""
@@ -287,7 +282,7 @@ def _first_of(owner: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
 
 
 def _flows(
-    buf: _Buffer,
+    buf: Buffer,
     dgram: dict,
     sample: dict[str, Any],
     read: tuple[np.ndarray, headers.Headers],
@@ -305,14 +300,14 @@ def _flows(
     fields, has = found
     keep: slice | np.ndarray = slice(None) if has.all() else np.flatnonzero(has)
     packet = sample["packet"][keep]
-    agent = dgram["agent"][packet]
     rate = fixed.rate[keep]
+    k = len(packet)
+    agent = _agents(dgram["agent"], packet)
     if (rate == 0).any():  # an agent that reports no rate: the configured one, per distinct agent
         zero = np.flatnonzero(rate == 0)
         agents, inverse = np.unique(agent[zero], return_inverse=True)
         rate = rate.copy()
         rate[zero] = np.array([rate_of(a.tobytes()) for a in agents], np.int64)[inverse.reshape(-1)]
-    k = len(packet)
     no_time = (columns.constant(0, np.int64, k), columns.constant(0, np.bool_, k))
     cols: Columns = {
         "receive_time": (recv[packet], None),
@@ -321,7 +316,6 @@ def _flows(
         "flow_version": (columns.constant(SFLOW_VERSION, np.uint8, k), None),
         "flow_start": no_time,  # a sample is one packet at an unknown time: no flow times
         "flow_end": no_time,
-        "packets": (columns.constant(1, np.uint64, k), None),
         "input_if": (fixed.input_if[keep].astype(np.uint32), _mask(fixed.input_ok[keep])),
         "output_if": (fixed.output_if[keep].astype(np.uint32), _mask(fixed.output_ok[keep])),
         "direction": columns.absent("direction", k),
@@ -331,13 +325,37 @@ def _flows(
         values = fields[name][keep]
         cols[name] = (values if dtype is None or values.dtype == dtype else values.astype(dtype), None)
     cols.update(_routing(buf, records, n, keep))
-    same = int(rate[0]) if (rate == rate[0]).all() else rate
-    columns.scale(cols, same)
+    _scale(cols, rate)
     return cols
 
 
+def _agents(agent: np.ndarray, packet: np.ndarray) -> np.ndarray:
+    """The agent of each flow (``packet``: its datagram); one agent for all (the usual call) is a
+    shared constant column, no gather."""
+    words = agent.view(np.uint64).reshape(-1, 2)
+    if len(words) and (words == words[0]).all():
+        return columns.constant(agent[0].tobytes(), "V16", len(packet))
+    return agent[packet]
+
+
+def _scale(cols: Columns, rate: np.ndarray) -> None:
+    """``packets`` (one sampled packet: the rate), ``bytes`` times the rate, ``sampling_rate``; a
+    rate shared by every sample (one agent's setting) makes two shared constant columns."""
+    k = len(rate)
+    if k and (rate == rate[0]).all():
+        same = int(rate[0])
+        cols["sampling_rate"] = (columns.constant(same, np.uint32, k), None)
+        cols["packets"] = (columns.constant(same, np.uint64, k), None)
+        cols["bytes"] = (cols["bytes"][0] * np.uint64(same), None)
+        return
+    factor = rate.astype(np.uint64)
+    cols["sampling_rate"] = (rate, None)
+    cols["packets"] = (factor, None)
+    cols["bytes"] = (cols["bytes"][0] * factor, None)
+
+
 def _packet_fields(
-    buf: _Buffer, records: Items, n: int, stats: DecoderStats, tunnel: str, read: tuple[np.ndarray, headers.Headers]
+    buf: Buffer, records: Items, n: int, stats: DecoderStats, tunnel: str, read: tuple[np.ndarray, headers.Headers]
 ) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
     """Per sample: addresses, ports, protocol, flags and IP length from its rows
     (``sflow_rows.read``), else from its sampled header parsed by ``headers.parse``, else from its
@@ -390,7 +408,7 @@ def _mask(valid: np.ndarray) -> np.ndarray | None:
     return None if valid.all() else valid
 
 
-def _parse_headers(buf: _Buffer, at: np.ndarray, length: np.ndarray, tunnel: str) -> headers.Headers:
+def _parse_headers(buf: Buffer, at: np.ndarray, length: np.ndarray, tunnel: str) -> headers.Headers:
     """The sampled-header records at ``at`` (record bodies of ``length`` bytes), parsed."""
     fields = buf.u32s(at, 4)  # header protocol, frame length, stripped, header length
     protocol = fields[:, 0]
@@ -402,7 +420,7 @@ def _parse_headers(buf: _Buffer, at: np.ndarray, length: np.ndarray, tunnel: str
     return headers.parse(buf.rows(at + 16, width + headers.PAD), np.minimum(captured, width), start, tunnel)
 
 
-def _routing(buf: _Buffer, records: Items, n: int, keep: slice | np.ndarray) -> Columns:
+def _routing(buf: Buffer, records: Items, n: int, keep: slice | np.ndarray) -> Columns:
     """``src_as``, ``dst_as``, ``next_hop``, ``as_path`` and ``communities`` of the kept samples from
     their extended gateway records, else ``next_hop`` from their router records (``sflow_routing``).
     Without either the columns are null (the AS numbers) or left out (the routing columns)."""
@@ -445,7 +463,7 @@ def _gateway_columns(found: dict[str, Any], gateways: np.ndarray, n: int, keep: 
 
 
 def _counters(
-    buf: _Buffer,
+    buf: Buffer,
     dgram: dict,
     items: Items,
     counters: InterfaceCounters,

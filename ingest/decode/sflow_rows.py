@@ -6,10 +6,13 @@ holding IPv4 without options or IPv6 without extension headers, then TCP/UDP/ICM
 records may follow). For such a sample every field this decoder keeps lies at a fixed offset from
 the sample's start, so the first ``WIDTH`` bytes of every sample are copied out of the datagram
 buffer in one gather (a sliding-window view of the buffer indexed by the sample offsets: one row
-copy each) and each field is one strided big-endian view of that matrix, converted in one numpy
-pass. Two normalizations keep one layout for all rows: an expanded sample's record area is moved
-to where a compact sample has it (12 bytes earlier), and a tagged frame's tag is cut out, so the
-IP header always starts at ``L3``.
+copy each) and fields are read from that matrix as strided big-endian 32-bit words, each
+converted in one numpy pass. One word often holds two fields, so it is read once: the EtherType
+word also holds the IP header's first byte, the word at IP + 6 the IPv4 fragment field and
+protocol (or the IPv6 next header), the word at the transport header both ports. Two
+normalizations keep one layout for all rows: an expanded sample's record area is moved to where a
+compact sample has it (12 bytes earlier), and a tagged frame's tag is cut out, so the IP header
+always starts at ``L3``.
 
 ``read`` returns which rows it took and their fields; the rows it did not take (other records
 first, MPLS, QinQ, tunnels, IPv4 options, IPv6 extension headers, fragments, headers captured
@@ -49,18 +52,9 @@ class Rows:
         self.m = window[at]
         self.n = len(at)
 
-    def field(self, offset: int, dtype: str, native: type) -> np.ndarray:
-        """The big-endian field at ``offset`` of every row, as native integers (one pass)."""
-        return np.ndarray((self.n,), dtype, self.m, offset, (WIDTH,)).astype(native)
-
     def u32(self, offset: int) -> np.ndarray:
-        return self.field(offset, ">u4", np.uint32)
-
-    def u16(self, offset: int) -> np.ndarray:
-        return self.field(offset, ">u2", np.uint16)
-
-    def u8(self, offset: int) -> np.ndarray:
-        return self.m[:, offset]
+        """The big-endian 32-bit word at ``offset`` (any) of every row, as native uint32 (one pass)."""
+        return np.ndarray((self.n,), ">u4", self.m, offset, (WIDTH,)).astype(np.uint32)
 
     def shift(self, rows: np.ndarray, start: int, by: int) -> None:
         """Move bytes ``start + by ..`` of ``rows`` to ``start ..`` (cut ``by`` bytes out)."""
@@ -92,7 +86,9 @@ def samples(rows: Rows, expanded: np.ndarray) -> Sample:
         rate = np.where(expanded, e["rate"], rate)
         records = np.where(expanded, e["records"], records)
         rows.shift(np.flatnonzero(expanded), RECORD, FIXED[EXPANDED] - FIXED[COMPACT])
-    fixed = np.where(expanded, FIXED[EXPANDED], FIXED[COMPACT])
+        fixed = np.where(expanded, FIXED[EXPANDED], FIXED[COMPACT])
+    else:
+        fixed = columns.constant(FIXED[COMPACT], np.int64, rows.n)
     return Sample(rate, value_in, fmt_in == 0, value_out, (fmt_out == 0) & (value_out != UNKNOWN_IF), records,
                   fixed)  # fmt: skip
 
@@ -103,40 +99,41 @@ def read(rows: Rows, sample: Sample, length: np.ndarray) -> tuple[np.ndarray, he
     captured = np.minimum(rows.u32(RECORD + 20), record_length - 16)
     take = (sample.records >= 1) & (rows.u32(RECORD) == 1) & (record_length >= 16)
     take &= (sample.fixed + 8 + record_length <= length) & (rows.u32(RECORD + 8) == 1)  # Ethernet
-    ethertype = rows.u16(FRAME + 12)
-    tagged = ethertype == 0x8100
-    if tagged.any():
+    eth = rows.u32(FRAME + 12)  # EtherType, then the IP header's first two bytes
+    tagged = (eth >> 16) == 0x8100
+    any_tag = bool(tagged.any())
+    if any_tag:
         rows.shift(np.flatnonzero(tagged), FRAME + 12, 4)
-        ethertype = rows.u16(FRAME + 12)
-    first = rows.u8(L3)
-    v4 = (ethertype == 0x0800) & (first == 0x45) & ((rows.u16(L3 + 6) & 0x1FFF) == 0)
+        eth = rows.u32(FRAME + 12)
+    ethertype, first = eth >> 16, (eth >> 8) & 0xFF
+    at6 = rows.u32(L3 + 6)  # IPv4: fragment field, TTL, protocol; IPv6: next header, hop limit, ...
+    v4 = (ethertype == 0x0800) & (first == 0x45) & ((at6 & 0x1FFF0000) == 0)
     v6 = (ethertype == 0x86DD) & ((first >> 4) == 6)
-    l2 = 14 + 4 * tagged if tagged.any() else 14
+    l2 = 14 + 4 * tagged if any_tag else 14
     take &= (v4 & (captured >= l2 + 34)) | (v6 & (captured >= l2 + 54))
     any6 = bool(v6.any())
-    protocol = np.where(v6, rows.u8(L3 + 6), rows.u8(L3 + 9)) if any6 else rows.u8(L3 + 9)
-    src_port, dst_port = rows.u16(L3 + 20), rows.u16(L3 + 22)
-    flags = rows.u8(L3 + 33)
+    protocol = (np.where(v6, at6 >> 24, at6) if any6 else at6).astype(np.uint8)
+    ports, flags = rows.u32(L3 + 20), rows.u32(L3 + 30)  # the TCP flags end the word at L3 + 30
+    sizes = rows.u32(L3 + 2)  # IPv4: total length first; IPv6: payload length second
     if any6:
-        src_port = np.where(v6, rows.u16(L3 + 40), src_port)
-        dst_port = np.where(v6, rows.u16(L3 + 42), dst_port)
-        flags = np.where(v6, rows.u8(L3 + 53), flags)
+        ports = np.where(v6, rows.u32(L3 + 40), ports)
+        flags = np.where(v6, rows.u32(L3 + 50), flags)
+        ip_length = np.where(v6, (sizes & 0xFFFF) + 40, sizes >> 16).astype(np.int64)
         take &= ~(v6 & np.isin(protocol, IPV6_EXTENSIONS))
+    else:
+        ip_length = (sizes >> 16).astype(np.int64)
+    src_port, dst_port = (ports >> 16).astype(np.uint16), (ports & 0xFFFF).astype(np.uint16)
     tunnel = (protocol == 47) | ((protocol == 17) & (dst_port == headers.VXLAN_PORT))
     take &= ~tunnel
     ported = (protocol == 6) | (protocol == 17) | (protocol == 132)
-    icmp = (protocol == 1) | (protocol == 58)
-    ip_length = rows.u16(L3 + 2).astype(np.int64)
-    if any6:
-        ip_length = np.where(v6, rows.u16(L3 + 4).astype(np.int64) + 40, ip_length)
+    if not ported.all():  # ports only for TCP, UDP and SCTP; ICMP: type * 256 + code as dst_port
+        icmp = (protocol == 1) | (protocol == 58)
+        src_port, dst_port = np.where(ported, src_port, 0), np.where(ported, dst_port, np.where(icmp, src_port, 0))
+    flags = np.where(protocol == 6, flags & 0xFF, 0).astype(np.uint16)
     src, dst = _addresses(rows, v6 if any6 else None)
-    parsed = headers.Headers(
-        src, dst, protocol,
-        np.where(ported, src_port, 0).astype(np.uint16, copy=False),
-        np.where(ported, dst_port, np.where(icmp, src_port, 0)).astype(np.uint16, copy=False),  # ICMP: type*256+code
-        np.where(protocol == 6, flags, 0).astype(np.uint16),
-        ip_length, take.copy(), np.zeros(rows.n, bool),
-    )  # fmt: skip
+    parsed = headers.Headers(src, dst, protocol, src_port.astype(np.uint16, copy=False),
+                             dst_port.astype(np.uint16, copy=False), flags, ip_length, take.copy(),
+                             np.zeros(rows.n, bool))  # fmt: skip
     return take, parsed
 
 

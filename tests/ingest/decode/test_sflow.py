@@ -8,7 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ingest.decode import Decoder, DecoderLimits, headers
+from ingest.decode import Decoder, DecoderLimits, headers, sflow
+from ingest.decode.limits import DecoderStats
+from ingest.decode.xdr import Buffer
 from ingest.schema import FLOW_SCHEMA, SFLOW_VERSION
 from ingest.tools.encode import encode_v5
 from ingest.tools.encode_sflow import (
@@ -230,3 +232,80 @@ def test_datagram_fast_lane_agrees_with_the_header_parser() -> None:
     for name in ("protocol", "src_port", "dst_port", "tcp_flags"):
         assert column(batch, name) == getattr(parsed, name)[ip].tolist(), name
     assert column(batch, "bytes") == parsed.ip_length[ip].tolist()
+
+
+def _mixed_datagrams() -> list[bytes]:
+    """Datagrams of every walk case in one call: well formed (1 to 20 samples, so some need a
+    second block of rounds; sample sizes mixed; flow and counter samples), a last sample cut
+    short, a sample length off the 4-byte alignment, more samples announced than sent."""
+    rng = np.random.default_rng(11)
+    out = []
+    for i in range(60):
+        samples = []
+        for j in range(int(rng.integers(1, 21))):
+            if j % 6 == 5:
+                samples.append(counter_sample([interface_counters(j)]))
+            else:
+                packet = frame(f"10.3.{i}.{j + 1}", "10.4.0.1", 6, 1000 + j, 443, int(rng.integers(0, 300)))
+                samples.append(flow_sample([header_record(packet, int(rng.choice([64, 96, 128])))], 100))
+        payload = datagram("192.0.2.5", samples, sub_agent=i % 3)
+        if i % 10 == 3:  # the last sample cut short
+            payload = payload[: len(payload) - 12]
+        elif i % 10 == 6:  # the first sample's length 2 bytes off: misaligned (or past the end)
+            first = 28 + 4
+            payload = (
+                payload[:first]
+                + struct.pack("!I", struct.unpack_from("!I", payload, first)[0] + 2)
+                + payload[first + 4 :]
+            )
+        elif i % 10 == 8:  # two more samples announced than sent
+            payload = payload[:24] + struct.pack("!I", len(samples) + 2) + payload[28:]
+        out.append(payload)
+    return out
+
+
+def _walk_reference(payload: bytes) -> tuple[list[tuple[int, int, int]], int, int]:
+    """The samples of one datagram walked one by one in Python: (format, body offset, length),
+    truncated, malformed (the rules of ``sflow._walk``)."""
+    pos, end = 28, len(payload)
+    left = min(struct.unpack_from("!I", payload, 24)[0], max(end - pos, 0) // 8)
+    items: list[tuple[int, int, int]] = []
+    for _ in range(left):
+        fmt, length = struct.unpack_from("!II", payload + bytes(8), pos)
+        if pos + 8 + length > end:
+            return items, 1, 0
+        if length % 4:
+            return items, 0, 1
+        items.append((fmt, pos + 8, length))
+        pos += 8 + length
+    return items, 0, 0
+
+
+def test_sample_walk_agrees_with_a_datagram_by_datagram_walk_on_mixed_calls() -> None:
+    """The walk's quick check (blocks whose items are all whole and aligned) and its detailed
+    checks give what a plain walk of each datagram gives, whatever else shares the call."""
+    payloads = _mixed_datagrams()
+    padded = [p + bytes(-len(p) % 4) for p in payloads]  # the decoder realigns datagrams likewise
+    buffer = b"".join(padded) + bytes(sflow.MAX_HEADER + headers.PAD + 64)
+    offsets = np.cumsum([len(p) for p in padded]) - np.array([len(p) for p in padded])
+    sizes = np.array([len(p) for p in payloads])
+    count = np.array([struct.unpack_from("!I", p, 24)[0] for p in payloads])
+    stats = DecoderStats()
+    owner, fmt, body, length = sflow._walk(Buffer(buffer), offsets + 28, offsets + sizes, count, stats)
+    expected, truncated, malformed = [], 0, 0
+    for i, p in enumerate(payloads):
+        items, cut, bad = _walk_reference(p)
+        expected += [(i, f, int(offsets[i]) + b, n) for f, b, n in items]
+        truncated, malformed = truncated + cut, malformed + bad
+    assert list(zip(owner.tolist(), fmt.tolist(), body.tolist(), length.tolist(), strict=True)) == expected
+    assert (stats.errors["truncated"], stats.errors["malformed"]) == (truncated, malformed) == (12, 6)
+
+
+def test_mixed_call_decodes_as_its_datagrams_one_by_one() -> None:
+    """Well-formed and bad datagrams in one call give the flows and counts each gives alone."""
+    payloads = _mixed_datagrams()
+    together, decoder = _decode(payloads)
+    alone = Decoder()
+    parts = [alone.decode_many([(EXPORTER, p, RECEIVE_US)]) for p in payloads]
+    assert together.num_rows > 0 and together.equals(pa.Table.from_batches(parts).combine_chunks().to_batches()[0])
+    assert decoder.stats.errors == alone.stats.errors and decoder.stats.events == alone.stats.events
