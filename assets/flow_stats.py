@@ -212,8 +212,13 @@ def flow_stats(
     context: dg.AssetExecutionContext, lake: LakeResource, postgres: PostgresResource
 ) -> dg.MaterializeResult:
     results = run_windows(context, lambda w: process_window(w, lake, postgres, run_id(context)))
+    return dg.MaterializeResult(metadata=run_metadata(results))
+
+
+def run_metadata(results: list[WindowResult]) -> dict[str, object]:
+    """The materialization's metadata (either path: this one-step asset or ``assets.flow_stats_shards``)."""
     meta = materialization_metadata(TABLE, COLUMNS, LINEAGE, results)
     write_s = sum(r.seconds.get("write_pg", 0.0) for r in results)
     if write_s:
         meta["upsert_rows_per_s"] = dg.MetadataValue.float(round(sum(r.rows_written for r in results) / write_s, 1))
-    return dg.MaterializeResult(metadata=meta)
+    return meta

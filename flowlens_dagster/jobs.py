@@ -38,11 +38,20 @@ def window_retry_policy() -> dg.RetryPolicy:
     )
 
 
+def window_executor(step_processes: int) -> dg.ExecutorDefinition:
+    """``pipeline.step_processes``: 1 runs every step in the run's process (see above); N > 1 runs up to
+    N steps at once in their own processes, so ``flow_stats``' shard steps (``pipeline.shards`` > 1,
+    ``assets.flow_stats_shards``) use several cores, at the fresh-process cost of every step."""
+    if step_processes == 1:
+        return dg.in_process_executor
+    return dg.multiprocess_executor.configured({"max_concurrent": step_processes}, name="window_multiprocess")
+
+
 window_job = dg.define_asset_job(
     "window_job",
     selection=dg.AssetSelection.assets(*WINDOW_ASSETS) | dg.AssetSelection.checks_for_assets(FLOWS_LANDED),
     partitions_def=five_minute_partitions,
-    executor_def=dg.in_process_executor,
+    executor_def=window_executor(load_config().pipeline.step_processes),
     description="One 5-minute window from the landing to flow_stats, assets, dependencies and changes.",
     op_retry_policy=window_retry_policy(),
 )
