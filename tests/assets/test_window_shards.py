@@ -20,6 +20,7 @@ from flowlens_dagster.bench.pipeline import synthetic_window
 from ingest.land import open_landing
 from ingest.land.base import WHOLE_WINDOW
 from ingest.window import window_key
+from tests.assets import killed_shard_job
 from tests.assets.test_window_assets import SNAPSHOT_QUERIES
 
 pytestmark = pytest.mark.integration
@@ -259,3 +260,36 @@ def test_a_shard_step_failing_after_staging_is_retried_without_double_counting(l
 def load_rows(dsn: str) -> list[tuple]:
     with psycopg.connect(dsn) as conn:
         return conn.execute("SELECT window_start, asset, rows_read FROM flowlens.window_loads").fetchall()
+
+
+@pytest.mark.parametrize("landed", ["postgres"], indirect=True)
+def test_a_killed_shard_step_then_its_run_re_executed_from_failure_counts_nothing_twice(
+    landed, pg_dsn, monkeypatch, tmp_path
+):
+    cfg, window = landed
+    run_window(cfg, window, SMALL_CHUNK, SHARDS)
+    clean = tables(pg_dsn)
+
+    empty_tables(pg_dsn)
+    enrich(cfg, window, SMALL_CHUNK, SHARDS)
+    monkeypatch.setenv(killed_shard_job.ENV, killed_shard_job.spec_env(cfg, SMALL_CHUNK, SHARDS, tmp_path / "killed"))
+    job = dg.reconstructable(killed_shard_job.killed_shard_job)
+    with dg.instance_for_test() as instance:  # on disk: the step processes share it
+        partition = {"dagster/partition": window_key(window)}
+        with dg.execute_job(job, instance, tags=partition) as first:
+            assert not first.success
+            failed = step_events(first, dg.DagsterEventType.STEP_FAILURE)
+        assert failed == ["flow_stats.flow_stats_stage_shard[shard_1]"]
+        assert (tmp_path / "killed").exists()  # the step's process really died mid-run
+        assert tables(pg_dsn)["flow_stats"] == []  # nothing was committed
+        assert staged_files(cfg)  # shard 1's whole file among them: it must not count
+
+        again = dg.ReexecutionOptions.from_failure(first.run_id, instance)
+        with dg.execute_job(job, instance, tags=partition, reexecution_options=again) as second:
+            assert second.success
+            ran = step_events(second, dg.DagsterEventType.STEP_SUCCESS)
+    # the shards that had succeeded are reused from the first run, not aggregated again
+    assert ran == ["flow_stats.flow_stats_commit", "flow_stats.flow_stats_stage_shard[shard_1]"]
+    topology_stages(cfg, window)
+    assert tables(pg_dsn) == clean
+    assert staged_files(cfg) == []
