@@ -14,8 +14,8 @@ import pytest
 
 from assets import enriched_flows, flow_stats, flow_stats_shards, lake, topology
 from assets.keys import FLOW_STATS
-from assets.partitions import five_minute_partitions
 from assets.resources import STAGING_DIR, LakeResource, build_resources
+from flowlens_dagster.bench import shard_steps
 from flowlens_dagster.bench.pipeline import synthetic_window
 from ingest.land import open_landing
 from ingest.land.base import WHOLE_WINDOW
@@ -187,7 +187,6 @@ def shard_job_definitions(cfg, shards: int, retries: int = 0) -> dg.Definitions:
     job = dg.define_asset_job(
         "flow_stats_shards_job",
         selection=[FLOW_STATS],
-        partitions_def=five_minute_partitions,
         executor_def=dg.in_process_executor,
         op_retry_policy=dg.RetryPolicy(max_retries=retries),
     )
@@ -272,7 +271,9 @@ def test_a_killed_shard_step_then_its_run_re_executed_from_failure_counts_nothin
 
     empty_tables(pg_dsn)
     enrich(cfg, window, SMALL_CHUNK, SHARDS)
-    monkeypatch.setenv(killed_shard_job.ENV, killed_shard_job.spec_env(cfg, SMALL_CHUNK, SHARDS, tmp_path / "killed"))
+    sharded = cfg.pipeline.model_copy(update={"chunk_flows": SMALL_CHUNK, "shards": SHARDS})
+    monkeypatch.setenv(shard_steps.SPEC_ENV, shard_steps.spec(cfg.model_copy(update={"pipeline": sharded}), 2))
+    monkeypatch.setenv(killed_shard_job.MARKER_ENV, str(tmp_path / "killed"))
     job = dg.reconstructable(killed_shard_job.killed_shard_job)
     with dg.instance_for_test() as instance:  # on disk: the step processes share it
         partition = {"dagster/partition": window_key(window)}
