@@ -5,7 +5,9 @@ the flows), one shard at a time when the lake window is sharded (``pipeline.shar
 shards hold disjoint address pairs, so their rows are simply concatenated), then written in one
 transaction: delete the window's rows, binary COPY the new ones straight into the table (the
 window's rows are replaced whole, so there is nothing to merge and no staging table is needed),
-and record the load. Re-running a window leaves exactly the rows one clean run leaves.
+and record the load. Re-running a window leaves exactly the rows one clean run leaves. With
+``pipeline.shards`` > 1 the code location runs each shard as its own Dagster step instead and
+commits the staged shards through the same write (``assets.flow_stats_shards``).
 
 The rows are sent in primary-key order: maintaining the key's B-tree dominates the COPY, and
 keys that arrive in order land on the same few leaf pages one after another instead of a random

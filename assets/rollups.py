@@ -91,7 +91,7 @@ def apply_retention(postgres: PostgresResource, lake: LakeResource, days: int, t
             dropped[parent] = [r[0] for r in rows]
     dropped["lake"] = lake_files.drop_days_before(Path(lake.root), ENRICHED_DIR, first_kept.isoformat())
     # flow_stats shards staged by runs that never committed (assets.flow_stats_shards)
-    dropped["lake"] += lake_files.drop_days_before(Path(lake.root), STAGING_DIR, first_kept.isoformat())
+    dropped[STAGING_DIR] = lake_files.drop_days_before(Path(lake.root), STAGING_DIR, first_kept.isoformat())
     return dropped
 
 
