@@ -133,7 +133,7 @@ def commit_window(
 
 
 def remove_staged(staged: list[StagedShard]) -> None:
-    """Delete the committed files and the run directories they leave empty."""
+    """Delete the run directories of the committed files (with any file a failed attempt left beside them)."""
     for directory in {Path(s.path).parent for s in staged}:
         shutil.rmtree(directory, ignore_errors=True)
 

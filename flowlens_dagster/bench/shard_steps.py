@@ -18,6 +18,7 @@ import dagster as dg
 from assets import flow_stats_shards
 from assets.keys import FLOW_STATS
 from assets.resources import build_resources
+from flowlens_dagster.jobs import multiprocess_config
 from ingest.config import FlowLensConfig
 from ingest.window import window_key
 
@@ -35,7 +36,7 @@ def job_from_spec(value: str) -> dg.JobDefinition:
     """The graph-backed ``flow_stats`` alone, on the spec's resources, under the multiprocess executor."""
     parsed = json.loads(value)
     cfg = FlowLensConfig.model_validate_json(parsed["config"])
-    executor = dg.multiprocess_executor.configured({"max_concurrent": parsed["step_processes"]})
+    executor = dg.multiprocess_executor.configured(multiprocess_config(parsed["step_processes"], __name__))
     job = dg.define_asset_job(JOB, selection=[FLOW_STATS], executor_def=executor)
     defs = dg.Definitions(
         assets=[flow_stats_shards.flow_stats_sharded], jobs=[job], resources=build_resources(cfg, use_env=False)
