@@ -27,9 +27,10 @@ JOB = "flow_stats_shard_steps"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the bench prints figures, not step events
 
 
-def spec(cfg: FlowLensConfig, step_processes: int) -> str:
-    """The value of :data:`SPEC_ENV`: the whole config (lake cut included) and the executor's width."""
-    return json.dumps({"config": cfg.model_dump_json(), "step_processes": step_processes})
+def spec(cfg: FlowLensConfig, step_processes: int, retries: int = 0) -> str:
+    """The value of :data:`SPEC_ENV`: the whole config (lake cut included), the executor's width and
+    the retries of a failed step (``dg.RetryPolicy``)."""
+    return json.dumps({"config": cfg.model_dump_json(), "step_processes": step_processes, "retries": retries})
 
 
 def job_from_spec(value: str) -> dg.JobDefinition:
@@ -37,7 +38,8 @@ def job_from_spec(value: str) -> dg.JobDefinition:
     parsed = json.loads(value)
     cfg = FlowLensConfig.model_validate_json(parsed["config"])
     executor = dg.multiprocess_executor.configured(multiprocess_config(parsed["step_processes"], __name__))
-    job = dg.define_asset_job(JOB, selection=[FLOW_STATS], executor_def=executor)
+    retries = dg.RetryPolicy(max_retries=parsed.get("retries", 0))
+    job = dg.define_asset_job(JOB, selection=[FLOW_STATS], executor_def=executor, op_retry_policy=retries)
     defs = dg.Definitions(
         assets=[flow_stats_shards.flow_stats_sharded], jobs=[job], resources=build_resources(cfg, use_env=False)
     )

@@ -1,9 +1,12 @@
-"""The reconstructable job of the killed-shard test: the pipeline bench's shard-steps job
+"""The reconstructable job of the killed-shard tests: the pipeline bench's shard-steps job
 (``flowlens_dagster.bench.shard_steps``: ``flow_stats``' shard steps under Dagster's multiprocess
 executor) where the step of shard 1 kills its own process (SIGKILL) once, right after staging its
-rows. Each step's fresh process loads the job from here, so the fault is armed there; the marker
-file that makes the kill happen once is named by :data:`MARKER_ENV`, which those processes inherit."""
+rows. Each step's process loads the job from here, so the fault is armed there. The job's spec and
+the marker file that makes the kill happen once are read from the file named by :data:`SPEC_FILE_ENV`:
+the executor's forkserver keeps the environment of the test that started it, so what changes from
+test to test is in the file, not in the environment."""
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -12,9 +15,14 @@ import dagster as dg
 import polars as pl
 
 from assets import flow_stats_shards
-from flowlens_dagster.bench.shard_steps import SPEC_ENV, job_from_spec
+from flowlens_dagster.bench.shard_steps import job_from_spec
 
-MARKER_ENV = "KILLED_SHARD_MARKER"
+SPEC_FILE_ENV = "KILLED_SHARD_SPEC_FILE"
+
+
+def write_spec(path: Path, spec: str, marker: Path) -> None:
+    """Write the job's spec (``flowlens_dagster.bench.shard_steps.spec``) and the kill's marker."""
+    path.write_text(json.dumps({"spec": spec, "marker": str(marker)}))
 
 
 def arm_kill(marker: Path) -> None:
@@ -31,5 +39,6 @@ def arm_kill(marker: Path) -> None:
 
 
 def killed_shard_job() -> dg.JobDefinition:
-    arm_kill(Path(os.environ[MARKER_ENV]))
-    return job_from_spec(os.environ[SPEC_ENV])
+    armed = json.loads(Path(os.environ[SPEC_FILE_ENV]).read_text())
+    arm_kill(Path(armed["marker"]))
+    return job_from_spec(armed["spec"])

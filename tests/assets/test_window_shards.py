@@ -271,9 +271,7 @@ def test_a_killed_shard_step_then_its_run_re_executed_from_failure_counts_nothin
 
     empty_tables(pg_dsn)
     enrich(cfg, window, SMALL_CHUNK, SHARDS)
-    sharded = cfg.pipeline.model_copy(update={"chunk_flows": SMALL_CHUNK, "shards": SHARDS})
-    monkeypatch.setenv(shard_steps.SPEC_ENV, shard_steps.spec(cfg.model_copy(update={"pipeline": sharded}), 2))
-    monkeypatch.setenv(killed_shard_job.MARKER_ENV, str(tmp_path / "killed"))
+    arm_killed_shard(monkeypatch, cfg, tmp_path / "killed", retries=0)
     job = dg.reconstructable(killed_shard_job.killed_shard_job)
     with dg.instance_for_test() as instance:  # on disk: the step processes share it
         partition = {"dagster/partition": window_key(window)}
@@ -294,3 +292,12 @@ def test_a_killed_shard_step_then_its_run_re_executed_from_failure_counts_nothin
     topology_stages(cfg, window)
     assert tables(pg_dsn) == clean
     assert staged_files(cfg) == []
+
+
+def arm_killed_shard(monkeypatch, cfg, marker: Path, retries: int) -> None:
+    """The spec of :mod:`tests.assets.killed_shard_job`: the test stack, 3 shards, 2 step processes."""
+    sharded = cfg.pipeline.model_copy(update={"chunk_flows": SMALL_CHUNK, "shards": SHARDS})
+    spec = shard_steps.spec(cfg.model_copy(update={"pipeline": sharded}), 2, retries)
+    spec_file = Path(cfg.lake_dir).parent / "killed-shard-spec.json"  # one path per session: see the job's module
+    killed_shard_job.write_spec(spec_file, spec, marker)
+    monkeypatch.setenv(killed_shard_job.SPEC_FILE_ENV, str(spec_file))
