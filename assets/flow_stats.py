@@ -6,7 +6,9 @@ shards hold disjoint address pairs, so their rows are simply concatenated), then
 transaction: binary COPY into a fresh unindexed table, build its key (dependency order, window
 last, which also serves the API's reads by dependency) in one sorted pass, attach it
 as the window's own partition of its day in place of the previous one (``sql/044``), and record
-the load. Re-running a window leaves exactly the rows one clean run leaves.
+the load. Re-running a window leaves exactly the rows one clean run leaves. With
+``pipeline.shards`` > 1 the code location runs each shard as its own Dagster step instead and
+commits the staged shards through the same write (``assets.flow_stats_shards``).
 
 Why a partition per window: COPYed into the day partition, each row was inserted into both
 B-trees, and 036's dependency-key index (window last) spread a window's keys over every leaf page
@@ -229,8 +231,13 @@ def flow_stats(
     context: dg.AssetExecutionContext, lake: LakeResource, postgres: PostgresResource
 ) -> dg.MaterializeResult:
     results = run_windows(context, lambda w: process_window(w, lake, postgres, run_id(context)))
+    return dg.MaterializeResult(metadata=run_metadata(results))
+
+
+def run_metadata(results: list[WindowResult]) -> dict[str, object]:
+    """The materialization's metadata (either path: this one-step asset or ``assets.flow_stats_shards``)."""
     meta = materialization_metadata(TABLE, COLUMNS, LINEAGE, results)
     write_s = sum(r.seconds.get("write_pg", 0.0) for r in results)
     if write_s:
         meta["upsert_rows_per_s"] = dg.MetadataValue.float(round(sum(r.rows_written for r in results) / write_s, 1))
-    return dg.MaterializeResult(metadata=meta)
+    return meta

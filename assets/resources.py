@@ -30,6 +30,7 @@ from ingest.config import FlowLensConfig, PipelineConfig, load_config
 POSTGRES, LAKE, LANDING, ENRICHMENT, KAFKA, REDIS = "postgres", "lake", "landing", "enrichment", "kafka", "redis"
 PIPELINE = "pipeline"
 ENRICHED_DIR = "enriched_flows"
+STAGING_DIR = "flow_stats_staging"  # flow_stats shards staged by their steps (assets.flow_stats_shards)
 
 
 class PostgresResource(dg.ConfigurableResource):

@@ -18,7 +18,7 @@ from assets.keys import FLOW_STATS, FLOW_STATS_DAILY, FLOW_STATS_HOURLY
 from assets.metadata import definition_metadata, materialization_metadata
 from assets.partitions import daily_partitions, hourly_partitions
 from assets.pg import ensure_day_partitions, record_window_load
-from assets.resources import ENRICHED_DIR, LakeResource, PipelineResource, PostgresResource
+from assets.resources import ENRICHED_DIR, STAGING_DIR, LakeResource, PipelineResource, PostgresResource
 from assets.windows import WindowResult, run_id, timed
 
 MEASURES = ("bytes", "packets", "flows", "first_seen", "last_seen")
@@ -90,6 +90,8 @@ def apply_retention(postgres: PostgresResource, lake: LakeResource, days: int, t
             ).fetchall()
             dropped[parent] = [r[0] for r in rows]
     dropped["lake"] = lake_files.drop_days_before(Path(lake.root), ENRICHED_DIR, first_kept.isoformat())
+    # flow_stats shards staged by runs that never committed (assets.flow_stats_shards)
+    dropped[STAGING_DIR] = lake_files.drop_days_before(Path(lake.root), STAGING_DIR, first_kept.isoformat())
     return dropped
 
 

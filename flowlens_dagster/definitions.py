@@ -11,7 +11,7 @@ import dagster as dg
 
 from assets.changes import topology_changes
 from assets.enriched_flows import enriched_flows
-from assets.flow_stats import flow_stats
+from assets.flow_stats_shards import flow_stats_definition
 from assets.landing import flows_landed
 from assets.resources import build_resources
 from assets.rollups import flow_stats_daily, flow_stats_hourly
@@ -20,11 +20,12 @@ from flowlens_dagster.checks import ALL_CHECKS, ALL_SENSORS, apply_freshness_pol
 from flowlens_dagster.jobs import ALL_JOBS, window_job
 from flowlens_dagster.schedules import ALL_SCHEDULES
 from flowlens_dagster.sensors import build_sensor
+from ingest.config import load_config
 
 ALL_ASSETS = [
     flows_landed,
     enriched_flows,
-    flow_stats,
+    flow_stats_definition(load_config().pipeline.shards),
     network_assets,
     dependencies,
     topology_changes,

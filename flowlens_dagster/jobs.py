@@ -38,11 +38,27 @@ def window_retry_policy() -> dg.RetryPolicy:
     )
 
 
+def window_executor(step_processes: int) -> dg.ExecutorDefinition:
+    """``pipeline.step_processes``: 1 runs every step in the run's process (see above); N > 1 runs up to
+    N steps at once in their own processes, so ``flow_stats``' shard steps (``pipeline.shards`` > 1,
+    ``assets.flow_stats_shards``) use several cores, at the fresh-process cost of every step."""
+    if step_processes == 1:
+        return dg.in_process_executor
+    config = multiprocess_config(step_processes, "flowlens_dagster.definitions")
+    return dg.multiprocess_executor.configured(config, name="window_multiprocess")
+
+
+def multiprocess_config(step_processes: int, code_module: str) -> dict:
+    """Up to ``step_processes`` steps at once, each forked from a forkserver that imported
+    ``code_module`` (the code location) once, instead of a fresh interpreter importing it for every step."""
+    return {"max_concurrent": step_processes, "start_method": {"forkserver": {"preload_modules": [code_module]}}}
+
+
 window_job = dg.define_asset_job(
     "window_job",
     selection=dg.AssetSelection.assets(*WINDOW_ASSETS) | dg.AssetSelection.checks_for_assets(FLOWS_LANDED),
     partitions_def=five_minute_partitions,
-    executor_def=dg.in_process_executor,
+    executor_def=window_executor(load_config().pipeline.step_processes),
     description="One 5-minute window from the landing to flow_stats, assets, dependencies and changes.",
     op_retry_policy=window_retry_policy(),
 )

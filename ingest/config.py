@@ -356,6 +356,9 @@ class PipelineConfig(_Section):
     # is bounded by this, not by the window (README "Scaling out").
     chunk_flows: int = Field(1_000_000, ge=1)
     shards: int = Field(1, ge=1, le=1024)  # lake files split by hash(client, server); flow_stats per shard
+    # 1: a window run's steps run in its one process; N > 1: Dagster's multiprocess executor runs up
+    # to N steps at once, e.g. flow_stats' shard steps side by side (README "Dagster across workers")
+    step_processes: int = Field(1, ge=1, le=256)
     # DuckDB memory of one asset-check query over the lake: beyond it DuckDB spills to
     # <lake_dir>/.spill, so the checks' memory does not grow with the window (README "Data quality").
     check_memory_mb: int = Field(1024, ge=64)

@@ -12,6 +12,13 @@ Memory: ``peak_rss_mb`` is ``ru_maxrss`` of the bench process right after the pi
 setup ran in its child, which ``RUSAGE_SELF`` does not count), ``rss_mb_per_million_flows`` that
 divided by the window's millions of flows; ``peak_rss_with_checks_mb`` the same after the checks.
 ``--chunk-flows`` and ``--shards`` override ``pipeline.chunk_flows`` and ``pipeline.shards``.
+``--shard-steps N`` then runs ``flow_stats`` twice more on the same lake, each from an empty table:
+in one step (``flow_stats_in_step_seconds``, wall time) and as a real Dagster run of one step per
+shard and a commit step under the multiprocess executor (N steps at once;
+``flowlens_dagster.bench.shard_steps``): ``shard_steps_seconds`` (the run's wall time, process
+start-ups included) and ``shard_steps_critical_path_seconds`` (the plan, slowest shard and commit
+steps' own durations) against the in-step run, and ``window_seconds_shard_steps`` (the window with
+the shard-steps run in place of the first in-step ``flow_stats``) against ``window_seconds``.
 
 Timed, on the same code the Dagster assets run: read the window from the landing, enrich (no
 reverse DNS: the network is not what is measured), write the lake, aggregate ``flow_stats`` and
@@ -59,6 +66,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the bench database/topic contents")
     parser.add_argument("--chunk-flows", type=int, default=None, help="override pipeline.chunk_flows")
     parser.add_argument("--shards", type=int, default=None, help="override pipeline.shards")
+    parser.add_argument(
+        "--shard-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then run flow_stats again as a Dagster run of one step per shard, N steps at once (0: skip)",
+    )
     return parser.parse_args(argv)
 
 
@@ -287,10 +301,48 @@ def run_window(cfg, window: datetime) -> dict[str, float]:
     }
 
 
+def empty_flow_stats(cfg) -> None:
+    """TRUNCATE the bench database's flow_stats (one window): no dead rows left for the next write."""
+    import psycopg
+
+    with psycopg.connect(cfg.postgres.dsn(), autocommit=True) as conn:
+        conn.execute("TRUNCATE flowlens.flow_stats")
+
+
+def shard_steps_figures(cfg, window: datetime, step_processes: int, figures: dict) -> dict[str, float]:
+    """Run ``flow_stats`` again on the lake the window just wrote, in one step (``flow_stats_in_step_seconds``,
+    wall time) then through its shard steps (a real Dagster run, multiprocess executor), each from an
+    empty table; add the figures to ``figures`` and return their baselines (the in-step run)."""
+    from assets.resources import build_resources
+    from flowlens_dagster.bench.shard_steps import run_shard_steps
+
+    res = build_resources(cfg, use_env=False)
+    print("running flow_stats again in one step, then as shard steps", file=sys.stderr)
+    empty_flow_stats(cfg)  # both start from the empty table the window's first write met
+    started = time.perf_counter()
+    flow_stats.process_window(window, res["lake"], res["postgres"], "bench")
+    in_step = round(time.perf_counter() - started, 3)
+    empty_flow_stats(cfg)
+    steps = run_shard_steps(cfg, window, step_processes)
+    if steps["shard_steps_rows"] != figures["flow_stats_rows"]:
+        raise RuntimeError(
+            f"shard steps wrote {steps['shard_steps_rows']:,} rows, one step {figures['flow_stats_rows']:,}"
+        )
+    figures.update(steps)
+    figures["flow_stats_in_step_seconds"] = in_step
+    figures["window_seconds_shard_steps"] = round(figures["window_seconds"] - in_step + steps["shard_steps_seconds"], 3)
+    return {
+        "shard_steps_seconds": in_step,
+        "shard_steps_critical_path_seconds": in_step,
+        "window_seconds_shard_steps": figures["window_seconds"],
+    }
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     cfg = bench_config(args)
     require(cfg, ["postgres", "kafka"] if cfg.uses_kafka else ["postgres"], "flowlens bench pipeline")
+    baseline: dict[str, float] = {"upsert_rows_per_s": SEED_UPSERTS_PER_S}
     now = datetime.now(UTC)
     window = (now - timedelta(hours=1)).replace(minute=now.minute - now.minute % 5, second=0, microsecond=0)
     try:
@@ -310,15 +362,20 @@ def main(argv: list[str]) -> int:
         if checks["check_seconds"] is not None:
             figures["check_share_of_window"] = round(checks["check_seconds"] / figures["window_seconds"], 3)
         figures["peak_rss_with_checks_mb"] = peak_rss_mb()
+        if args.shard_steps:
+            baseline.update(shard_steps_figures(cfg, window, args.shard_steps, figures))
     finally:
         if not args.keep:
             cleanup_reporting(cfg)
     report(
         "pipeline",
         figures,
-        {"upsert_rows_per_s": SEED_UPSERTS_PER_S},
+        baseline,
         {
-            "baseline": "seed §3: 35,000 PostgreSQL upserts/s (the scaling model's figure, not a run)",
+            "baseline": "seed §3: 35,000 PostgreSQL upserts/s (the scaling model's figure, not a run); with"
+            " --shard-steps, shard_steps_seconds against this run's in-step flow_stats (aggregate + write_pg)"
+            " and window_seconds_shard_steps against its window_seconds",
+            "shard_steps": args.shard_steps,
             "landing": cfg.kafka.raw_topic if cfg.uses_kafka else "postgres:flowlens.flow_raw",
             "database": BENCH_DATABASE,
             "pairs": args.pairs,

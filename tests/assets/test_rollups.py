@@ -54,10 +54,13 @@ def test_retention_drops_only_old_day_partitions(flowlens_config, clean_pg, tmp_
     lake_root = tmp_path / "lake"
     for day in (old, recent):
         (lake_root / "enriched_flows" / f"date={day:%Y-%m-%d}" / "window=0000").mkdir(parents=True)
+        (lake_root / "flow_stats_staging" / f"date={day:%Y-%m-%d}" / "window=0000" / "run").mkdir(parents=True)
     lake = res["lake"].model_copy(update={"root": str(lake_root)})
     dropped = apply_retention(res["postgres"], lake, days=30, today=today)
     assert dropped["flowlens.flow_stats"] == [f"flow_stats_{old:%Y%m%d}"]
     assert dropped["lake"] == [f"date={old:%Y-%m-%d}"]
+    assert dropped["flow_stats_staging"] == [f"date={old:%Y-%m-%d}"]  # shards staged by runs that never committed
+    assert [p.name for p in (lake_root / "flow_stats_staging").iterdir()] == [f"date={recent:%Y-%m-%d}"]
     with psycopg.connect(clean_pg) as conn:
         left = {r[0] for r in conn.execute(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"

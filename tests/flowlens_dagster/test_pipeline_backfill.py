@@ -20,9 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
 
-def cli_env(cfg, home: Path) -> dict[str, str]:
+def cli_env(cfg, home: Path, shards: int = 1) -> dict[str, str]:
     return {
         **os.environ,
+        "FLOWLENS_PIPELINE__SHARDS": str(shards),  # > 1: flow_stats as one step per shard, then the commit
         "DAGSTER_HOME": str(home),
         "FLOWLENS_MODE": "minimal",
         "FLOWLENS_DNS__ENABLED": "false",
@@ -32,14 +33,14 @@ def cli_env(cfg, home: Path) -> dict[str, str]:
     }
 
 
-def materialize_cli(cfg, home: Path, first: str, last: str) -> subprocess.CompletedProcess:
+def materialize_cli(cfg, home: Path, first: str, last: str, shards: int = 1) -> subprocess.CompletedProcess:
     """`dagster asset materialize` of the window assets over [first, last], as a user runs it."""
     return subprocess.run(
         [
             str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "flowlens_dagster.definitions",
             "--select", ",".join(WINDOW_ASSETS), "--partition-range", f"{first}...{last}",
         ],
-        cwd=ROOT, env=cli_env(cfg, home), capture_output=True, text=True, timeout=300,
+        cwd=ROOT, env=cli_env(cfg, home, shards), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
 
 
@@ -53,7 +54,8 @@ def test_a_window_six_days_old_can_still_be_backfilled(flowlens_config, clean_pg
     assert snapshot(pg_dsn)["flow_stats"] == scenario.expected_flow_stats(base, flows)
 
 
-def test_cli_partition_range_backfill_matches_single_windows(flowlens_config, landed, pg_dsn, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("shards", [1, 3])
+def test_cli_partition_range_backfill_matches_single_windows(flowlens_config, landed, pg_dsn, tmp_path, shards):  # noqa: F811
     base, flows = landed
     for index in sorted(flows):
         materialize(flowlens_config, base + index * scenario.WINDOW)
@@ -63,8 +65,11 @@ def test_cli_partition_range_backfill_matches_single_windows(flowlens_config, la
     with psycopg.connect(pg_dsn) as conn:
         raw = conn.execute("SELECT count(*) FROM flowlens.flow_raw").fetchone()[0]
     truncate_keep_raw(pg_dsn)
-    proc = materialize_cli(flowlens_config, tmp_path, window_key(base), window_key(base + max(flows) * scenario.WINDOW))
+    last = window_key(base + max(flows) * scenario.WINDOW)
+    proc = materialize_cli(flowlens_config, tmp_path, window_key(base), last, shards)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if shards > 1:  # the range's windows went through the shard steps and one commit
+        assert "flow_stats.flow_stats_stage_shard[shard_2]" in proc.stderr
     after = snapshot(pg_dsn)
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM flowlens.flow_raw").fetchone()[0] == raw
