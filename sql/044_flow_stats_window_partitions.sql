@@ -36,6 +36,9 @@ BEGIN
     END IF;
 END $$;
 DROP INDEX IF EXISTS flowlens.flow_stats_pair;
+-- A database that applied 036 when it also indexed flow_stats by server address: that index would
+-- be built for every window's partition, and the API no longer reads it.
+DROP INDEX IF EXISTS flowlens.flow_stats_server;
 
 
 -- Creates (if missing) the day partition of flowlens.flow_stats holding w_start, partitioned by
