@@ -64,6 +64,15 @@ BEGIN
     IF (SELECT relkind FROM pg_class WHERE oid = format('flowlens.%I', day_name)::regclass) <> 'p' THEN
         RETURN NULL;
     END IF;
+    -- The day's default partition takes rows written into flow_stats by anything other than this
+    -- pair of functions (an INSERT by hand, a restore): without it they would find no partition.
+    IF to_regclass(format('flowlens.%I', day_name || '_default')) IS NULL THEN
+        BEGIN
+            EXECUTE format('CREATE TABLE flowlens.%I PARTITION OF flowlens.%I DEFAULT', day_name || '_default', day_name);
+        EXCEPTION WHEN duplicate_table OR unique_violation THEN
+            NULL;  -- a concurrent writer created it first
+        END;
+    END IF;
     EXECUTE format('DROP TABLE IF EXISTS flowlens.%I', stage_name);
     EXECUTE format(
         'CREATE TABLE flowlens.%I (LIKE flowlens.flow_stats INCLUDING DEFAULTS,'
@@ -88,6 +97,10 @@ BEGIN
         ' PRIMARY KEY (client_addr, server_addr, server_port, protocol, window_start)',
         stage_name, stage_name || '_pkey');
     EXECUTE format('DROP TABLE IF EXISTS flowlens.%I', leaf_name);
+    -- rows of the window that went to the default partition are replaced too (and ATTACH refuses
+    -- a range the default partition still holds rows of)
+    EXECUTE format('DELETE FROM flowlens.%I WHERE window_start >= %L AND window_start < %L',
+                   day_name || '_default', w_start, w_end);
     EXECUTE format('ALTER TABLE flowlens.%I RENAME TO %I', stage_name, leaf_name);
     EXECUTE format('ALTER INDEX flowlens.%I RENAME TO %I', stage_name || '_pkey', leaf_name || '_pkey');
     EXECUTE format(

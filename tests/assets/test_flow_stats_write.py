@@ -96,6 +96,27 @@ def test_a_failing_shard_leaves_the_window_as_it_was(clean_pg):
         assert conn.execute("SELECT to_regclass('flowlens.flow_stats_20310305_2355_stage')").fetchone()[0] is None
 
 
+def test_rows_inserted_by_hand_land_in_the_days_default_partition_and_a_rerun_replaces_them(clean_pg):
+    window = datetime(2031, 3, 8, 12, 0, tzinfo=UTC)
+    other = window + timedelta(minutes=5)
+    insert = (
+        "INSERT INTO flowlens.flow_stats (window_start, client_addr, server_addr, server_port, protocol,"
+        " bytes, packets, flows, first_seen, last_seen) VALUES (%s, '10.9.0.1', '10.9.0.2', 53, 17, 5, 1, 1, %s, %s)"
+    )
+    with psycopg.connect(clean_pg) as conn:
+        _write(conn, window, _stats(window, 4))  # the day is now partitioned by window
+        for w in (window, other):  # a window with its own partition, and one without
+            conn.execute(insert, (w, w, w))
+        conn.commit()
+        assert _partition(conn, other)[:2] == ("flow_stats_20310308_default", "flow_stats_20310308")
+        assert len(conn.execute(STATS_SQL, (window,)).fetchall()) == 5
+
+        _write(conn, other, _stats(other, 3, bytes_each=9))  # the pipeline's run replaces the hand-written row
+        rows = conn.execute(STATS_SQL, (other,)).fetchall()
+        assert len(rows) == 3 and {row[4] for row in rows} == {9}
+        assert _partition(conn, other)[0] == "flow_stats_20310308_1205"
+
+
 def test_a_day_created_as_one_table_keeps_delete_and_copy(clean_pg):
     window = datetime(2031, 3, 6, 8, 0, tzinfo=UTC)
     with psycopg.connect(clean_pg) as conn:
