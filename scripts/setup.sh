@@ -53,6 +53,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c 'import
   .venv/bin/python -m pip install -q -c requirements.lock -e ".[dev]"
   echo "$want" >"$stamp"
 fi
+# numba compiles the sFlow kernel (ingest/decode/sflow_kernel.py) into its on-disk cache here, not
+# on the ingest daemon's first sFlow call (a few seconds); a no-op when the cache is current.
+.venv/bin/python -c 'from ingest.decode import sflow_kernel; sflow_kernel.warm()'
 
 # The web console: JavaScript from npm through console/package-lock.json, bundled into the folder
 # the API serves (flowlens_dagster/api/static/, not in git).

@@ -35,12 +35,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
-from ingest.decode import columns, headers, sflow_routing, sflow_rows
+from ingest.decode import columns, headers, sflow_kernel, sflow_routing, sflow_rows
 from ingest.decode.columns import Columns
 from ingest.decode.limits import DecoderStats
 from ingest.decode.xdr import Buffer
@@ -182,6 +182,11 @@ def decode(
     if (offsets & 3).any():  # datagrams of a call that also holds other packets: realign them
         buffer, offsets = _aligned(buffer, offsets, sizes)
     buf = Buffer(buffer)
+    call = _Call(buf, recv, stats, rate_of, tunnel)
+    walked = sflow_kernel.walk(np.frombuffer(buffer, np.uint8), offsets, sizes)
+    if walked is not None:
+        return _kernel_columns(call, walked, counters)
+    # The kernel refused (the structure is not well formed): the numpy walk counts each error.
     dgram = _datagrams(buf, offsets, sizes, stats)
     if dgram is None:
         return None
@@ -194,6 +199,59 @@ def decode(
     flow_rows = (fmt == FLOW_SAMPLE) | (fmt == FLOW_SAMPLE_EXPANDED)
     if not flow_rows.all():
         owner, fmt, body, length = owner[flow_rows], fmt[flow_rows], body[flow_rows], length[flow_rows]
+    found = _numpy_columns(call, dgram, (owner, fmt, body, length))
+    return None if found is None else found[0]
+
+
+class _Call(NamedTuple):
+    """What every step of one ``decode`` call reads."""
+
+    buf: Buffer
+    recv: np.ndarray
+    stats: DecoderStats
+    rate_of: RateOf
+    tunnel: str
+
+
+def _kernel_columns(call: _Call, walked: sflow_kernel.Walked, counters: InterfaceCounters) -> Columns | None:
+    """Columns of a call ``sflow_kernel.walk`` took: its common samples, then the flow samples it
+    handed back (decoded by the numpy record walk); its counter samples into ``counters``."""
+    stats = call.stats
+    stats.packets[SFLOW_VERSION] += len(walked.sub_agent)
+    _count(stats.events, "sflow_samples", walked.samples)
+    dgram = {"agent": walked.agent.view("V16").reshape(-1), "sub_agent": walked.sub_agent}
+    if len(walked.counter):
+        _counters(call.buf, dgram, _items(walked.counter[::-1]), counters, stats)
+    parts, places = [], []
+    if walked.n:
+        fields = {"src_addr": walked.src.view("V16").reshape(-1), "dst_addr": walked.dst.view("V16").reshape(-1),
+                  "src_port": walked.src_port, "dst_port": walked.dst_port, "protocol": walked.protocol,
+                  "tcp_flags": walked.tcp_flags, "bytes": walked.ip_length}  # fmt: skip
+        interfaces = (walked.input_if, walked.input_ok, walked.output_if, walked.output_ok)
+        routing = _routing(call.buf, _items(walked.extended), walked.n, slice(None))
+        parts.append(_columns(call, dgram, walked.packet, walked.rate, interfaces, fields, routing))
+        places.append(walked.position)
+    if len(walked.slow):
+        slow = _numpy_columns(call, dgram, _items(walked.slow))
+        if slow is not None:
+            parts.append(slow[0])
+            places.append(walked.slow[slow[1], 4])
+    if len(parts) > 1:  # flows in sample order, as the numpy walk gives them
+        return columns.take(columns.concat(parts), np.argsort(np.concatenate(places), kind="stable"))
+    return parts[0] if parts else None
+
+
+def _items(rows: np.ndarray) -> Items:
+    """``(k, 4)`` rows of ``sflow_kernel.walk`` as ``Items`` columns."""
+    return rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+
+
+def _numpy_columns(call: _Call, dgram: dict, flows: Items) -> tuple[Columns, np.ndarray] | None:
+    """Columns of flow samples (their datagram, format, body offset and length) by the numpy
+    walk (the fixed-width row reader, else their records and ``headers.parse``), and which of the
+    samples they are."""
+    buf, stats = call.buf, call.stats
+    owner, fmt, body, length = flows
     if not len(owner):
         return None
     sample = _flow_samples(buf, owner, fmt, body, length, stats)
@@ -211,7 +269,8 @@ def decode(
         first = np.where(skip, first + 8 + buf.u32(first + 4), first)
         records = _walk(buf, first, sample["end"][walked], fixed.records[walked] - skip, stats)
         records = (walked[records[0]], *records[1:])
-    return _flows(buf, dgram, sample, (fast, parsed), records, recv, rate_of, stats, tunnel)
+    found = _flows(call, dgram, sample, (fast, parsed), records)
+    return None if found is None else (found[0], np.arange(len(owner))[sample["index"]][found[1]])
 
 
 def _aligned(buffer: bytes, offsets: np.ndarray, sizes: np.ndarray) -> tuple[bytes, np.ndarray]:
@@ -258,15 +317,17 @@ def _flow_samples(
     (``sflow_rows.Rows``: the first bytes of each sample, normalized to the compact layout)."""
     expanded = fmt == FLOW_SAMPLE_EXPANDED
     fits = length >= np.where(expanded, 44, 32)
+    index: slice | np.ndarray = slice(None)  # which of the given samples these are
     if not fits.all():
         _count(stats.errors, "truncated", (~fits).sum())
-        owner, expanded, body, length = owner[fits], expanded[fits], body[fits], length[fits]
+        index = np.flatnonzero(fits)
+        owner, expanded, body, length = owner[index], expanded[index], body[index], length[index]
     if not len(owner):
         return None
     rows = sflow_rows.Rows(buf.raw, body)
     fixed = sflow_rows.samples(rows, expanded)
     return {"packet": owner, "rows": rows, "fixed": fixed, "first": body + fixed.fixed, "end": body + length,
-            "length": length}  # fmt: skip
+            "length": length, "index": index}  # fmt: skip
 
 
 def _first_of(owner: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
@@ -282,49 +343,58 @@ def _first_of(owner: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
 
 
 def _flows(
-    buf: Buffer,
-    dgram: dict,
-    sample: dict[str, Any],
-    read: tuple[np.ndarray, headers.Headers],
-    records: Items,
-    recv: np.ndarray,
-    rate_of: RateOf,
-    stats: DecoderStats,
-    tunnel: str,
-) -> Columns | None:
+    call: _Call, dgram: dict, sample: dict[str, Any], read: tuple[np.ndarray, headers.Headers], records: Items
+) -> tuple[Columns, slice | np.ndarray] | None:
+    """Columns of the flow samples that give a flow, and which they are (``keep``)."""
     fixed: sflow_rows.Sample = sample["fixed"]
     n = len(sample["packet"])
-    found = _packet_fields(buf, records, n, stats, tunnel, read)
+    found = _packet_fields(call.buf, records, n, call.stats, call.tunnel, read)
     if found is None:
         return None
     fields, has = found
     keep: slice | np.ndarray = slice(None) if has.all() else np.flatnonzero(has)
-    packet = sample["packet"][keep]
-    rate = fixed.rate[keep]
+    interfaces = (fixed.input_if[keep], fixed.input_ok[keep], fixed.output_if[keep], fixed.output_ok[keep])
+    routing = _routing(call.buf, records, n, keep)
+    kept = {name: values[keep] for name, values in fields.items()}
+    return _columns(call, dgram, sample["packet"][keep], fixed.rate[keep], interfaces, kept, routing), keep
+
+
+def _columns(
+    call: _Call,
+    dgram: dict,
+    packet: np.ndarray,
+    rate: np.ndarray,
+    interfaces: tuple[np.ndarray, ...],
+    fields: dict[str, np.ndarray],
+    routing: Columns,
+) -> Columns:
+    """Flow columns (both paths): per flow its datagram (``packet``), sampling rate, interfaces
+    (input, input valid, output, output valid), packet fields and routing columns."""
     k = len(packet)
     agent = _agents(dgram["agent"], packet)
     if (rate == 0).any():  # an agent that reports no rate: the configured one, per distinct agent
         zero = np.flatnonzero(rate == 0)
         agents, inverse = np.unique(agent[zero], return_inverse=True)
-        rate = rate.copy()
-        rate[zero] = np.array([rate_of(a.tobytes()) for a in agents], np.int64)[inverse.reshape(-1)]
+        rate = rate.astype(np.int64)
+        rate[zero] = np.array([call.rate_of(a.tobytes()) for a in agents], np.int64)[inverse.reshape(-1)]
     no_time = (columns.constant(0, np.int64, k), columns.constant(0, np.bool_, k))
+    input_if, input_ok, output_if, output_ok = interfaces
     cols: Columns = {
-        "receive_time": (recv[packet], None),
+        "receive_time": (call.recv[packet], None),
         "exporter": (agent, None),
         "observation_domain": (dgram["sub_agent"][packet].astype(np.uint32), None),
         "flow_version": (columns.constant(SFLOW_VERSION, np.uint8, k), None),
         "flow_start": no_time,  # a sample is one packet at an unknown time: no flow times
         "flow_end": no_time,
-        "input_if": (fixed.input_if[keep].astype(np.uint32), _mask(fixed.input_ok[keep])),
-        "output_if": (fixed.output_if[keep].astype(np.uint32), _mask(fixed.output_ok[keep])),
+        "input_if": (input_if.astype(np.uint32, copy=False), _mask(input_ok)),
+        "output_if": (output_if.astype(np.uint32, copy=False), _mask(output_ok)),
         "direction": columns.absent("direction", k),
     }
     for name, dtype in (("src_addr", None), ("dst_addr", None), ("src_port", np.uint16), ("dst_port", np.uint16),
                         ("protocol", np.uint8), ("tcp_flags", np.uint16), ("bytes", np.uint64)):  # fmt: skip
-        values = fields[name][keep]
-        cols[name] = (values if dtype is None or values.dtype == dtype else values.astype(dtype), None)
-    cols.update(_routing(buf, records, n, keep))
+        values = fields[name]
+        cols[name] = (values if dtype is None else values.astype(dtype, copy=False), None)
+    cols.update(routing)
     _scale(cols, rate)
     return cols
 
