@@ -79,8 +79,12 @@ def _same(payloads: list[bytes], monkeypatch: pytest.MonkeyPatch) -> pa.RecordBa
 
 
 def test_common_samples_of_every_kind_match_the_numpy_walk(monkeypatch: pytest.MonkeyPatch) -> None:
-    samples = [flow_sample([header_record(_common(i), (128, 96, 64)[i % 3])], 1 + i % 5, input_if=i % 3,
-                           output_if=(i, 0x3FFFFFFF, 0x80000002)[i % 3], expanded=i % 4 == 1) for i in range(240)]  # fmt: skip
+    outputs = (0x3FFFFFFF, 0x80000002, 5)  # unknown, "multiple", an ifIndex
+    samples = [
+        flow_sample([header_record(_common(i), (128, 96, 64)[i % 3])], 1 + i % 5, input_if=i % 3,
+                    output_if=outputs[i % 3], expanded=i % 4 == 1)
+        for i in range(240)
+    ]  # fmt: skip
     payloads = [datagram(("192.0.2.1", "2001:db8::9")[i % 2], samples[i : i + 6], sub_agent=i % 3)
                 for i in range(0, len(samples), 6)]  # fmt: skip
     batch = _same(payloads, monkeypatch)
@@ -119,6 +123,7 @@ def _refused() -> dict[str, bytes]:
     whole = datagram("192.0.2.1", [good, good])
     misaligned = whole[:32] + struct.pack("!I", len(good) - 8 + 2) + whole[36:]
     extended = flow_sample([header_record(_common(0)), switch_record(1, 2)], 10)
+    cut_extended = extended[:4] + struct.pack("!I", len(extended) - 12) + extended[8:-4]
     return {
         "cut sample": whole[:-10],
         "cut header": whole[:20],
@@ -126,8 +131,7 @@ def _refused() -> dict[str, bytes]:
         "misaligned sample": misaligned,
         "more samples announced": whole[:24] + struct.pack("!I", 3) + whole[28:],
         "short flow sample": datagram("192.0.2.1", [struct.pack("!II", 1, 16) + bytes(16)]),
-        "cut extended record": datagram("192.0.2.1", [extended[:4] + struct.pack("!I", len(extended) - 12) +
-                                                      extended[8:-4]]),  # fmt: skip
+        "cut extended record": datagram("192.0.2.1", [cut_extended]),
     }
 
 
