@@ -183,10 +183,19 @@ def _null_column(name: str, n: int) -> Column:
         raise KeyError(name)
     if name == "next_hop":
         return constant(bytes(16), "V16", n), constant(0, np.bool_, n)
-    offsets = pa.py_buffer(constant(0, np.int32, n + 1))
-    bitmap = pa.py_buffer(constant(0, np.uint8, (n + 7) // 8))
-    values = pa.array([], pa.uint32())
-    return pa.Array.from_buffers(AS_LIST, n, [bitmap, offsets], null_count=n, children=[values]), None
+    if not _null_lists or len(_null_lists[0]) < n:  # built once per size class, then sliced
+        size = 1 << max(12, (n - 1).bit_length())
+        offsets = pa.py_buffer(constant(0, np.int32, size + 1))
+        bitmap = pa.py_buffer(constant(0, np.uint8, (size + 7) // 8))
+        values = pa.array([], pa.uint32())
+        _null_lists[:] = [pa.Array.from_buffers(AS_LIST, size, [bitmap, offsets], null_count=size, children=[values])]
+    # A slice from 0: every reader, even one of the raw buffers, sees the first ``n`` entries.
+    return _null_lists[0].slice(0, n), None
+
+
+# The all-null AS list column (``_null_column``): building it costs more than a call's sFlow
+# columns' Arrow wrapping (measured), so one is kept, of the largest size met (a power of two).
+_null_lists: list[pa.Array] = []
 
 
 def valid_times(us: np.ndarray, present: np.ndarray | None) -> np.ndarray | None:

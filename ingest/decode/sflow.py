@@ -183,7 +183,7 @@ def decode(
         buffer, offsets = _aligned(buffer, offsets, sizes)
     buf = Buffer(buffer)
     call = _Call(buf, recv, stats, rate_of, tunnel)
-    walked = sflow_kernel.walk(np.frombuffer(buffer, np.uint8), offsets, sizes)
+    walked = sflow_kernel.walk(np.frombuffer(buffer, np.uint8), offsets, sizes, recv)
     if walked is not None:
         return _kernel_columns(call, walked, counters)
     # The kernel refused (the structure is not well formed): the numpy walk counts each error.
@@ -229,7 +229,8 @@ def _kernel_columns(call: _Call, walked: sflow_kernel.Walked, counters: Interfac
                   "tcp_flags": walked.tcp_flags, "bytes": walked.ip_length}  # fmt: skip
         interfaces = (walked.input_if, walked.input_ok, walked.output_if, walked.output_ok)
         routing = _routing(call.buf, _items(walked.extended), walked.n, slice(None))
-        parts.append(_columns(call, dgram, walked.packet, walked.rate, interfaces, fields, routing))
+        per_flow = (walked.packet, walked.receive_time, walked.domain)
+        parts.append(_columns(dgram["agent"], per_flow, walked.rate, interfaces, fields, routing, call.rate_of))
         places.append(walked.position)
     if len(walked.slow):
         slow = _numpy_columns(call, dgram, _items(walked.slow))
@@ -356,33 +357,37 @@ def _flows(
     interfaces = (fixed.input_if[keep], fixed.input_ok[keep], fixed.output_if[keep], fixed.output_ok[keep])
     routing = _routing(call.buf, records, n, keep)
     kept = {name: values[keep] for name, values in fields.items()}
-    return _columns(call, dgram, sample["packet"][keep], fixed.rate[keep], interfaces, kept, routing), keep
+    packet = sample["packet"][keep]
+    per_flow = (packet, call.recv[packet], dgram["sub_agent"][packet].astype(np.uint32))
+    return _columns(dgram["agent"], per_flow, fixed.rate[keep], interfaces, kept, routing, call.rate_of), keep
 
 
 def _columns(
-    call: _Call,
-    dgram: dict,
-    packet: np.ndarray,
+    agents: np.ndarray,
+    per_flow: tuple[np.ndarray, np.ndarray, np.ndarray],
     rate: np.ndarray,
     interfaces: tuple[np.ndarray, ...],
     fields: dict[str, np.ndarray],
     routing: Columns,
+    rate_of: RateOf,
 ) -> Columns:
-    """Flow columns (both paths): per flow its datagram (``packet``), sampling rate, interfaces
-    (input, input valid, output, output valid), packet fields and routing columns."""
+    """Flow columns (both paths) from the datagrams' ``agents`` and per flow: its datagram, receive
+    time and sub-agent (``per_flow``), sampling rate, interfaces (input, input valid, output,
+    output valid), packet fields and routing columns."""
+    packet, receive_time, domain = per_flow
     k = len(packet)
-    agent = _agents(dgram["agent"], packet)
+    agent = _agents(agents, packet)
     if (rate == 0).any():  # an agent that reports no rate: the configured one, per distinct agent
         zero = np.flatnonzero(rate == 0)
-        agents, inverse = np.unique(agent[zero], return_inverse=True)
+        distinct, inverse = np.unique(agent[zero], return_inverse=True)
         rate = rate.astype(np.int64)
-        rate[zero] = np.array([call.rate_of(a.tobytes()) for a in agents], np.int64)[inverse.reshape(-1)]
+        rate[zero] = np.array([rate_of(a.tobytes()) for a in distinct], np.int64)[inverse.reshape(-1)]
     no_time = (columns.constant(0, np.int64, k), columns.constant(0, np.bool_, k))
     input_if, input_ok, output_if, output_ok = interfaces
     cols: Columns = {
-        "receive_time": (call.recv[packet], None),
+        "receive_time": (receive_time, None),
         "exporter": (agent, None),
-        "observation_domain": (dgram["sub_agent"][packet].astype(np.uint32), None),
+        "observation_domain": (domain, None),
         "flow_version": (columns.constant(SFLOW_VERSION, np.uint8, k), None),
         "flow_start": no_time,  # a sample is one packet at an unknown time: no flow times
         "flow_end": no_time,

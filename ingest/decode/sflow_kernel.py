@@ -53,6 +53,8 @@ class Walked(NamedTuple):
     agent: np.ndarray  # (datagrams, 16) uint8: agent address, IPv4 as IPv4-mapped
     sub_agent: np.ndarray  # per datagram
     packet: np.ndarray  # per common sample: its datagram
+    receive_time: np.ndarray  # per common sample: its datagram's (µs)
+    domain: np.ndarray  # uint32, per common sample: its datagram's sub-agent
     position: np.ndarray  # per common sample: its place among the call's flow samples
     rate: np.ndarray  # uint32
     input_if: np.ndarray  # uint32
@@ -216,7 +218,7 @@ def _extended(buf: np.ndarray, at: int, end: int, left: int, i: int, ext: np.nda
 
 
 @njit(cache=True, nogil=True)
-def _walk(buf: np.ndarray, offsets: np.ndarray, sizes: np.ndarray) -> tuple:
+def _walk(buf: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, recv: np.ndarray) -> tuple:
     # One body on purpose: arrays passed to a helper cost numba a reference count update each
     # call (atomic; measured 4x slower per sample), so helpers get the buffer only and the
     # columns are written here.
@@ -224,6 +226,7 @@ def _walk(buf: np.ndarray, offsets: np.ndarray, sizes: np.ndarray) -> tuple:
     nd, m = len(offsets), max(cap, 0)
     agent, sub_agent = np.zeros((nd, 16), np.uint8), np.empty(nd, np.int64)
     packet, position, rate = np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.uint32)
+    receive_time, domain = np.empty(m, np.int64), np.empty(m, np.uint32)
     input_if, input_ok = np.empty(m, np.uint32), np.empty(m, np.bool_)
     output_if, output_ok = np.empty(m, np.uint32), np.empty(m, np.bool_)
     src, dst = np.empty((m, 2), np.uint64), np.empty((m, 2), np.uint64)  # 16 bytes each, as stored
@@ -292,7 +295,7 @@ def _walk(buf: np.ndarray, offsets: np.ndarray, sizes: np.ndarray) -> tuple:
             src_port[n], dst_port[n], tcp_flags[n] = _ports(buf, l4, proto)
             protocol[n], ip_length[n] = proto, size
             rate[n], input_if[n], input_ok[n], output_if[n], output_ok[n] = _interfaces(buf, body, expanded)
-            packet[n], position[n] = d, flows - 1
+            packet[n], position[n], receive_time[n], domain[n] = d, flows - 1, recv[d], sub_agent[d]
             if records > 1:
                 e = _extended(buf, rest, after, records - 1, n, ext, e)
                 if e < 0:
@@ -303,31 +306,20 @@ def _walk(buf: np.ndarray, offsets: np.ndarray, sizes: np.ndarray) -> tuple:
             break
     inputs = (rate[:n], input_if[:n], input_ok[:n], output_if[:n], output_ok[:n])
     fields = (src[:n], dst[:n], src_port[:n], dst_port[:n], protocol[:n], tcp_flags[:n], ip_length[:n])
-    return (
-        ok,
-        n,
-        seen,
-        agent,
-        sub_agent,
-        packet[:n],
-        position[:n],
-        inputs,
-        fields,
-        items[:slow],
-        items[m - counter :],
-        ext[:e],
-    )
+    per_flow = (packet[:n], receive_time[:n], domain[:n], position[:n])
+    handed = (items[:slow], items[m - counter :], ext[:e])
+    return ok, n, seen, agent, sub_agent, per_flow, inputs, fields, handed
 
 
-def walk(buf: np.ndarray, offsets: np.ndarray, sizes: np.ndarray) -> Walked | None:
-    """The datagrams at ``offsets`` (``sizes`` bytes) in ``buf`` (uint8), see the module; None:
-    refused."""
+def walk(buf: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, recv: np.ndarray) -> Walked | None:
+    """The datagrams at ``offsets`` (``sizes`` bytes, received at ``recv`` µs) in ``buf`` (uint8),
+    see the module; None: refused."""
     if not USABLE:
         return None
-    ok, n, seen, agent, sub_agent, packet, position, inputs, fields, slow, counter, ext = _walk(buf, offsets, sizes)
-    return Walked(n, seen, agent, sub_agent, packet, position, *inputs, *fields, slow, counter, ext) if ok else None
+    ok, n, seen, agent, sub_agent, per_flow, inputs, fields, handed = _walk(buf, offsets, sizes, recv)
+    return Walked(n, seen, agent, sub_agent, *per_flow, *inputs, *fields, *handed) if ok else None
 
 
 def warm() -> None:
     """Compile (or load from numba's cache) the kernel: one empty call."""
-    walk(np.zeros(64, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    walk(np.zeros(64, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))

@@ -182,7 +182,7 @@ from tests.ingest.decode.test_sflow_kernel import _mutated
 for payload in _mutated(4000, 8):
     for cut in {len(payload), len(payload) // 2, max(len(payload) - 5, 0)}:
         buf = np.frombuffer(payload[:cut], np.uint8)  # exactly the datagram: no padding to read into
-        sflow_kernel.walk(buf, np.zeros(1, np.int64), np.array([cut], np.int64))
+        sflow_kernel.walk(buf, np.zeros(1, np.int64), np.array([cut], np.int64), np.zeros(1, np.int64))
 print("ok")
 """
 
@@ -199,6 +199,7 @@ def test_calls_the_kernel_cannot_use_take_the_numpy_walk(monkeypatch: pytest.Mon
     """A big-endian machine (addresses are written as native words) never enters the kernel."""
     monkeypatch.setattr(sflow_kernel, "USABLE", False)
     payload = datagram("192.0.2.1", [flow_sample([header_record(_common(1))], 10)])
-    assert sflow_kernel.walk(np.frombuffer(payload, np.uint8), np.zeros(1, np.int64), np.array([len(payload)])) is None
+    one = np.zeros(1, np.int64)
+    assert sflow_kernel.walk(np.frombuffer(payload, np.uint8), one, np.array([len(payload)]), one) is None
     batch, _ = _decode([payload], True, monkeypatch)
     assert batch.num_rows == 1
