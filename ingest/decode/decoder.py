@@ -169,14 +169,17 @@ class Decoder:
     def _front(self, call: _Call, batch: frontend.Batch) -> list[frontend.Group]:
         """Classify every packet at once, run the others through ``_packet`` in order, return
         the groups of packets whose records are read straight from the batch buffer."""
+        bad = batch.bad_exporter()
+        sflow_rows = (batch.sizes >= 4) & (batch.head[:, :4].view(">u4")[:, 0] == 5)  # sFlow v5
+        if bad is None and sflow_rows.all():  # sFlow only (an agent's stream): nothing else to classify
+            call.sflow_rows = np.arange(batch.n)
+            return []
         shapes = batch.classify()
         plan = frontend.Plan(batch, shapes, self.store.fast, self.store.timeout_us)
         v5_rows = shapes.v5
-        bad = batch.bad_exporter()
         if bad is not None:
             self.stats.errors["bad_exporter"] += int(bad.sum())
             v5_rows = v5_rows & ~bad
-        sflow_rows = (batch.sizes >= 4) & (batch.head[:, :4].view(">u4")[:, 0] == 5)  # sFlow v5
         if bad is not None:
             sflow_rows &= ~bad
         call.sflow_rows = np.flatnonzero(sflow_rows)
@@ -281,7 +284,10 @@ class Decoder:
         parts = []
         if batch is not None and call.sflow_rows is not None and len(call.sflow_rows):
             rows = call.sflow_rows
-            parts.append(self._sflow_part(batch.buffer, batch.offsets[rows], batch.sizes[rows], batch.recv[rows]))
+            if len(rows) == batch.n:  # every packet: no gathers
+                parts.append(self._sflow_part(batch.buffer, batch.offsets, batch.sizes, batch.recv))
+            else:
+                parts.append(self._sflow_part(batch.buffer, batch.offsets[rows], batch.sizes[rows], batch.recv[rows]))
         if call.sflow_items:
             items = frontend.Batch(call.sflow_items, lambda exp: exp)
             parts.append(self._sflow_part(items.buffer, items.offsets, items.sizes, items.recv))

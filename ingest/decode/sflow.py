@@ -502,6 +502,8 @@ def _routing(buf: Buffer, records: Items, n: int, keep: slice | np.ndarray) -> C
     owner, fmt, body, length = records
     k = n if isinstance(keep, slice) else len(keep)
     cols: Columns = {name: columns.absent(name, k) for name in ("src_as", "dst_as")}
+    if not len(fmt):  # no extended records at all (the usual call without BGP data)
+        return cols
     gateway_of = _first_of(owner, fmt == sflow_routing.EXTENDED_GATEWAY, n)
     router_of = _first_of(owner, (fmt == sflow_routing.EXTENDED_ROUTER) & (gateway_of[owner] < 0), n)
     gateways, routers = np.flatnonzero(gateway_of >= 0), np.flatnonzero(router_of >= 0)
