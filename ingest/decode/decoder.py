@@ -47,7 +47,7 @@ import numpy as np
 import pyarrow as pa
 
 from ingest.addresses import V4_PREFIX
-from ingest.decode import columns, frontend, ipfix, persist, sflow, v5, v9
+from ingest.decode import columns, frontend, ipfix, persist, sflow, sflow_kernel, v5, v9
 from ingest.decode.assemble import Assembler
 from ingest.decode.calls import Call as _Call
 from ingest.decode.calls import Group as _Group
@@ -92,6 +92,9 @@ class Decoder:
         self._assembler = Assembler(self.store, self.stats, tunnel)
         self._addr_cache: dict[Any, bytes | None] = {}
         self.last_internal_error = ""  # message of the last bug caught by the safety nets
+        # The sFlow kernel loaded from numba's cache (or compiled, without one) now: a daemon pays
+        # it at start, not as a stall on its first sFlow datagram. Once per process.
+        sflow_kernel.warm()
 
     @property
     def templates(self) -> dict[TemplateKey, Template]:

@@ -316,10 +316,18 @@ def walk(buf: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, recv: np.ndarr
     see the module; None: refused."""
     if not USABLE:
         return None
+    # One compiled signature (read-only bytes, contiguous int64): any other would compile anew.
+    if buf.flags.writeable:
+        buf = buf.view()
+        buf.flags.writeable = False
+    offsets, sizes, recv = (np.ascontiguousarray(a, np.int64) for a in (offsets, sizes, recv))
     ok, n, seen, agent, sub_agent, per_flow, inputs, fields, handed = _walk(buf, offsets, sizes, recv)
     return Walked(n, seen, agent, sub_agent, *per_flow, *inputs, *fields, *handed) if ok else None
 
 
 def warm() -> None:
-    """Compile (or load from numba's cache) the kernel: one empty call."""
-    walk(np.zeros(64, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    """Compile (or load from numba's cache) the kernel: one empty call (then nothing)."""
+    if _walk.signatures:
+        return
+    none = np.zeros(0, np.int64)
+    walk(np.frombuffer(bytes(64), np.uint8), none, none, none)
