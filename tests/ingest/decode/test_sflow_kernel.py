@@ -17,21 +17,7 @@ import pyarrow as pa
 import pytest
 
 from ingest.decode import Decoder, sflow_kernel
-from ingest.tools.encode_sflow import (
-    SflowEncoder,
-    counter_sample,
-    datagram,
-    example_datagrams,
-    flow_sample,
-    frame,
-    gateway_record,
-    header_record,
-    icmp_frame,
-    interface_counters,
-    router_record,
-    switch_record,
-    vlan,
-)
+from ingest.tools import encode_sflow as sf
 from ingest.tools.fuzz import mutate
 from tests.ingest.decode.helpers import EXPORTER, RECEIVE_US, random_flows
 
@@ -43,10 +29,10 @@ def _common(i: int) -> bytes:
     v6 = i % 3 == 0
     src, dst = (f"2001:db8::{i + 1:x}", f"2001:db8::2:{i:x}") if v6 else (f"10.7.{i % 250}.1", f"10.8.{i % 250}.2")
     if i % 4 == 3:
-        packet = icmp_frame(src, dst, 8 if not v6 else 128, i % 3)
+        packet = sf.icmp_frame(src, dst, 8 if not v6 else 128, i % 3)
     else:
-        packet = frame(src, dst, (6, 17, 132)[i % 3], 1000 + i, 443 + i, 40 + 7 * i, i % 64)
-    return vlan(packet, i % 4000) if i % 2 else packet
+        packet = sf.frame(src, dst, (6, 17, 132)[i % 3], 1000 + i, 443 + i, 40 + 7 * i, i % 64)
+    return sf.vlan(packet, i % 4000) if i % 2 else packet
 
 
 def _decode(payloads: list[bytes], kernel: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[pa.RecordBatch, Decoder]:
@@ -81,11 +67,11 @@ def _same(payloads: list[bytes], monkeypatch: pytest.MonkeyPatch) -> pa.RecordBa
 def test_common_samples_of_every_kind_match_the_numpy_walk(monkeypatch: pytest.MonkeyPatch) -> None:
     outputs = (0x3FFFFFFF, 0x80000002, 5)  # unknown, "multiple", an ifIndex
     samples = [
-        flow_sample([header_record(_common(i), (128, 96, 64)[i % 3])], 1 + i % 5, input_if=i % 3,
+        sf.flow_sample([sf.header_record(_common(i), (128, 96, 64)[i % 3])], 1 + i % 5, input_if=i % 3,
                     output_if=outputs[i % 3], expanded=i % 4 == 1)
         for i in range(240)
     ]  # fmt: skip
-    payloads = [datagram(("192.0.2.1", "2001:db8::9")[i % 2], samples[i : i + 6], sub_agent=i % 3)
+    payloads = [sf.datagram(("192.0.2.1", "2001:db8::9")[i % 2], samples[i : i + 6], sub_agent=i % 3)
                 for i in range(0, len(samples), 6)]  # fmt: skip
     batch = _same(payloads, monkeypatch)
     assert batch.num_rows == 240
@@ -95,7 +81,7 @@ def test_common_samples_of_every_kind_match_the_numpy_walk(monkeypatch: pytest.M
 
 @pytest.mark.parametrize("ipv6", [False, True])
 def test_encoder_datagrams_are_taken_whole(ipv6: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    payloads = SflowEncoder("192.0.2.9", 0, header_len=128).datagrams(random_flows(300, 3, ipv6=ipv6))
+    payloads = sf.SflowEncoder("192.0.2.9", 0, header_len=128).datagrams(random_flows(300, 3, ipv6=ipv6))
     batch = _same(payloads, monkeypatch)
     assert batch.num_rows == 300 and set(batch.column("sampling_rate").to_pylist()) == {7}  # rate 0: configured
     walked = _taken(payloads, monkeypatch)[0]
@@ -105,13 +91,20 @@ def test_encoder_datagrams_are_taken_whole(ipv6: bool, monkeypatch: pytest.Monke
 def test_extended_records_counters_and_other_samples_keep_their_order(monkeypatch: pytest.MonkeyPatch) -> None:
     """Samples the kernel hands back (ARP, MPLS, tunnels, IPv6 extensions, sampled-IP records) and
     the ones it reads, with router/gateway/switch records and counter samples, in one call."""
-    gateway = gateway_record("198.51.100.1", 64500, 64501, 64502, [64510, 64511], [0xFDE80001])
-    records = [[], [switch_record(1, 2)], [router_record("198.51.100.2", 24, 16)], [gateway, switch_record(3, 4)]]
-    samples = [flow_sample([header_record(_common(i)), *records[i % 4]], 100, expanded=i % 5 == 0) for i in range(40)]
-    samples[7] = flow_sample([header_record(ARP)], 100)
-    samples[11] = counter_sample([interface_counters(11, {"in_octets": 5})])
-    samples[13] = counter_sample([interface_counters(11, {"in_octets": 9})], expanded=True)
-    payloads = [datagram("192.0.2.1", samples[i : i + 5]) for i in range(0, 40, 5)] + example_datagrams()
+    gateway = sf.gateway_record("198.51.100.1", 64500, 64501, 64502, [64510, 64511], [0xFDE80001])
+    records = [
+        [],
+        [sf.switch_record(1, 2)],
+        [sf.router_record("198.51.100.2", 24, 16)],
+        [gateway, sf.switch_record(3, 4)],
+    ]
+    samples = [
+        sf.flow_sample([sf.header_record(_common(i)), *records[i % 4]], 100, expanded=i % 5 == 0) for i in range(40)
+    ]
+    samples[7] = sf.flow_sample([sf.header_record(ARP)], 100)
+    samples[11] = sf.counter_sample([sf.interface_counters(11, {"in_octets": 5})])
+    samples[13] = sf.counter_sample([sf.interface_counters(11, {"in_octets": 9})], expanded=True)
+    payloads = [sf.datagram("192.0.2.1", samples[i : i + 5]) for i in range(0, 40, 5)] + sf.example_datagrams()
     batch = _same(payloads, monkeypatch)
     walked = _taken(payloads, monkeypatch)[0]
     assert walked is not None and len(walked.slow) > 5 and len(walked.counter) == 4 and len(walked.extended) > 10
@@ -119,10 +112,10 @@ def test_extended_records_counters_and_other_samples_keep_their_order(monkeypatc
 
 
 def _refused() -> dict[str, bytes]:
-    good = flow_sample([header_record(_common(0))], 10)
-    whole = datagram("192.0.2.1", [good, good])
+    good = sf.flow_sample([sf.header_record(_common(0))], 10)
+    whole = sf.datagram("192.0.2.1", [good, good])
     misaligned = whole[:32] + struct.pack("!I", len(good) - 8 + 2) + whole[36:]
-    extended = flow_sample([header_record(_common(0)), switch_record(1, 2)], 10)
+    extended = sf.flow_sample([sf.header_record(_common(0)), sf.switch_record(1, 2)], 10)
     cut_extended = extended[:4] + struct.pack("!I", len(extended) - 12) + extended[8:-4]
     return {
         "cut sample": whole[:-10],
@@ -130,23 +123,23 @@ def _refused() -> dict[str, bytes]:
         "bad agent type": whole[:4] + struct.pack("!I", 3) + whole[8:],
         "misaligned sample": misaligned,
         "more samples announced": whole[:24] + struct.pack("!I", 3) + whole[28:],
-        "short flow sample": datagram("192.0.2.1", [struct.pack("!II", 1, 16) + bytes(16)]),
-        "cut extended record": datagram("192.0.2.1", [cut_extended]),
+        "short flow sample": sf.datagram("192.0.2.1", [struct.pack("!II", 1, 16) + bytes(16)]),
+        "cut extended record": sf.datagram("192.0.2.1", [cut_extended]),
     }
 
 
 @pytest.mark.parametrize("case", list(_refused()))
 def test_malformed_calls_are_refused_and_the_numpy_walk_counts_them(case: str, monkeypatch) -> None:
-    good = datagram("192.0.2.1", [flow_sample([header_record(_common(i))], 10) for i in range(3)])
+    good = sf.datagram("192.0.2.1", [sf.flow_sample([sf.header_record(_common(i))], 10) for i in range(3)])
     payloads = [good, _refused()[case], good]
     assert _taken(payloads, monkeypatch) == [None]
     _same(payloads, monkeypatch)
 
 
 def test_a_first_record_past_its_sample_is_handed_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    good = flow_sample([header_record(_common(0))], 10)
+    good = sf.flow_sample([sf.header_record(_common(0))], 10)
     long_record = good[: 8 + 32] + struct.pack("!II", 1, 5000) + good[48:]
-    payloads = [datagram("192.0.2.1", [good, long_record, good])]
+    payloads = [sf.datagram("192.0.2.1", [good, long_record, good])]
     walked = _taken(payloads, monkeypatch)[0]
     assert walked is not None and walked.n == 2 and walked.slow[:, 4].tolist() == [1]
     _same(payloads, monkeypatch)
@@ -155,8 +148,8 @@ def test_a_first_record_past_its_sample_is_handed_back(monkeypatch: pytest.Monke
 def _mutated(n: int, seed: int) -> list[bytes]:
     """sFlow datagrams (common samples, extended records, counters, every other kind), mutated."""
     rnd = random.Random(seed)
-    seeds = example_datagrams() + SflowEncoder("192.0.2.9", 10, gateway=True).datagrams(random_flows(40, 2))
-    seeds += SflowEncoder("2001:db8::1", 10).datagrams(random_flows(40, 4, ipv6=True))
+    seeds = sf.example_datagrams() + sf.SflowEncoder("192.0.2.9", 10, gateway=True).datagrams(random_flows(40, 2))
+    seeds += sf.SflowEncoder("2001:db8::1", 10).datagrams(random_flows(40, 4, ipv6=True))
     return [mutate(rnd.choice(seeds), rnd.choice(seeds), rnd) if rnd.random() < 0.9 else rnd.choice(seeds)
             for _ in range(n)]  # fmt: skip
 
@@ -198,7 +191,7 @@ def test_the_kernel_reads_inside_its_datagrams_under_numba_bounds_checks(tmp_pat
 def test_calls_the_kernel_cannot_use_take_the_numpy_walk(monkeypatch: pytest.MonkeyPatch) -> None:
     """A big-endian machine (addresses are written as native words) never enters the kernel."""
     monkeypatch.setattr(sflow_kernel, "USABLE", False)
-    payload = datagram("192.0.2.1", [flow_sample([header_record(_common(1))], 10)])
+    payload = sf.datagram("192.0.2.1", [sf.flow_sample([sf.header_record(_common(1))], 10)])
     one = np.zeros(1, np.int64)
     assert sflow_kernel.walk(np.frombuffer(payload, np.uint8), one, np.array([len(payload)]), one) is None
     batch, _ = _decode([payload], True, monkeypatch)
