@@ -273,16 +273,9 @@ def select(cols: Columns, keep: np.ndarray) -> Columns:
     return {k: (_take(a, keep), None if m is None else m[keep]) for k, (a, m) in cols.items()}
 
 
-def take(cols: Columns, order: np.ndarray) -> Columns:
-    """Rows ``order`` (indices) of every column."""
-    return {k: (_take(a, order), None if m is None else m[order]) for k, (a, m) in cols.items()}
-
-
 def _take(values: Any, keep: np.ndarray) -> Any:
-    """Rows ``keep`` (a mask or indices) of a numpy column or of an Arrow one (the list columns)."""
-    if isinstance(values, pa.Array):
-        return values.filter(pa.array(keep)) if keep.dtype == np.bool_ else values.take(pa.array(keep))
-    return values[keep]
+    """Rows ``keep`` (a mask) of a numpy column or of an Arrow one (the list columns)."""
+    return values.filter(pa.array(keep)) if isinstance(values, pa.Array) else values[keep]
 
 
 def pick(rate: np.ndarray | int, keep: np.ndarray) -> np.ndarray | int:

@@ -199,8 +199,7 @@ def decode(
     flow_rows = (fmt == FLOW_SAMPLE) | (fmt == FLOW_SAMPLE_EXPANDED)
     if not flow_rows.all():
         owner, fmt, body, length = owner[flow_rows], fmt[flow_rows], body[flow_rows], length[flow_rows]
-    found = _numpy_columns(call, dgram, (owner, fmt, body, length))
-    return None if found is None else found[0]
+    return _numpy_columns(call, dgram, (owner, fmt, body, length))
 
 
 class _Call(NamedTuple):
@@ -214,32 +213,47 @@ class _Call(NamedTuple):
 
 
 def _kernel_columns(call: _Call, walked: sflow_kernel.Walked, counters: InterfaceCounters) -> Columns | None:
-    """Columns of a call ``sflow_kernel.walk`` took: its common samples, then the flow samples it
-    handed back (decoded by the numpy record walk); its counter samples into ``counters``."""
+    """Columns of a call ``sflow_kernel.walk`` took: one row per flow sample, the packet fields of
+    the rows it handed back filled in by ``_packet_fields`` from their walked records, as in the
+    numpy walk; its counter samples into ``counters``."""
     stats = call.stats
     stats.packets[SFLOW_VERSION] += len(walked.sub_agent)
     _count(stats.events, "sflow_samples", walked.samples)
+    _count(stats.events, "sflow_non_ip", walked.non_ip)
     dgram = {"agent": walked.agent.view("V16").reshape(-1), "sub_agent": walked.sub_agent}
     if len(walked.counter):
         _counters(call.buf, dgram, _items(walked.counter[::-1]), counters, stats)
-    parts, places = [], []
-    if walked.n:
-        fields = {"src_addr": walked.src.view("V16").reshape(-1), "dst_addr": walked.dst.view("V16").reshape(-1),
-                  "src_port": walked.src_port, "dst_port": walked.dst_port, "protocol": walked.protocol,
-                  "tcp_flags": walked.tcp_flags, "bytes": walked.ip_length}  # fmt: skip
-        interfaces = (walked.input_if, walked.input_ok, walked.output_if, walked.output_ok)
-        routing = _routing(call.buf, _items(walked.extended), walked.n, slice(None))
-        per_flow = (walked.packet, walked.receive_time, walked.domain)
-        parts.append(_columns(dgram["agent"], per_flow, walked.rate, interfaces, fields, routing, call.rate_of))
-        places.append(walked.position)
+    n = walked.n
+    if not n:
+        return None
+    records, fast = _items(walked.extended), columns.constant(True, np.bool_, n)
     if len(walked.slow):
-        slow = _numpy_columns(call, dgram, _items(walked.slow))
-        if slow is not None:
-            parts.append(slow[0])
-            places.append(walked.slow[slow[1], 4])
-    if len(parts) > 1:  # flows in sample order, as the numpy walk gives them
-        return columns.take(columns.concat(parts), np.argsort(np.concatenate(places), kind="stable"))
-    return parts[0] if parts else None
+        rows = walked.slow[:, 4]
+        fast = np.ones(n, np.bool_)
+        fast[rows] = False
+        records = tuple(np.concatenate(pair) for pair in zip(records, _slow_records(call, walked.slow), strict=True))
+    src, dst = walked.src.view("V16").reshape(-1), walked.dst.view("V16").reshape(-1)
+    parsed = headers.Headers(src, dst, walked.protocol, walked.src_port, walked.dst_port, walked.tcp_flags,
+                             walked.ip_length, fast, fast)  # fmt: skip
+    found = _packet_fields(call.buf, records, n, stats, call.tunnel, (fast, parsed))
+    if found is None:
+        return None
+    fields, has = found
+    keep: slice | np.ndarray = slice(None) if has.all() else np.flatnonzero(has)
+    interfaces = (walked.input_if[keep], walked.input_ok[keep], walked.output_if[keep], walked.output_ok[keep])
+    per_flow = (walked.packet[keep], walked.receive_time[keep], walked.domain[keep])
+    kept = {name: values[keep] for name, values in fields.items()}
+    routing = _routing(call.buf, records, n, keep)
+    return _columns(dgram["agent"], per_flow, walked.rate[keep], interfaces, kept, routing, call.rate_of)
+
+
+def _slow_records(call: _Call, slow: np.ndarray) -> Items:
+    """The records of the flow samples ``sflow_kernel.walk`` handed back (its ``slow`` rows), walked
+    by ``_walk``, owned by their rows."""
+    fmt, body, length, rows = slow[:, 1], slow[:, 2], slow[:, 3], slow[:, 4]
+    first = body + np.where(fmt == FLOW_SAMPLE_EXPANDED, sflow_rows.FIXED[sflow_rows.EXPANDED], sflow_rows.RECORD)
+    owner, *rest = _walk(call.buf, first, body + length, call.buf.u32(first - 4), call.stats)
+    return rows[owner], *rest
 
 
 def _items(rows: np.ndarray) -> Items:
@@ -247,10 +261,9 @@ def _items(rows: np.ndarray) -> Items:
     return rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
 
 
-def _numpy_columns(call: _Call, dgram: dict, flows: Items) -> tuple[Columns, np.ndarray] | None:
+def _numpy_columns(call: _Call, dgram: dict, flows: Items) -> Columns | None:
     """Columns of flow samples (their datagram, format, body offset and length) by the numpy
-    walk (the fixed-width row reader, else their records and ``headers.parse``), and which of the
-    samples they are."""
+    walk: the fixed-width row reader, else their records and ``headers.parse``."""
     buf, stats = call.buf, call.stats
     owner, fmt, body, length = flows
     if not len(owner):
@@ -270,8 +283,7 @@ def _numpy_columns(call: _Call, dgram: dict, flows: Items) -> tuple[Columns, np.
         first = np.where(skip, first + 8 + buf.u32(first + 4), first)
         records = _walk(buf, first, sample["end"][walked], fixed.records[walked] - skip, stats)
         records = (walked[records[0]], *records[1:])
-    found = _flows(call, dgram, sample, (fast, parsed), records)
-    return None if found is None else (found[0], np.arange(len(owner))[sample["index"]][found[1]])
+    return _flows(call, dgram, sample, (fast, parsed), records)
 
 
 def _aligned(buffer: bytes, offsets: np.ndarray, sizes: np.ndarray) -> tuple[bytes, np.ndarray]:
@@ -318,17 +330,15 @@ def _flow_samples(
     (``sflow_rows.Rows``: the first bytes of each sample, normalized to the compact layout)."""
     expanded = fmt == FLOW_SAMPLE_EXPANDED
     fits = length >= np.where(expanded, 44, 32)
-    index: slice | np.ndarray = slice(None)  # which of the given samples these are
     if not fits.all():
         _count(stats.errors, "truncated", (~fits).sum())
-        index = np.flatnonzero(fits)
-        owner, expanded, body, length = owner[index], expanded[index], body[index], length[index]
+        owner, expanded, body, length = owner[fits], expanded[fits], body[fits], length[fits]
     if not len(owner):
         return None
     rows = sflow_rows.Rows(buf.raw, body)
     fixed = sflow_rows.samples(rows, expanded)
     return {"packet": owner, "rows": rows, "fixed": fixed, "first": body + fixed.fixed, "end": body + length,
-            "length": length, "index": index}  # fmt: skip
+            "length": length}  # fmt: skip
 
 
 def _first_of(owner: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
@@ -345,8 +355,8 @@ def _first_of(owner: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
 
 def _flows(
     call: _Call, dgram: dict, sample: dict[str, Any], read: tuple[np.ndarray, headers.Headers], records: Items
-) -> tuple[Columns, slice | np.ndarray] | None:
-    """Columns of the flow samples that give a flow, and which they are (``keep``)."""
+) -> Columns | None:
+    """Columns of the flow samples that give a flow."""
     fixed: sflow_rows.Sample = sample["fixed"]
     n = len(sample["packet"])
     found = _packet_fields(call.buf, records, n, call.stats, call.tunnel, read)
@@ -359,7 +369,7 @@ def _flows(
     kept = {name: values[keep] for name, values in fields.items()}
     packet = sample["packet"][keep]
     per_flow = (packet, call.recv[packet], dgram["sub_agent"][packet].astype(np.uint32))
-    return _columns(dgram["agent"], per_flow, fixed.rate[keep], interfaces, kept, routing, call.rate_of), keep
+    return _columns(dgram["agent"], per_flow, fixed.rate[keep], interfaces, kept, routing, call.rate_of)
 
 
 def _columns(

@@ -8,7 +8,8 @@ with the same answers). What it does not read itself it hands back by position, 
 code in ``sflow.py``:
 
 - flow samples of any other shape (other first records, MPLS, QinQ, non-IP, headers cut short):
-  ``slow`` items, decoded by the numpy record walk and ``headers.parse``;
+  ``slow`` items, rows whose fixed fields are read here and whose packet fields are filled in by
+  the numpy record walk and ``headers.parse`` (in place: flows stay in sample order);
 - counter samples: ``counter`` items (``sflow._counters``);
 - extended router and gateway records (1002, 1003) of the common samples: ``extended`` items
   (``sflow._routing``).
@@ -39,6 +40,9 @@ RAW_HEADER, ETHERNET = 1, 1  # record format, its header_protocol
 EXTENDED = (1002, 1003)  # router, gateway records: handed back for ``sflow_routing``
 EXTENDED_PER_SAMPLE = 2  # room for extended records, per flow sample of the call
 VLAN, IPV4, IPV6 = 0x8100, 0x0800, 0x86DD
+# EtherTypes after which ``headers.parse`` goes on (tags, IP, MPLS, bridged Ethernet): any other
+# ends the frame with no IP layer
+IP_BEARING = (0x8100, 0x88A8, 0x9100, IPV4, IPV6, 0x8847, 0x8848, 0x6558)
 VXLAN_PORT, GRE = 4789, 47
 UNKNOWN_IF = 0x3FFFFFFF
 MAPPED_HIGH = np.uint64(0xFFFF0000)  # bytes 8-15 of ``::ffff:0.0.0.0`` as a little-endian word
@@ -46,16 +50,17 @@ USABLE = sys.byteorder == "little"  # addresses are written as native words (``_
 
 
 class Walked(NamedTuple):
-    """What ``walk`` returns; arrays of the common samples are ``n`` long (in sample order)."""
+    """What ``walk`` returns: one row per flow sample (``n``, in sample order); the packet fields
+    (``src`` to ``ip_length``) of the ``slow`` rows are not filled in."""
 
-    n: int  # common flow samples
+    n: int  # flow samples (but those of ``non_ip``)
     samples: int  # samples of every format
+    non_ip: int  # flow samples of a frame with no IP packet and no other record: no flow, no row
     agent: np.ndarray  # (datagrams, 16) uint8: agent address, IPv4 as IPv4-mapped
     sub_agent: np.ndarray  # per datagram
-    packet: np.ndarray  # per common sample: its datagram
-    receive_time: np.ndarray  # per common sample: its datagram's (µs)
-    domain: np.ndarray  # uint32, per common sample: its datagram's sub-agent
-    position: np.ndarray  # per common sample: its place among the call's flow samples
+    packet: np.ndarray  # per row: its datagram
+    receive_time: np.ndarray  # per row: its datagram's (µs)
+    domain: np.ndarray  # uint32, per row: its datagram's sub-agent
     rate: np.ndarray  # uint32
     input_if: np.ndarray  # uint32
     input_ok: np.ndarray
@@ -68,9 +73,9 @@ class Walked(NamedTuple):
     protocol: np.ndarray  # uint8
     tcp_flags: np.ndarray  # uint16
     ip_length: np.ndarray  # uint64
-    slow: np.ndarray  # (k, 5) int64: datagram, format, body offset, body length, place among flow samples
-    counter: np.ndarray  # (k, 5) int64: the same for counter samples (no place)
-    extended: np.ndarray  # (k, 4) int64: common sample index, format, body offset, body length
+    slow: np.ndarray  # (k, 5) int64: datagram, format, body offset, body length, row
+    counter: np.ndarray  # (k, 5) int64: the same for counter samples (no row)
+    extended: np.ndarray  # (k, 4) int64: row of a common sample, format, body offset, body length
 
 
 @njit(cache=True, inline="always")
@@ -129,7 +134,8 @@ def _capacity(buf: np.ndarray, offsets: np.ndarray, sizes: np.ndarray) -> int:
 @njit(cache=True, inline="always")
 def _frame(buf: np.ndarray, frame: int, captured: int) -> tuple[int, int, int, int]:
     """(family 4 or 6, protocol, IP length, IP header offset) of the common Ethernet frame at
-    ``frame`` (``captured`` bytes, all inside the datagram); family 0 for any other shape."""
+    ``frame`` (``captured`` bytes, all inside the datagram); family 0 for any other shape, -1 for
+    a frame that holds no IP packet (ARP, LLDP, ...: an EtherType ``headers.parse`` stops at)."""
     if captured < 14:
         return 0, 0, 0, 0
     l2, ethertype = 14, _u16(buf, frame + 12)
@@ -137,6 +143,8 @@ def _frame(buf: np.ndarray, frame: int, captured: int) -> tuple[int, int, int, i
         if captured < 18:
             return 0, 0, 0, 0
         l2, ethertype = 18, _u16(buf, frame + 16)
+    if ethertype not in IP_BEARING:
+        return -1, 0, 0, 0
     l3 = frame + l2
     if ethertype == IPV4:
         if captured < l2 + 34 or _u8(buf, l3) != 0x45 or (_u16(buf, l3 + 6) & 0x1FFF) != 0:
@@ -225,7 +233,7 @@ def _walk(buf: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, recv: np.ndar
     cap = _capacity(buf, offsets, sizes)
     nd, m = len(offsets), max(cap, 0)
     agent, sub_agent = np.zeros((nd, 16), np.uint8), np.empty(nd, np.int64)
-    packet, position, rate = np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.uint32)
+    packet, rate = np.empty(m, np.int64), np.empty(m, np.uint32)
     receive_time, domain = np.empty(m, np.int64), np.empty(m, np.uint32)
     input_if, input_ok = np.empty(m, np.uint32), np.empty(m, np.bool_)
     output_if, output_ok = np.empty(m, np.uint32), np.empty(m, np.bool_)
@@ -234,7 +242,7 @@ def _walk(buf: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, recv: np.ndar
     tcp_flags, ip_length = np.empty(m, np.uint16), np.empty(m, np.uint64)
     items = np.empty((m, 5), np.int64)  # slow flow samples from the front, counter samples from the back
     ext = np.empty((m * EXTENDED_PER_SAMPLE, 4), np.int64)
-    n = slow = counter = e = seen = flows = 0
+    n = slow = counter = e = seen = non_ip = 0
     ok = cap >= 0
     for d in range(nd if ok else 0):
         o, end = offsets[d], offsets[d] + sizes[d]
@@ -273,15 +281,19 @@ def _walk(buf: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, recv: np.ndar
             if rest == -2:
                 ok = False
                 break
-            flows += 1
+            rate[n], input_if[n], input_ok[n], output_if[n], output_ok[n] = _interfaces(buf, body, expanded)
+            packet[n], receive_time[n], domain[n] = d, recv[d], sub_agent[d]
             family = proto = size = l3 = 0
             if rest > 0:
                 captured = min(_u32(buf, first + 20), _u32(buf, first + 4) - 16)
                 family, proto, size, l3 = _frame(buf, first + 24, captured)
-            if family == 0:  # not the common sample: the numpy walk decodes it
+            if family == -1 and records == 1:  # no IP packet and no other record: no flow
+                non_ip += 1
+                continue
+            if family <= 0:  # not the common sample: its packet fields are left to the numpy walk
                 items[slow, 0], items[slow, 1], items[slow, 2], items[slow, 3] = d, fmt, body, length
-                items[slow, 4] = flows - 1
-                slow += 1
+                items[slow, 4] = n
+                slow, n = slow + 1, n + 1
                 continue
             if family == 4:  # IPv4-mapped: ten zero bytes, two 0xFF, the address
                 src[n, 0] = dst[n, 0] = 0
@@ -294,8 +306,6 @@ def _walk(buf: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, recv: np.ndar
                 l4 = l3 + 40
             src_port[n], dst_port[n], tcp_flags[n] = _ports(buf, l4, proto)
             protocol[n], ip_length[n] = proto, size
-            rate[n], input_if[n], input_ok[n], output_if[n], output_ok[n] = _interfaces(buf, body, expanded)
-            packet[n], position[n], receive_time[n], domain[n] = d, flows - 1, recv[d], sub_agent[d]
             if records > 1:
                 e = _extended(buf, rest, after, records - 1, n, ext, e)
                 if e < 0:
@@ -306,9 +316,9 @@ def _walk(buf: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, recv: np.ndar
             break
     inputs = (rate[:n], input_if[:n], input_ok[:n], output_if[:n], output_ok[:n])
     fields = (src[:n], dst[:n], src_port[:n], dst_port[:n], protocol[:n], tcp_flags[:n], ip_length[:n])
-    per_flow = (packet[:n], receive_time[:n], domain[:n], position[:n])
+    per_flow = (packet[:n], receive_time[:n], domain[:n])
     handed = (items[:slow], items[m - counter :], ext[:e])
-    return ok, n, seen, agent, sub_agent, per_flow, inputs, fields, handed
+    return ok, (n, seen, non_ip), agent, sub_agent, per_flow, inputs, fields, handed
 
 
 def walk(buf: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, recv: np.ndarray) -> Walked | None:
@@ -321,8 +331,8 @@ def walk(buf: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, recv: np.ndarr
         buf = buf.view()
         buf.flags.writeable = False
     offsets, sizes, recv = (np.ascontiguousarray(a, np.int64) for a in (offsets, sizes, recv))
-    ok, n, seen, agent, sub_agent, per_flow, inputs, fields, handed = _walk(buf, offsets, sizes, recv)
-    return Walked(n, seen, agent, sub_agent, *per_flow, *inputs, *fields, *handed) if ok else None
+    ok, counts, agent, sub_agent, per_flow, inputs, fields, handed = _walk(buf, offsets, sizes, recv)
+    return Walked(*counts, agent, sub_agent, *per_flow, *inputs, *fields, *handed) if ok else None
 
 
 def warm() -> None:
