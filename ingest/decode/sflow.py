@@ -1,5 +1,10 @@
 """sFlow v5 datagrams to ``FLOW_SCHEMA`` columns, vectorized over the datagrams of a call.
 
+The usual call is walked first by ``sflow_kernel.py``, one compiled pass that writes the common
+samples' fields and hands back by position what it does not read (other samples, whose packet
+fields ``_kernel_columns`` fills in place with the code below; counter samples; extended records);
+it refuses a call whose structure is not well formed, which then takes the numpy walk below.
+
 A datagram is a header (version 5, agent address, sub-agent id, sequence, uptime, sample count)
 then samples, each ``(format, length, body)``; a flow sample holds flow records the same way.
 Lengths make every level walkable without knowing every format, so the walk is done level by
