@@ -175,11 +175,14 @@ class PostgresLanding:
             threads = stack.enter_context(ThreadPoolExecutor(len(conns), thread_name_prefix="flowlens-read"))
             # slice i runs on connection i % n, submitted only once slice i - n was taken: a
             # connection never serves two slices at once
-            ahead = [threads.submit(_read_slice, conns[i], slices[i]) for i in range(len(conns))]
+            # each connection's COPY output buffer is reused by its next slice (_copy_out)
+            buffers = [bytearray() for _ in conns]
+            ahead = [threads.submit(_read_slice, conns[i], slices[i], buffers[i]) for i in range(len(conns))]
             for i in range(len(slices)):
                 table = ahead[i].result()
                 if i + len(conns) < len(slices):
-                    ahead.append(threads.submit(_read_slice, conns[i % len(conns)], slices[i + len(conns)]))
+                    n = i % len(conns)
+                    ahead.append(threads.submit(_read_slice, conns[n], slices[i + len(conns)], buffers[n]))
                 ahead[i] = None  # the consumer holds the table now; drop the future's reference
                 position["rows"] += table.num_rows
                 yield table
@@ -259,23 +262,32 @@ def _share_snapshot(conns: list[psycopg.Connection]) -> None:
         conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
 
 
-def _read_slice(conn: psycopg.Connection, bounds: tuple[datetime, datetime]) -> pa.Table:
+def _read_slice(conn: psycopg.Connection, bounds: tuple[datetime, datetime], buffer: bytearray) -> pa.Table:
     """One time slice of flow_raw through one binary COPY of its columns as stored, decoded
-    (numpy, :func:`ingest.land.pgrows.decode_rows`) in the reading thread."""
+    (numpy, :func:`ingest.land.pgrows.decode_rows`) in the reading thread; ``buffer`` is the
+    connection's, reused from slice to slice (the decoded table holds no reference to it)."""
     query = sql.SQL(
         "COPY (SELECT {cols} FROM flowlens.flow_raw WHERE receive_time >= {start} AND receive_time < {end})"
         " TO STDOUT (FORMAT BINARY)"
     ).format(cols=sql.SQL(READ_COLUMNS), start=sql.Literal(bounds[0]), end=sql.Literal(bounds[1]))
-    return decode_rows(*_copy_out(conn, query.as_bytes(conn)))
+    data, sizes = _copy_out(conn, query.as_bytes(conn), buffer)
+    try:
+        return decode_rows(data, sizes)
+    finally:
+        data.release()  # the buffer may grow for the next slice only once no view of it is left
 
 
-def _copy_out(conn: psycopg.Connection, query: bytes) -> tuple[bytearray, list[int]]:
+def _copy_out(conn: psycopg.Connection, query: bytes, buffer: bytearray | None = None) -> tuple[memoryview, list[int]]:
     """The whole output of a ``COPY ... TO STDOUT`` as one buffer, and the size of each message
     (one row each, the header with the first and the trailer last), through libpq directly.
 
     The server sends one message per row. ``for chunk in cursor.copy(...)`` costs ~1 µs of Python
     per message (a generator and a wait per row); ``PQgetCopyData`` in a tight loop halves the
     client's CPU and waits with the GIL released, so parallel slices overlap (15M rows: -20% wall).
+    The rows are written over ``buffer`` from its start (it grows when they do not fit) and the
+    returned view covers them. A buffer reused from one COPY to the next is written into pages
+    already mapped: a fresh ~100 MB per slice cost as much again in page faults (3M rows in six
+    slices, one connection: 2.24 -> 2.01 s of client CPU, 195k -> 87k minor faults).
     The connection is used by this thread only, and is left in its transaction as psycopg expects.
     """
     pgconn = conn.pgconn
@@ -284,19 +296,21 @@ def _copy_out(conn: psycopg.Connection, query: bytes) -> tuple[bytearray, list[i
     if started is None or started.status != psycopg.pq.ExecStatus.COPY_OUT:
         _drain(pgconn)
         raise psycopg.OperationalError(f"reading flow_raw failed: {_pq_error(pgconn, started)}")
-    buf, sizes, get = bytearray(), [], pgconn.get_copy_data
+    buf = bytearray() if buffer is None else buffer
+    pos, sizes, get = 0, [], pgconn.get_copy_data
     size_of = sizes.append
     while True:
         size, data = get(0)  # 0: block until a row arrives
         if size < 0:  # -1: COPY done, -2: error (reported by the final result)
             break
-        buf += data
+        buf[pos : pos + size] = data  # in place; past the end it appends (the buffer grows)
+        pos += size
         size_of(size)
     results = _drain(pgconn)
     failed = [r for r in results if r.status != psycopg.pq.ExecStatus.COMMAND_OK]
     if failed:
         raise psycopg.OperationalError(f"reading flow_raw failed: {_pq_error(pgconn, failed[0])}")
-    return buf, sizes
+    return memoryview(buf)[:pos], sizes
 
 
 def _drain(pgconn) -> list:
