@@ -53,17 +53,20 @@ LINEAGE = {
     "protocol": [(DEPENDENCIES, "protocol")],
     "window_start": [(NETWORK_ASSETS, "first_window"), (DEPENDENCIES, "first_window"), ("flow_stats", "window_start")],
 }
+# Each INSERT is sorted by subject (ORDER BY 3): within one window and kind the key (window_start,
+# kind, subject) then grows in order, so its B-tree is appended to page after page instead of taking
+# up to a million inserts at random places (the first window's 1M new dependencies: 5.1 -> 4.2 s).
 EDGE_SUBJECT = "host(d.client_addr) || ' -> ' || host(d.server_addr) || ':' || d.server_port || '/' || d.protocol"
 DETECT = f"""
 DELETE FROM flowlens.changes WHERE window_start = %(window)s;
 INSERT INTO flowlens.changes (window_start, kind, subject, addr, details)
 SELECT %(window)s, 'new_asset', host(a.addr), a.addr,
        jsonb_build_object('first_seen', a.first_seen, 'name', a.name, 'known', a.known)
-FROM flowlens.assets a WHERE a.first_window = %(window)s;
+FROM flowlens.assets a WHERE a.first_window = %(window)s ORDER BY 3;
 INSERT INTO flowlens.changes (window_start, kind, subject, client_addr, server_addr, server_port, protocol, details)
 SELECT %(window)s, 'new_dependency', {EDGE_SUBJECT}, d.client_addr, d.server_addr, d.server_port, d.protocol,
        jsonb_build_object('first_seen', d.first_seen)
-FROM flowlens.dependencies d WHERE d.first_window = %(window)s;
+FROM flowlens.dependencies d WHERE d.first_window = %(window)s ORDER BY 3;
 INSERT INTO flowlens.changes (window_start, kind, subject, client_addr, server_addr, server_port, protocol, details)
 SELECT %(window)s, 'dependency_gone', {EDGE_SUBJECT}, d.client_addr, d.server_addr, d.server_port, d.protocol,
        jsonb_build_object('last_window', d.window_start, 'last_seen', d.last_seen, 'after_windows', %(n)s)
@@ -73,7 +76,8 @@ WHERE d.window_start = %(last_window)s
       SELECT 1 FROM flowlens.flow_stats s
       WHERE s.window_start > %(last_window)s AND s.window_start <= %(window)s
         AND (s.client_addr, s.server_addr, s.server_port, s.protocol)
-            = (d.client_addr, d.server_addr, d.server_port, d.protocol));
+            = (d.client_addr, d.server_addr, d.server_port, d.protocol))
+ORDER BY 3;
 """
 PREVIEW_ROWS = 20
 

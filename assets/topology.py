@@ -199,6 +199,14 @@ WHERE s.window_start = %(window)s
 """
 COUNT_EDGES = "SELECT count(*) FROM flowlens.flow_stats WHERE window_start = %(window)s"
 MERGE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('flowlens.dependencies merge'))"
+# Whether the table holds fewer rows than the window has edges: the planner's estimate when it says
+# no (the usual case, free), else counted, reading at most as many rows as the window has edges.
+OUTGROWS_TABLE = """
+SELECT CASE WHEN c.reltuples >= %(edges)s THEN false
+    ELSE (SELECT count(*) FROM (SELECT 1 FROM flowlens.dependencies LIMIT %(edges)s) t) < %(edges)s END
+FROM pg_class c WHERE c.oid = 'flowlens.dependencies'::regclass
+"""
+SERVER_INDEX = "SELECT flowlens.dependencies_server_index(%s)"
 
 
 def merge_dependencies(cur: psycopg.Cursor, window: datetime) -> int:
@@ -206,10 +214,25 @@ def merge_dependencies(cur: psycopg.Cursor, window: datetime) -> int:
     returns how many edges the window has (each merged once, whether it moved anything or not)."""
     params = {"window": window}
     cur.execute(MERGE_LOCK)
-    cur.execute(UPDATE_DEPENDENCIES, params)
-    cur.execute(INSERT_DEPENDENCIES, params)
     cur.execute(COUNT_EDGES, params)
-    return int(cur.fetchone()[0])
+    params["edges"] = edges = int(cur.fetchone()[0])
+    cur.execute(UPDATE_DEPENDENCIES, params)
+    cur.execute(OUTGROWS_TABLE, params)
+    if cur.fetchone()[0]:
+        _insert_rebuilding_server_index(cur, params)
+    else:
+        cur.execute(INSERT_DEPENDENCIES, params)
+    return edges
+
+
+def _insert_rebuilding_server_index(cur: psycopg.Cursor, params: dict) -> None:
+    """The INSERT with ``dependencies_server_clients`` dropped, then rebuilt in one sorted pass
+    (sql/047): when the window brings more edges than the table holds (its first windows), a sorted
+    build beats inserting each new edge at a random place of that index (1M edges into an empty
+    table, same session: 5.2 s -> 3.7 s). Same transaction: readers never see the table without it."""
+    cur.execute(SERVER_INDEX, (False,))
+    cur.execute(INSERT_DEPENDENCIES, params)
+    cur.execute(SERVER_INDEX, (True,))
 
 
 def process_dependencies_window(window: datetime, postgres: PostgresResource, run: str | None = None) -> WindowResult:

@@ -49,7 +49,7 @@ class Columns:
         self.n = n
 
 
-def decode_rows(data: bytes | bytearray, sizes: Sequence[int]) -> pa.Table:
+def decode_rows(data: bytes | bytearray | memoryview, sizes: Sequence[int]) -> pa.Table:
     """The FLOW_SCHEMA table of a ``COPY (SELECT {READ_COLUMNS} ...) TO STDOUT (FORMAT BINARY)``
     whose messages (as ``PQgetCopyData`` returned them) had ``sizes`` bytes each."""
     raw = np.frombuffer(data, np.uint8)
@@ -74,7 +74,7 @@ def decode_rows(data: bytes | bytearray, sizes: Sequence[int]) -> pa.Table:
     return _table(raw, parts, len(starts))
 
 
-def _row_bounds(data: bytes | bytearray, sizes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def _row_bounds(data: bytes | bytearray | memoryview, sizes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Start offset and width of each row: the header comes with the first message, the trailer
     (-1 as int16) is the last one's end."""
     if data[: len(HEADER)] != HEADER or data[len(data) - len(TRAILER) :] != TRAILER:

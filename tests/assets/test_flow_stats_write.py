@@ -1,5 +1,6 @@
 """The window's PostgreSQL writes: ``flow_stats`` as one partition per window (``sql/044``), the
-dependencies merge that rewrites only what moves (``sql/045``)."""
+dependencies merge that rewrites only what moves (``sql/045``) and rebuilds its index by server
+when a window outgrows the table (``sql/047``)."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -7,6 +8,7 @@ import polars as pl
 import psycopg
 import pytest
 
+from assets import topology
 from assets.addresses import addr_bytes
 from assets.flow_stats import STATS_SCHEMA, TABLE, replace_window
 from assets.pg import ensure_day_partitions
@@ -147,3 +149,45 @@ def test_merging_a_window_again_rewrites_no_dependency(clean_pg):
         with conn.transaction():
             assert merge_dependencies(conn.cursor(), second) == 9  # the re-run counts its edges...
         assert conn.execute(versions).fetchall() == merged  # ...and writes no row version
+
+
+SERVER_INDEX_OID = "SELECT to_regclass('flowlens.dependencies_server_clients')::oid"
+DEPENDENCIES_SQL = (
+    "SELECT host(client_addr), host(server_addr), server_port, protocol, first_seen, last_seen, first_window,"
+    " last_window FROM flowlens.dependencies ORDER BY 1, 2, 3, 4"
+)
+
+
+def _merge_in_turn(conn: psycopg.Connection, windows: list[datetime]) -> list[bool]:
+    """Merge ``windows`` one after the other; for each, whether it rebuilt the index by server."""
+    rebuilt = []
+    for window in windows:
+        before = conn.execute(SERVER_INDEX_OID).fetchone()[0]
+        with conn.transaction():
+            merge_dependencies(conn.cursor(), window)
+        after = conn.execute(SERVER_INDEX_OID).fetchone()[0]
+        assert after is not None  # the index is there after every merge, whichever path it took
+        rebuilt.append(after != before)
+    return rebuilt
+
+
+def test_a_window_that_outgrows_the_table_merges_as_the_row_by_row_path_does(clean_pg, monkeypatch):
+    first, second = datetime(2031, 3, 9, 9, 0, tzinfo=UTC), datetime(2031, 3, 9, 9, 5, tzinfo=UTC)
+    order = [first, second, first]  # empty table, 6 rows < 9 edges (6 move, 3 new), 9 rows >= 6 edges
+    with psycopg.connect(clean_pg) as conn:
+        _write(conn, first, _stats(first, 6))
+        _write(conn, second, _stats(second, 9))
+        assert _merge_in_turn(conn, order) == [True, True, False]
+        bulk = conn.execute(DEPENDENCIES_SQL).fetchall()
+        valid = conn.execute(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'flowlens.dependencies_server_clients'::regclass"
+        ).fetchone()[0]
+
+        conn.execute("TRUNCATE flowlens.dependencies")
+        conn.commit()
+        monkeypatch.setattr(topology, "OUTGROWS_TABLE", "SELECT false")  # every window row by row
+        assert _merge_in_turn(conn, order) == [False, False, False]
+        row_by_row = conn.execute(DEPENDENCIES_SQL).fetchall()
+    assert valid
+    assert len(bulk) == 9 and bulk == row_by_row
+    assert {(row[6], row[7]) for row in bulk} == {(first, second), (second, second)}

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import numpy as np
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from ingest.land import open_landing
@@ -90,3 +91,20 @@ def test_a_value_outside_the_arrow_type_is_a_clear_error(flowlens_config, clean_
         conn.execute("UPDATE flowlens.flow_raw SET src_port = 70000")  # an int4 column: PostgreSQL takes it
     with pytest.raises(ValueError, match="src_port: a value outside uint16"):
         read_back(clean_pg)
+
+
+def test_a_buffer_reused_for_a_shorter_copy_decodes_only_that_copys_rows(flowlens_config, clean_pg):
+    start = int(W0.timestamp() * 1e6)
+    flows = pa.Table.from_batches([random_flows(3_000, start, seed=7, v6_share=0.3, null_share=0.3)])
+    land(flowlens_config, flows)
+    query = f"COPY (SELECT {READ_COLUMNS} FROM flowlens.flow_raw{{}}) TO STDOUT (FORMAT BINARY)"
+    fewer = " WHERE src_port < 30000"
+    buffer = bytearray()
+    with psycopg.connect(clean_pg) as conn:
+        for where in ("", fewer):  # the second COPY leaves the first one's tail in the buffer
+            data, sizes = _copy_out(conn, query.format(where).encode(), buffer)
+            got, kept = decode_rows(data, sizes), len(buffer)
+            data.release()
+    expected = flows.filter(pc.less(flows.column("src_port"), 30000))
+    assert 0 < got.num_rows < flows.num_rows and kept > sum(sizes)  # the tail was there, and ignored
+    assert ordered(got).equals(ordered(expected))
