@@ -240,16 +240,9 @@ def _kernel_columns(call: _Call, walked: sflow_kernel.Walked, counters: Interfac
     src, dst = walked.src.view("V16").reshape(-1), walked.dst.view("V16").reshape(-1)
     parsed = headers.Headers(src, dst, walked.protocol, walked.src_port, walked.dst_port, walked.tcp_flags,
                              walked.ip_length, fast, fast)  # fmt: skip
-    found = _packet_fields(call.buf, records, n, stats, call.tunnel, (fast, parsed))
-    if found is None:
-        return None
-    fields, has = found
-    keep: slice | np.ndarray = slice(None) if has.all() else np.flatnonzero(has)
-    interfaces = (walked.input_if[keep], walked.input_ok[keep], walked.output_if[keep], walked.output_ok[keep])
-    per_flow = (walked.packet[keep], walked.receive_time[keep], walked.domain[keep])
-    kept = {name: values[keep] for name, values in fields.items()}
-    routing = _routing(call.buf, records, n, keep)
-    return _columns(dgram["agent"], per_flow, walked.rate[keep], interfaces, kept, routing, call.rate_of)
+    per_sample = (walked.packet, walked.receive_time, walked.domain, walked.rate,
+                  walked.input_if, walked.input_ok, walked.output_if, walked.output_ok)  # fmt: skip
+    return _sample_columns(call, dgram["agent"], per_sample, (fast, parsed), records)
 
 
 def _slow_records(call: _Call, slow: np.ndarray) -> Items:
@@ -361,20 +354,35 @@ def _first_of(owner: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
 def _flows(
     call: _Call, dgram: dict, sample: dict[str, Any], read: tuple[np.ndarray, headers.Headers], records: Items
 ) -> Columns | None:
-    """Columns of the flow samples that give a flow."""
+    """Columns of the flow samples that give a flow (the numpy walk)."""
     fixed: sflow_rows.Sample = sample["fixed"]
-    n = len(sample["packet"])
+    packet = sample["packet"]
+    per_sample = (packet, call.recv[packet], dgram["sub_agent"][packet].astype(np.uint32), fixed.rate,
+                  fixed.input_if, fixed.input_ok, fixed.output_if, fixed.output_ok)  # fmt: skip
+    return _sample_columns(call, dgram["agent"], per_sample, read, records)
+
+
+def _sample_columns(
+    call: _Call,
+    agents: np.ndarray,
+    per_sample: tuple[np.ndarray, ...],
+    read: tuple[np.ndarray, headers.Headers],
+    records: Items,
+) -> Columns | None:
+    """Columns of the flow samples that give a flow, for both walks: their packet fields from
+    ``read`` and ``records`` (``_packet_fields``), then, of the samples kept, what ``per_sample``
+    holds for each (its datagram, receive time, sub-agent, sampling rate, input, input valid,
+    output, output valid) and the routing columns."""
+    n = len(per_sample[0])
     found = _packet_fields(call.buf, records, n, call.stats, call.tunnel, read)
     if found is None:
         return None
     fields, has = found
     keep: slice | np.ndarray = slice(None) if has.all() else np.flatnonzero(has)
-    interfaces = (fixed.input_if[keep], fixed.input_ok[keep], fixed.output_if[keep], fixed.output_ok[keep])
-    routing = _routing(call.buf, records, n, keep)
+    packet, receive_time, domain, rate, *interfaces = (values[keep] for values in per_sample)
     kept = {name: values[keep] for name, values in fields.items()}
-    packet = sample["packet"][keep]
-    per_flow = (packet, call.recv[packet], dgram["sub_agent"][packet].astype(np.uint32))
-    return _columns(dgram["agent"], per_flow, fixed.rate[keep], interfaces, kept, routing, call.rate_of)
+    routing = _routing(call.buf, records, n, keep)
+    return _columns(agents, (packet, receive_time, domain), rate, tuple(interfaces), kept, routing, call.rate_of)
 
 
 def _columns(

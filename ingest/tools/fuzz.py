@@ -213,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.corpus and not args.corpus.is_dir():
         parser.error(f"--corpus {args.corpus}: not a folder")
-    result = run(args.packets, args.seed, batch=max(1, args.batch), corpus=args.corpus)
+    if args.batch < 1:
+        parser.error(f"--batch {args.batch}: give at least 1 packet per call")
+    result = run(args.packets, args.seed, batch=args.batch, corpus=args.corpus)
     print(json.dumps({"ok": result.ok, **vars(result)}))
     return 0 if result.ok else 1
 
