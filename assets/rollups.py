@@ -84,7 +84,12 @@ def apply_retention(postgres: PostgresResource, lake: LakeResource, days: int, t
     first_kept = ((today or datetime.now(UTC)) - timedelta(days=days)).date()
     dropped: dict[str, list[str]] = {}
     with postgres.connect() as conn, conn.transaction():
-        for parent in ("flowlens.flow_raw", "flowlens.flow_stats", "flowlens.flow_stats_hourly"):
+        for parent in (
+            "flowlens.flow_raw",
+            "flowlens.flow_raw_batches",
+            "flowlens.flow_stats",
+            "flowlens.flow_stats_hourly",
+        ):
             rows = conn.execute(
                 "SELECT flowlens.drop_day_partitions_before(%s::regclass, %s)", (parent, first_kept)
             ).fetchall()
@@ -135,6 +140,10 @@ def drop_old_partitions(
     context.log.info(f"retention {days} days: dropped {dropped}")
 
 
-@dg.job(description="Retention: drop old day partitions (flow_raw, flow_stats, flow_stats_hourly) and lake days.")
+@dg.job(
+    description=(
+        "Retention: drop old day partitions (flow_raw and its batches, flow_stats, flow_stats_hourly) and lake days."
+    )
+)
 def retention_job() -> None:
     drop_old_partitions()

@@ -60,18 +60,23 @@ IP_MINIMUM_SQL = f"bytes::BIGINT - 20 * packets::BIGINT AS {IP_MINIMUM}"
 def landing_suite(sources: Sources, span: Span) -> Finding:
     """The landing suite on the window's landed flows.
 
-    PostgreSQL: ``flow_raw`` itself. Kafka (and auto): the flows exactly as ``enriched_flows`` read
-    them, from the window's lake files, which keep every landed column unchanged (enrichment only
-    adds columns; ``lake_matches_load`` and ``landing_matches_load`` prove the files hold what was
-    read and landed). Reading the topic again cost a third of the window's processing time. Before
-    the window is processed (no load or no files) the window is read back from the topic.
+    PostgreSQL: ``flow_raw`` itself. Kafka (and auto), and PostgreSQL windows read from their
+    ``flow_raw_batches``: the flows exactly as ``enriched_flows`` read them, from the window's lake
+    files, which keep every landed column unchanged (enrichment only adds columns;
+    ``lake_matches_load`` and ``landing_matches_load`` prove the files hold what was read and
+    landed). Reading the topic again cost a third of the window's processing time. Before the
+    window is processed (no load or no files) the window is read back from the topic, or
+    ``flow_raw`` is scanned.
     """
     suite = suites.landing_suite(span)
-    if not sources.landing_is_kafka(span):
+    kafka = sources.landing_is_kafka(span)
+    if not kafka and not sources.landing_read_batches(span):
         return suite_finding(names.LANDING_SUITE, suite, sources)
     if sources.load(span, names.ENRICHED_FLOWS) is not None and sources.lake_files(span):
         base = sources.lake_query(span, LANDED_COLUMNS, IP_MINIMUM_SQL)
         return _lake_finding(names.LANDING_SUITE, suite, sources, span, base)
+    if not kafka:
+        return suite_finding(names.LANDING_SUITE, suite, sources)
     base = f"SELECT {', '.join(LANDED_COLUMNS)}, {IP_MINIMUM_SQL} FROM landed"
     landed = sources.landed_table(span)
     return _finding(

@@ -50,7 +50,9 @@ def rematerialize(span: Span, asset: str = names.ENRICHED_FLOWS) -> str:
 def landing_matches_load(sources: Sources, span: Span) -> Finding:
     """The landing still holds exactly the flows ``enriched_flows`` read for the window.
 
-    PostgreSQL (and auto mode): the window's rows in the landing now, counted by the database.
+    PostgreSQL (and auto mode): the window's rows in the landing now, counted by the database;
+    a window read from ``flow_raw_batches`` (the read matched them with the window's rows of
+    ``flow_raw`` in its snapshot): also the batches' stored byte and packet totals.
     Kafka: the landings' own tally of what the broker acknowledged for the window
     (:mod:`ingest.land.ledger`) and the topic's log start offsets, so no flow is read back.
     """
@@ -59,7 +61,21 @@ def landing_matches_load(sources: Sources, span: Span) -> Finding:
         return _not_loaded(check, span, names.ENRICHED_FLOWS)
     if sources.landing_has_ledger(span):
         return ledger_matches_load(sources, span, load)
-    return _compare_landed(check, span, load, sources.landed(span).flows)
+    landed = sources.landed(span)
+    finding = _compare_landed(check, span, load, landed.flows)
+    if not finding.passed or not sources.landing_read_batches(span):
+        return finding
+    return _compare_sums(check, span, load, BatchTally(landed.flows, landed.bytes, landed.packets))
+
+
+@dataclass
+class BatchTally:
+    """The batches' totals of a window in the shape of a ledger tally (for :func:`_compare_sums`)."""
+
+    rows: int
+    bytes: int
+    packets: int
+    messages: None = None
 
 
 def ledger_matches_load(sources: Sources, span: Span, load: dict[str, Any]) -> Finding:

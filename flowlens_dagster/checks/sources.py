@@ -21,7 +21,7 @@ from flowlens_dagster.checks import names
 from flowlens_dagster.checks.suites import TableSuite
 from flowlens_dagster.checks.suspects import MAX_SUSPECTS, summary_sql, suspects_sql
 from flowlens_dagster.checks.windows import Span
-from ingest.land.postgres import summarize_window
+from ingest.land.postgres import BATCHES, count_rows, summarize_batches, summarize_window
 
 
 @dataclass(frozen=True)
@@ -125,8 +125,19 @@ class Sources:
         if self.landing_is_kafka(span):
             return _arrow_totals(self.landed_table(span))
         with self.connect() as conn:
+            if self.landing_read_batches(span):  # rows as SQL users see them, sums as the pipeline read them
+                batches = summarize_batches(conn, span.start, span.end)
+                return Totals(count_rows(conn, span.start, span.end), batches.bytes, batches.packets)
             summary = summarize_window(conn, span.start, span.end)
         return Totals(summary.rows, summary.bytes, summary.packets)
+
+    def landing_read_batches(self, span: Span) -> bool:
+        """``enriched_flows`` read the window from PostgreSQL's ``flow_raw_batches``: it found there
+        exactly the window's rows of ``flow_raw`` as landed (``ingest.land.postgres``), so the
+        batches' stored byte and packet totals stand for what was landed and read, and the lake
+        files for the landed columns (as on Kafka); ``flow_raw``'s rows are still counted."""
+        load = self.load(span, names.ENRICHED_FLOWS)
+        return bool(load) and (load.get("source_position") or {}).get("read") == BATCHES
 
     def lake_files(self, span: Span) -> list[Path]:
         return sorted(self.lake_dir(span.start).glob("*.parquet"))

@@ -56,9 +56,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from ingest.addresses import addresses
 from ingest.land.base import WHOLE_WINDOW, OnDone, Watermark, WindowChunks, WindowRead, read_ahead, rechunk
+from ingest.land.ipc import from_ipc, ipc_options, to_ipc
 from ingest.land.ledger import TOPIC_CONFIG as LEDGER_CONFIG
 from ingest.land.ledger import Ledger, LedgerReading, ledger_topic, read_tally
-from ingest.schema import FLOW_SCHEMA, receive_times_us
+from ingest.schema import receive_times_us
 from ingest.window import WINDOW, window_start
 
 log = logging.getLogger(__name__)
@@ -86,27 +87,6 @@ def partition_of(batch: pa.RecordBatch | pa.Table, partitions: int) -> np.ndarra
 def _array(batch: pa.RecordBatch | pa.Table, name: str) -> pa.Array:
     col = batch.column(name)
     return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-
-
-def ipc_options(compression: str | None) -> pa.ipc.IpcWriteOptions:
-    """IPC write options: ``compression`` "lz4" or "zstd" compresses each buffer (Arrow IPC body
-    compression, read back transparently by any Arrow reader); None or "none" writes them raw."""
-    codec = None if compression in (None, "none") else compression
-    return pa.ipc.IpcWriteOptions(compression=codec, use_threads=False)
-
-
-_RAW = ipc_options(None)
-
-
-def to_ipc(batch: pa.RecordBatch, options: pa.ipc.IpcWriteOptions = _RAW) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, FLOW_SCHEMA, options=options) as writer:
-        writer.write_batch(batch)
-    return sink.getvalue().to_pybytes()
-
-
-def from_ipc(value: bytes) -> pa.Table:
-    return pa.ipc.open_stream(value).read_all()
 
 
 def _us(ts: datetime) -> int:

@@ -272,10 +272,14 @@ def _rows(raw: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
 def _decode_lists(raw: np.ndarray, at: np.ndarray, size: np.ndarray) -> pa.Array:
     """int8[] fields (one dimension, no NULL elements: what ``encode_copy`` writes) at ``at``."""
     valid = size >= 0
-    head = _rows(raw, np.where(valid, at, 0), 16).view(">i4").astype(np.int64)  # ndim, flags, type, length
-    if ((head[:, 0] > 1) & valid).any():
+    # ndim, flags, element type; an empty list (ndim 0) ends there, so its length is read only
+    # where there is one: the last field of the last row may be an empty list before the trailer
+    ndim = _rows(raw, np.where(valid, at, 0), 4).view(">i4").reshape(-1)
+    if ((ndim > 1) & valid).any():
         raise ValueError("flow_raw list column with more than one dimension")
-    count = np.where(valid & (head[:, 0] == 1), head[:, 3], 0)
+    listed = valid & (ndim == 1)
+    count = np.zeros(len(at), np.int64)
+    count[listed] = _rows(raw, at[listed] + 12, 4).view(">i4").reshape(-1)
     offsets = np.zeros(len(at) + 1, np.int32)
     np.cumsum(count, out=offsets[1:])
     index = np.arange(int(count.sum())) - np.repeat(offsets[:-1], count)

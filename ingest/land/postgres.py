@@ -2,8 +2,11 @@
 
 Writes are one binary COPY per batch (see :mod:`ingest.land.pgbinary`) on a connection from a
 psycopg_pool pool sized by ``backpressure.postgresql`` (the scaling model §8.3), inside one transaction, after
-making sure the day partition (and the next one) exists. A failed write raises; the daemon keeps the
-batch, backs off exponentially and retries, so a PostgreSQL restart costs time, not flows.
+making sure the day partition (and the next one) exists. The same transaction stores the batch
+whole in ``flow_raw_batches`` (an Arrow IPC stream, as on Kafka): ``flow_raw`` is what SQL users
+query, the batches are what the pipeline reads (:meth:`PostgresLanding.read_window_chunks`). A
+failed write raises; the daemon keeps the batch, backs off exponentially and retries, so a
+PostgreSQL restart costs time, not flows.
 """
 
 from __future__ import annotations
@@ -24,12 +27,19 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from ingest.config import PostgresPool
-from ingest.land.base import WHOLE_WINDOW, Watermark, WindowChunks, WindowRead, WindowSummary, rechunk
+from ingest.land.base import WHOLE_WINDOW, Watermark, WindowChunks, WindowRead, WindowSummary, read_ahead, rechunk
+from ingest.land.ipc import from_ipc, ipc_options, to_ipc
 from ingest.land.pgbinary import COPY_IN_SQL, encode_copy
 from ingest.land.pgrows import READ_COLUMNS, decode_rows
+from ingest.window import WINDOW
 
 log = logging.getLogger(__name__)
 TABLE = "flow_raw"
+BATCHES = "flow_raw_batches"
+# Rows per stored batch: the daemon's batches are far smaller; a bench's million-flow batch is
+# cut, so one value read back stays a few MB and a window's read is finely divisible.
+BATCH_ROWS = 131_072
+BATCH_IPC = ipc_options("lz4")  # as on Kafka's flows.raw: ~2.5x smaller, decompressed at GB/s
 PARTITION_DAYS_AHEAD = 2
 WRITER_WAIT_SECONDS = 5.0  # longest wait for a pool connection on the write path
 
@@ -57,6 +67,44 @@ def summarize_window(conn: psycopg.Connection, start: datetime, end: datetime,
         query, params = SUMMARY_SQL + FROM_EXPORTERS, [start, end, exporters]
     rows, nbytes, packets, first, last = conn.execute(query, params).fetchone()
     return WindowSummary(int(rows), int(nbytes), int(packets), first, last)
+
+
+BATCH_INSERT_SQL = (
+    "INSERT INTO {} (receive_start, receive_end, flows, bytes, packets, arrow) VALUES (%s, %s, %s, %s, %s, %b)"
+)
+
+
+def store_batches(cur: psycopg.Cursor, batch: pa.RecordBatch, table: str) -> None:
+    """Store ``batch`` in ``table`` (``flow_raw_batches`` or one of its days) as Arrow IPC streams
+    of at most ``BATCH_ROWS`` flows, each with its receive-time span and totals."""
+    for offset in range(0, batch.num_rows, BATCH_ROWS):
+        part = batch.slice(offset, BATCH_ROWS)
+        span = pc.min_max(part.column("receive_time"))
+        cur.execute(
+            BATCH_INSERT_SQL.format(table),
+            (span["min"].as_py(), span["max"].as_py(), part.num_rows,
+             pc.sum(part.column("bytes")).as_py() or 0, pc.sum(part.column("packets")).as_py() or 0,
+             to_ipc(part, BATCH_IPC)),
+        )  # fmt: skip
+
+
+BATCH_SUMMARY_SQL = """
+SELECT coalesce(sum(flows), 0), coalesce(sum(bytes), 0), coalesce(sum(packets), 0), min(receive_start), max(receive_end)
+FROM flowlens.flow_raw_batches WHERE receive_start >= %s AND receive_start < %s
+"""
+
+
+def summarize_batches(conn: psycopg.Connection, start: datetime, end: datetime) -> WindowSummary:
+    """The :class:`WindowSummary` of the batches of [start, end) in ``flow_raw_batches``, from their
+    stored totals (no flow is read): what a read of the window from its batches returns."""
+    rows, nbytes, packets, first, last = conn.execute(BATCH_SUMMARY_SQL, (start, end)).fetchone()
+    return WindowSummary(int(rows), int(nbytes), int(packets), first, last)
+
+
+def count_rows(conn: psycopg.Connection, start: datetime, end: datetime) -> int:
+    """flow_raw's rows in [start, end) (a count alone scans at about twice the speed of sums)."""
+    query = "SELECT count(*) FROM flowlens.flow_raw WHERE receive_time >= %s AND receive_time < %s"
+    return int(conn.execute(query, (start, end)).fetchone()[0])
 
 
 class PostgresLanding:
@@ -94,8 +142,10 @@ class PostgresLanding:
         started = time.perf_counter()
         with self._writer_connection() as conn:
             self._ensure_partitions(conn, days)
-            with conn.cursor() as cur, cur.copy(COPY_IN_SQL.replace("flowlens.flow_raw", target, 1)) as copy:
-                copy.write(data)
+            with conn.cursor() as cur:
+                with cur.copy(COPY_IN_SQL.replace("flowlens.flow_raw", target, 1)) as copy:
+                    copy.write(data)
+                store_batches(cur, batch, target.replace(TABLE, BATCHES, 1))
         if self.stats is not None:
             with self._stats_lock:  # the daemon writes from several threads
                 self.stats.pg_writes[TABLE] += batch.num_rows
@@ -111,9 +161,10 @@ class PostgresLanding:
         missing = [d for d in days if d not in self._days]
         if not missing:
             return
-        for day in missing:
+        for day, parent in itertools.product(missing, (TABLE, BATCHES)):
             conn.execute(
-                "SELECT flowlens.ensure_day_partitions('flowlens.flow_raw', %s, %s)", (day, PARTITION_DAYS_AHEAD)
+                "SELECT flowlens.ensure_day_partitions(%s::regclass, %s, %s)",
+                (f"flowlens.{parent}", day, PARTITION_DAYS_AHEAD),
             )
         conn.commit()
         self._days.update(missing)
@@ -149,25 +200,42 @@ class PostgresLanding:
         return self.read_window_chunks(start, end, WHOLE_WINDOW).read_all()
 
     def read_window_chunks(self, start: datetime, end: datetime, chunk_flows: int) -> WindowChunks:
-        """The window's flows as time slices of about ``chunk_flows`` rows, read by binary COPYs.
+        """The window's flows as tables of about ``chunk_flows`` rows.
+
+        From ``flow_raw_batches`` when its batches hold exactly the window's rows of ``flow_raw``
+        (:meth:`_batch_chunks`), else from ``flow_raw`` itself (:meth:`_slices`);
+        ``position["read"]`` says which.
+        """
+        position = {"receive_time": [start.isoformat(), end.isoformat()], "rows": 0}
+        return WindowChunks(chunks=rechunk(self._chunks(start, end, chunk_flows, position), chunk_flows),
+                            source=f"postgres:{TABLE}", position=position)  # fmt: skip
+
+    def _chunks(self, start: datetime, end: datetime, chunk_flows: int, position: dict) -> Iterator[pa.Table]:
+        with self.pool.connection() as conn:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            plan = _batch_plan(conn, start, end)
+            if plan is not None:
+                position["read"] = BATCHES
+                for table in read_ahead(_read_batches(conn, start, end, plan, chunk_flows), BATCHES_AHEAD):
+                    position["rows"] += table.num_rows
+                    yield table
+                return
+        position["read"] = TABLE
+        # the slices in flight (READ_CONNECTIONS * SLICES_AHEAD of them) together weigh one chunk
+        yield from self._slices(start, end, max(1, chunk_flows // (READ_CONNECTIONS * SLICES_AHEAD)), position)
+
+    def _slices(self, start: datetime, end: datetime, chunk_flows: int, position: dict) -> Iterator[pa.Table]:
+        """The window's rows of flow_raw as time slices of about ``chunk_flows`` rows, read by binary COPYs.
 
         A COPY formats its rows in one PostgreSQL backend and the client takes them one message per
         row, so one COPY runs at ~300-500k rows/s: ``READ_CONNECTIONS`` connections read the
-        slices (of ``chunk_flows / (READ_CONNECTIONS * SLICES_AHEAD)`` rows) in turn, each
-        ``SLICES_AHEAD`` slices ahead of the consumer, so both cores work and the slices in flight
-        weigh one chunk. The connections share one snapshot
-        (``pg_export_snapshot``): together they read exactly what a single COPY would have read at
-        that moment, even while late flows keep landing. The slice edges come from receive-time
-        quantiles of a 1% page sample (:func:`_slice_edges`), so slices hold similar row counts
-        however the flows arrived; they are contiguous, so the edges decide sizes, never rows.
+        slices in turn, each ``SLICES_AHEAD`` slices ahead of the consumer, so both cores work.
+        The connections share one snapshot (``pg_export_snapshot``): together they read exactly
+        what a single COPY would have read at that moment, even while late flows keep landing.
+        The slice edges come from receive-time quantiles of a 1% page sample
+        (:func:`_slice_edges`), so slices hold similar row counts however the flows arrived; they
+        are contiguous, so the edges decide sizes, never rows.
         """
-        position = {"receive_time": [start.isoformat(), end.isoformat()], "rows": 0}
-        # the slices in flight (READ_CONNECTIONS * SLICES_AHEAD of them) together weigh one chunk
-        slices = self._slices(start, end, max(1, chunk_flows // (READ_CONNECTIONS * SLICES_AHEAD)), position)
-        return WindowChunks(chunks=rechunk(slices, chunk_flows),
-                            source=f"postgres:{TABLE}", position=position)  # fmt: skip
-
-    def _slices(self, start: datetime, end: datetime, chunk_flows: int, position: dict) -> Iterator[pa.Table]:
         with self.pool.connection() as conn:
             slices = list(itertools.pairwise(_slice_edges(conn, start, end, chunk_flows)))
         with ExitStack() as stack:
@@ -238,6 +306,65 @@ EDGES_SQL = """
 SELECT count(*), percentile_disc(%(fractions)s::float8[]) WITHIN GROUP (ORDER BY receive_time)
 FROM flowlens.flow_raw {sample} WHERE receive_time >= %(start)s AND receive_time < %(end)s
 """
+
+
+# Batch reads (flow_raw_batches) the reader thread keeps ready: each is about half a chunk.
+BATCHES_AHEAD = 2
+FETCH_MAX = 256  # batches per fetch when the chunk is the whole window
+BATCHES_SQL = """
+SELECT xmin::text, sum(flows), count(*), count(*) FILTER (WHERE receive_start < %(start)s OR receive_end >= %(end)s)
+FROM flowlens.flow_raw_batches
+WHERE receive_start >= %(floor)s AND receive_start < %(end)s AND receive_end >= %(start)s
+GROUP BY xmin
+"""
+ROWS_SQL = """
+SELECT xmin::text, count(*) FROM flowlens.flow_raw WHERE receive_time >= %(start)s AND receive_time < %(end)s
+GROUP BY xmin
+"""
+
+
+def _batch_plan(conn: psycopg.Connection, start: datetime, end: datetime) -> tuple[int, int] | None:
+    """(batches, flows) of the window in ``flow_raw_batches`` when they hold exactly its rows of
+    ``flow_raw`` as landed, else None.
+
+    A landing transaction writes a batch's rows and the batch itself, so both carry its ``xmin``:
+    per transaction id, the window's rows and its batches' flows must be as many. An UPDATE gives
+    rows a new ``xmin`` and a DELETE or INSERT changes a count, so any edit of the window's rows
+    (a fix before re-materializing it), rows landed before the batches existed, or a batch reaching
+    past [start, end) make the read take the rows. Both counts come from one snapshot.
+    """
+    params = {"start": start, "end": end, "floor": start - WINDOW}  # a batch lies in one window
+    flows, batches = {}, 0
+    for xid, landed, stored, straddling in conn.execute(BATCHES_SQL, params):
+        if straddling:
+            return None
+        flows[xid], batches = int(landed), batches + stored
+    if not flows:
+        return None
+    rows = dict(conn.execute(ROWS_SQL, params).fetchall())
+    if rows != flows:
+        log.info("window [%s, %s): flow_raw's rows differ from what flow_raw_batches holds (%d against %d flows):"
+                 " reading the rows", start, end, sum(rows.values()), sum(flows.values()))  # fmt: skip
+        return None
+    return batches, sum(flows.values())
+
+
+def _read_batches(conn: psycopg.Connection, start: datetime, end: datetime, plan: tuple[int, int],
+                  chunk_flows: int) -> Iterator[pa.Table]:  # fmt: skip
+    """The window's batches in receive order, decoded, about half a chunk per table (a named
+    cursor fetches them: one bytea each, sent as stored)."""
+    batches, flows = plan
+    per_fetch = min(FETCH_MAX, max(1, (chunk_flows // 2) // max(1, flows // batches)))
+    with conn.cursor(name="flowlens_window_batches", binary=True) as cur:
+        cur.execute(
+            "SELECT arrow FROM flowlens.flow_raw_batches WHERE receive_start >= %s AND receive_start < %s"
+            " ORDER BY receive_start",
+            (start, end),
+        )
+        while rows := cur.fetchmany(per_fetch):
+            tables = [from_ipc(row[0]) for row in rows]
+            del rows
+            yield pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
 def _slice_edges(conn: psycopg.Connection, start: datetime, end: datetime, chunk_flows: int) -> list[datetime]:

@@ -50,7 +50,8 @@ def test_retention_drops_only_old_day_partitions(flowlens_config, clean_pg, tmp_
     old, recent = today - timedelta(days=40), today - timedelta(days=2)
     with psycopg.connect(clean_pg) as conn:
         for day in (old, recent):
-            conn.execute("SELECT flowlens.ensure_day_partitions('flowlens.flow_stats'::regclass, %s::date, 1)", (day,))
+            for parent in ("flowlens.flow_stats", "flowlens.flow_raw_batches"):
+                conn.execute("SELECT flowlens.ensure_day_partitions(%s::regclass, %s::date, 1)", (parent, day))
     lake_root = tmp_path / "lake"
     for day in (old, recent):
         (lake_root / "enriched_flows" / f"date={day:%Y-%m-%d}" / "window=0000").mkdir(parents=True)
@@ -58,6 +59,7 @@ def test_retention_drops_only_old_day_partitions(flowlens_config, clean_pg, tmp_
     lake = res["lake"].model_copy(update={"root": str(lake_root)})
     dropped = apply_retention(res["postgres"], lake, days=30, today=today)
     assert dropped["flowlens.flow_stats"] == [f"flow_stats_{old:%Y%m%d}"]
+    assert dropped["flowlens.flow_raw_batches"] == [f"flow_raw_batches_{old:%Y%m%d}"]
     assert dropped["lake"] == [f"date={old:%Y-%m-%d}"]
     assert dropped["flow_stats_staging"] == [f"date={old:%Y-%m-%d}"]  # shards staged by runs that never committed
     assert [p.name for p in (lake_root / "flow_stats_staging").iterdir()] == [f"date={recent:%Y-%m-%d}"]

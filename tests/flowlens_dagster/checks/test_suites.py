@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from assets import enriched_flows
 from flowlens_dagster.checks import names, suites
 from flowlens_dagster.checks.evaluate import BY_NAME, evaluate, sources_from
 from flowlens_dagster.checks.gx_runner import RUNNER
@@ -32,21 +33,24 @@ def test_suspect_rows_give_the_same_verdicts_as_full_gx_validation(pipeline: Pip
     for build in builds:  # clean: both paths pass, and GX itself passes on the whole window
         assert RUNNER.validate_sql(sources.url, build(span)).success, build.__name__
         assert evaluate(BY_NAME[build(span).name], sources, [span]).passed, build.__name__
-    # Corrupt: negative byte counts in flow_stats; in the landing, byte counts in the wrong unit (fewer
-    # bytes than 20 per packet) and an unassigned protocol; a change stamped 2 minutes into the window.
+    # Corrupt: in the landing, byte counts in the wrong unit (fewer bytes than 20 per packet) and an
+    # unassigned protocol (the window read again: the read now takes the edited rows, not the landed
+    # batches); negative byte counts in flow_stats; a change stamped 2 minutes into the window.
+    landed = "SELECT ctid FROM flowlens.flow_raw WHERE receive_time >= %s AND receive_time < %s"
+    window = (WINDOW0, WINDOW0 + timedelta(minutes=5))
+    pipeline.sql(f"UPDATE flowlens.flow_raw SET bytes = 10 * packets WHERE ctid IN ({landed} LIMIT 3)", window)
+    pipeline.sql(f"UPDATE flowlens.flow_raw SET protocol = 200 WHERE ctid IN ({landed} OFFSET 10 LIMIT 1)", window)
+    enriched_flows.process_window(WINDOW0, pipeline.landing, pipeline.lake, None, pipeline.postgres)
     pipeline.sql(
         "UPDATE flowlens.flow_stats SET bytes = -1 WHERE ctid IN "
         "(SELECT ctid FROM flowlens.flow_stats WHERE window_start = %s LIMIT 2)",
         (WINDOW0,),
     )
-    landed = "SELECT ctid FROM flowlens.flow_raw WHERE receive_time >= %s AND receive_time < %s"
-    window = (WINDOW0, WINDOW0 + timedelta(minutes=5))
-    pipeline.sql(f"UPDATE flowlens.flow_raw SET bytes = 10 * packets WHERE ctid IN ({landed} LIMIT 3)", window)
-    pipeline.sql(f"UPDATE flowlens.flow_raw SET protocol = 200 WHERE ctid IN ({landed} OFFSET 10 LIMIT 1)", window)
     pipeline.sql(
         "INSERT INTO flowlens.changes (window_start, kind, subject, addr) VALUES (%s, 'new_asset', '10.7.7.7', NULL)",
         (WINDOW0 + timedelta(minutes=2),),
     )
+    sources = sources_from(pipeline.resources)  # fresh: the window's load and lake changed
     between, in_set = "expect_column_values_to_be_between", "expect_column_values_to_be_in_set"
     expected_failures = {
         suites.flow_stats_suite: {(between, "bytes"): 2, (between, "bytes_minus_20x_packets"): 2},

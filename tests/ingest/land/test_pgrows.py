@@ -108,3 +108,19 @@ def test_a_buffer_reused_for_a_shorter_copy_decodes_only_that_copys_rows(flowlen
     expected = flows.filter(pc.less(flows.column("src_port"), 30000))
     assert 0 < got.num_rows < flows.num_rows and kept > sum(sizes)  # the tail was there, and ignored
     assert ordered(got).equals(ordered(expected))
+
+
+def test_an_empty_list_in_the_last_field_of_the_last_row_decodes(flowlens_config, clean_pg):
+    # An empty int8[] is 12 bytes in a binary COPY (no length field): as the very last field only
+    # the 2-byte trailer follows it, so reading a 16-byte header there ran past the buffer.
+    flows = pa.Table.from_batches([random_flows(20, int(W0.timestamp() * 1e6), seed=8, null_share=0.0)])
+    last = FLOW_SCHEMA.get_field_index("communities")
+    lists = [[65536 + i] for i in range(19)] + [[]]
+    flows = flows.set_column(last, FLOW_SCHEMA.field(last), pa.array(lists, FLOW_SCHEMA.field(last).type))
+    land(flowlens_config, flows)
+    query = f"COPY (SELECT {READ_COLUMNS} FROM flowlens.flow_raw ORDER BY communities DESC) TO STDOUT (FORMAT BINARY)"
+    with psycopg.connect(clean_pg) as conn:
+        data, sizes = _copy_out(conn, query.encode())
+    got = decode_rows(data, sizes)
+    assert got.column("communities").to_pylist()[-1] == []
+    assert sorted(map(tuple, got.column("communities").to_pylist())) == sorted(map(tuple, lists))
