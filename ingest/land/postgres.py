@@ -31,6 +31,7 @@ from ingest.land.base import WHOLE_WINDOW, Watermark, WindowChunks, WindowRead, 
 from ingest.land.ipc import from_ipc, ipc_options, to_ipc
 from ingest.land.pgbinary import COPY_IN_SQL, encode_copy
 from ingest.land.pgrows import READ_COLUMNS, decode_rows
+from ingest.schema import FLOW_SCHEMA
 from ingest.window import WINDOW
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ BATCH_INSERT_SQL = (
 def store_batches(cur: psycopg.Cursor, batch: pa.RecordBatch, table: str) -> None:
     """Store ``batch`` in ``table`` (``flow_raw_batches`` or one of its days) as Arrow IPC streams
     of at most ``BATCH_ROWS`` flows, each with its receive-time span and totals."""
+    if not batch.schema.equals(FLOW_SCHEMA):  # e.g. a column set as nullable: the stream's is the record's
+        batch = batch.cast(FLOW_SCHEMA)
     for offset in range(0, batch.num_rows, BATCH_ROWS):
         part = batch.slice(offset, BATCH_ROWS)
         span = pc.min_max(part.column("receive_time"))

@@ -42,6 +42,10 @@ MODEL_UPSERTS = 35_000  # §3.1: flow_stats UPSERTs per second (10k unique pairs
 MODEL_BROKER = 200_000  # §10.1: 1 Kafka broker = 200k flows/s
 MODEL_PIPELINE_PER_WORKER = 12_500  # §6.1: 4 enrichment + 4 resolution instances for 50k flows/s
 MODEL_FLOW_BYTES = 150  # §2.1 normalized record
+# flow_raw_batches (minimal mode): every landed batch again, as the lz4 Arrow IPC stream the
+# pipeline reads (README "Reading a window from PostgreSQL"); measured, not a model figure:
+# pg_total_relation_size per flow of the 15M-flow window of `flowlens bench pipeline --keep`.
+BATCH_FLOW_BYTES = 60
 MODEL_ENRICHED_BYTES = 400  # §2.1
 MODEL_SUMMARY_BYTES = 200  # §2.1 aggregated connection summary (a flow_stats row)
 MODEL_PAIRS_PER_FLOW_RATE = 5  # §3.2: 10k flows/s <-> 50k unique pairs per 5-minute window
@@ -351,11 +355,13 @@ def _postgres(inp: PlanInput, f: dict[str, float], mode: str, pairs: int) -> dic
     raw_rate = rate if mode in ("minimal", "auto") else 0.0  # the Kafka modes land raw flows in Kafka
     per_day = {
         "flow_raw": raw_rate * DAY * MODEL_FLOW_BYTES,
+        "flow_raw_batches": raw_rate * DAY * BATCH_FLOW_BYTES,
         "flow_stats": pairs * (DAY / WINDOW_SECONDS) * MODEL_SUMMARY_BYTES,
         "flow_stats_hourly": pairs * 24 * MODEL_SUMMARY_BYTES,
         "flow_stats_daily": pairs * MODEL_SUMMARY_BYTES,
     }
-    retained = sum(per_day[t] for t in ("flow_raw", "flow_stats", "flow_stats_hourly")) * inp.retention_days
+    days = ("flow_raw", "flow_raw_batches", "flow_stats", "flow_stats_hourly")  # dropped by retention
+    retained = sum(per_day[t] for t in days) * inp.retention_days
     retained += per_day["flow_stats_daily"] * 365  # kept past retention
     load = raw_rate / f["postgres_landing_flows_per_s"] + pairs / WINDOW_SECONDS / f["upserts_per_s"]
     cores = min(32, max(2, _ceil(8 * max(load, rate / 50_000))))  # §6.1: 8 cores / 32 GB at 50k flows/s

@@ -9,7 +9,7 @@ import pytest
 from ingest.config import load_config
 from ingest.scaling import plan as planner
 from ingest.scaling.figures import load_results, save_result
-from ingest.scaling.plan import GB, PlanError, PlanInput, make_plan
+from ingest.scaling.plan import BATCH_FLOW_BYTES, GB, PlanError, PlanInput, make_plan
 
 CFG = load_config(environ={})
 
@@ -67,8 +67,10 @@ def test_mode_follows_the_thresholds(inp, mode, kafka, redis):
 def test_minimal_mode_stores_raw_flows_in_postgresql():
     plan = make_plan(PlanInput(2_000, retention_days=10), CFG, {})
     raw = plan.postgres["table_gb_per_day"]["flow_raw"]
+    batches = plan.postgres["table_gb_per_day"]["flow_raw_batches"]
     assert raw == pytest.approx(2_000 * 86_400 * 150 / GB, abs=0.01)
-    assert plan.postgres["retained_gb"] > 10 * raw
+    assert batches == pytest.approx(2_000 * 86_400 * BATCH_FLOW_BYTES / GB, abs=0.01)
+    assert plan.postgres["retained_gb"] > 10 * (raw + batches)
 
 
 def test_measured_figures_replace_the_rules_of_thumb_and_far_ones_are_flagged(tmp_path):
