@@ -128,7 +128,18 @@ def _lake_finding(check: str, suite: TableSuite, sources: Sources, span: Span, b
     return _finding(check, suite, *sources.duck_suspects(suite, base, sources.lake_rows(span)))
 
 
+# Columns of a key that tell its rows apart in practice: the flow key's 14 columns hold the flows
+# of one export packet, which share receive_time and exporter but not their addresses and ports.
+# When no two rows repeat these, no two repeat the whole key (a superset of a unique set of columns
+# is unique): the grouping reads and hashes 5 columns instead of 14 (15M flows: 1.9 -> 1.3 s).
+# A repeat here (or a hash collision) sends the check on to the whole key.
+KEY_PROBES = {tuple(suites.FLOW_KEY): ["receive_time", "src_addr", "dst_addr", "src_port", "dst_port"]}
+
+
 def _repeats(sources: Sources, base: str, key: list[str]) -> bool:
+    probe = KEY_PROBES.get(tuple(key))
+    if probe is not None and not sources.duck_row(repeated_keys_sql(base, probe))["repeated"]:
+        return False
     return bool(sources.duck_row(repeated_keys_sql(base, key))["repeated"])
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from datetime import timedelta
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from flowlens_dagster.checks import names, run_window_checks
@@ -129,3 +131,26 @@ def test_assets_and_dependencies_cover_flow_stats(pipeline: Pipeline) -> None:
     assert not assets.passed and server in assets.message and assets.metadata["absent_count"] == 1
     deps = check(pipeline, names.DEPENDENCIES_COVER_STATS)
     assert not deps.passed and f"-> {server}:" in deps.message and KEY0 in deps.message
+
+
+def test_rows_repeating_the_probe_columns_but_not_the_flow_key_are_unique(pipeline: Pipeline) -> None:
+    """The uniqueness check first groups the flow key's probe columns (evaluate.KEY_PROBES): rows
+    that repeat those but differ elsewhere in the key (the same flows from another exporter) are
+    not duplicates, and rows that repeat the whole key are."""
+    pipeline.land(WINDOW0)
+    pipeline.process(WINDOW0)
+    window_dir = pipeline.lake.window_dir(WINDOW0)
+    part = pq.read_table(window_dir / "part-0.parquet")
+    exporter = part.schema.get_field_index("exporter")
+    other = pa.array(
+        [b"\x00" * 10 + b"\xff\xff" + bytes([192, 0, 2, 99])] * part.num_rows, part.schema.field(exporter).type
+    )
+    pq.write_table(part.set_column(exporter, part.schema.field(exporter), other), window_dir / "part-1.parquet")
+    suite = check(pipeline, names.ENRICHED_SUITE)
+    assert not [
+        f for f in suite.metadata.get("failures", []) if f["expectation"] == "expect_compound_columns_to_be_unique"
+    ]
+    shutil.copy(window_dir / "part-0.parquet", window_dir / "part-2.parquet")  # now 600 flows repeat the whole key
+    suite = check(pipeline, names.ENRICHED_SUITE)
+    (dup,) = [f for f in suite.metadata["failures"] if f["expectation"] == "expect_compound_columns_to_be_unique"]
+    assert dup["unexpected_count"] == 1200
