@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg
@@ -110,6 +110,23 @@ def count_rows(conn: psycopg.Connection, start: datetime, end: datetime) -> int:
     return int(conn.execute(query, (start, end)).fetchone()[0])
 
 
+class SchemaOutdated(RuntimeError):
+    """The database lacks a table or function of this FlowLens: its migrations were not applied."""
+
+
+@contextmanager
+def _schema_hint() -> Iterator[None]:
+    """Name the command that fixes a database older than the code (the daemon logs the message
+    and retries the batch, so nothing is lost while it waits for the migration)."""
+    try:
+        yield
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction) as exc:
+        raise SchemaOutdated(
+            f"database {exc.diag.message_primary or exc}: its schema is older than this FlowLens;"
+            " run `flowlens migrate` (the ingest daemon keeps its batches and retries meanwhile)"
+        ) from exc
+
+
 class PostgresLanding:
     """The :class:`ingest.land.base.Landing` of the minimal mode."""
 
@@ -143,7 +160,7 @@ class PostgresLanding:
         # and skip PostgreSQL's per-row partition routing.
         target = f"flowlens.flow_raw_{days[0]:%Y%m%d}" if len(days) == 1 else "flowlens.flow_raw"
         started = time.perf_counter()
-        with self._writer_connection() as conn:
+        with self._writer_connection() as conn, _schema_hint():
             self._ensure_partitions(conn, days)
             with conn.cursor() as cur:
                 with cur.copy(COPY_IN_SQL.replace("flowlens.flow_raw", target, 1)) as copy:
@@ -216,7 +233,8 @@ class PostgresLanding:
     def _chunks(self, start: datetime, end: datetime, chunk_flows: int, position: dict) -> Iterator[pa.Table]:
         with self.pool.connection() as conn:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            plan = _batch_plan(conn, start, end)
+            with _schema_hint():
+                plan = _batch_plan(conn, start, end)
             if plan is not None:
                 position["read"] = BATCHES
                 for table in read_ahead(_read_batches(conn, start, end, plan, chunk_flows), BATCHES_AHEAD):

@@ -44,8 +44,9 @@ MODEL_PIPELINE_PER_WORKER = 12_500  # §6.1: 4 enrichment + 4 resolution instanc
 MODEL_FLOW_BYTES = 150  # §2.1 normalized record
 # flow_raw_batches (minimal mode): every landed batch again, as the lz4 Arrow IPC stream the
 # pipeline reads (README "Reading a window from PostgreSQL"); measured, not a model figure:
-# pg_total_relation_size per flow of the 15M-flow window of `flowlens bench pipeline --keep`.
-BATCH_FLOW_BYTES = 60
+# pg_total_relation_size per flow of the 15M-flow window of `flowlens bench pipeline --keep`
+# (34.6 bytes, flow_raw itself 141: generated flows; real traffic was not measured).
+BATCH_FLOW_BYTES = 35
 MODEL_ENRICHED_BYTES = 400  # §2.1
 MODEL_SUMMARY_BYTES = 200  # §2.1 aggregated connection summary (a flow_stats row)
 MODEL_PAIRS_PER_FLOW_RATE = 5  # §3.2: 10k flows/s <-> 50k unique pairs per 5-minute window

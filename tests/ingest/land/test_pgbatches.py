@@ -134,3 +134,20 @@ def test_batches_are_read_in_the_snapshot_of_their_check(landing, pg_dsn):
     rest = list(chunks.chunks)
     assert chunks.position["read"] == "flow_raw_batches"
     assert first.num_rows + sum(t.num_rows for t in rest) == 3_000
+
+
+def test_a_database_without_the_batches_table_says_to_migrate_and_lands_nothing(landing, pg_dsn):
+    batch = random_flows(100, us(W0), seed=9)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE flowlens.flow_raw_batches RENAME TO flow_raw_batches_hidden")
+        try:
+            with pytest.raises(pg.SchemaOutdated, match="run `flowlens migrate`"):
+                landing.write(batch)
+            with pytest.raises(pg.SchemaOutdated, match="flow_raw_batches"):
+                read(landing)
+            assert conn.execute("SELECT count(*) FROM flowlens.flow_raw").fetchone()[0] == 0  # rolled back whole
+        finally:
+            conn.execute("ALTER TABLE flowlens.flow_raw_batches_hidden RENAME TO flow_raw_batches")
+    landing.write(batch)  # the daemon's retry once migrated
+    table, position = read(landing)
+    assert position["read"] == "flow_raw_batches" and table.num_rows == 100
