@@ -57,7 +57,10 @@ def postgres_settings(cfg: FlowLensConfig, ram: int | None = None, cores: int | 
         "wal_level": "replica",
         "max_wal_size": _mb(min(16 * GB, max(1 * GB, budget // 2))),
         "min_wal_size": _mb(min(4 * GB, max(256 * MB, budget // 8))),
-        "wal_compression": "on",
+        # The seed's "on" selects pglz; lz4 compresses the same full-page images for a fraction of
+        # the CPU. A window's flow_stats key (1M rows, built in one pass, every page logged whole):
+        # 0.73-0.83 s with pglz, 0.39 s with lz4, 0.36 s uncompressed (psql, same session).
+        "wal_compression": "lz4",
         "checkpoint_completion_target": "0.9",
         # Write performance: exactly the seed (asynchronous commit is the point of §3.3).
         "synchronous_commit": "off",
