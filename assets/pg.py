@@ -49,9 +49,11 @@ def stage_flow_stats_window(cur: psycopg.Cursor, window: datetime, end: datetime
 
 
 def attach_flow_stats_window(cur: psycopg.Cursor, stage: str, window: datetime, end: datetime) -> None:
-    """Build the staged window's key (one sorted pass), drop the window's previous partition and
-    attach the staged one in its place (``sql/044``)."""
+    """Build the staged window's key (one sorted pass), drop the window's previous partition,
+    attach the staged one in its place (``sql/044``) and analyze it (``sql/049``)."""
     cur.execute("SELECT flowlens.attach_flow_stats_window(%s::regclass, %s, %s)", (stage, window, end))
+    # the window's first queries (checks, API) must not be planned without statistics (sql/049)
+    cur.execute("SELECT flowlens.analyze_flow_stats_window(%s)", (window,))
 
 
 def record_window_load(cur: psycopg.Cursor, load: dict[str, Any]) -> None:

@@ -191,3 +191,20 @@ def test_a_window_that_outgrows_the_table_merges_as_the_row_by_row_path_does(cle
     assert valid
     assert len(bulk) == 9 and bulk == row_by_row
     assert {(row[6], row[7]) for row in bulk} == {(first, second), (second, second)}
+
+
+def test_a_written_window_has_statistics_for_the_planner(clean_pg):
+    """The partition is analyzed as it is attached (sql/049): the window's first queries (checks,
+    API) are planned from its real row count, not from a guess."""
+    window = datetime(2031, 3, 4, 10, 20, tzinfo=UTC)
+    with psycopg.connect(clean_pg) as conn:
+        _write(conn, window, _stats(window, 250))
+        tuples, analyzed = conn.execute(
+            "SELECT c.reltuples, (SELECT count(*) FROM pg_stats s WHERE s.schemaname = 'flowlens'"
+            " AND s.tablename = c.relname) FROM pg_class c WHERE c.oid = 'flowlens.flow_stats_20310304_1020'::regclass"
+        ).fetchone()
+        assert tuples == 250 and analyzed == len(STATS_SCHEMA)
+        plan = conn.execute(
+            "EXPLAIN (FORMAT JSON) SELECT * FROM flowlens.flow_stats WHERE window_start = %s", (window,)
+        ).fetchone()[0]
+        assert plan[0]["Plan"]["Plan Rows"] == 250
