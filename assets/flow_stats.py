@@ -30,13 +30,21 @@ import dagster as dg
 import duckdb
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from assets import lake as lake_files
 from assets.addresses import with_text
 from assets.keys import ENRICHED_FLOWS, FLOW_STATS
 from assets.metadata import definition_metadata, markdown_table, materialization_metadata
 from assets.partitions import five_minute_partitions
-from assets.pg import attach_flow_stats_window, ensure_day_partitions, record_window_load, stage_flow_stats_window
+from assets.pg import (
+    attach_flow_stats_window,
+    default_flow_stats_window,
+    ensure_day_partitions,
+    record_window_load,
+    stage_flow_stats_window,
+)
 from assets.resources import LakeResource, PostgresResource
 from assets.windows import WindowResult, run_id, run_windows, timed
 from ingest.addresses import address_matrix
@@ -176,14 +184,28 @@ def replace_window(
         if target is None:
             ensure_day_partitions(cur, TABLE, window, window)
             cur.execute(f"DELETE FROM {TABLE} WHERE window_start = %s", (window,))
+        else:
+            default_flow_stats_window(cur, target, window)
         for stats in shards:
-            copy_arrow(cur, target or TABLE, in_key_order(stats).to_arrow(), PG_TYPES)
+            rows = in_key_order(stats).to_arrow()
+            if target is None:
+                copy_arrow(cur, TABLE, rows, PG_TYPES)
+            else:  # the staged table fills window_start itself
+                copy_arrow(cur, target, without_window_start(rows, window), PG_TYPES[1:])
             _add_totals(result, stats)
             tops.append(stats.top_k(TOP_TALKERS, by="bytes"))  # no full sort of the window
         if target is not None:
             attach_flow_stats_window(cur, target, window, end)
         record_window_load(cur, result.load_row(run))
     return tops
+
+
+def without_window_start(rows: pa.Table, window: datetime) -> pa.Table:
+    """``rows`` less their ``window_start``, which must be ``window`` in every row."""
+    starts = pc.min_max(rows.column("window_start"))
+    if rows.num_rows and (starts["min"].as_py() != window or starts["max"].as_py() != window):
+        raise ValueError(f"flow_stats rows of window {window} hold window_start {starts['min']} .. {starts['max']}")
+    return rows.drop_columns(["window_start"])
 
 
 def _add_totals(result: WindowResult, stats: pl.DataFrame) -> None:

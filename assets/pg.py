@@ -48,6 +48,12 @@ def stage_flow_stats_window(cur: psycopg.Cursor, window: datetime, end: datetime
     return cur.fetchone()[0]
 
 
+def default_flow_stats_window(cur: psycopg.Cursor, stage: str, window: datetime) -> None:
+    """The staged table's ``window_start`` defaults to ``window``, so its COPY leaves the column out
+    (``sql/049``)."""
+    cur.execute("SELECT flowlens.default_flow_stats_window(%s::regclass, %s)", (stage, window))
+
+
 def attach_flow_stats_window(cur: psycopg.Cursor, stage: str, window: datetime, end: datetime) -> None:
     """Build the staged window's key (one sorted pass), drop the window's previous partition,
     attach the staged one in its place (``sql/044``) and analyze it (``sql/049``)."""

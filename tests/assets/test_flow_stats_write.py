@@ -195,7 +195,8 @@ def test_a_window_that_outgrows_the_table_merges_as_the_row_by_row_path_does(cle
 
 def test_a_written_window_has_statistics_for_the_planner(clean_pg):
     """The partition is analyzed as it is attached (sql/049): the window's first queries (checks,
-    API) are planned from its real row count, not from a guess."""
+    API) are planned from its real row count, not from a guess. The staged table filled each row's
+    window_start itself (the COPY leaves it out)."""
     window = datetime(2031, 3, 4, 10, 20, tzinfo=UTC)
     with psycopg.connect(clean_pg) as conn:
         _write(conn, window, _stats(window, 250))
@@ -203,8 +204,19 @@ def test_a_written_window_has_statistics_for_the_planner(clean_pg):
             "SELECT c.reltuples, (SELECT count(*) FROM pg_stats s WHERE s.schemaname = 'flowlens'"
             " AND s.tablename = c.relname) FROM pg_class c WHERE c.oid = 'flowlens.flow_stats_20310304_1020'::regclass"
         ).fetchone()
-        assert tuples == 250 and analyzed == len(STATS_SCHEMA)
+        assert tuples == 250 and analyzed == 1  # window_start: what a window's queries filter on
         plan = conn.execute(
             "EXPLAIN (FORMAT JSON) SELECT * FROM flowlens.flow_stats WHERE window_start = %s", (window,)
         ).fetchone()[0]
         assert plan[0]["Plan"]["Plan Rows"] == 250
+
+
+def test_rows_of_another_window_fail_the_write_whole(clean_pg):
+    """The staged COPY leaves window_start to the table's default: a row of another window is refused, not moved."""
+    window = datetime(2031, 3, 4, 10, 25, tzinfo=UTC)
+    stray = _stats(window + timedelta(minutes=5), 3)
+    with psycopg.connect(clean_pg) as conn:
+        _write(conn, window, _stats(window, 10))
+        with pytest.raises(ValueError, match="hold window_start"):
+            _write(conn, window, _stats(window, 5), stray)
+        assert len(conn.execute(STATS_SQL, (window,)).fetchall()) == 10  # the previous write stands
