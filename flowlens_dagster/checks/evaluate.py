@@ -70,9 +70,8 @@ def landing_suite(sources: Sources, span: Span) -> Finding:
     """
     suite = suites.landing_suite(span)
     kafka = sources.landing_is_kafka(span)
-    if not kafka and not sources.landing_read_batches(span):
-        return suite_finding(names.LANDING_SUITE, suite, sources)
-    if sources.load(span, names.ENRICHED_FLOWS) is not None and sources.lake_files(span):
+    read_as_arrow = kafka or sources.landing_read_batches(span)
+    if read_as_arrow and sources.load(span, names.ENRICHED_FLOWS) is not None and sources.lake_files(span):
         base = sources.lake_query(span, LANDED_COLUMNS, IP_MINIMUM_SQL)
         return _lake_finding(names.LANDING_SUITE, suite, sources, span, base)
     if not kafka:

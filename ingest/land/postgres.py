@@ -223,7 +223,7 @@ class PostgresLanding:
         """The window's flows as tables of about ``chunk_flows`` rows.
 
         From ``flow_raw_batches`` when its batches hold exactly the window's rows of ``flow_raw``
-        (:meth:`_batch_chunks`), else from ``flow_raw`` itself (:meth:`_slices`);
+        (:func:`_batch_plan`, :func:`_read_batches`), else from ``flow_raw`` itself (:meth:`_slices`);
         ``position["read"]`` says which.
         """
         position = {"receive_time": [start.isoformat(), end.isoformat()], "rows": 0}
